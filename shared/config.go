@@ -1,0 +1,521 @@
+package shared
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is CoreScope's config.json as operators already have it, plus
+// meshingest's own keys in the same camelCase style. Both processes read the
+// same file: the receiver uses the sources and the spool settings, the writer
+// the database, decoding and retention settings. Keys CoreScope's server uses
+// and meshingest does not are ignored, so one file serves all three.
+type Config struct {
+	// DBPath is the SQLite database CoreScope's server reads. Env DB_PATH
+	// overrides it. Default data/meshcore.db.
+	DBPath string `json:"dbPath"`
+
+	// MQTT is CoreScope's legacy single-broker form; it becomes one source
+	// named "default" when MQTTSources is empty.
+	MQTT *LegacyMQTT `json:"mqtt,omitempty"`
+	// MQTTSources are the brokers the receiver subscribes to. Env
+	// MQTT_BROKER (with MQTT_TOPIC) replaces them with one source.
+	MQTTSources []Source `json:"mqttSources,omitempty"`
+
+	LogLevel string `json:"logLevel,omitempty"`
+
+	// Channel keys for GRP_TXT / GRP_DATA decryption. Explicit keys win over
+	// derived hashtag keys, which win over the rainbow file.
+	ChannelKeys     map[string]string `json:"channelKeys,omitempty"`
+	HashChannels    []string          `json:"hashChannels,omitempty"`
+	ChannelKeysPath string            `json:"channelKeysPath,omitempty"`
+	// HashRegions are the transport-code regions (e.g. "#ottawa") whose
+	// names are stored in transmissions.scope_name when a code matches.
+	HashRegions []string `json:"hashRegions,omitempty"`
+
+	// ValidateSignatures drops adverts whose Ed25519 signature fails
+	// (default true).
+	ValidateSignatures *bool             `json:"validateSignatures,omitempty"`
+	GeoFilter          *GeoFilter        `json:"geo_filter,omitempty"`
+	ForeignAdverts     *ForeignAdverts   `json:"foreignAdverts,omitempty"`
+	Retention          *Retention        `json:"retention,omitempty"`
+	Metrics            *MetricsSampling  `json:"metrics,omitempty"`
+	ClientRxCoverage   *ClientRxCoverage `json:"clientRxCoverage,omitempty"`
+	DB                 *DBMaintenance    `json:"db,omitempty"`
+
+	ObserverBlacklist       []string `json:"observerBlacklist,omitempty"`
+	ObserverIATAWhitelist   []string `json:"observerIATAWhitelist,omitempty"`
+	NeighborEdgesMaxAgeDays int      `json:"neighborEdgesMaxAgeDays,omitempty"`
+
+	// --- meshingest's own keys ---
+
+	// SpoolDir is the folder of spool segment files shared by the receiver
+	// and the writer. Env MESHINGEST_SPOOL_DIR overrides it. Default: a
+	// "spool" folder beside the database.
+	SpoolDir string         `json:"spoolDir,omitempty"`
+	Spool    SpoolConfig    `json:"spool,omitempty"`
+	Receiver ReceiverConfig `json:"receiver,omitempty"`
+	Writer   WriterConfig   `json:"writer,omitempty"`
+	// Broker is the embedded MQTT broker `meshingest run` starts when no
+	// source is configured, or on a configured address for observers.
+	Broker EmbeddedBroker `json:"broker,omitempty"`
+}
+
+// LegacyMQTT is CoreScope's old `mqtt` object.
+type LegacyMQTT struct {
+	Broker string `json:"broker"`
+	Topic  string `json:"topic"`
+}
+
+// Source is one MQTT broker the receiver subscribes to.
+type Source struct {
+	Name     string `json:"name"`
+	Broker   string `json:"broker"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	// RejectUnauthorized false turns TLS certificate verification off. The
+	// default (absent) verifies.
+	RejectUnauthorized *bool    `json:"rejectUnauthorized,omitempty"`
+	Topics             []string `json:"topics,omitempty"`
+	// IATAFilter limits packet messages to these regions (topic segment 1).
+	IATAFilter []string `json:"iataFilter,omitempty"`
+	// Region is the IATA used for observers whose topic has none.
+	Region            string `json:"region,omitempty"`
+	ConnectTimeoutSec int    `json:"connectTimeoutSec,omitempty"`
+	// ClientID is the MQTT client id. With QoS 1 it must be stable so the
+	// broker keeps the session while the receiver is down; the default is
+	// derived from the source name and the host name.
+	ClientID string `json:"clientId,omitempty"`
+	// QoS is the subscription QoS: 0 (default, what observers publish) or 1
+	// (the broker holds messages until the receiver has them on disk).
+	QoS int `json:"qos,omitempty"`
+}
+
+// VerifyTLS reports whether the broker's certificate must verify.
+func (s Source) VerifyTLS() bool {
+	return s.RejectUnauthorized == nil || *s.RejectUnauthorized
+}
+
+// GeoFilter is CoreScope's geo_filter: a polygon (with an optional buffer)
+// or a bounding box.
+type GeoFilter struct {
+	Polygon  [][2]float64 `json:"polygon,omitempty"`
+	BufferKm float64      `json:"bufferKm,omitempty"`
+	LatMin   *float64     `json:"latMin,omitempty"`
+	LatMax   *float64     `json:"latMax,omitempty"`
+	LonMin   *float64     `json:"lonMin,omitempty"`
+	LonMax   *float64     `json:"lonMax,omitempty"`
+}
+
+// ForeignAdverts says what happens to an advert outside the geo filter:
+// "flag" (default) stores it with nodes.foreign_advert = 1, "drop" drops it.
+type ForeignAdverts struct {
+	Mode string `json:"mode,omitempty"`
+}
+
+// Retention is CoreScope's retention object. Zero means the default.
+type Retention struct {
+	NodeDays     int `json:"nodeDays"`
+	ObserverDays int `json:"observerDays"`
+	MetricsDays  int `json:"metricsDays"`
+	PacketDays   int `json:"packetDays"`
+	ClientRxDays int `json:"clientRxDays"`
+}
+
+// MetricsSampling is CoreScope's `metrics` object (observer_metrics rows).
+type MetricsSampling struct {
+	SampleIntervalSec int `json:"sampleIntervalSec"`
+}
+
+// ClientRxCoverage is CoreScope's opt-in mobile coverage feature.
+type ClientRxCoverage struct {
+	Enabled bool `json:"enabled"`
+}
+
+// DBMaintenance is CoreScope's `db` object.
+type DBMaintenance struct {
+	IncrementalVacuumPages int `json:"incrementalVacuumPages,omitempty"`
+}
+
+// SpoolConfig tunes the spool. Zero values mean the spool package's defaults,
+// which were chosen by benchmark (see the spool package documentation).
+type SpoolConfig struct {
+	// GroupWindowMs is how long the appender gathers records before one
+	// commit and fsync. It is also the most a crash can lose of QoS 0
+	// traffic.
+	GroupWindowMs int `json:"groupWindowMs,omitempty"`
+	// GroupMaxRecords closes a group early under load.
+	GroupMaxRecords int `json:"groupMaxRecords,omitempty"`
+	// SegmentMaxBytes and SegmentMaxAgeMs seal the active segment.
+	SegmentMaxBytes int64 `json:"segmentMaxBytes,omitempty"`
+	SegmentMaxAgeMs int   `json:"segmentMaxAgeMs,omitempty"`
+	// MaxBytes caps the spool folder; MinFreeBytes is the free-disk floor.
+	// Either one reached makes appends report "full".
+	MaxBytes     int64 `json:"maxBytes,omitempty"`
+	MinFreeBytes int64 `json:"minFreeBytes,omitempty"`
+	// MaxPayloadBytes refuses larger MQTT payloads (default 64 KiB).
+	MaxPayloadBytes int `json:"maxPayloadBytes,omitempty"`
+	// QueueMaxBytes bounds the memory holding records not yet on disk;
+	// past it QoS 0 messages are dropped and counted.
+	QueueMaxBytes int64 `json:"queueMaxBytes,omitempty"`
+}
+
+// ReceiverConfig holds the receiver's own settings.
+type ReceiverConfig struct {
+	// StatsFile defaults to <spoolDir>/receiver-stats.json.
+	StatsFile string `json:"statsFile,omitempty"`
+	// MetricsListen is an optional address (e.g. "127.0.0.1:9465") for
+	// Prometheus metrics.
+	MetricsListen string `json:"metricsListen,omitempty"`
+}
+
+// WriterConfig holds the writer's own settings.
+type WriterConfig struct {
+	// StatsFile is the CoreScope stats contract file. Env
+	// CORESCOPE_INGESTOR_STATS overrides it; the default is CoreScope's,
+	// /tmp/corescope-ingestor-stats.json.
+	StatsFile     string `json:"statsFile,omitempty"`
+	MetricsListen string `json:"metricsListen,omitempty"`
+	// BatchMaxRecords and BatchMaxMs bound one SQLite transaction; the time
+	// bound keeps CoreScope's server from waiting long on the write lock.
+	BatchMaxRecords int `json:"batchMaxRecords,omitempty"`
+	BatchMaxMs      int `json:"batchMaxMs,omitempty"`
+	// RetryMaxMs caps the back-off while the database refuses writes.
+	RetryMaxMs int `json:"retryMaxMs,omitempty"`
+}
+
+// EmbeddedBroker configures the MQTT broker built into `meshingest run`.
+type EmbeddedBroker struct {
+	// Listen is the address observers publish to, e.g. "0.0.0.0:1883".
+	// Empty means 127.0.0.1 on a free port, used only by `run` itself.
+	Listen   string `json:"listen,omitempty"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+}
+
+// Defaults CoreScope uses.
+const (
+	DefaultDBPath    = "data/meshcore.db"
+	DefaultTopic     = "meshcore/#"
+	DefaultStatsPath = "/tmp/corescope-ingestor-stats.json"
+)
+
+// ErrConfig marks a configuration the processes refuse to start with.
+var ErrConfig = errors.New("invalid configuration")
+
+// ConfigError names the file and the field that is wrong.
+type ConfigError struct {
+	Path  string // the config file, "" for environment
+	Field string // JSON path of the field, e.g. mqttSources[1].broker
+	Msg   string
+}
+
+func (e *ConfigError) Error() string {
+	where := e.Path
+	if where == "" {
+		where = "environment"
+	}
+	if e.Field == "" {
+		return fmt.Sprintf("config %s: %s", where, e.Msg)
+	}
+	return fmt.Sprintf("config %s: %s: %s", where, e.Field, e.Msg)
+}
+
+func (e *ConfigError) Unwrap() error { return ErrConfig }
+
+// LoadConfig reads path (CoreScope's config.json format), applies the
+// environment overrides and defaults, and validates it. An empty path means
+// no file: environment and defaults only. Nothing connects or opens files
+// other than path before the configuration is known to be good.
+func LoadConfig(path string) (*Config, error) {
+	cfg := &Config{}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, &ConfigError{Path: path, Msg: fmt.Sprintf("cannot read: %v", err)}
+		}
+		if err := decodeConfig(path, data, cfg); err != nil {
+			return nil, err
+		}
+	}
+	cfg.applyEnv(os.Getenv)
+	cfg.applyDefaults()
+	if err := cfg.Validate(path); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// decodeConfig parses the file. Unknown top-level keys are allowed (the file
+// is shared with CoreScope's server), but unknown keys inside a source or a
+// meshingest section are refused: a typo there would silently lose data.
+func decodeConfig(path string, data []byte, cfg *Config) error {
+	if err := json.Unmarshal(data, cfg); err != nil {
+		return &ConfigError{Path: path, Msg: describeJSONError(data, err)}
+	}
+	var raw struct {
+		MQTTSources []json.RawMessage `json:"mqttSources"`
+		Spool       json.RawMessage   `json:"spool"`
+		Receiver    json.RawMessage   `json:"receiver"`
+		Writer      json.RawMessage   `json:"writer"`
+		Broker      json.RawMessage   `json:"broker"`
+	}
+	_ = json.Unmarshal(data, &raw) // already parsed once above
+	for i, s := range raw.MQTTSources {
+		if err := strictDecode(s, &Source{}); err != nil {
+			return &ConfigError{Path: path, Field: fmt.Sprintf("mqttSources[%d]", i), Msg: err.Error()}
+		}
+	}
+	sections := []struct {
+		name string
+		raw  json.RawMessage
+		into any
+	}{
+		{"spool", raw.Spool, &SpoolConfig{}},
+		{"receiver", raw.Receiver, &ReceiverConfig{}},
+		{"writer", raw.Writer, &WriterConfig{}},
+		{"broker", raw.Broker, &EmbeddedBroker{}},
+	}
+	for _, s := range sections {
+		if len(s.raw) == 0 || string(s.raw) == "null" {
+			continue
+		}
+		if err := strictDecode(s.raw, s.into); err != nil {
+			return &ConfigError{Path: path, Field: s.name, Msg: err.Error()}
+		}
+	}
+	return nil
+}
+
+func strictDecode(data []byte, into any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		// encoding/json says `json: unknown field "x"`; keep the field name.
+		return errors.New(strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return nil
+}
+
+// describeJSONError turns a syntax error offset into a line number.
+func describeJSONError(data []byte, err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		line := 1 + bytes.Count(data[:min(int(se.Offset), len(data))], []byte("\n"))
+		return fmt.Sprintf("not valid JSON at line %d: %v", line, se)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("%s: wrong type: %s where %s was expected", te.Field, te.Value, te.Type)
+	}
+	return err.Error()
+}
+
+func (c *Config) applyEnv(getenv func(string) string) {
+	if v := getenv("DB_PATH"); v != "" {
+		c.DBPath = v
+	}
+	if v := getenv("MQTT_BROKER"); v != "" {
+		topic := getenv("MQTT_TOPIC")
+		if topic == "" {
+			topic = DefaultTopic
+		}
+		c.MQTTSources = []Source{{Name: "env", Broker: v, Topics: []string{topic}}}
+		c.MQTT = nil
+	}
+	if v := getenv("MESHINGEST_SPOOL_DIR"); v != "" {
+		c.SpoolDir = v
+	}
+	if v := getenv("CORESCOPE_INGESTOR_STATS"); v != "" {
+		c.Writer.StatsFile = v
+	}
+}
+
+func (c *Config) applyDefaults() {
+	if c.DBPath == "" {
+		c.DBPath = DefaultDBPath
+	}
+	if len(c.MQTTSources) == 0 && c.MQTT != nil && c.MQTT.Broker != "" {
+		topic := c.MQTT.Topic
+		if topic == "" {
+			topic = DefaultTopic
+		}
+		c.MQTTSources = []Source{{Name: "default", Broker: c.MQTT.Broker, Topics: []string{topic}}}
+	}
+	for i := range c.MQTTSources {
+		s := &c.MQTTSources[i]
+		if s.Name == "" {
+			s.Name = fmt.Sprintf("source%d", i+1)
+		}
+		if len(s.Topics) == 0 {
+			s.Topics = []string{DefaultTopic}
+		}
+	}
+	if c.SpoolDir == "" {
+		c.SpoolDir = filepath.Join(filepath.Dir(c.DBPath), "spool")
+	}
+	if c.Receiver.StatsFile == "" {
+		c.Receiver.StatsFile = filepath.Join(c.SpoolDir, "receiver-stats.json")
+	}
+	if c.Writer.StatsFile == "" {
+		c.Writer.StatsFile = DefaultStatsPath
+	}
+}
+
+// Validate checks what can be checked without connecting to anything.
+func (c *Config) Validate(path string) error {
+	bad := func(field, format string, args ...any) error {
+		return &ConfigError{Path: path, Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	names := map[string]int{}
+	for i, s := range c.MQTTSources {
+		field := fmt.Sprintf("mqttSources[%d]", i)
+		if prev, dup := names[s.Name]; dup {
+			return bad(field+".name", "%q is also the name of mqttSources[%d]; names must be unique", s.Name, prev)
+		}
+		names[s.Name] = i
+		if s.Broker == "" {
+			return bad(field+".broker", "missing; give a URL such as mqtt://host:1883")
+		}
+		if err := checkBrokerURL(s.Broker); err != nil {
+			return bad(field+".broker", "%v", err)
+		}
+		if s.QoS != 0 && s.QoS != 1 {
+			return bad(field+".qos", "%d is not supported; use 0 or 1", s.QoS)
+		}
+		for j, t := range s.Topics {
+			if t == "" || strings.ContainsAny(t, "\x00") {
+				return bad(fmt.Sprintf("%s.topics[%d]", field, j), "empty or invalid topic filter")
+			}
+		}
+	}
+	for name, key := range c.ChannelKeys {
+		if !validChannelKeyHex(key) {
+			return bad("channelKeys."+name, "must be 32 or 64 hex digits (a 16- or 32-byte secret)")
+		}
+	}
+	if c.ForeignAdverts != nil {
+		switch strings.ToLower(strings.TrimSpace(c.ForeignAdverts.Mode)) {
+		case "", "flag", "drop":
+		default:
+			return bad("foreignAdverts.mode", "%q is not one of flag, drop", c.ForeignAdverts.Mode)
+		}
+	}
+	nonNegative := []struct {
+		field string
+		v     int64
+	}{
+		{"spool.groupWindowMs", int64(c.Spool.GroupWindowMs)},
+		{"spool.groupMaxRecords", int64(c.Spool.GroupMaxRecords)},
+		{"spool.segmentMaxBytes", c.Spool.SegmentMaxBytes},
+		{"spool.segmentMaxAgeMs", int64(c.Spool.SegmentMaxAgeMs)},
+		{"spool.maxBytes", c.Spool.MaxBytes},
+		{"spool.minFreeBytes", c.Spool.MinFreeBytes},
+		{"spool.maxPayloadBytes", int64(c.Spool.MaxPayloadBytes)},
+		{"spool.queueMaxBytes", c.Spool.QueueMaxBytes},
+		{"writer.batchMaxRecords", int64(c.Writer.BatchMaxRecords)},
+		{"writer.batchMaxMs", int64(c.Writer.BatchMaxMs)},
+		{"writer.retryMaxMs", int64(c.Writer.RetryMaxMs)},
+	}
+	for _, n := range nonNegative {
+		if n.v < 0 {
+			return bad(n.field, "must not be negative")
+		}
+	}
+	return nil
+}
+
+func validChannelKeyHex(s string) bool {
+	s = strings.TrimSpace(s)
+	if len(s) != 32 && len(s) != 64 {
+		return false
+	}
+	for _, r := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return true
+}
+
+// brokerSchemes are the URL schemes CoreScope accepts.
+var brokerSchemes = map[string]bool{"mqtt": true, "mqtts": true, "tcp": true, "ssl": true, "tls": true, "ws": true, "wss": true}
+
+func checkBrokerURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL: %v", MaskPasswords(err.Error()))
+	}
+	if !brokerSchemes[strings.ToLower(u.Scheme)] {
+		return fmt.Errorf("scheme %q is not one of mqtt, mqtts, tcp, ssl, ws, wss", u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return fmt.Errorf("no host in %s", MaskBrokerURL(raw))
+	}
+	return nil
+}
+
+// ShouldValidateSignatures is true unless validateSignatures is false.
+func (c *Config) ShouldValidateSignatures() bool {
+	return c.ValidateSignatures == nil || *c.ValidateSignatures
+}
+
+// MetricsSampleInterval is the observer_metrics rounding interval (300 s).
+func (c *Config) MetricsSampleInterval() time.Duration {
+	if c.Metrics != nil && c.Metrics.SampleIntervalSec > 0 {
+		return time.Duration(c.Metrics.SampleIntervalSec) * time.Second
+	}
+	return 300 * time.Second
+}
+
+// NodeDays is retention.nodeDays (default 7).
+func (c *Config) NodeDays() int {
+	if c.Retention != nil && c.Retention.NodeDays > 0 {
+		return c.Retention.NodeDays
+	}
+	return 7
+}
+
+// ObserverDays is retention.observerDays (default 14; -1 never).
+func (c *Config) ObserverDays() int {
+	if c.Retention != nil && c.Retention.ObserverDays != 0 {
+		return c.Retention.ObserverDays
+	}
+	return 14
+}
+
+// MetricsDays is retention.metricsDays (default 30).
+func (c *Config) MetricsDays() int {
+	if c.Retention != nil && c.Retention.MetricsDays > 0 {
+		return c.Retention.MetricsDays
+	}
+	return 30
+}
+
+// PacketDays is retention.packetDays (0: keep packets forever).
+func (c *Config) PacketDays() int {
+	if c.Retention != nil && c.Retention.PacketDays > 0 {
+		return c.Retention.PacketDays
+	}
+	return 0
+}
+
+// NeighborEdgesDays is neighborEdgesMaxAgeDays (default 5).
+func (c *Config) NeighborEdgesDays() int {
+	if c.NeighborEdgesMaxAgeDays > 0 {
+		return c.NeighborEdgesMaxAgeDays
+	}
+	return 5
+}
+
+// DropForeignAdverts reports foreignAdverts.mode == "drop".
+func (c *Config) DropForeignAdverts() bool {
+	return c.ForeignAdverts != nil && strings.EqualFold(strings.TrimSpace(c.ForeignAdverts.Mode), "drop")
+}
