@@ -46,8 +46,8 @@ type batchCounts struct {
 }
 
 type txTouch struct {
-	key                ContentKey
-	minSeen, maxSeen   int64
+	key                 ContentKey
+	minSeen, maxSeen    int64
 	storedFirst, stored int64 // what the database holds now (cache or insert)
 }
 

@@ -74,13 +74,13 @@ type NodeAdvert struct {
 
 // DroppedPacket is a dropped_packets row.
 type DroppedPacket struct {
-	Hash, RawHex     sql.NullString
-	Reason           string
-	ObserverID       sql.NullString
-	ObserverName     sql.NullString
-	NodePubkey       sql.NullString
-	NodeName         sql.NullString
-	DroppedAt        time.Time
+	Hash, RawHex sql.NullString
+	Reason       string
+	ObserverID   sql.NullString
+	ObserverName sql.NullString
+	NodePubkey   sql.NullString
+	NodeName     sql.NullString
+	DroppedAt    time.Time
 }
 
 // Time formats CoreScope stores.

@@ -19,12 +19,12 @@ type store struct {
 	observers     *recentCache[string, int64] // observers.id → rowid
 
 	stmt struct {
-		txByHash, insertTx, txFirstSeen, txLastSeen       *sql.Stmt
-		insertObservation                                 *sql.Stmt
-		observerRowid, insertObserver, updateObserver     *sql.Stmt
-		observerClock                                     *sql.Stmt
-		upsertNode, inactiveNodeScope                     *sql.Stmt
-		insertMetrics, insertDropped, saveState           *sql.Stmt
+		txByHash, insertTx, txFirstSeen, txLastSeen   *sql.Stmt
+		insertObservation                             *sql.Stmt
+		observerRowid, insertObserver, updateObserver *sql.Stmt
+		observerClock                                 *sql.Stmt
+		upsertNode, inactiveNodeScope                 *sql.Stmt
+		insertMetrics, insertDropped, saveState       *sql.Stmt
 	}
 }
 
