@@ -125,7 +125,7 @@ func progressLine(s replay.Stats) string {
 // loopFlag is --loop (forever, stored as 0 passes) or --loop=N (N passes).
 type loopFlag int
 
-func (l *loopFlag) String() string { return strconv.Itoa(int(*l)) }
+func (l *loopFlag) String() string   { return strconv.Itoa(int(*l)) }
 func (l *loopFlag) IsBoolFlag() bool { return true }
 func (l *loopFlag) Set(s string) error {
 	switch s {
