@@ -34,11 +34,13 @@ type Observation struct {
 	ObserverIdx    sql.NullInt64 // observers.rowid
 	Direction      sql.NullString
 	SNR, RSSI      sql.NullFloat64
-	Score          sql.NullInt64
-	PathJSON       string // compact JSON of upper-case hop hex, "[]" without hops
-	Timestamp      int64  // unix seconds of the receive time
-	RawHex         sql.NullString
-	ResolvedPath   sql.NullString
+	// Score is bound as a number as CoreScope binds it: the INTEGER
+	// column's affinity stores a whole value as an integer.
+	Score        sql.NullFloat64
+	PathJSON     string // compact JSON of upper-case hop hex, "[]" without hops
+	Timestamp    int64  // unix seconds of the receive time
+	RawHex       sql.NullString
+	ResolvedPath sql.NullString
 }
 
 // ObserverMeta is the hardware metadata of a status message. A NULL field
