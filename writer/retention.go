@@ -22,8 +22,8 @@ import (
 // the week of spooled adverts that keep them alive is written.
 type retention struct {
 	nodeDays, observerDays, metricsDays, packetDays, edgeDays, clientRxDays int
-	vacuumPages                                                            int
-	onPacketsDeleted                                                       func()
+	vacuumPages                                                             int
+	onPacketsDeleted                                                        func()
 
 	phase int // index into phases of the pass in progress
 }
