@@ -145,7 +145,7 @@ INSERT INTO transmissions (raw_hex, hash, first_seen, last_seen, route_type, pay
 INSERT INTO observations (transmission_id, observer_idx, path_json, timestamp, raw_hex) VALUES (1, 1, '[]', 1784545140, '1500AA');
 `
 
-func openRaw(t *testing.T, path string) *sql.DB {
+func openRaw(t testing.TB, path string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
