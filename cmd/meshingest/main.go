@@ -22,6 +22,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"replay", "publish a JSONL capture to an MQTT broker", runReplay},
+		{"systemd", "print or install the systemd units of the two services", runSystemd},
 		{"version", "print the version and exit", runVersion},
 	}
 }
