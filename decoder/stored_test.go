@@ -1,6 +1,8 @@
 package decoder
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"database/sql"
 	"testing"
 )
@@ -160,4 +162,33 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+// The stack-buffer HMACs agree with crypto/hmac, including for inputs
+// longer than any valid payload.
+func TestHMAC_MatchesCryptoHMAC(t *testing.T) {
+	k := HashtagKey("#ottawa")
+	for _, n := range []int{0, 1, 100, MaxPayloadBytes, MaxPayloadBytes + 1, 1000} {
+		payload := make([]byte, n)
+		for i := range payload {
+			payload[i] = byte(i * 7)
+		}
+		h := hmac.New(sha256.New, k[:])
+		h.Write([]byte{byte(TypeGrpTxt)})
+		h.Write(payload)
+		if got, want := TransportCode(k, TypeGrpTxt, payload), clampCode(h.Sum(nil)); got != want {
+			t.Errorf("n=%d: transport code %d, want %d", n, got, want)
+		}
+		ring, _ := NewKeyRing(KeyRingConfig{HashChannels: []string{"#test"}})
+		tk := HashtagKey("#test")
+		key := ring.byHash[ChannelHash(tk[:])][0]
+		var hk [32]byte
+		copy(hk[:], key.secret)
+		m := hmac.New(sha256.New, hk[:])
+		m.Write(payload)
+		sum := m.Sum(nil)
+		if !key.macMatches(sum[:2], payload) || key.macMatches([]byte{sum[0] ^ 1, sum[1]}, payload) {
+			t.Errorf("n=%d: channel MAC disagrees with crypto/hmac", n)
+		}
+	}
 }
