@@ -14,8 +14,13 @@ import (
 func TestWriter_Corpus_Totals(t *testing.T) {
 	cfg := corpusConfig(t)
 	recs := corpusRecords(t)
-	drain(t, newMemSource(recs), Options{Config: cfg}, int64(len(recs)))
+	src := spoolOf(t, recs)
+	drain(t, src, Options{Config: cfg}, int64(len(recs)))
 	checkCorpusTotals(t, cfg.DBPath, recs)
+	// Drained segments are deleted once their rows are durable.
+	if n := sealedSegments(t, src.r.Dir()); n != 0 {
+		t.Errorf("%d sealed segments left after draining", n)
+	}
 }
 
 func checkCorpusTotals(t *testing.T, dbPath string, recs []Record) {

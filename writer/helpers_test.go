@@ -3,90 +3,72 @@ package writer
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"io"
 	"path/filepath"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meshingest/meshingest/capture"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 )
 
-// memSource is an in-memory Source for tests of the mapping: one segment,
-// records numbered from 1.
-type memSource struct {
-	mu       sync.Mutex
-	records  []Record
-	released Position
-	wake     chan struct{}
-}
-
-func newMemSource(recs []Record) *memSource {
-	for i := range recs {
-		recs[i].Seq = uint64(i + 1)
+// spoolOf appends recs to a new spool folder (through a real appender,
+// which seals its segments on Close) and returns a Source over it.
+func spoolOf(t testing.TB, recs []Record) *SpoolSource {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "spool")
+	appendToSpool(t, dir, recs, spool.Options{})
+	r, err := spool.OpenReader(dir, spool.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return &memSource{records: recs, wake: make(chan struct{}, 1)}
+	return NewSpoolSource(r)
 }
 
-func (s *memSource) add(recs ...Record) {
-	s.mu.Lock()
+func appendToSpool(t testing.TB, dir string, recs []Record, opts spool.Options) {
+	t.Helper()
+	a, err := spool.OpenAppender(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed atomic.Int64
 	for _, r := range recs {
-		r.Seq = uint64(len(s.records) + 1)
-		s.records = append(s.records, r)
+		for {
+			err := a.Append(r, func(err error) {
+				if err != nil {
+					failed.Add(1)
+				}
+			})
+			if errors.Is(err, spool.ErrQueueFull) {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
 	}
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
 	}
-}
-
-func (s *memSource) Open(after Position) (Cursor, error) {
-	return &memCursor{s: s, next: int(after.Seq)}, nil
-}
-
-func (s *memSource) Release(pos Position) error {
-	s.mu.Lock()
-	s.released = pos
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *memSource) WaitSealed(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.wake:
-		return nil
+	if failed.Load() > 0 {
+		t.Fatalf("%d records failed to reach the spool", failed.Load())
 	}
 }
 
-func (s *memSource) Depth(after Position) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return int64(len(s.records)) - int64(after.Seq)
-}
-
-func (s *memSource) SavePosition(Position) error { return nil }
-
-type memCursor struct {
-	s    *memSource
-	next int
-}
-
-func (c *memCursor) Next() (Record, Position, error) {
-	c.s.mu.Lock()
-	defer c.s.mu.Unlock()
-	if c.next >= len(c.s.records) {
-		return Record{}, Position{}, io.EOF
+// sealedSegments counts the sealed segment files left in a spool folder.
+func sealedSegments(t testing.TB, dir string) int {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	r := c.s.records[c.next]
-	c.next++
-	return r, Position{Segment: 1, Seq: r.Seq}, nil
+	return len(m)
 }
-
-func (c *memCursor) Close() error { return nil }
 
 // corpusRecords is the real capture as spool records.
 func corpusRecords(t testing.TB) []Record {

@@ -49,7 +49,7 @@ func corpusRaw(t testing.TB, payloadType decoder.PayloadType) string {
 
 func runRecords(t *testing.T, cfg *shared.Config, recs ...Record) {
 	t.Helper()
-	drain(t, newMemSource(recs), Options{Config: cfg}, int64(len(recs)))
+	drain(t, spoolOf(t, recs), Options{Config: cfg}, int64(len(recs)))
 }
 
 // TestWriter_BatchBoundaries_SameRows: the per-batch aggregation of
@@ -60,7 +60,7 @@ func TestWriter_BatchBoundaries_SameRows(t *testing.T) {
 	var dumps []map[string][]string
 	for _, size := range []int{1, 7, 100000} {
 		cfg := corpusConfig(t)
-		drain(t, newMemSource(append([]Record(nil), recs...)), Options{Config: cfg, BatchMaxRecords: size}, int64(len(recs)))
+		drain(t, spoolOf(t, append([]Record(nil), recs...)), Options{Config: cfg, BatchMaxRecords: size}, int64(len(recs)))
 		dumps = append(dumps, dumpDB(t, cfg.DBPath))
 	}
 	diffDumps(t, dumps[0], dumps[1])
@@ -207,7 +207,7 @@ func TestIngest_Filters(t *testing.T) {
 	cfg.ObserverIATAWhitelist = []string{"sjc"}
 	oak := packetRecord(t0, obsA, raw, nil)
 	oak.Topic = strings.Replace(oak.Topic, "/sjc/", "/OAK/", 1)
-	w := drain(t, newMemSource([]Record{
+	w := drain(t, spoolOf(t, []Record{
 		packetRecord(t0, obsB, raw, nil), // blacklisted
 		oak,                              // not whitelisted
 		packetRecord(t0, obsA, raw, map[string]any{"direction": "tx"}),

@@ -22,6 +22,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "run the receiver and the writer as supervised children (embedded broker if none is configured)", runRun},
+		{"write", "drain the spool into CoreScope's SQLite database until SIGTERM", runWrite},
 		{"replay", "publish a JSONL capture to an MQTT broker", runReplay},
 		{"decode", "decode MeshCore frames (hex) and print what would be stored", runDecode},
 		{"systemd", "print or install the systemd units of the two services", runSystemd},
