@@ -402,6 +402,8 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 	}
 	w.setCommitted(next.Position)
 	w.stats.addBatch(&b.counts, sources, lastReceived, holdStart.Sub(waitStart), now.Sub(holdStart), now)
+	w.log.Debug().Int("records", b.counts.messages).Dur("wait", holdStart.Sub(waitStart)).Dur("hold", now.Sub(holdStart)).
+		Stringer("position", next.Position).Msg("batch committed")
 	// The rows are durable: the spool may forget the records.
 	if err := w.src.Release(next.Position); err != nil {
 		w.throttledWarn("release", err, "could not delete drained spool segments; they are retried after the next batch")
