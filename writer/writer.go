@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
@@ -100,6 +101,7 @@ type Writer struct {
 
 	posMu     sync.Mutex // guards committedPos for the stats goroutine
 	committed Position
+	ready     atomic.Bool
 }
 
 type taskRun struct {
@@ -192,6 +194,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		return nil
 	}
 	w.notify.Ready(fmt.Sprintf("database %s open; draining the spool", w.opts.Config.DBPath))
+	w.ready.Store(true)
 	w.log.Info().Str("db", w.opts.Config.DBPath).Uint64("segment", w.state.Position.Segment).Uint64("seq", w.state.Position.Seq).
 		Int("batch_max_records", w.opts.BatchMaxRecords).Dur("batch_max_time", w.opts.BatchMaxTime).
 		Msg("writer ready; resuming after the position stored in the database")
@@ -299,12 +302,26 @@ func (w *Writer) refused(ctx context.Context, err error) {
 	w.sleep(ctx, delay)
 }
 
+// sleep waits d or until ctx ends, petting the watchdog meanwhile: the
+// loop is alive, it is waiting for the database on purpose.
 func (w *Writer) sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+	end := time.Now().Add(d)
+	for {
+		w.petWatchdog()
+		left := time.Until(end)
+		if left <= 0 {
+			return
+		}
+		if iv := shared.WatchdogInterval(); iv > 0 {
+			left = min(left, iv)
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
 	}
 }
 
@@ -457,6 +474,9 @@ func (w *Writer) throttledWarn(key string, err error, msg string) {
 // at most a second (so the watchdog is petted and the file checked).
 func (w *Writer) waitForRecords(ctx context.Context) {
 	wait := time.Second
+	if iv := shared.WatchdogInterval(); iv > 0 {
+		wait = min(wait, iv)
+	}
 	now := time.Now()
 	for _, t := range w.tasks {
 		if !t.running {
@@ -559,6 +579,7 @@ func (w *Writer) statsLoop(ctx context.Context) {
 	defer tick.Stop()
 	var prevIO *shared.ProcIO
 	var prevAt, lastStatus time.Time
+	var lastKey string
 	for {
 		now := time.Now()
 		rx, rxErr := shared.ReadReceiverSnapshot(w.opts.ReceiverStatsFile, 5*time.Second, now)
@@ -582,8 +603,10 @@ func (w *Writer) statsLoop(ctx context.Context) {
 			prevIO, prevAt = &cur, now
 		}
 		f.WatchdogLastTickUnix = w.stats.LoopTickUnix.Load()
-		if now.Sub(lastStatus) >= 5*time.Second {
-			lastStatus = now
+		// The status line follows state changes at once and the figures
+		// every few seconds; nothing before READY, which carries its own.
+		if key := statusKey(&f); w.ready.Load() && (key != lastKey || now.Sub(lastStatus) >= 5*time.Second) {
+			lastStatus, lastKey = now, key
 			w.notify.Status(statusLine(&f))
 		}
 		if err := shared.WriteJSONAtomic(w.opts.StatsFile, f); err != nil {
@@ -595,6 +618,10 @@ func (w *Writer) statsLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+func statusKey(f *StatsFile) string {
+	return fmt.Sprint(f.Meshingest.CaughtUp, f.Meshingest.Database.State)
 }
 
 // statusLine is the one line `systemctl status` shows.
