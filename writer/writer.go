@@ -2,6 +2,7 @@ package writer
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -97,6 +98,9 @@ type Writer struct {
 	cursor    Cursor
 	state     writerState
 	dbChecked time.Time
+	// schemaVersion is PRAGMA schema_version after the last migrate: it
+	// changes whenever anyone changes the schema.
+	schemaVersion int64
 	lastPet   time.Time
 
 	posMu     sync.Mutex // guards committedPos for the stats goroutine
@@ -253,6 +257,11 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 	}
 	s, err := newStore(ctx, d.conn, w.opts.Cache)
 	if err != nil {
+		d.close()
+		return err
+	}
+	if w.schemaVersion, err = schemaVersion(ctx, d.conn); err != nil {
+		s.close()
 		d.close()
 		return err
 	}
@@ -431,9 +440,11 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 	return b.counts.messages, nil
 }
 
-// ensureDB (re)opens the database when it is closed, and notices when the
-// file was replaced or removed under the writer (a restore): writing on
-// into the old, unlinked file would lose everything.
+// ensureDB (re)opens the database when it is closed, and once a second
+// checks what others did to it: a file replaced or removed under the writer
+// (a restore; writing on into the old, unlinked file would lose
+// everything), or a schema changed by another process (a table dropped or
+// altered is put back before CoreScope's server notices).
 func (w *Writer) ensureDB(ctx context.Context) error {
 	if w.db != nil && time.Since(w.dbChecked) >= time.Second {
 		w.dbChecked = time.Now()
@@ -445,6 +456,16 @@ func (w *Writer) ensureDB(ctx context.Context) error {
 		if replaced {
 			w.log.Warn().Str("db", w.db.path).Msg("the database file was replaced under the writer; reopening it and resuming from the position stored in it")
 			w.closeDB()
+		} else if v, err := schemaVersion(ctx, w.db.conn); err != nil {
+			return err
+		} else if v != w.schemaVersion {
+			w.log.Warn().Str("db", w.db.path).Msg("another process changed the database schema; checking it again")
+			if _, err := migrate(ctx, w.db.conn, w.log); err != nil {
+				return err
+			}
+			if w.schemaVersion, err = schemaVersion(ctx, w.db.conn); err != nil {
+				return err
+			}
 		}
 	}
 	if w.db == nil {
@@ -636,4 +657,12 @@ func statusLine(f *StatsFile) string {
 		db = fmt.Sprintf("database refuses writes (%s) for %.0fs", ex.Database.Current.Kind, ex.Database.Current.Seconds)
 	}
 	return fmt.Sprintf("%s; lag %.0fs; %d messages written; %s", state, ex.LagSeconds, ex.Messages, db)
+}
+
+func schemaVersion(ctx context.Context, conn *sql.Conn) (int64, error) {
+	var v int64
+	if err := conn.QueryRowContext(ctx, "PRAGMA schema_version").Scan(&v); err != nil {
+		return 0, fmt.Errorf("read schema_version: %w", err)
+	}
+	return v, nil
 }
