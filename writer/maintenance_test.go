@@ -109,7 +109,7 @@ func TestMaintenance_RestoreBackup(t *testing.T) {
 // the writer needs while it runs; the writer rolls back, re-checks the
 // schema (recreating the table), and goes on without losing a message.
 func TestWriter_TableDroppedUnderIt_Recovers(t *testing.T) {
-	recs := faultTraffic(t, 30000)
+	recs := faultTraffic(t, 20000)
 	want, _, _ := referenceRun(t, recs)
 	p := newProcessSetup(t, t.TempDir(), nil)
 	appendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
@@ -147,8 +147,10 @@ func TestWriter_TableDroppedUnderIt_Recovers(t *testing.T) {
 	delete(got, "observer_metrics")
 	delete(want, "observer_metrics")
 	diffDumps(t, want, got)
-	if countLines(t, p.LogFile, "changed the database schema") == 0 {
-		t.Error("no log line about the schema change")
+	// Either the once-a-second schema check saw the drop first, or a
+	// statement failed on the missing table (an episode, then a reopen).
+	if countLines(t, p.LogFile, "changed the database schema") == 0 && countLines(t, p.LogFile, `"kind":"schema"`) == 0 {
+		t.Errorf("neither a schema-change line nor a schema episode in the log:\n%s", tail(p.LogFile, 10))
 	}
 	t.Logf("episodes during the drop: %d", f.Meshingest.Database.Episodes)
 }

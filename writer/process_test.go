@@ -54,6 +54,9 @@ type processSetup struct {
 	Spool     string
 	StatsFile string
 	LogFile   string
+	// readyBefore is how many "writer ready" lines the log held when the
+	// last process was started.
+	readyBefore int
 }
 
 // newProcessSetup writes a configuration for a writer process in dir.
@@ -95,6 +98,8 @@ func (p *processSetup) start(t testing.TB, env ...string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, _ := os.ReadFile(p.LogFile)
+	p.readyBefore = strings.Count(string(b), "writer ready")
 	cmd := exec.Command(meshingestBinary(t), "write", "--config", p.Config)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), env...)
@@ -103,6 +108,23 @@ func (p *processSetup) start(t testing.TB, env ...string) *exec.Cmd {
 	}
 	log.Close()
 	return cmd
+}
+
+// waitReady waits until the writer process logged that it is ready
+// (for the n-th time in this setup's log).
+func (p *processSetup) waitReady(t testing.TB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, _ := os.ReadFile(p.LogFile)
+		if strings.Count(string(b), "writer ready") >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writer not ready; log:\n%s", tail(p.LogFile, 20))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // stop sends SIGTERM and waits; the writer must exit 0.
@@ -140,6 +162,7 @@ func (p *processSetup) readStats(t testing.TB) (StatsFile, bool) {
 // writer has committed every record and released the spool.
 func (p *processSetup) waitDrained(t testing.TB, timeout time.Duration) time.Time {
 	t.Helper()
+	p.waitReady(t, p.readyBefore+1)
 	deadline := time.Now().Add(timeout)
 	for {
 		if n := sealedSegments(t, p.Spool); n == 0 {

@@ -101,7 +101,7 @@ type Writer struct {
 	// schemaVersion is PRAGMA schema_version after the last migrate: it
 	// changes whenever anyone changes the schema.
 	schemaVersion int64
-	lastPet   time.Time
+	lastPet       time.Time
 
 	posMu     sync.Mutex // guards committedPos for the stats goroutine
 	committed Position
