@@ -44,10 +44,10 @@ func boltOptions(f *os.File, readOnly bool) *bbolt.Options {
 func boltOptionsMmap(f *os.File, readOnly bool, mmapSize int) *bbolt.Options {
 	return &bbolt.Options{
 		InitialMmapSize: mmapSize,
-		Timeout:    boltTimeout,
-		NoSync:     true,
-		NoGrowSync: true,
-		ReadOnly:   readOnly,
+		Timeout:         boltTimeout,
+		NoSync:          true,
+		NoGrowSync:      true,
+		ReadOnly:        readOnly,
 		OpenFile: func(string, int, os.FileMode) (*os.File, error) {
 			return f, nil
 		},
