@@ -49,6 +49,12 @@ func Start(t testing.TB, opts Options) *Broker {
 	dir := t.TempDir()
 	b := &Broker{t: t, Port: freePort(t), conf: filepath.Join(dir, "mosquitto.conf"), log: filepath.Join(dir, "mosquitto.log")}
 	conf := fmt.Sprintf("listener %d 127.0.0.1\n", b.Port)
+	if os.Geteuid() == 0 {
+		// Started as root, mosquitto drops to the "mosquitto" user, which
+		// cannot write the log or persistence file in the test's private
+		// temp dir, nor read the password file: stay root.
+		conf += "user root\n"
+	}
 	// mosquitto's default of 1000 queued messages per client silently drops
 	// QoS 1 messages beyond it (measured.md); tests must not hit it.
 	conf += "max_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0\n"
