@@ -50,9 +50,8 @@ func Start(t testing.TB, opts Options) *Broker {
 	b := &Broker{t: t, Port: freePort(t), conf: filepath.Join(dir, "mosquitto.conf"), log: filepath.Join(dir, "mosquitto.log")}
 	conf := fmt.Sprintf("listener %d 127.0.0.1\n", b.Port)
 	if os.Geteuid() == 0 {
-		// Started as root, mosquitto drops to the "mosquitto" user, which
-		// cannot write the log or persistence file in the test's private
-		// temp dir, nor read the password file: stay root.
+		// Started as root, mosquitto drops to the "mosquitto" user and then
+		// cannot open the password or log file in the test's 0700 folder.
 		conf += "user root\n"
 	}
 	// mosquitto's default of 1000 queued messages per client silently drops
