@@ -21,6 +21,7 @@ type command struct {
 // commands lists every subcommand in the order the usage text shows them.
 func commands() []command {
 	return []command{
+		{"receive", "subscribe to the MQTT sources and append every message to the spool", runReceive},
 		{"replay", "publish a JSONL capture to an MQTT broker", runReplay},
 		{"version", "print the version and exit", runVersion},
 	}
