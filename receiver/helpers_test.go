@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 )
 
 // syncBuffer collects log output from several goroutines.
@@ -129,4 +132,53 @@ func publish(t testing.TB, c mqtt.Client, topic string, qos byte, retained bool,
 	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish %s: %v", topic, tok.Error())
 	}
+}
+
+// testSpool is a real spool in a temp folder, with a hook that stalls the
+// next fsync, as a slow disk would.
+type testSpool struct {
+	*spool.Appender
+	dir   string
+	stall atomic.Int64 // nanoseconds the next fsync waits
+}
+
+func newSpool(t *testing.T, opts spool.Options) *testSpool {
+	t.Helper()
+	ts := &testSpool{dir: filepath.Join(t.TempDir(), "spool")}
+	opts.BeforeSync = func() {
+		if d := ts.stall.Swap(0); d > 0 {
+			time.Sleep(time.Duration(d))
+		}
+	}
+	a, err := spool.OpenAppender(ts.dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Appender = a
+	t.Cleanup(func() { a.Close() })
+	return ts
+}
+
+// stallNextSync makes the next fsync take d.
+func (ts *testSpool) stallNextSync(d time.Duration) { ts.stall.Store(int64(d)) }
+
+// records reads back every record; call it after the receiver stopped (its
+// Close sealed the active segment).
+func (ts *testSpool) records(t *testing.T) []spool.Record {
+	t.Helper()
+	return readSpool(t, ts.dir)
+}
+
+// waitQuiet waits until a source has received nothing new for a second and
+// the spool has settled everything.
+func waitQuiet(t *testing.T, r *running, name string) {
+	t.Helper()
+	last, since := int64(-1), time.Now()
+	waitFor(t, 30*time.Second, name+" quiet", func() bool {
+		s, _ := r.source(name)
+		if s.PacketsTotal != last {
+			last, since = s.PacketsTotal, time.Now()
+		}
+		return time.Since(since) > time.Second && r.Snapshot(time.Now()).Pending == 0
+	})
 }

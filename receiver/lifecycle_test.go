@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshingest/meshingest/internal/mosquittotest"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 )
 
 // The broker restarts in the middle of a QoS 1 stream: the receiver is back
@@ -21,7 +22,7 @@ import (
 // up.
 func TestReceiver_BrokerRestart_ReconnectsWithin5s(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{Persistence: true})
-	sp := newFakeSpool(1 << 20)
+	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, QoS: 1, ClientID: "restart-test"})
 	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 
@@ -50,7 +51,7 @@ func TestReceiver_BrokerRestart_ReconnectsWithin5s(t *testing.T) {
 	waitFor(t, 10*time.Second, "some traffic", func() bool { _, c := r.source("local"); return c.Durable > 200 })
 	b.Stop()
 	waitFor(t, 5*time.Second, "disconnect noticed", func() bool { s, _ := r.source("local"); return !s.Connected })
-	time.Sleep(6 * time.Second) // long enough for the backoff to reach its cap
+	time.Sleep(4 * time.Second) // long enough for the backoff to reach its cap
 	b.Restart(0)
 	back := time.Now()
 	waitFor(t, 5*time.Second, "reconnected within 5s of the broker's return", func() bool {
@@ -59,21 +60,21 @@ func TestReceiver_BrokerRestart_ReconnectsWithin5s(t *testing.T) {
 	})
 	t.Logf("reconnected %s after the broker came back", time.Since(back).Round(time.Millisecond))
 	<-published
-	seen := func() map[string]bool {
-		m := map[string]bool{}
-		for _, rec := range sp.records() {
-			m[string(rec.Payload)] = true
-		}
-		return m
-	}
-	waitFor(t, 10*time.Second, "every message spooled", func() bool { return len(seen()) == n })
+	waitQuiet(t, r, "local")
 	r.stop(t)
+	seen := map[string]bool{}
+	for _, rec := range sp.records(t) {
+		seen[string(rec.Payload)] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct messages in the spool, want %d", len(seen), n)
+	}
 	s, c := r.source("local")
 	if s.ConnectCount != 2 || s.DisconnectCount != 2 || s.LastError == "" {
 		// two disconnects: the broker's stop, then our clean stop
 		t.Errorf("status %+v", s)
 	}
-	recs := int64(len(sp.records()))
+	recs := int64(len(sp.records(t)))
 	// Acks sent just before the drop are lost; the broker redelivers
 	// those messages, so a few records are stored twice and acked once.
 	if s.PacketsTotal != c.Appended || c.Appended != c.Durable || c.Durable != recs || c.Acked > recs || c.Acked < n {
@@ -88,7 +89,7 @@ func TestReceiver_BrokerRestart_ReconnectsWithin5s(t *testing.T) {
 // restarted with its counters, a new one starts, a removed one goes.
 func TestReceiver_Reload_KeepsUnchangedSources(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
-	sp := newFakeSpool(1 << 20)
+	sp := newSpool(t, spool.Options{})
 	a := shared.Source{Name: "a", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}}
 	bs := shared.Source{Name: "b", Broker: b.MQTTURL(), Topics: []string{"other/#"}}
 	r := startReceiver(t, sp, a, bs)
@@ -146,7 +147,7 @@ func TestReceiver_Reload_KeepsUnchangedSources(t *testing.T) {
 // carries the CoreScope-shaped per-source status.
 func TestReceiver_StatsFile_ReadableByWriter(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
-	r := startReceiver(t, newFakeSpool(1<<20), shared.Source{Name: "local", Broker: b.MQTTURL()})
+	r := startReceiver(t, newSpool(t, spool.Options{}), shared.Source{Name: "local", Broker: b.MQTTURL()})
 	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 	publish(t, publisher(t, b.URL()), "meshcore/SJC/O/packets", 0, false, []byte("x"))
 	var snap *shared.ReceiverSnapshot
@@ -218,7 +219,7 @@ func TestReceiver_Notify_ReadyStatusWatchdog(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
 	logs := &syncBuffer{}
 	_ = logs
-	r := startReceiverNotify(t, newFakeSpool(1<<20), shared.NewNotifier(),
+	r := startReceiverNotify(t, newSpool(t, spool.Options{}), shared.NewNotifier(),
 		shared.Source{Name: "local", Broker: b.MQTTURL()},
 		shared.Source{Name: "down", Broker: "mqtt://127.0.0.1:1"})
 	waitFor(t, 5*time.Second, "READY, STATUS and two WATCHDOGs", func() bool {

@@ -10,6 +10,7 @@ import (
 	"github.com/meshingest/meshingest/capture"
 	"github.com/meshingest/meshingest/internal/mosquittotest"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 )
 
 func demoMessages(t *testing.T) []capture.Message {
@@ -39,7 +40,7 @@ func TestReceiver_Corpus_LandsExactly(t *testing.T) {
 	for _, qos := range []int{0, 1} {
 		t.Run(map[int]string{0: "qos0", 1: "qos1"}[qos], func(t *testing.T) {
 			b := mosquittotest.Start(t, mosquittotest.Options{})
-			sp := newFakeSpool(1 << 20)
+			sp := newSpool(t, spool.Options{})
 			r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, QoS: qos})
 			waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 
@@ -51,7 +52,7 @@ func TestReceiver_Corpus_LandsExactly(t *testing.T) {
 			if err := r.stop(t); err != nil {
 				t.Fatal(err)
 			}
-			recs := sp.records()
+			recs := sp.records(t)
 			if len(recs) != len(msgs) {
 				t.Fatalf("spool has %d records, want %d", len(recs), len(msgs))
 			}

@@ -292,15 +292,20 @@ func (s *source) redeliver(sess *session) sessionEnd {
 		case <-tick.C:
 		}
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case err := <-sess.lost:
-		return s.lost(sess, err)
-	case <-s.stop:
-		s.disconnect(sess)
-		return endStop
-	case <-t.C:
+	// While the spool is full (byte cap, free-disk floor) only the writer
+	// draining it helps: reconnecting earlier would just be refused again.
+	deadline := time.Now().Add(wait)
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for time.Now().Before(deadline) || s.spool.Stats().Full {
+		select {
+		case err := <-sess.lost:
+			return s.lost(sess, err)
+		case <-s.stop:
+			s.disconnect(sess)
+			return endStop
+		case <-poll.C:
+		}
 	}
 	s.status.redeliveries.Add(1)
 	s.disconnect(sess)
@@ -414,14 +419,18 @@ func (s *source) refused(sess *session, p *pendingAck, err error, now time.Time)
 			sess.acks.resolve(p, ackSkip)
 		}
 		return
-	case errors.Is(err, spool.ErrPayloadTooLarge):
+	case errors.Is(err, spool.ErrPayloadTooLarge), errors.Is(err, spool.ErrInvalidRecord):
 		// It will never fit: acknowledge it anyway, or the broker would
 		// redeliver it forever.
 		if p != nil {
 			sess.acks.resolve(p, ackSend)
 		}
-		s.status.countDrop(reasonPayloadTooLarge)
-		s.warnThrottled(reasonPayloadTooLarge, false, err, now)
+		reason := reasonPayloadTooLarge
+		if errors.Is(err, spool.ErrInvalidRecord) {
+			reason = reasonInvalidRecord
+		}
+		s.status.countDrop(reason)
+		s.warnThrottled(reason, false, err, now)
 		return
 	}
 	reason := refusalReason(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshingest/meshingest/internal/mosquittotest"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 )
 
 // A status replayed by the broker at subscribe time keeps its retained
@@ -20,7 +21,7 @@ func TestSource_RetainedStatus_KeepsFlag(t *testing.T) {
 	pub := publisher(t, b.URL())
 	publish(t, pub, "meshcore/SJC/OBS1/status", 1, true, []byte(`{"status":"online"}`))
 
-	sp := newFakeSpool(1 << 20)
+	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}})
 	waitFor(t, 5*time.Second, "retained replay", func() bool { _, c := r.source("local"); return c.Durable == 1 })
 	st, c := r.source("local")
@@ -30,7 +31,7 @@ func TestSource_RetainedStatus_KeepsFlag(t *testing.T) {
 	publish(t, pub, "meshcore/SJC/OBS1/status", 0, false, []byte(`{"status":"online","live":true}`))
 	waitFor(t, 5*time.Second, "live status", func() bool { _, c := r.source("local"); return c.Durable == 2 })
 	r.stop(t)
-	recs := sp.records()
+	recs := sp.records(t)
 	if !recs[0].Retained || recs[1].Retained {
 		t.Fatalf("retained flags: %v %v, want true false", recs[0].Retained, recs[1].Retained)
 	}
@@ -42,7 +43,7 @@ func TestSource_RetainedStatus_KeepsFlag(t *testing.T) {
 // iataFilter keeps packets of the listed regions and every status message.
 func TestSource_IATAFilter_PacketsOnly(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
-	sp := newFakeSpool(1 << 20)
+	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp, shared.Source{Name: "f", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, IATAFilter: []string{"SJC"}, QoS: 1})
 	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("f"); return s.Connected })
 	pub := publisher(t, b.URL())
@@ -63,7 +64,7 @@ func TestSource_IATAFilter_PacketsOnly(t *testing.T) {
 	})
 	r.stop(t)
 	var got []string
-	for _, rec := range sp.records() {
+	for _, rec := range sp.records(t) {
 		got = append(got, rec.Topic)
 	}
 	want := "meshcore/SJC/A/packets meshcore/OAK/B/status meshcore/SJC/D/status"
@@ -79,7 +80,7 @@ func TestSource_IATAFilter_PacketsOnly(t *testing.T) {
 // sits in the URL or in the password field.
 func TestSource_Password_NeverShown(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{Username: "observer", Password: "s3cret-pw"})
-	sp := newFakeSpool(1 << 20)
+	sp := newSpool(t, spool.Options{})
 	good := shared.Source{Name: "good", Broker: "mqtt://observer:s3cret-pw@127.0.0.1:" + itoa(b.Port), Topics: []string{"meshcore/#"}}
 	bad := shared.Source{Name: "bad", Broker: b.MQTTURL(), Username: "observer", Password: "wrong-s3cret", Topics: []string{"meshcore/#"}}
 	badURL := shared.Source{Name: "badurl", Broker: "mqtt://observer:wrong-inurl@127.0.0.1:" + itoa(b.Port)}
@@ -133,7 +134,7 @@ func TestSource_Unreachable_DoesNotDelayOthers(t *testing.T) {
 		}
 	}()
 	b := mosquittotest.Start(t, mosquittotest.Options{})
-	sp := newFakeSpool(1 << 20)
+	sp := newSpool(t, spool.Options{})
 	start := time.Now()
 	r := startReceiver(t, sp,
 		shared.Source{Name: "silent", Broker: "mqtt://" + ln.Addr().String(), ConnectTimeoutSec: 30},

@@ -20,6 +20,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 )
 
 // allowAll lets every client in (mochi's own hooks/auth package would pull
@@ -96,7 +97,7 @@ func mochiBroker(t *testing.T) (srv *mochi.Server, tlsAddr, wsAddr, wssAddr stri
 func TestSource_Schemes_TLSVerifiedByDefault(t *testing.T) {
 	srv, tlsAddr, wsAddr, wssAddr := mochiBroker(t)
 	no := false
-	sp := newFakeSpool(1 << 20)
+	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp,
 		shared.Source{Name: "mqtts-verified", Broker: "mqtts://" + tlsAddr},
 		shared.Source{Name: "mqtts", Broker: "mqtts://" + tlsAddr, RejectUnauthorized: &no},

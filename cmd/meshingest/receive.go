@@ -48,7 +48,7 @@ func runReceive(args []string) int {
 	ctx, reload, stop := shared.SignalContext(context.Background())
 	defer stop()
 
-	app, err := spool.OpenAppender(cfg.SpoolDir, spoolOptions(cfg))
+	app, err := spool.OpenAppender(cfg.SpoolDir, spool.OptionsFromConfig(cfg.Spool))
 	if err != nil {
 		log.Error().Err(err).Str("spoolDir", cfg.SpoolDir).Msg("cannot open the spool")
 		return 1
@@ -97,10 +97,4 @@ func runReceive(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-// spoolOptions maps the config's spool section onto the appender's options;
-// zero values keep the spool package's defaults.
-func spoolOptions(cfg *shared.Config) spool.Options {
-	return spool.Options{}
 }
