@@ -117,6 +117,15 @@
 //
 // # Performance
 //
-// Measured on this machine (2 shared cores), `go test -run '^$' -bench .
-// -benchmem ./decoder/`: see README.md in this folder for the figures.
+// `go test -run '^$' -bench . -benchmem -benchtime 2s ./decoder/` on the
+// development machine (AMD EPYC, one goroutine per benchmark; README.md in
+// this folder has the whole table):
+//
+//   - per observation (topic, payload, frame, hash, path_json): 4.0 µs and
+//     8 allocations for a typical message, about 250,000 messages/s; 5.6 µs
+//     averaged over the 500 real packet messages;
+//   - per new transmission, GRP_TXT with a 340-key ring: 5.1 µs, 7 allocations;
+//   - one channel-key search among 340 keys: 0.5 µs (hit), 1.1 µs (miss);
+//     trying all 300 MACs as CoreScope does would cost 132 µs;
+//   - one advert signature check: 116 µs.
 package decoder

@@ -3,6 +3,7 @@ package decoder
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -272,6 +273,14 @@ func (r *KeyRing) DecryptGroup(payload []byte, text bool) GroupDecryption {
 
 // macMatches computes HMAC-SHA256 with the precomputed pads, on the stack.
 func (k *channelKey) macMatches(mac, ct []byte) bool {
+	if len(ct) > MaxPayloadBytes { // not from a valid frame: too big for the stack buffer
+		var hk [32]byte
+		copy(hk[:], k.secret)
+		h := hmac.New(sha256.New, hk[:])
+		h.Write(ct)
+		sum := h.Sum(nil)
+		return sum[0] == mac[0] && sum[1] == mac[1]
+	}
 	var inner [64 + MaxPayloadBytes]byte
 	copy(inner[:64], k.ipad[:])
 	n := 64 + copy(inner[64:], ct)
@@ -327,6 +336,12 @@ func NewRegionSet(names []string) *RegionSet {
 // (key = region key, msg = payload type byte ‖ payload), first two bytes as
 // u16 LE, with 0x0000 → 0x0001 and 0xFFFF → 0xFFFE.
 func TransportCode(regionKey [16]byte, t PayloadType, payload []byte) uint16 {
+	if len(payload) > MaxPayloadBytes { // not from a valid frame: too big for the stack buffer
+		h := hmac.New(sha256.New, regionKey[:])
+		h.Write([]byte{byte(t)})
+		h.Write(payload)
+		return clampCode(h.Sum(nil))
+	}
 	var ipad, opad [64]byte
 	for i := range ipad {
 		var b byte
@@ -344,6 +359,10 @@ func TransportCode(regionKey [16]byte, t PayloadType, payload []byte) uint16 {
 	copy(outer[:64], opad[:])
 	copy(outer[64:], ih[:])
 	sum := sha256.Sum256(outer[:])
+	return clampCode(sum[:])
+}
+
+func clampCode(sum []byte) uint16 {
 	code := uint16(sum[0]) | uint16(sum[1])<<8
 	switch code {
 	case 0:

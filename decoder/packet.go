@@ -48,8 +48,6 @@ type Packet struct {
 	// transport route and transport code 1 is not 0; then the first
 	// configured region whose code matches, or "" when none does.
 	Scope sql.NullString
-
-	verify bool // signatures were checked (Options.VerifySignatures)
 }
 
 // PeerMessage is REQ, RESPONSE, TXT_MSG or PATH: encrypted with the two
@@ -248,7 +246,7 @@ func (c *Control) SubTypeName() string {
 // DecodePacket decodes the payload of a valid frame (one DecodeFrame
 // accepted). It never fails: a short payload sets PayloadErr.
 func DecodePacket(f Frame, opts Options) *Packet {
-	p := &Packet{Frame: f, verify: opts.VerifySignatures}
+	p := &Packet{Frame: f}
 	pl := f.Payload
 	short := func(need int, what string) bool {
 		if len(pl) >= need {
