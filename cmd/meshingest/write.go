@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const writeUsage = `usage: meshingest write [--config FILE]
+
+Drains the spool into CoreScope's SQLite database (dbPath), creating or
+upgrading its schema first, and keeps draining whatever the receiver spools
+until SIGTERM; then it finishes the batch in progress and exits 0. Each
+batch is one transaction that also stores the spool position, so a crash
+loses and repeats nothing. While the database refuses writes (locked,
+read-only, disk full) the writer retries and the spool keeps everything;
+see writer/MAINTENANCE.md.
+
+flags:
+`
+
+func runWrite(args []string) int {
+	fs := flag.NewFlagSet("write", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, writeUsage); fs.PrintDefaults() }
+	configPath := fs.String("config", "", "configuration `file` (CoreScope's config.json plus meshingest's keys); none: defaults and environment")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "meshingest write: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	cfg, err := shared.LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshingest write:", err)
+		return 2
+	}
+	log := shared.NewLogger(os.Stderr, "writer", cfg.LogLevel, shared.LogAuto)
+
+	ctx, _, stop := shared.SignalContext(context.Background())
+	defer stop()
+	reader, err := spool.OpenReader(cfg.SpoolDir, spool.ReaderOptions{
+		OnQuarantine: func(ev spool.QuarantineEvent) {
+			log.Warn().Str("event", ev.String()).Msg("damaged spool records moved to quarantine")
+		},
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("cannot open the spool")
+		return 1
+	}
+	var reg *prometheus.Registry
+	if cfg.Writer.MetricsListen != "" {
+		reg = shared.NewRegistry()
+		if _, err := shared.ServeMetrics(ctx, cfg.Writer.MetricsListen, reg, log); err != nil {
+			log.Error().Err(err).Msg("cannot serve metrics")
+			return 1
+		}
+	}
+	opts := writer.Options{Config: cfg, Log: log}
+	if reg != nil {
+		opts.Registry = reg
+	}
+	w, err := writer.New(writer.NewSpoolSource(reader), opts)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return 2
+	}
+	if err := w.Run(ctx); err != nil {
+		log.Error().Err(err).Msg("writer stopped")
+		return 1
+	}
+	return 0
+}

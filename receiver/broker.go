@@ -1,0 +1,149 @@
+package receiver
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/meshingest/meshingest/shared"
+)
+
+// pahoSchemes maps the URL schemes CoreScope's config accepts to the ones
+// paho dials: plain TCP, TLS, and MQTT over WebSocket (with or without TLS).
+var pahoSchemes = map[string]string{
+	"mqtt":  "tcp",
+	"tcp":   "tcp",
+	"mqtts": "ssl",
+	"ssl":   "ssl",
+	"tls":   "ssl",
+	"ws":    "ws",
+	"wss":   "wss",
+}
+
+// defaultPorts are used when the URL names none, as mosquitto listens by
+// default. WebSocket URLs keep paho's HTTP default.
+var defaultPorts = map[string]string{"tcp": "1883", "ssl": "8883"}
+
+// brokerEndpoint is a source's broker URL split into what paho needs: the
+// URL it dials (no credentials in it) and the credentials, which come from
+// the URL's userinfo unless the source sets username/password explicitly.
+type brokerEndpoint struct {
+	dial     string // e.g. ssl://host:8883, ws://host:9001/mqtt
+	tls      bool
+	username string
+	password string
+}
+
+func parseBroker(src shared.Source) (brokerEndpoint, error) {
+	u, err := url.Parse(src.Broker)
+	if err != nil {
+		return brokerEndpoint{}, fmt.Errorf("broker URL %s: %s", shared.MaskBrokerURL(src.Broker), shared.MaskPasswords(err.Error()))
+	}
+	scheme, ok := pahoSchemes[strings.ToLower(u.Scheme)]
+	if !ok {
+		return brokerEndpoint{}, fmt.Errorf("broker URL %s: scheme %q is not one of mqtt, mqtts, tcp, ssl, ws, wss", shared.MaskBrokerURL(src.Broker), u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return brokerEndpoint{}, fmt.Errorf("broker URL %s: no host", shared.MaskBrokerURL(src.Broker))
+	}
+	ep := brokerEndpoint{tls: scheme == "ssl" || scheme == "wss"}
+	if u.User != nil {
+		ep.username = u.User.Username()
+		ep.password, _ = u.User.Password()
+	}
+	if src.Username != "" {
+		ep.username = src.Username
+	}
+	if src.Password != "" {
+		ep.password = src.Password
+	}
+	host := u.Host
+	if u.Port() == "" && defaultPorts[scheme] != "" {
+		host = u.Host + ":" + defaultPorts[scheme]
+	}
+	dial := url.URL{Scheme: scheme, Host: host}
+	if scheme == "ws" || scheme == "wss" {
+		dial.Path, dial.RawQuery = u.Path, u.RawQuery
+	}
+	ep.dial = dial.String()
+	return ep, nil
+}
+
+// tlsConfig verifies the broker's certificate unless the source says
+// rejectUnauthorized: false (a self-signed broker the operator trusts).
+func tlsConfig(src shared.Source, host string) *tls.Config {
+	return &tls.Config{
+		ServerName:         host,
+		InsecureSkipVerify: !src.VerifyTLS(), //nolint:gosec // only when the operator sets rejectUnauthorized: false
+		MinVersion:         tls.VersionTLS12,
+	}
+}
+
+var clientIDUnsafe = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// clientID is the MQTT client id. An explicit clientId is used as it is.
+// Otherwise it is derived from the host and source names, so it is the same
+// after a restart — what a persistent QoS 1 session needs to be found again
+// by the broker. A QoS 0 source gets a random suffix: it keeps no session,
+// and two receivers on one host must not kick each other off the broker.
+func clientID(src shared.Source) string {
+	if src.ClientID != "" {
+		return src.ClientID
+	}
+	host, _ := os.Hostname()
+	id := clientIDUnsafe.ReplaceAllString("meshingest-"+host+"-"+src.Name, "_")
+	if src.QoS == 0 {
+		id += fmt.Sprintf("-%x", time.Now().UnixNano()&0xffffff)
+	}
+	return id
+}
+
+// clientOptions builds paho's options for one connection. The handler is
+// set before Connect (measured.md pitfall 1: a persistent session delivers
+// right after CONNACK, and paho drops unrouted messages without acking
+// them). Reconnects are not left to paho: the source's own loop owns them,
+// so every attempt is logged, backoff is bounded, and each connection gets a
+// fresh client whose acknowledgements cannot leak into the next session.
+func clientOptions(src shared.Source, ep brokerEndpoint, handler mqtt.MessageHandler, lost mqtt.ConnectionLostHandler) *mqtt.ClientOptions {
+	o := mqtt.NewClientOptions()
+	o.AddBroker(ep.dial)
+	o.SetClientID(clientID(src))
+	o.SetUsername(ep.username)
+	o.SetPassword(ep.password)
+	o.SetProtocolVersion(4) // MQTT 3.1.1; no silent fallback to 3.1
+	o.SetCleanSession(src.QoS == 0)
+	o.SetAutoReconnect(false)
+	o.SetConnectRetry(false)
+	o.SetConnectTimeout(connectTimeout(src))
+	// The handler never blocks, so paho's reader always gets to PINGRESP;
+	// these only bound how long a dead TCP connection goes unnoticed.
+	o.SetKeepAlive(30 * time.Second)
+	o.SetPingTimeout(10 * time.Second)
+	// A write to a dead connection (an ack, a ping) gives up instead of
+	// hanging the client.
+	o.SetWriteTimeout(10 * time.Second)
+	// Handlers run one at a time in receive order, which is what makes
+	// acknowledgements go out in receive order.
+	o.SetOrderMatters(true)
+	o.SetAutoAckDisabled(true)
+	o.SetDefaultPublishHandler(handler)
+	o.SetConnectionLostHandler(lost)
+	if ep.tls {
+		u, _ := url.Parse(ep.dial)
+		o.SetTLSConfig(tlsConfig(src, u.Hostname()))
+	}
+	return o
+}
+
+func connectTimeout(src shared.Source) time.Duration {
+	if src.ConnectTimeoutSec > 0 {
+		return time.Duration(src.ConnectTimeoutSec) * time.Second
+	}
+	return 10 * time.Second
+}

@@ -1,0 +1,540 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Appender appends records to the spool. One goroutine owns every file of
+// the spool (the go-diskqueue model): Append only encodes the record, gives
+// it its Seq and queues it; the appender goroutine gathers queued records
+// into groups, writes each group in one bbolt transaction followed by one
+// fdatasync, reports durability through the records' done callbacks and
+// seals segments.
+//
+// How a group reaches disk, and what it costs in syncs:
+//   - No active segment and the group is old enough to seal (the usual case
+//     at low rates, since GroupWindow equals SegmentMaxAge): the group is
+//     written whole as a new segment under a temporary name, its trailer
+//     appended, one fdatasync, renamed to its sealed name, one fsync of the
+//     folder. Two syncs per group, and the writer sees it at once.
+//   - Otherwise (groups closed early by count, bytes or a QoS 1 ack window)
+//     the group is committed to the active segment and fdatasynced: one sync
+//     per group, plus one folder fsync when the group created the segment.
+//     Sealing appends the trailer (one fdatasync) and renames the file (one
+//     folder fsync, shared with the next segment's creation when there is
+//     one).
+type Appender struct {
+	dir  string
+	opts Options
+	lock *os.File
+	tmpl []byte
+
+	mu            sync.Mutex
+	queue         []*entry // not yet in a group, in Seq order
+	queueBytes    int64
+	queueFirstAck time.Time // arrival of the first QoS >= 1 record in queue
+	nextSeq       uint64
+	closed        bool
+	pendingBytes  int64 // queued or in a group being written: not yet durable
+	pendingCount  int
+	stats         AppenderStats
+	fsyncLat      latencyRing
+	commitLat     latencyRing
+	spoolBytes    int64 // segment and quarantine bytes at the last scan, plus what was written since
+	diskFree      int64 // free bytes at the last scan, minus what was written since; -1 unknown
+	noSpace       bool  // a write failed with ENOSPC; cleared when space is back
+	activeInfo    *SegmentInfo
+	refusedFull   string // why the last append was refused with ErrFull; "" once one succeeds
+
+	wake     chan struct{}
+	exited   chan struct{}
+	stopHK   chan struct{}
+	hkExited chan struct{}
+	closeErr error
+
+	// Owned by the appender goroutine.
+	active   *segmentWriter
+	stranded *segmentWriter // closed but not sealed after a failure: blocks new segments
+	reserved uint64         // Seqs up to here are reserved in the sequence file
+	dirDirty bool           // a name in the folder changed since the last folder fsync
+	depth    depthCache
+}
+
+type entry struct {
+	enc  []byte
+	at   time.Time // when Append queued it (monotonic)
+	ack  bool      // QoS >= 1: closes its group after AckWindow
+	done func(error)
+}
+
+// OpenAppender opens the spool in dir for appending, creating the folder if
+// needed. It takes appender.lock (one appender per folder), recovers and
+// seals any segment a dead appender left unsealed, and starts the appender
+// goroutine.
+func OpenAppender(dir string, opts Options) (*Appender, error) {
+	if err := prepareDir(dir); err != nil {
+		return nil, err
+	}
+	lock, err := lockAppender(dir)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := segmentTemplate()
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	a := &Appender{
+		dir:      dir,
+		opts:     opts.withDefaults(),
+		lock:     lock,
+		tmpl:     tmpl,
+		diskFree: -1,
+		wake:     make(chan struct{}, 1),
+		exited:   make(chan struct{}),
+		stopHK:   make(chan struct{}),
+		hkExited: make(chan struct{}),
+	}
+	a.fsyncLat.init(1024)
+	a.commitLat.init(1024)
+	maxSeq, err := a.recover()
+	if err == nil {
+		err = a.startSequence(maxSeq)
+	}
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	a.housekeep()
+	go a.run()
+	go a.housekeeping()
+	return a, nil
+}
+
+// Append queues rec for the spool and returns at once; it never waits on
+// the disk. It assigns rec's Seq (the caller's copy is not changed) and,
+// when rec.ReceivedAt is zero, sets it to now.
+//
+// done, if not nil, is called exactly once, from the appender goroutine, in
+// append order: nil once the group holding rec is committed and synced, or
+// the error that kept it off disk. It must return quickly and never block
+// (hand the result to another goroutine if acting on it is slow): every
+// later record's durability waits for it.
+//
+// Refusals, for which done is not called: ErrPayloadTooLarge, ErrFull,
+// ErrQueueFull, ErrClosed, ErrInvalidRecord.
+func (a *Appender) Append(rec Record, done func(error)) error {
+	if len(rec.Payload) > a.opts.MaxPayloadBytes {
+		a.mu.Lock()
+		a.stats.RefusedTooLarge++
+		a.mu.Unlock()
+		return fmt.Errorf("%w: %d bytes, the limit is %d (spool.maxPayloadBytes)", ErrPayloadTooLarge, len(rec.Payload), a.opts.MaxPayloadBytes)
+	}
+	if err := checkEncodable(&rec); err != nil {
+		a.mu.Lock()
+		a.stats.RefusedInvalid++
+		a.mu.Unlock()
+		return err
+	}
+	if rec.ReceivedAt.IsZero() {
+		rec.ReceivedAt = time.Now()
+	}
+	size := int64(encodedSize(&rec))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return ErrClosed
+	}
+	if reason := a.fullLocked(size); reason != "" {
+		a.stats.RefusedFull++
+		a.refusedFull = reason
+		return fmt.Errorf("%w: %s", ErrFull, reason)
+	}
+	a.refusedFull = ""
+	if a.pendingBytes+size > a.opts.QueueMaxBytes {
+		a.stats.RefusedQueueFull++
+		return fmt.Errorf("%w: %d bytes waiting for the disk (spool.queueMaxBytes %d)", ErrQueueFull, a.pendingBytes, a.opts.QueueMaxBytes)
+	}
+	rec.Seq = a.nextSeq
+	a.nextSeq++
+	e := &entry{enc: appendRecord(make([]byte, 0, size), &rec), at: time.Now(), ack: rec.QoS > 0, done: done}
+	a.queue = append(a.queue, e)
+	a.queueBytes += size
+	a.pendingBytes += size
+	a.pendingCount++
+	// Wake the appender goroutine only when its next deadline or a group
+	// limit changes, not on every record.
+	signal := len(a.queue) == 1 || len(a.queue) == a.opts.GroupMaxRecords ||
+		a.queueBytes >= int64(a.opts.GroupMaxBytes) && a.queueBytes-size < int64(a.opts.GroupMaxBytes)
+	if e.ack && a.queueFirstAck.IsZero() {
+		a.queueFirstAck = e.at
+		signal = true
+	}
+	if signal {
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// fullLocked says why an append of size bytes would exceed a limit, or "".
+func (a *Appender) fullLocked(size int64) string {
+	switch {
+	case a.noSpace:
+		return "the last write failed for lack of disk space"
+	case a.opts.MaxBytes > 0 && a.spoolBytes+a.pendingBytes+size > a.opts.MaxBytes:
+		return fmt.Sprintf("the spool holds %d bytes, the cap is %d (spool.maxBytes)", a.spoolBytes+a.pendingBytes, a.opts.MaxBytes)
+	case a.opts.MinFreeBytes > 0 && a.diskFree >= 0 && a.diskFree-a.pendingBytes-size < a.opts.MinFreeBytes:
+		return fmt.Sprintf("%d bytes free on the disk, the floor is %d (spool.minFreeBytes)", max(a.diskFree-a.pendingBytes, 0), a.opts.MinFreeBytes)
+	}
+	return ""
+}
+
+// Close stops accepting records, writes and syncs everything queued, seals
+// the active segment and releases the folder. It returns the first error
+// met while doing so.
+func (a *Appender) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		<-a.exited
+		return a.closeErr
+	}
+	a.closed = true
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+	<-a.exited
+	close(a.stopHK)
+	<-a.hkExited
+	a.housekeep()
+	a.lock.Close()
+	return a.closeErr
+}
+
+// run is the appender goroutine.
+func (a *Appender) run() {
+	defer close(a.exited)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		a.mu.Lock()
+		closing := a.closed
+		now := time.Now()
+		for len(a.queue) > 0 && (closing || a.groupDueLocked(now)) {
+			g, gBytes := a.takeGroupLocked()
+			a.mu.Unlock()
+			a.commitGroup(g, gBytes, closing)
+			a.mu.Lock()
+			now = time.Now()
+		}
+		deadline := time.Time{}
+		if len(a.queue) > 0 {
+			deadline = a.groupDeadlineLocked()
+		}
+		a.mu.Unlock()
+
+		if a.active != nil && (closing || !now.Before(a.active.sealAt)) {
+			a.sealActive()
+		}
+		if closing {
+			if a.active == nil && a.stranded != nil {
+				a.noteErr(a.sealStranded())
+			}
+			if a.dirDirty {
+				a.noteErr(a.syncFolder())
+			}
+			return
+		}
+		if a.active != nil && (deadline.IsZero() || a.active.sealAt.Before(deadline)) {
+			deadline = a.active.sealAt
+		}
+		if a.dirDirty && deadline.IsZero() {
+			// Nothing else is coming soon to share the folder fsync with.
+			a.noteErr(a.syncFolder())
+		}
+		wait := time.Hour
+		if !deadline.IsZero() {
+			wait = max(time.Until(deadline), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-a.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+func (a *Appender) noteErr(err error) {
+	if err == nil {
+		return
+	}
+	a.mu.Lock()
+	a.stats.LastError = err.Error()
+	if a.closeErr == nil && a.closed {
+		a.closeErr = err
+	}
+	if errors.Is(err, syscall.ENOSPC) {
+		a.noSpace = true
+	}
+	a.mu.Unlock()
+}
+
+func (a *Appender) groupDueLocked(now time.Time) bool {
+	return len(a.queue) >= a.opts.GroupMaxRecords || a.queueBytes >= int64(a.opts.GroupMaxBytes) ||
+		!now.Before(a.groupDeadlineLocked())
+}
+
+func (a *Appender) groupDeadlineLocked() time.Time {
+	d := a.queue[0].at.Add(a.opts.GroupWindow)
+	if !a.queueFirstAck.IsZero() {
+		if ad := a.queueFirstAck.Add(a.opts.AckWindow); ad.Before(d) {
+			d = ad
+		}
+	}
+	return d
+}
+
+// takeGroupLocked removes the next group from the queue.
+func (a *Appender) takeGroupLocked() ([]*entry, int64) {
+	n, bytes := 0, int64(0)
+	for n < len(a.queue) && n < a.opts.GroupMaxRecords && (n == 0 || bytes+int64(len(a.queue[n].enc)) <= int64(a.opts.GroupMaxBytes)) {
+		bytes += int64(len(a.queue[n].enc))
+		n++
+	}
+	g := a.queue[:n:n]
+	a.queue = a.queue[n:]
+	a.queueBytes -= bytes
+	a.queueFirstAck = time.Time{}
+	for _, e := range a.queue {
+		if e.ack {
+			a.queueFirstAck = e.at
+			break
+		}
+	}
+	if len(a.queue) == 0 {
+		a.queue = nil // let the backing array go
+	}
+	return g, bytes
+}
+
+func (a *Appender) commitGroup(g []*entry, gBytes int64, closing bool) {
+	start := time.Now()
+	err := a.writeGroup(g, gBytes, closing, start)
+	took := time.Since(start)
+	a.mu.Lock()
+	a.pendingBytes -= gBytes
+	a.pendingCount -= len(g)
+	if err == nil {
+		a.stats.AppendedRecords += uint64(len(g))
+		a.stats.AppendedBytes += uint64(gBytes)
+		a.stats.Groups++
+		a.commitLat.add(took)
+		a.spoolBytes += gBytes
+		if a.diskFree >= 0 {
+			a.diskFree -= gBytes
+		}
+	} else {
+		a.stats.FailedRecords += uint64(len(g))
+		a.stats.FailedGroups++
+		a.stats.LastError = err.Error()
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			a.noSpace = true
+		}
+	}
+	a.publishActiveLocked()
+	a.mu.Unlock()
+	for _, e := range g {
+		if e.done != nil {
+			e.done(err)
+		}
+	}
+}
+
+func (a *Appender) writeGroup(g []*entry, gBytes int64, closing bool, now time.Time) error {
+	encs := make([][]byte, len(g))
+	for i, e := range g {
+		encs[i] = e.enc
+	}
+	if err := a.reserveThrough(recordSeq(encs[len(encs)-1])); err != nil {
+		return err
+	}
+	if a.stranded != nil {
+		if err := a.sealStranded(); err != nil {
+			return err
+		}
+	}
+	if a.active == nil {
+		if closing || now.Sub(g[0].at) >= a.opts.SegmentMaxAge || gBytes >= a.opts.SegmentMaxBytes {
+			return a.writeWholeSegment(encs)
+		}
+		id := recordSeq(encs[0])
+		w, err := createSegment(filepath.Join(a.dir, segmentName(id, activeExt)), id, a.tmpl)
+		if err != nil {
+			return err
+		}
+		w.sealAt = g[0].at.Add(a.opts.SegmentMaxAge)
+		a.active = w
+		a.dirDirty = true
+	}
+	w := a.active
+	if err := w.put(encs); err != nil {
+		a.strandActive()
+		return err
+	}
+	if err := a.fdatasync(w.file); err != nil {
+		a.strandActive()
+		return &Error{Op: "fdatasync segment", Path: w.path, Err: err, Hint: hintForWriteError(err)}
+	}
+	if a.dirDirty {
+		if err := a.syncFolder(); err != nil {
+			return err
+		}
+	}
+	if w.size >= a.opts.SegmentMaxBytes {
+		a.sealActive()
+	}
+	return nil
+}
+
+// writeWholeSegment writes a group as a segment of its own, sealed at once:
+// invisible under a temporary name until complete and synced, so bbolt's
+// own syncs are not needed.
+func (a *Appender) writeWholeSegment(encs [][]byte) error {
+	id := recordSeq(encs[0])
+	tmp := filepath.Join(a.dir, segmentName(id, tmpExt))
+	os.Remove(tmp) // left by a failed attempt of this process
+	w, err := createSegment(tmp, id, a.tmpl)
+	if err != nil {
+		return err
+	}
+	err = w.put(encs)
+	if err == nil {
+		err = w.finish(a.fdatasync)
+	}
+	if err == nil {
+		if err = os.Rename(tmp, filepath.Join(a.dir, segmentName(id, sealedExt))); err != nil {
+			err = &Error{Op: "seal segment", Path: tmp, Err: err}
+		}
+	}
+	if err != nil {
+		w.close()
+		os.Remove(tmp)
+		return err
+	}
+	a.mu.Lock()
+	a.stats.SegmentsSealed++
+	a.mu.Unlock()
+	a.dirDirty = true
+	return a.syncFolder()
+}
+
+// sealActive seals the active segment: trailer, fdatasync, rename. The
+// folder fsync is left to the next group or the end of the loop, so that a
+// new segment's creation can share it.
+func (a *Appender) sealActive() {
+	w := a.active
+	a.active = nil
+	a.stranded = w
+	a.noteErr(a.sealStranded())
+	a.mu.Lock()
+	a.publishActiveLocked()
+	a.mu.Unlock()
+}
+
+func (a *Appender) strandActive() {
+	w := a.active
+	a.active = nil
+	w.close()
+	a.stranded = w
+}
+
+// sealStranded seals a segment closed after a failure or a failed seal.
+// Until it succeeds no new segment is started: segments must become sealed
+// in id order, or a reader could pass a segment before it appears.
+func (a *Appender) sealStranded() error {
+	w := a.stranded
+	if err := w.finish(a.fdatasync); err != nil {
+		return err
+	}
+	sealed := filepath.Join(a.dir, segmentName(w.id, sealedExt))
+	if err := os.Rename(w.path, sealed); err != nil {
+		return &Error{Op: "seal segment", Path: w.path, Err: err}
+	}
+	a.stranded = nil
+	a.dirDirty = true
+	a.mu.Lock()
+	a.stats.SegmentsSealed++
+	a.mu.Unlock()
+	return nil
+}
+
+// fdatasync syncs f, counting it and its latency.
+func (a *Appender) fdatasync(f *os.File) error {
+	if a.opts.BeforeSync != nil {
+		a.opts.BeforeSync()
+	}
+	start := time.Now()
+	err := fdatasyncFile(f)
+	a.countSync(time.Since(start))
+	return err
+}
+
+// syncFolder fsyncs the spool folder, counting it.
+func (a *Appender) syncFolder() error {
+	if a.opts.BeforeSync != nil {
+		a.opts.BeforeSync()
+	}
+	start := time.Now()
+	err := syncDir(a.dir)
+	a.countSync(time.Since(start))
+	if err != nil {
+		return &Error{Op: "fsync spool folder", Path: a.dir, Err: err, Hint: hintForWriteError(err)}
+	}
+	a.dirDirty = false
+	return nil
+}
+
+func (a *Appender) countSync(d time.Duration) {
+	a.mu.Lock()
+	a.stats.Fsyncs++
+	a.fsyncLat.add(d)
+	a.mu.Unlock()
+}
+
+func (a *Appender) reserveThrough(seq uint64) error {
+	if seq <= a.reserved {
+		return nil
+	}
+	v := seq + seqBlock
+	if err := writeSequence(a.dir, v, a.fdatasync, a.syncFolder); err != nil {
+		return err
+	}
+	a.reserved = v
+	return nil
+}
+
+// publishActiveLocked copies the active segment's state for Stats and the
+// status file.
+func (a *Appender) publishActiveLocked() {
+	w := a.active
+	if w == nil {
+		a.activeInfo = nil
+		return
+	}
+	a.activeInfo = &SegmentInfo{
+		ID: w.id, State: StateActive, Bytes: w.size,
+		Records: w.sum.Records, FirstSeq: w.sum.FirstSeq, LastSeq: w.sum.LastSeq,
+		Oldest: w.sum.OldestTime(), Newest: w.sum.NewestTime(),
+	}
+}

@@ -1,0 +1,128 @@
+package spool
+
+import (
+	"time"
+
+	"github.com/meshingest/meshingest/shared"
+)
+
+// Defaults, chosen by the benchmarks in the package documentation.
+const (
+	// DefaultGroupWindow equals DefaultSegmentMaxAge so that at low rates
+	// one group is one segment, written and sealed at once for one
+	// fdatasync and one folder fsync.
+	DefaultGroupWindow     = time.Second
+	DefaultAckWindow       = 20 * time.Millisecond
+	DefaultGroupMaxRecords = 4096
+	DefaultGroupMaxBytes   = 4 << 20
+	DefaultSegmentMaxBytes = 16 << 20
+	DefaultSegmentMaxAge   = time.Second
+	DefaultMaxPayloadBytes = 64 << 10
+	DefaultQueueMaxBytes   = 32 << 20
+	DefaultMaxBytes        = 16 << 30
+	DefaultMinFreeBytes    = 512 << 20
+)
+
+// Options tune an Appender. The zero value of a field means its default.
+type Options struct {
+	// GroupWindow is how long the appender gathers QoS 0 records before one
+	// commit and fsync. It bounds what a crash can lose of QoS 0 traffic and
+	// how late the writer sees a record; longer windows mean fewer fsyncs.
+	GroupWindow time.Duration
+	// AckWindow closes a group that holds a QoS >= 1 record this long after
+	// that record arrived. A broker keeps only a few unacknowledged QoS 1
+	// messages in flight (mosquitto: 20), so their acks cannot wait a whole
+	// GroupWindow; each short group costs about one fdatasync.
+	AckWindow time.Duration
+	// GroupMaxRecords and GroupMaxBytes close a group early under load.
+	// Larger groups mean fewer fsyncs per record and more memory.
+	GroupMaxRecords int
+	GroupMaxBytes   int
+	// SegmentMaxBytes and SegmentMaxAge seal the active segment. The age
+	// bounds how late the writer sees a record (it reads sealed segments
+	// only); the size bounds the memory a reader maps per segment.
+	SegmentMaxBytes int64
+	SegmentMaxAge   time.Duration
+	// MaxPayloadBytes refuses larger payloads with ErrPayloadTooLarge.
+	MaxPayloadBytes int
+	// QueueMaxBytes bounds the memory held by records not yet on disk; past
+	// it Append returns ErrQueueFull. While the disk stalls, this is how
+	// much the receiver can absorb before it must drop.
+	QueueMaxBytes int64
+	// MaxBytes caps the spool folder (segments and quarantine); a negative
+	// value means no cap. MinFreeBytes is the free-disk floor; negative
+	// means none. Either one reached makes Append return ErrFull.
+	MaxBytes     int64
+	MinFreeBytes int64
+
+	// BeforeSync, when set, is called on the appender goroutine before every
+	// fsync or fdatasync the appender makes. It is for tests that simulate a
+	// slow or stalled disk; production code leaves it nil.
+	BeforeSync func()
+}
+
+// OptionsFromConfig maps the spool section of the configuration file onto
+// Options; zero fields keep their defaults.
+func OptionsFromConfig(c shared.SpoolConfig) Options {
+	return Options{
+		GroupWindow:     time.Duration(c.GroupWindowMs) * time.Millisecond,
+		GroupMaxRecords: c.GroupMaxRecords,
+		SegmentMaxBytes: c.SegmentMaxBytes,
+		SegmentMaxAge:   time.Duration(c.SegmentMaxAgeMs) * time.Millisecond,
+		MaxBytes:        c.MaxBytes,
+		MinFreeBytes:    c.MinFreeBytes,
+		MaxPayloadBytes: c.MaxPayloadBytes,
+		QueueMaxBytes:   c.QueueMaxBytes,
+	}
+}
+
+func (o Options) withDefaults() Options {
+	if o.GroupWindow <= 0 {
+		o.GroupWindow = DefaultGroupWindow
+	}
+	if o.AckWindow <= 0 {
+		o.AckWindow = DefaultAckWindow
+	}
+	if o.AckWindow > o.GroupWindow {
+		o.AckWindow = o.GroupWindow
+	}
+	if o.GroupMaxRecords <= 0 {
+		o.GroupMaxRecords = DefaultGroupMaxRecords
+	}
+	if o.GroupMaxBytes <= 0 {
+		o.GroupMaxBytes = DefaultGroupMaxBytes
+	}
+	if o.SegmentMaxBytes <= 0 {
+		o.SegmentMaxBytes = DefaultSegmentMaxBytes
+	}
+	if o.SegmentMaxAge <= 0 {
+		o.SegmentMaxAge = DefaultSegmentMaxAge
+	}
+	if o.MaxPayloadBytes <= 0 {
+		o.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	if o.QueueMaxBytes <= 0 {
+		o.QueueMaxBytes = DefaultQueueMaxBytes
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = DefaultMinFreeBytes
+	}
+	return o
+}
+
+// ReaderOptions tune a Reader.
+type ReaderOptions struct {
+	// Inspect opens the spool for inspection only (the CLI): damage is
+	// reported through OnQuarantine and in Stats, and the intact records of
+	// a damaged segment are still read, but nothing is moved, rewritten or
+	// deleted. The writer leaves it false.
+	Inspect bool
+	// OnQuarantine, when set, is called for every damaged segment found.
+	OnQuarantine func(QuarantineEvent)
+	// PollInterval is how often WaitSealed looks for a new sealed segment
+	// (default 50 ms: small against the one-second seal age).
+	PollInterval time.Duration
+}

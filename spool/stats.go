@@ -1,0 +1,110 @@
+package spool
+
+import (
+	"slices"
+	"time"
+)
+
+// AppenderStats is what the receiver publishes about its spool.
+type AppenderStats struct {
+	AppendedRecords uint64 `json:"appended_records"` // made durable
+	AppendedBytes   uint64 `json:"appended_bytes"`   // encoded bytes made durable
+	FailedRecords   uint64 `json:"failed_records"`   // done called with an error
+	Groups          uint64 `json:"groups"`           // groups made durable
+	FailedGroups    uint64 `json:"failed_groups"`
+	SegmentsSealed  uint64 `json:"segments_sealed"`
+	// Fsyncs counts every fsync and fdatasync the appender made, of segment
+	// files, the sequence file and the folder.
+	Fsyncs uint64 `json:"fsyncs"`
+	// FsyncP50/P99 are the latencies of the last 1,024 syncs; CommitP50/P99
+	// those of the last 1,024 groups, from the start of their disk work to
+	// durable (writes and syncs).
+	FsyncP50  time.Duration `json:"fsync_p50_ns"`
+	FsyncP99  time.Duration `json:"fsync_p99_ns"`
+	CommitP50 time.Duration `json:"commit_p50_ns"`
+	CommitP99 time.Duration `json:"commit_p99_ns"`
+
+	RefusedTooLarge  uint64 `json:"refused_too_large"`
+	RefusedFull      uint64 `json:"refused_full"`
+	RefusedQueueFull uint64 `json:"refused_queue_full"`
+	RefusedInvalid   uint64 `json:"refused_invalid"`
+
+	// QueuedRecords and QueuedBytes are in memory, not yet durable.
+	QueuedRecords int   `json:"queued_records"`
+	QueuedBytes   int64 `json:"queued_bytes"`
+
+	// Depth is what is on disk and not yet drained by the writer (as far as
+	// its advisory writer-position.json tells), active segment included.
+	DepthSegments int    `json:"depth_segments"`
+	DepthRecords  uint64 `json:"depth_records"`
+	DepthBytes    int64  `json:"depth_bytes"`
+	// SpoolBytes is what the byte cap counts: segments and quarantine.
+	SpoolBytes int64 `json:"spool_bytes"`
+	DiskFree   int64 `json:"disk_free_bytes"`
+
+	// Full is true while a limit is reached, or since the last append was
+	// refused with ErrFull and until one succeeds.
+	Full       bool   `json:"full"`
+	FullReason string `json:"full_reason,omitempty"`
+
+	// RecoveredSegments were left unsealed by a dead appender and sealed at
+	// open; QuarantinedRecords were damaged in them.
+	RecoveredSegments  int    `json:"recovered_segments"`
+	QuarantinedRecords int    `json:"quarantined_records"`
+	NextSeq            uint64 `json:"next_seq"`
+	LastError          string `json:"last_error,omitempty"`
+}
+
+// Stats returns the appender's counters and gauges.
+func (a *Appender) Stats() AppenderStats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.statsLocked()
+}
+
+func (a *Appender) statsLocked() AppenderStats {
+	s := a.stats
+	s.FsyncP50, s.FsyncP99 = a.fsyncLat.percentiles()
+	s.CommitP50, s.CommitP99 = a.commitLat.percentiles()
+	s.QueuedRecords = a.pendingCount
+	s.QueuedBytes = a.pendingBytes
+	s.SpoolBytes = a.spoolBytes
+	s.DiskFree = a.diskFree
+	s.FullReason = a.fullLocked(0)
+	if s.FullReason == "" {
+		s.FullReason = a.refusedFull
+	}
+	s.Full = s.FullReason != ""
+	s.NextSeq = a.nextSeq
+	return s
+}
+
+// latencyRing keeps the last n durations.
+type latencyRing struct {
+	d    []time.Duration
+	next int
+	full bool
+}
+
+func (r *latencyRing) init(n int) { r.d = make([]time.Duration, n) }
+
+func (r *latencyRing) add(d time.Duration) {
+	r.d[r.next] = d
+	r.next++
+	if r.next == len(r.d) {
+		r.next, r.full = 0, true
+	}
+}
+
+func (r *latencyRing) percentiles() (p50, p99 time.Duration) {
+	n := r.next
+	if r.full {
+		n = len(r.d)
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(r.d[:n])
+	slices.Sort(s)
+	return s[(n-1)*50/100], s[(n-1)*99/100]
+}

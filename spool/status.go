@@ -1,0 +1,191 @@
+package spool
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/meshingest/meshingest/shared"
+)
+
+// Segment states in SegmentInfo.
+const (
+	StateSealed   = "sealed"
+	StateActive   = "active"   // being appended to by a live appender
+	StateUnsealed = "unsealed" // left by a dead appender; sealed when the next one opens
+	StateDamaged  = "damaged"  // sealed, but its trailer does not verify
+)
+
+// SegmentInfo describes one segment file.
+type SegmentInfo struct {
+	ID       uint64    `json:"id"`
+	Name     string    `json:"name,omitempty"`
+	State    string    `json:"state"`
+	Bytes    int64     `json:"bytes"`
+	Records  uint64    `json:"records"`
+	FirstSeq uint64    `json:"first_seq"`
+	LastSeq  uint64    `json:"last_seq"`
+	Oldest   time.Time `json:"oldest_received_at"`
+	Newest   time.Time `json:"newest_received_at"`
+	Problem  string    `json:"problem,omitempty"`
+}
+
+// sealedInfo reads a sealed segment's size and trailer summary, without
+// checking its data CRC (that is a full read; see Verify).
+func sealedInfo(dir string, s segmentFile) (SegmentInfo, error) {
+	info := SegmentInfo{ID: s.ID, Name: s.Name, State: StateSealed}
+	f, err := openSpoolFile(filepath.Join(dir, s.Name), os.O_RDONLY, 0)
+	if err != nil {
+		return info, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return info, err
+	}
+	info.Bytes = fi.Size()
+	t, err := readTrailer(f, fi.Size())
+	if err != nil {
+		info.State, info.Problem = StateDamaged, err.Error()
+		return info, nil
+	}
+	info.Records, info.FirstSeq, info.LastSeq = t.Records, t.FirstSeq, t.LastSeq
+	info.Oldest, info.Newest = t.OldestTime(), t.NewestTime()
+	return info, nil
+}
+
+// depthCache remembers the trailers of sealed segments between scans: they
+// are immutable, so a scan costs one readdir plus a read for each new file.
+type depthCache map[string]SegmentInfo
+
+// scanSealed lists the sealed segments with their summaries.
+func scanSealed(dir string, cache depthCache) ([]SegmentInfo, error) {
+	segs, err := listSegments(dir, sealedExt)
+	if err != nil {
+		return nil, err
+	}
+	infos := make([]SegmentInfo, 0, len(segs))
+	seen := make(map[string]bool, len(segs))
+	for _, s := range segs {
+		seen[s.Name] = true
+		if info, ok := cache[s.Name]; ok {
+			infos = append(infos, info)
+			continue
+		}
+		info, err := sealedInfo(dir, s)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // drained and deleted meanwhile
+		}
+		if err != nil {
+			info.State, info.Problem = StateDamaged, err.Error()
+		} else if cache != nil && info.State == StateSealed {
+			cache[s.Name] = info
+		}
+		infos = append(infos, info)
+	}
+	for name := range cache {
+		if !seen[name] {
+			delete(cache, name)
+		}
+	}
+	return infos, nil
+}
+
+// undrained is how many of a segment's records come after pos. Seqs are
+// contiguous within a segment unless salvage dropped some, so this can
+// overcount a repaired segment by the records it lost.
+func undrained(s SegmentInfo, pos Position) uint64 {
+	switch {
+	case s.Records == 0 || pos.Seq >= s.LastSeq:
+		return 0
+	case pos.Seq < s.FirstSeq:
+		return s.Records
+	}
+	return min(s.LastSeq-pos.Seq, s.Records)
+}
+
+// AppenderStatus is what the appender publishes in appender-status.json
+// about once a second (atomically, without fsync), so that `spool status`
+// never has to open the active segment, whose lock the appender holds.
+type AppenderStatus struct {
+	PID       int           `json:"pid"`
+	UpdatedAt time.Time     `json:"updated_at"`
+	Closed    bool          `json:"closed"`
+	Active    *SegmentInfo  `json:"active,omitempty"`
+	Stats     AppenderStats `json:"stats"`
+}
+
+// ReadAppenderStatus reads the appender's last published status.
+func ReadAppenderStatus(dir string) (AppenderStatus, error) {
+	var st AppenderStatus
+	b, err := os.ReadFile(filepath.Join(dir, statusFile))
+	if err != nil {
+		return st, err
+	}
+	err = json.Unmarshal(b, &st)
+	return st, err
+}
+
+// housekeeping refreshes the byte, free-disk and depth figures and the
+// status file once a second, on its own goroutine so that the scans never
+// delay a group.
+func (a *Appender) housekeeping() {
+	defer close(a.hkExited)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.stopHK:
+			return
+		case <-t.C:
+			a.housekeep()
+		}
+	}
+}
+
+func (a *Appender) housekeep() {
+	free := int64(-1)
+	var fs syscall.Statfs_t
+	if syscall.Statfs(a.dir, &fs) == nil {
+		free = int64(fs.Bavail) * int64(fs.Bsize)
+	}
+	sealed, _ := scanSealed(a.dir, a.depth)
+	bytes := quarantineBytes(a.dir)
+	for _, s := range sealed {
+		bytes += s.Bytes
+	}
+	pos, _ := ReadWriterPosition(a.dir)
+
+	a.mu.Lock()
+	if a.activeInfo != nil {
+		bytes += a.activeInfo.Bytes
+	}
+	a.spoolBytes, a.diskFree = bytes, free
+	if a.noSpace && free > a.opts.MinFreeBytes+2*int64(a.opts.GroupMaxBytes) {
+		a.noSpace = false
+	}
+	a.stats.DepthSegments, a.stats.DepthRecords, a.stats.DepthBytes = 0, 0, 0
+	for _, s := range sealed {
+		if s.LastSeq != 0 && s.LastSeq <= pos.Seq {
+			continue // drained; the writer deletes it soon
+		}
+		a.stats.DepthSegments++
+		a.stats.DepthRecords += undrained(s, pos)
+		a.stats.DepthBytes += s.Bytes
+	}
+	if ai := a.activeInfo; ai != nil {
+		a.stats.DepthSegments++
+		a.stats.DepthRecords += ai.Records
+		a.stats.DepthBytes += ai.Bytes
+	}
+	st := AppenderStatus{PID: os.Getpid(), UpdatedAt: time.Now().UTC(), Closed: a.closed, Stats: a.statsLocked()}
+	if a.activeInfo != nil {
+		ai := *a.activeInfo
+		st.Active = &ai
+	}
+	a.mu.Unlock()
+	shared.WriteJSONAtomic(filepath.Join(a.dir, statusFile), st)
+}

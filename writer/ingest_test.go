@@ -1,0 +1,302 @@
+package writer
+
+import (
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/shared"
+)
+
+const obsA = "AAAA000000000000000000000000000000000000000000000000000000000001"
+const obsB = "BBBB000000000000000000000000000000000000000000000000000000000002"
+
+func packetRecord(at time.Time, observer, raw string, extra map[string]any) Record {
+	p := map[string]any{"origin": "name-" + observer[:4], "raw": raw, "direction": "rx"}
+	for k, v := range extra {
+		p[k] = v
+	}
+	b, _ := json.Marshal(p)
+	return Record{ReceivedAt: at, Source: "test", Topic: "meshcore/sjc/" + observer + "/packets", Payload: b}
+}
+
+func statusRecord(at time.Time, observer string, payload map[string]any, retained bool) Record {
+	b, _ := json.Marshal(payload)
+	return Record{ReceivedAt: at, Source: "test", Topic: "meshcore/SJC/" + observer + "/status", Payload: b, Retained: retained}
+}
+
+// corpusRaw returns the raw of the first corpus packet of a payload type.
+func corpusRaw(t testing.TB, payloadType decoder.PayloadType) string {
+	t.Helper()
+	for _, r := range corpusRecords(t) {
+		if !strings.HasSuffix(r.Topic, "/packets") {
+			continue
+		}
+		var p struct{ Raw string }
+		json.Unmarshal(r.Payload, &p)
+		if f, err := decoder.DecodeFrame(p.Raw); err == nil && f.Type == payloadType {
+			return p.Raw
+		}
+	}
+	t.Fatalf("no corpus packet of type %v", payloadType)
+	return ""
+}
+
+func runRecords(t *testing.T, cfg *shared.Config, recs ...Record) {
+	t.Helper()
+	drain(t, spoolOf(t, recs), Options{Config: cfg}, int64(len(recs)))
+}
+
+// TestWriter_BatchBoundaries_SameRows: the per-batch aggregation of
+// counters and times gives the same rows as one statement per message,
+// whatever the batch size.
+func TestWriter_BatchBoundaries_SameRows(t *testing.T) {
+	recs := corpusRecords(t)
+	var dumps []map[string][]string
+	for _, size := range []int{1, 7, 100000} {
+		cfg := corpusConfig(t)
+		drain(t, spoolOf(t, append([]Record(nil), recs...)), Options{Config: cfg, BatchMaxRecords: size}, int64(len(recs)))
+		dumps = append(dumps, dumpDB(t, cfg.DBPath))
+	}
+	diffDumps(t, dumps[0], dumps[1])
+	diffDumps(t, dumps[0], dumps[2])
+}
+
+func TestIngest_ReceiveTime_IsEveryStoredTime(t *testing.T) {
+	cfg := corpusConfig(t)
+	yesterday := time.Now().UTC().Add(-24 * time.Hour).Truncate(time.Second)
+	advert := corpusRaw(t, decoder.TypeAdvert)
+	runRecords(t, cfg,
+		statusRecord(yesterday, obsA, map[string]any{"status": "online", "origin": "A", "radio": "910,62.5,7,5"}, false),
+		packetRecord(yesterday.Add(time.Minute), obsA, advert, nil),
+		packetRecord(yesterday.Add(2*time.Minute), obsB, advert, nil),
+	)
+	db := openRaw(t, cfg.DBPath)
+	ts := func(d time.Duration) string { return yesterday.Add(d).Format(rfc3339Seconds) }
+	var firstSeen string
+	var lastSeen int64
+	db.QueryRow(`SELECT first_seen, last_seen FROM transmissions`).Scan(&firstSeen, &lastSeen)
+	if firstSeen != ts(time.Minute) || lastSeen != yesterday.Add(2*time.Minute).Unix() {
+		t.Errorf("transmission first_seen %s last_seen %d; want %s and %d", firstSeen, lastSeen, ts(time.Minute), yesterday.Add(2*time.Minute).Unix())
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM observations WHERE timestamp IN (?, ?)`,
+		yesterday.Add(time.Minute).Unix(), yesterday.Add(2*time.Minute).Unix()); n != 2 {
+		t.Errorf("%d observations stamped with their receive time, want 2", n)
+	}
+	var oFirst, oLast, oPkt string
+	db.QueryRow(`SELECT first_seen, last_seen, last_packet_at FROM observers WHERE id = ?`, obsA).Scan(&oFirst, &oLast, &oPkt)
+	if oFirst != ts(0) || oLast != ts(time.Minute) || oPkt != ts(time.Minute) {
+		t.Errorf("observer first/last/last_packet %s %s %s; want %s %s %s", oFirst, oLast, oPkt, ts(0), ts(time.Minute), ts(time.Minute))
+	}
+	var nFirst, nLast string
+	db.QueryRow(`SELECT first_seen, last_seen FROM nodes`).Scan(&nFirst, &nLast)
+	if nFirst != ts(time.Minute) || nLast != ts(2*time.Minute) {
+		t.Errorf("node first/last %s %s; want %s %s", nFirst, nLast, ts(time.Minute), ts(2*time.Minute))
+	}
+	var mts string
+	db.QueryRow(`SELECT timestamp FROM observer_metrics`).Scan(&mts)
+	if want := formatSeconds(roundToInterval(yesterday.Unix(), 300*time.Second)); mts != want {
+		t.Errorf("observer_metrics timestamp %s, want %s (receive time rounded to 300 s)", mts, want)
+	}
+}
+
+func TestIngest_OutOfOrderObservation_LowersFirstSeen(t *testing.T) {
+	cfg := corpusConfig(t)
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	raw := corpusRaw(t, decoder.TypeGrpTxt)
+	runRecords(t, cfg,
+		packetRecord(t0, obsA, raw, nil),
+		packetRecord(t0.Add(-time.Hour), obsB, raw, nil),
+		packetRecord(t0.Add(time.Hour), obsB, raw, map[string]any{"SNR": "7.5", "RSSI": "-101dBm"}),
+	)
+	db := openRaw(t, cfg.DBPath)
+	var firstSeen string
+	var lastSeen int64
+	db.QueryRow(`SELECT first_seen, last_seen FROM transmissions`).Scan(&firstSeen, &lastSeen)
+	if firstSeen != t0.Add(-time.Hour).Format(rfc3339Seconds) || lastSeen != t0.Add(time.Hour).Unix() {
+		t.Errorf("first_seen %s last_seen %d", firstSeen, lastSeen)
+	}
+	// B reported the same frame with the same path twice: one row, filled
+	// with the values the second report added.
+	if n := count(t, db, `SELECT COUNT(*) FROM observations`); n != 2 {
+		t.Errorf("%d observations, want 2", n)
+	}
+	var snr, rssi float64
+	db.QueryRow(`SELECT snr, rssi FROM observations o JOIN observers b ON b.rowid = o.observer_idx WHERE b.id = ?`, obsB).Scan(&snr, &rssi)
+	if snr != 7.5 || rssi != -101 {
+		t.Errorf("snr %v rssi %v, want 7.5 and -101", snr, rssi)
+	}
+	if n := count(t, db, `SELECT packet_count FROM observers WHERE id = ?`, obsB); n != 2 {
+		t.Errorf("packet_count %d, want 2 (every message counts)", n)
+	}
+}
+
+func TestIngest_RetainedStatus_UpdatesMetadataOnly(t *testing.T) {
+	cfg := corpusConfig(t)
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	runRecords(t, cfg,
+		statusRecord(t0, obsB, map[string]any{"status": "online", "origin": "ghost", "model": "old"}, true),
+		statusRecord(t0, obsA, map[string]any{"status": "online", "origin": "A", "model": "v1"}, false),
+		statusRecord(t0.Add(time.Hour), obsA, map[string]any{"status": "online", "origin": "A2", "model": "v2", "repeat": "off"}, true),
+	)
+	db := openRaw(t, cfg.DBPath)
+	if n := count(t, db, `SELECT COUNT(*) FROM observers WHERE id = ?`, obsB); n != 0 {
+		t.Error("a retained status created an observer row")
+	}
+	var name, model, lastSeen string
+	var packets, canRelay, seen int64
+	db.QueryRow(`SELECT name, model, last_seen, packet_count, can_relay, can_relay_seen FROM observers WHERE id = ?`, obsA).
+		Scan(&name, &model, &lastSeen, &packets, &canRelay, &seen)
+	if name != "A2" || model != "v2" || canRelay != 0 || seen != 1 {
+		t.Errorf("metadata not applied: name %s model %s can_relay %d seen %d", name, model, canRelay, seen)
+	}
+	if lastSeen != t0.Format(rfc3339Seconds) || packets != 1 {
+		t.Errorf("retained status refreshed liveness: last_seen %s packet_count %d", lastSeen, packets)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM observer_metrics`); n != 1 {
+		t.Errorf("%d observer_metrics rows, want 1 (the live status only)", n)
+	}
+}
+
+func TestIngest_InvalidSignature_OneDroppedRowAndNothingElse(t *testing.T) {
+	raw := corpusRaw(t, decoder.TypeAdvert)
+	f, _ := decoder.DecodeFrame(raw)
+	b := append([]byte(nil), f.Bytes...)
+	sigAt := len(b) - len(f.Payload) + 32 + 4 // payload: pubkey, timestamp, signature
+	b[sigAt] ^= 0x01
+	bad := strings.ToUpper(hex.EncodeToString(b))
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+
+	cfg := corpusConfig(t)
+	runRecords(t, cfg, packetRecord(t0, obsA, bad, nil))
+	db := openRaw(t, cfg.DBPath)
+	var reason, hash, pubkey, observer, droppedAt string
+	db.QueryRow(`SELECT reason, hash, node_pubkey, observer_id, dropped_at || '' FROM dropped_packets`).Scan(&reason, &hash, &pubkey, &observer, &droppedAt)
+	if reason != "invalid signature" || len(hash) != 16 || len(pubkey) != 64 || observer != obsA {
+		t.Errorf("dropped row: reason %q hash %q node %q observer %q", reason, hash, pubkey, observer)
+	}
+	if droppedAt != t0.Format(sqliteDateTime) {
+		t.Errorf("dropped_at %s, want the receive time %s", droppedAt, t0.Format(sqliteDateTime))
+	}
+	for _, table := range []string{"transmissions", "observations", "nodes", "observers"} {
+		if n := count(t, db, "SELECT COUNT(*) FROM "+table); n != 0 {
+			t.Errorf("%s has %d rows after a bad-signature advert", table, n)
+		}
+	}
+
+	off := false
+	cfg = corpusConfig(t)
+	cfg.ValidateSignatures = &off
+	runRecords(t, cfg, packetRecord(t0, obsA, bad, nil))
+	db = openRaw(t, cfg.DBPath)
+	if n := count(t, db, `SELECT COUNT(*) FROM nodes`); n != 1 {
+		t.Errorf("validateSignatures=false: %d nodes, want 1", n)
+	}
+}
+
+func TestIngest_Filters(t *testing.T) {
+	raw := corpusRaw(t, decoder.TypeGrpTxt)
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	cfg := corpusConfig(t)
+	cfg.ObserverBlacklist = []string{strings.ToLower(obsB)}
+	cfg.ObserverIATAWhitelist = []string{"sjc"}
+	oak := packetRecord(t0, obsA, raw, nil)
+	oak.Topic = strings.Replace(oak.Topic, "/sjc/", "/OAK/", 1)
+	w := drain(t, spoolOf(t, []Record{
+		packetRecord(t0, obsB, raw, nil), // blacklisted
+		oak,                              // not whitelisted
+		packetRecord(t0, obsA, raw, map[string]any{"direction": "tx"}),
+		{ReceivedAt: t0, Topic: "meshcore/SJC/" + obsA + "/packets", Payload: []byte("not json")},
+		{ReceivedAt: t0, Topic: "meshcore/SJC/" + obsA + "/debug", Payload: []byte(`{}`)},
+	}), Options{Config: cfg}, 5)
+	db := openRaw(t, cfg.DBPath)
+	if n := count(t, db, `SELECT COUNT(*) FROM transmissions`); n != 0 {
+		t.Errorf("%d transmissions stored from filtered messages", n)
+	}
+	drops := w.Stats().Drops()
+	for _, r := range []string{DropBlacklisted, DropNotWhitelisted, DropDirectionTx, DropUnreadable, DropIgnoredTopic} {
+		if drops[r] != 1 {
+			t.Errorf("drops[%s] = %d, want 1 (all: %v)", r, drops[r], drops)
+		}
+	}
+	var reason string
+	db.QueryRow(`SELECT reason FROM dropped_packets`).Scan(&reason)
+	if !strings.HasPrefix(reason, DropUnreadable) {
+		t.Errorf("unreadable payload's dropped_packets reason %q", reason)
+	}
+}
+
+func TestIngest_NaiveClock_RecordsSkew(t *testing.T) {
+	cfg := corpusConfig(t)
+	raw := corpusRaw(t, decoder.TypeGrpTxt)
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	naive := func(at time.Time) map[string]any {
+		// A publisher whose clock is UTC-7 and writes no zone.
+		return map[string]any{"timestamp": at.Add(-7 * time.Hour).Format("2006-01-02T15:04:05")}
+	}
+	var recs []Record
+	for _, d := range []time.Duration{0, time.Hour, 48 * time.Hour} {
+		recs = append(recs, packetRecord(t0.Add(d), obsA, raw, naive(t0.Add(d))))
+	}
+	recs = append(recs, packetRecord(t0.Add(49*time.Hour), obsA, raw, map[string]any{"timestamp": t0.Format(time.RFC3339)}))
+	runRecords(t, cfg, recs...)
+	db := openRaw(t, cfg.DBPath)
+	var skew, n int64
+	var at string
+	db.QueryRow(`SELECT clock_skew_seconds, clock_skew_count_24h, clock_last_naive_at FROM observers`).Scan(&skew, &n, &at)
+	if skew != -7*3600 || n != 1 || at != t0.Add(48*time.Hour).Format(rfc3339Seconds) {
+		t.Errorf("skew %d count %d at %s; want -25200, 1 (reset after 24 h), %s", skew, n, at, t0.Add(48*time.Hour).Format(rfc3339Seconds))
+	}
+}
+
+func TestIngest_CompanionMessage(t *testing.T) {
+	cfg := corpusConfig(t)
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	runRecords(t, cfg, Record{ReceivedAt: t0, Topic: "meshcore/message/channel/3",
+		Payload: []byte(`{"text":"Bob: hello","SNR":5}`)})
+	db := openRaw(t, cfg.DBPath)
+	var raw, ch, decoded string
+	var pt int
+	db.QueryRow(`SELECT raw_hex, channel_hash, decoded_json, payload_type FROM transmissions`).Scan(&raw, &ch, &decoded, &pt)
+	if raw != "" || ch != "ch3" || pt != 5 || !strings.Contains(decoded, `"sender":"Bob"`) {
+		t.Errorf("companion transmission raw %q channel %q type %d decoded %s", raw, ch, pt, decoded)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM observations WHERE observer_idx IS NULL AND path_json = '[]' AND snr = 5`); n != 1 {
+		t.Error("companion observation missing or wrong")
+	}
+}
+
+func TestIngest_GeoFilter(t *testing.T) {
+	raw := corpusRaw(t, decoder.TypeAdvert)
+	f, _ := decoder.DecodeFrame(raw)
+	n, _ := decoder.DecodePacket(f, decoder.Options{}).Node()
+	if !n.Lat.Valid {
+		t.Skip("first corpus advert has no position")
+	}
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	far := n.Lat.Float64 + 10
+	for _, mode := range []string{"flag", "drop"} {
+		cfg := corpusConfig(t)
+		cfg.GeoFilter = &shared.GeoFilter{LatMin: &far}
+		cfg.ForeignAdverts = &shared.ForeignAdverts{Mode: mode}
+		runRecords(t, cfg, packetRecord(t0, obsA, raw, nil))
+		db := openRaw(t, cfg.DBPath)
+		got := fmt.Sprint(count(t, db, `SELECT COUNT(*) FROM nodes WHERE foreign_advert = 1`), count(t, db, `SELECT COUNT(*) FROM transmissions`))
+		want := map[string]string{"flag": "1 1", "drop": "0 0"}[mode]
+		if got != want {
+			t.Errorf("mode %s: foreign nodes, transmissions = %s, want %s", mode, got, want)
+		}
+	}
+	g := newGeoFilter(&shared.GeoFilter{Polygon: [][2]float64{{37, -122}, {37, -121}, {38, -121}, {38, -122}}, BufferKm: 5})
+	in := func(lat, lon float64) bool { return g.passes(nullF(lat), nullF(lon)) }
+	if !in(37.5, -121.5) || !in(36.97, -121.5) || in(36.8, -121.5) {
+		t.Error("polygon with a 5 km buffer: wrong inside/outside")
+	}
+}
+
+func nullF(v float64) sql.NullFloat64 { return sql.NullFloat64{Float64: v, Valid: true} }
