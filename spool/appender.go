@@ -112,7 +112,11 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 		lock.Close()
 		return nil, err
 	}
-	a.housekeep()
+	// The free-disk floor holds from the first append; the byte count and
+	// depth need a scan of every sealed trailer, which the housekeeping
+	// goroutine does at once, so that a large backlog does not delay the
+	// receiver's start.
+	a.diskFree = statfsFree(dir)
 	go a.run()
 	go a.housekeeping()
 	return a, nil
