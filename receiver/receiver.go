@@ -60,6 +60,10 @@ type Options struct {
 	// CloseTimeout bounds the spool's final commit on shutdown (default
 	// 3 s), so a stalled disk cannot keep the process from exiting.
 	CloseTimeout time.Duration
+	// StuckAfter is how long the spool may settle nothing while records
+	// wait before the systemd watchdog is no longer petted (default 5 s:
+	// several group windows; an fsync that long is a sick disk).
+	StuckAfter time.Duration
 }
 
 // progress counts records handed to the spool and records it has settled
@@ -100,6 +104,9 @@ func New(opts Options) (*Receiver, error) {
 	}
 	if opts.CloseTimeout <= 0 {
 		opts.CloseTimeout = 3 * time.Second
+	}
+	if opts.StuckAfter <= 0 {
+		opts.StuckAfter = 5 * time.Second
 	}
 	sources, err := checkSources(opts.Sources)
 	if err != nil {
@@ -346,25 +353,36 @@ func (r *Receiver) statsLoop(quit <-chan struct{}) {
 }
 
 // watchdogLoop pets the systemd watchdog only while the spool makes
-// progress: either nothing is waiting for it, or it settled something since
-// the last tick. A spool stuck with records pending lets systemd restart us.
+// progress: nothing is waiting for it, or it settled something within
+// StuckAfter. Records legitimately wait up to a group window, so a single
+// quiet tick proves nothing; a spool stuck longer lets systemd restart us.
 func (r *Receiver) watchdogLoop(quit <-chan struct{}, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	lastSettled := r.progress.settled.Load()
+	lastProgress := time.Now()
+	stuck := false
 	for {
 		select {
 		case <-quit:
 			return
-		case <-t.C:
+		case now := <-t.C:
 			settled := r.progress.settled.Load()
 			pending := r.progress.appended.Load() - settled
 			if pending <= 0 || settled != lastSettled {
-				r.notifier.Watchdog()
-			} else {
-				r.log.Warn().Int64("pending", pending).Msg("spool made no progress since the last watchdog tick; not petting the watchdog")
+				lastProgress = now
 			}
 			lastSettled = settled
+			if now.Sub(lastProgress) <= r.opts.StuckAfter {
+				r.notifier.Watchdog()
+				stuck = false
+				continue
+			}
+			if !stuck {
+				r.log.Error().Int64("pending", pending).Dur("noProgressFor", now.Sub(lastProgress)).
+					Msg("the spool settles nothing while records wait; no longer petting the systemd watchdog")
+				stuck = true
+			}
 		}
 	}
 }
