@@ -357,7 +357,8 @@ func (a *Appender) commitGroup(g []*entry, gBytes int64, closing, more bool) {
 		a.stats.LastError = err.Error()
 		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 			a.noSpace = true
-			a.noSpaceNeed = max(a.noSpaceNeed, 2*gBytes+int64(len(a.tmpl)))
+			// Space is back when the group that failed would fit.
+			a.noSpaceNeed = max(a.noSpaceNeed, min(gBytes+int64(len(a.tmpl)), int64(a.opts.GroupMaxBytes)))
 		}
 	}
 	a.publishActiveLocked()
