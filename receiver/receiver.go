@@ -22,7 +22,6 @@ import (
 	"os"
 	"reflect"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -173,6 +172,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 
+	r.writeStats(time.Now())
 	quit := make(chan struct{})
 	var loops sync.WaitGroup
 	loops.Add(1)
@@ -240,10 +240,16 @@ func (r *Receiver) shutdown() error {
 	case <-time.After(r.opts.CloseTimeout):
 		closeErr = fmt.Errorf("spool close did not finish within %s (disk stalled?); records not yet committed are lost (QoS 1 ones will be redelivered)", r.opts.CloseTimeout)
 	}
+	// Once the spool is closed every record is settled and the last acks
+	// are queued; if it did not close, they never will be: do not wait.
+	drain := drainTimeout
+	if closeErr != nil {
+		drain = 0
+	}
 	var wg sync.WaitGroup
 	for _, s := range sources {
 		wg.Add(1)
-		go func() { defer wg.Done(); s.close() }()
+		go func() { defer wg.Done(); s.close(drain) }()
 	}
 	wg.Wait()
 	if closeErr != nil {
@@ -297,7 +303,7 @@ func (r *Receiver) Reload(sources []shared.Source) error {
 	var wg sync.WaitGroup
 	for _, s := range stop {
 		wg.Add(1)
-		go func() { defer wg.Done(); s.close() }()
+		go func() { defer wg.Done(); s.close(drainTimeout) }()
 	}
 	wg.Wait()
 
@@ -465,16 +471,4 @@ func (r *Receiver) Snapshot(now time.Time) Snapshot {
 	}
 	snap.Pending = r.progress.appended.Load() - r.progress.settled.Load()
 	return snap
-}
-
-// sourceNames lists the running sources (for tests and logs).
-func (r *Receiver) sourceNames() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	names := make([]string, 0, len(r.sources))
-	for n := range r.sources {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ",")
 }
