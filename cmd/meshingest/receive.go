@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/meshingest/meshingest/receiver"
+	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
+)
+
+// runReceive is `meshingest receive`: MQTT sources into the spool.
+// Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on a runtime
+// failure, 2 for bad flags or configuration.
+func runReceive(args []string) int {
+	fs := flag.NewFlagSet("receive", flag.ContinueOnError)
+	configPath := fs.String("config", "", "CoreScope `config.json` with meshingest's keys (environment overrides apply)")
+	logLevel := fs.String("log-level", "", "log level (debug, info, warn, error); overrides logLevel in the config")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: meshingest receive [--config FILE] [--log-level LEVEL]")
+		fmt.Fprintln(fs.Output(), "Subscribes to the configured MQTT sources and appends every message to the spool.")
+		fmt.Fprintln(fs.Output(), "SIGTERM stops cleanly; SIGHUP reloads the sources from the config file.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	cfg, err := shared.LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshingest receive:", err)
+		return 2
+	}
+	level := cfg.LogLevel
+	if *logLevel != "" {
+		level = *logLevel
+	}
+	log := shared.NewLogger(os.Stderr, "receiver", level, shared.LogAuto)
+	if len(cfg.MQTTSources) == 0 {
+		fmt.Fprintln(os.Stderr, "meshingest receive: config: mqttSources: no MQTT source configured; add one (or set mqtt.broker or MQTT_BROKER)")
+		return 2
+	}
+
+	ctx, reload, stop := shared.SignalContext(context.Background())
+	defer stop()
+
+	app, err := spool.OpenAppender(cfg.SpoolDir, spool.OptionsFromConfig(cfg.Spool))
+	if err != nil {
+		log.Error().Err(err).Str("spoolDir", cfg.SpoolDir).Msg("cannot open the spool")
+		return 1
+	}
+	opts := receiver.Options{
+		Sources:   cfg.MQTTSources,
+		Spool:     app,
+		StatsFile: cfg.Receiver.StatsFile,
+		Log:       log,
+		Notifier:  shared.NewNotifier(),
+	}
+	if cfg.Receiver.MetricsListen != "" {
+		opts.Registry = shared.NewRegistry()
+	}
+	rcv, err := receiver.New(opts)
+	if err != nil {
+		app.Close()
+		fmt.Fprintln(os.Stderr, "meshingest receive:", err)
+		return 2
+	}
+	if opts.Registry != nil {
+		if _, err := shared.ServeMetrics(ctx, cfg.Receiver.MetricsListen, opts.Registry, log); err != nil {
+			app.Close()
+			log.Error().Err(err).Msg("cannot serve metrics")
+			return 1
+		}
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-reload:
+				next, err := shared.LoadConfig(*configPath)
+				if err != nil {
+					log.Error().Err(err).Msg("SIGHUP: configuration not reloaded; the running sources are unchanged")
+					continue
+				}
+				if err := rcv.Reload(next.MQTTSources); err != nil {
+					log.Error().Err(err).Msg("SIGHUP: sources not reloaded; the running sources are unchanged")
+				}
+			}
+		}
+	}()
+	if err := rcv.Run(ctx); err != nil {
+		return 1
+	}
+	return 0
+}

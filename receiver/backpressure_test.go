@@ -1,0 +1,125 @@
+package receiver
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/meshingest/meshingest/internal/mosquittotest"
+	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
+)
+
+// QoS 1 while the spool refuses (its in-memory bound reached during a
+// stalled fsync): nothing is acknowledged that is not on disk, the broker
+// keeps the rest, and reconnects bring every held message back. Nothing is
+// lost.
+func TestSource_QoS1SpoolRefuses_BrokerRedelivers(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	sp := newSpool(t, spool.Options{QueueMaxBytes: 16 << 10})
+	r := startReceiver(t, sp, shared.Source{Name: "q1", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, QoS: 1, ClientID: "bp-test"})
+	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q1"); return s.Connected })
+
+	pub := publisher(t, b.URL())
+	publish(t, pub, "meshcore/SJC/O/packets", 1, false, []byte("warm-up"))
+	waitFor(t, 5*time.Second, "warm-up durable", func() bool { _, c := r.source("q1"); return c.Durable == 1 })
+	sp.stallNextSync(1500 * time.Millisecond)
+	const n = 3000
+	for i := 0; i < n; i++ {
+		pub.Publish("meshcore/SJC/O/packets", 1, false, fmt.Sprintf("m%05d", i))
+	}
+	waitFor(t, 30*time.Second, "every message durable", func() bool { _, c := r.source("q1"); return c.Durable >= n+1 })
+	waitQuiet(t, r, "q1")
+	r.stop(t)
+	seen := map[string]bool{}
+	for _, rec := range sp.records(t) {
+		seen[string(rec.Payload)] = true
+	}
+	if len(seen) != n+1 {
+		t.Fatalf("%d distinct messages in the spool, want %d", len(seen), n+1)
+	}
+	_, c := r.source("q1")
+	if c.Held[reasonQueueFull] == 0 || c.RedeliveryReconnects == 0 {
+		t.Fatalf("the spool never refused, or no redelivery: %+v", c)
+	}
+	if len(c.Dropped) != 0 {
+		t.Fatalf("QoS 1 messages dropped: %v", c.Dropped)
+	}
+	t.Logf("held %v, %d redelivery reconnects, %d duplicates received", c.Held, c.RedeliveryReconnects, c.Duplicates)
+}
+
+// QoS 0 while the spool stalls (set MESHINGEST_STALL_SECONDS=60 for the
+// issue's full run; the default is 10 s): at 1,000 msg/s the client stays
+// connected — the handler never waits, so the keepalive never starves —
+// and messages are dropped only once the in-memory bound is reached: the
+// dropped ones are one contiguous run, counted.
+func TestSource_QoS0SpoolStalls_DropsOnlyPastBoundNoDisconnect(t *testing.T) {
+	stall := 10 * time.Second
+	if v := getenvInt("MESHINGEST_STALL_SECONDS"); v > 0 {
+		stall = time.Duration(v) * time.Second
+	}
+	if testing.Short() {
+		stall = 3 * time.Second
+	}
+	const rate = 1000
+	payload := make([]byte, 200)
+	// Room for about 40 % of the stall's traffic.
+	bound := int64(float64(stall/time.Second) * rate * 0.4 * 300)
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	sp := newSpool(t, spool.Options{QueueMaxBytes: bound})
+	r := startReceiver(t, sp, shared.Source{Name: "q0", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}})
+	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q0"); return s.Connected })
+	pub := publisher(t, b.URL())
+
+	total := int((stall + 4*time.Second) / time.Second * rate)
+	tick := time.NewTicker(10 * time.Millisecond) // 10 messages per tick
+	defer tick.Stop()
+	for i := 0; i < total; {
+		<-tick.C
+		if i == rate { // one second in: the disk stalls
+			sp.stallNextSync(stall)
+		}
+		for k := 0; k < rate/100; k++ {
+			copy(payload, fmt.Sprintf("%08d", i))
+			pub.Publish("meshcore/SJC/O/packets", 0, false, append([]byte(nil), payload...))
+			i++
+		}
+	}
+	waitQuiet(t, r, "q0")
+	s, c := r.source("q0")
+	if s.ConnectCount != 1 || s.DisconnectCount != 0 {
+		t.Fatalf("the stall disconnected the source: %+v", s)
+	}
+	r.stop(t)
+	stored := map[int]bool{}
+	for _, rec := range sp.records(t) {
+		k, _ := strconv.Atoi(string(rec.Payload[:8]))
+		stored[k] = true
+	}
+	var dropped []int
+	for i := 0; i < int(s.PacketsTotal); i++ {
+		if !stored[i] {
+			dropped = append(dropped, i)
+		}
+	}
+	sort.Ints(dropped)
+	if int64(len(dropped)) != c.Dropped[reasonQueueFull] || len(c.Dropped) != 1 || len(dropped) == 0 {
+		t.Fatalf("%d messages missing, drops counted %v", len(dropped), c.Dropped)
+	}
+	if run := dropped[len(dropped)-1] - dropped[0] + 1; run != len(dropped) {
+		t.Fatalf("drops are not one run past the bound: %d dropped between %d and %d", len(dropped), dropped[0], dropped[len(dropped)-1])
+	}
+	if s.PacketsTotal != int64(total) {
+		t.Fatalf("received %d of %d published", s.PacketsTotal, total)
+	}
+	t.Logf("stall %s at %d msg/s, queue bound %d KiB: %d received, %d stored, %d dropped (messages %d..%d)",
+		stall, rate, bound>>10, s.PacketsTotal, len(stored), len(dropped), dropped[0], dropped[len(dropped)-1])
+}
+
+func getenvInt(name string) int {
+	v, _ := strconv.Atoi(os.Getenv(name))
+	return v
+}

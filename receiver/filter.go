@@ -1,0 +1,34 @@
+package receiver
+
+import "strings"
+
+// regionFilter is a source's iataFilter. Observers publish on
+// meshcore/<IATA>/<OBSERVER>/<kind>; the filter keeps packet messages whose
+// region segment is listed and passes every status message, whatever its
+// region, because CoreScope applies a source's iataFilter to packets only
+// (observer metadata is still recorded). The segment is compared as it is,
+// as CoreScope does.
+type regionFilter map[string]bool
+
+func newRegionFilter(iatas []string) regionFilter {
+	if len(iatas) == 0 {
+		return nil
+	}
+	f := regionFilter{}
+	for _, r := range iatas {
+		f[r] = true
+	}
+	return f
+}
+
+// pass reports whether a message on topic is kept.
+func (f regionFilter) pass(topic string) bool {
+	if f == nil {
+		return true
+	}
+	parts := strings.SplitN(topic, "/", 5)
+	if len(parts) >= 4 && parts[3] == "status" {
+		return true
+	}
+	return len(parts) >= 2 && f[parts[1]]
+}
