@@ -30,6 +30,11 @@ type batch struct {
 	nodes     map[string]*nodeDelta
 	nodeOrder []string
 
+	// Observations are written in chunks of observationChunk, in order;
+	// ids and conflict handling are the same as one at a time.
+	pendingObs []Observation
+	obsArgs    []any
+
 	counts batchCounts
 }
 
@@ -217,15 +222,47 @@ func (b *batch) observerClockSkew(rowid int64, skewSeconds int64, t time.Time) e
 	return nil
 }
 
-// insertObservation writes one observation (or fills a repeated one).
+// insertObservation writes one observation (or fills a repeated one); it
+// is queued and written with the next chunk, before the batch commits.
 func (b *batch) insertObservation(o *Observation) error {
-	_, err := b.s.stmt.insertObservation.ExecContext(b.ctx,
-		o.TransmissionID, o.ObserverIdx, o.Direction, o.SNR, o.RSSI, o.Score,
-		o.PathJSON, o.Timestamp, o.RawHex, o.ResolvedPath)
-	if err != nil {
-		return fmt.Errorf("insert observation of transmission %d: %w", o.TransmissionID, err)
-	}
+	b.pendingObs = append(b.pendingObs, *o)
 	b.counts.obsWritten++
+	if len(b.pendingObs) == observationChunk {
+		return b.writeObservations()
+	}
+	return nil
+}
+
+// writeObservations writes the queued observations: a full chunk with one
+// statement, a partial one row by row.
+func (b *batch) writeObservations() error {
+	if len(b.pendingObs) == observationChunk {
+		if b.obsArgs == nil {
+			b.obsArgs = make([]any, 0, 10*observationChunk)
+		}
+		args := b.obsArgs[:0]
+		// Plain values, not sql.Null*: database/sql converts them
+		// without a Valuer call and an allocation each.
+		for i := range b.pendingObs {
+			o := &b.pendingObs[i]
+			args = append(args, o.TransmissionID, nullInt(o.ObserverIdx), nullString(o.Direction), nullFloat(o.SNR),
+				nullFloat(o.RSSI), nullFloat(o.Score), o.PathJSON, o.Timestamp, nullString(o.RawHex), nullString(o.ResolvedPath))
+		}
+		if _, err := b.s.stmt.insertObservations.ExecContext(b.ctx, args...); err != nil {
+			return fmt.Errorf("insert %d observations: %w", len(b.pendingObs), err)
+		}
+		b.pendingObs = b.pendingObs[:0]
+		return nil
+	}
+	for i := range b.pendingObs {
+		o := &b.pendingObs[i]
+		if _, err := b.s.stmt.insertObservation.ExecContext(b.ctx,
+			o.TransmissionID, o.ObserverIdx, o.Direction, o.SNR, o.RSSI, o.Score,
+			o.PathJSON, o.Timestamp, o.RawHex, o.ResolvedPath); err != nil {
+			return fmt.Errorf("insert observation of transmission %d: %w", o.TransmissionID, err)
+		}
+	}
+	b.pendingObs = b.pendingObs[:0]
 	return nil
 }
 
@@ -282,8 +319,12 @@ func (b *batch) insertDropped(d *DroppedPacket) error {
 	return nil
 }
 
-// flush writes the aggregated rows. It runs once, just before the commit.
+// flush writes the queued and aggregated rows. It runs once, just before
+// the commit.
 func (b *batch) flush() error {
+	if err := b.writeObservations(); err != nil {
+		return err
+	}
 	wall := formatSeconds(wallClock().Unix())
 	for id, tt := range b.touchedTx {
 		if tt.minSeen < tt.storedFirst {
@@ -390,4 +431,25 @@ func nullBytes(b []byte) any {
 		return nil
 	}
 	return string(b)
+}
+
+func nullString(v sql.NullString) any {
+	if !v.Valid {
+		return nil
+	}
+	return v.String
+}
+
+func nullInt(v sql.NullInt64) any {
+	if !v.Valid {
+		return nil
+	}
+	return v.Int64
+}
+
+func nullFloat(v sql.NullFloat64) any {
+	if !v.Valid {
+		return nil
+	}
+	return v.Float64
 }

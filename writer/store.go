@@ -5,8 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/meshingest/meshingest/decoder"
 )
+
+// observationChunk is how many observations one multi-row INSERT writes.
+const observationChunk = 32
 
 // store owns the prepared statements and the caches of one open database.
 // It is used by one goroutine only (the drain loop), like the connection.
@@ -17,10 +23,13 @@ type store struct {
 	// database, so a rolled-back batch cannot leave a wrong id behind.
 	transmissions *recentCache[ContentKey, txEntry]
 	observers     *recentCache[string, int64] // observers.id → rowid
+	// badAdverts are adverts whose signature failed, by content hash: a
+	// verdict of the bytes, so each is checked once.
+	badAdverts *recentCache[ContentKey, decoder.Node]
 
 	stmt struct {
 		txByHash, insertTx, txFirstSeen, txLastSeen   *sql.Stmt
-		insertObservation                             *sql.Stmt
+		insertObservation, insertObservations         *sql.Stmt
 		observerRowid, insertObserver, updateObserver *sql.Stmt
 		observerClock                                 *sql.Stmt
 		upsertNode, inactiveNodeScope                 *sql.Stmt
@@ -52,17 +61,23 @@ type CacheOptions struct {
 	Observers int
 }
 
-func newStore(ctx context.Context, conn *sql.Conn, co CacheOptions) (*store, error) {
+func (co CacheOptions) withDefaults() CacheOptions {
 	if co.Transmissions <= 0 {
 		co.Transmissions = 32768
 	}
 	if co.Observers <= 0 {
 		co.Observers = 4096
 	}
+	return co
+}
+
+func newStore(ctx context.Context, conn *sql.Conn, co CacheOptions) (*store, error) {
+	co = co.withDefaults()
 	s := &store{
 		conn:          conn,
 		transmissions: newRecentCache[ContentKey, txEntry](co.Transmissions),
 		observers:     newRecentCache[string, int64](co.Observers),
+		badAdverts:    newRecentCache[ContentKey, decoder.Node](1024),
 	}
 	if err := s.prepare(ctx); err != nil {
 		s.close()
@@ -89,6 +104,18 @@ func (s *store) prepare(ctx context.Context) error {
 		{&st.insertObservation, `INSERT INTO observations
 			(transmission_id, observer_idx, direction, snr, rssi, score, path_json, timestamp, raw_hex, resolved_path)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT(transmission_id, observer_idx, COALESCE(path_json, '')) DO UPDATE SET
+				snr           = COALESCE(excluded.snr, snr),
+				rssi          = COALESCE(excluded.rssi, rssi),
+				score         = COALESCE(excluded.score, score),
+				raw_hex       = COALESCE(excluded.raw_hex, raw_hex),
+				resolved_path = COALESCE(excluded.resolved_path, resolved_path)`},
+		// The same for observationChunk rows at once: one statement
+		// execution per chunk instead of per row, which saves the
+		// per-statement work (cursors on the table and its six indexes).
+		{&st.insertObservations, `INSERT INTO observations
+			(transmission_id, observer_idx, direction, snr, rssi, score, path_json, timestamp, raw_hex, resolved_path)
+			VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", observationChunk), ", ") + `
 			ON CONFLICT(transmission_id, observer_idx, COALESCE(path_json, '')) DO UPDATE SET
 				snr           = COALESCE(excluded.snr, snr),
 				rssi          = COALESCE(excluded.rssi, rssi),
@@ -166,7 +193,7 @@ func (s *store) prepare(ctx context.Context) error {
 func (s *store) close() {
 	st := &s.stmt
 	for _, p := range []*sql.Stmt{st.txByHash, st.insertTx, st.txFirstSeen, st.txLastSeen,
-		st.insertObservation, st.observerRowid, st.insertObserver, st.updateObserver, st.observerClock,
+		st.insertObservation, st.insertObservations, st.observerRowid, st.insertObserver, st.updateObserver, st.observerClock,
 		st.upsertNode, st.inactiveNodeScope, st.insertMetrics, st.insertDropped, st.saveState} {
 		if p != nil {
 			p.Close()
