@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -463,4 +465,96 @@ func buildPreloaded(b testing.TB, path string, txCount, fanout int) {
 		b.Fatal(err)
 	}
 	exec("PRAGMA wal_checkpoint(TRUNCATE)")
+}
+
+// BenchmarkSteady250 feeds a real writer process 250 messages a second
+// through a spool appender (what the receiver does, with its default
+// one-second group window and segment age) and counts, over a 30 s window
+// after a warm-up, the fsync/fdatasync calls the writer makes (strace), the
+// bytes it writes to disk, and its peak RSS.
+func BenchmarkSteady250(b *testing.B) {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		b.Skip("strace is needed to count the writer's fsyncs")
+	}
+	const rate, warmup, window = 250, 5 * time.Second, 30 * time.Second
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		p := newProcessSetup(b, b.TempDir(), nil)
+		app, err := spool.OpenAppender(p.Spool, spool.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		g := newTrafficGen(b, benchSeed, benchObservers, 1, 27, time.Now())
+		stop := make(chan struct{})
+		fed := make(chan int)
+		go func() {
+			n := 0
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					fed <- n
+					return
+				case <-tick.C:
+					for j := 0; j < rate/10; j++ {
+						r := g.next()
+						r.ReceivedAt = time.Now()
+						if err := app.Append(r, func(error) {}); err != nil {
+							b.Error(err)
+						}
+						n++
+					}
+				}
+			}
+		}()
+		cmd := p.start(b)
+		p.waitReady(b, 1)
+		time.Sleep(warmup)
+
+		out := filepath.Join(p.Dir, "strace.txt")
+		tracer := exec.Command(strace, "-f", "-c", "-e", "trace=fsync,fdatasync,sync_file_range,msync", "-o", out, "-p", fmt.Sprint(cmd.Process.Pid))
+		if err := tracer.Start(); err != nil {
+			b.Fatal(err)
+		}
+		io0, _ := procIO(cmd.Process.Pid)
+		time.Sleep(window)
+		io1, _ := procIO(cmd.Process.Pid)
+		tracer.Process.Signal(syscall.SIGINT)
+		tracer.Wait()
+		close(stop)
+		msgs := <-fed
+		app.Close()
+		rss, _ := peakRSS(cmd.Process.Pid)
+		stopProcess(b, cmd)
+
+		syncs := straceCalls(b, out)
+		b.ReportMetric(float64(syncs)/window.Seconds(), "fsyncs/s")
+		b.ReportMetric(float64(io1.WriteBytes-io0.WriteBytes)/(rate*window.Seconds()), "disk-B/msg")
+		b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
+		b.ReportMetric(float64(msgs), "messages")
+	}
+}
+
+// straceCalls sums the calls column of an strace -c summary.
+func straceCalls(b testing.TB, path string) int {
+	b.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	total := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[len(f)-1] == "total" {
+			continue
+		}
+		switch f[len(f)-1] {
+		case "fsync", "fdatasync", "sync_file_range", "msync":
+			n, _ := strconv.Atoi(f[3])
+			total += n
+		}
+	}
+	return total
 }
