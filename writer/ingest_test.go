@@ -67,7 +67,9 @@ func TestWriter_BatchBoundaries_SameRows(t *testing.T) {
 	diffDumps(t, dumps[0], dumps[2])
 }
 
-func TestIngest_ReceiveTime_IsEveryStoredTime(t *testing.T) {
+// TestWriter_BacklogSpooledYesterday_StoredWithYesterdaysTimes: every stored
+// time is the receive time the spool recorded, not the time of writing.
+func TestWriter_BacklogSpooledYesterday_StoredWithYesterdaysTimes(t *testing.T) {
 	cfg := corpusConfig(t)
 	yesterday := time.Now().UTC().Add(-24 * time.Hour).Truncate(time.Second)
 	advert := corpusRaw(t, decoder.TypeAdvert)

@@ -278,7 +278,7 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 }
 
 func (w *Writer) closeDB() {
-	w.closeCursor()
+	w.stopReading()
 	if w.store != nil {
 		w.store.close()
 		w.store = nil
@@ -289,9 +289,9 @@ func (w *Writer) closeDB() {
 	}
 }
 
-// closeCursor stops the reader: the next batch reads from the committed
+// stopReading stops the pipeline: the next batch reads from the committed
 // position again.
-func (w *Writer) closeCursor() {
+func (w *Writer) stopReading() {
 	if w.pipe != nil {
 		w.pipe.close()
 		w.pipe = nil
@@ -307,7 +307,7 @@ func (w *Writer) refused(ctx context.Context, err error) {
 	}
 	kind, reopen := classify(err)
 	w.stats.WriteErrors.Add(1)
-	w.closeCursor()
+	w.stopReading()
 	if w.store != nil {
 		w.store.forget()
 	}
@@ -358,7 +358,7 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 	first := <-w.pipe.out
 	switch {
 	case first.eof:
-		w.closeCursor()
+		w.stopReading()
 		w.stats.CaughtUp.Store(true)
 		return 0, nil
 	case first.err != nil:
@@ -408,13 +408,13 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 		case it := <-w.pipe.out:
 			switch {
 			case it.eof:
-				w.closeCursor()
+				w.stopReading()
 				w.stats.CaughtUp.Store(true)
 				full = true
 			case it.err != nil:
 				// Commit what was read; the next batch reopens the spool.
 				w.log.Warn().Err(it.err).Msg("spool read failed in the middle of a batch; committing what was read")
-				w.closeCursor()
+				w.stopReading()
 				full = true
 			default:
 				p = it.p
@@ -495,9 +495,13 @@ func (w *Writer) ensureDB(ctx context.Context) error {
 	return nil
 }
 
+// spoolTrouble handles a spool that cannot be read (an unsafe file where
+// a segment should be, the folder gone): it is not the database's fault,
+// so it is no episode; the writer logs it, waits and reads again. The spool
+// quarantines damaged records itself.
 func (w *Writer) spoolTrouble(ctx context.Context, err error) error {
-	w.closeCursor()
-	w.throttledWarn("spool", err, "reading the spool failed; retrying")
+	w.stopReading()
+	w.throttledWarn("spool", err, "reading the spool failed; retrying in a second")
 	w.sleep(ctx, time.Second)
 	return nil
 }
@@ -542,7 +546,7 @@ func (w *Writer) petWatchdog() {
 
 func (w *Writer) shutdown() {
 	w.notify.Stopping()
-	w.closeCursor()
+	w.stopReading()
 	if w.db != nil {
 		// Leave a small WAL behind for the next start or for maintenance.
 		w.db.conn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)")
