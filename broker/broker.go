@@ -204,6 +204,15 @@ func (b *Broker) URL() string {
 // RequiresAuth reports whether clients must give the configured credentials.
 func (b *Broker) RequiresAuth() bool { return b.auth }
 
+// Subscribed reports whether the client with this id holds a subscription
+// that matches topic: a publisher about to send to it can wait for this,
+// since a message published before the subscription exists goes nowhere.
+func (b *Broker) Subscribed(clientID, topic string) bool {
+	subs := b.srv.Topics.Subscribers(topic)
+	_, ok := subs.Subscriptions[clientID]
+	return ok
+}
+
 // Stats returns the counters since start.
 func (b *Broker) Stats() Stats {
 	i := b.srv.Info.Clone()

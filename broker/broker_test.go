@@ -129,8 +129,14 @@ func TestBroker_PublishSubscribe_ExactBytesAtQoS0And1(t *testing.T) {
 			col := newCollector(len(payloads))
 			sub := connect(t, b, fmt.Sprintf("sub%d", qos))
 			topic := fmt.Sprintf("meshcore/SJC/q%d/packets", qos)
+			if b.Subscribed(fmt.Sprintf("sub%d", qos), topic) {
+				t.Fatal("Subscribed before the subscription")
+			}
 			if tok := sub.Subscribe("meshcore/#", qos, col.handle); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 				t.Fatalf("subscribe: %v", tok.Error())
+			}
+			if !b.Subscribed(fmt.Sprintf("sub%d", qos), topic) || b.Subscribed(fmt.Sprintf("sub%d", qos), "other/topic") {
+				t.Fatal("Subscribed does not reflect the meshcore/# subscription")
 			}
 			pub := connect(t, b, fmt.Sprintf("pub%d", qos))
 			for _, p := range payloads {
