@@ -21,7 +21,7 @@ import (
 // broker nothing.
 const (
 	reconnectMin = 250 * time.Millisecond
-	reconnectMax = 4 * time.Second
+	reconnectMax = 3 * time.Second
 	// drainTimeout bounds how long a closing connection waits for the acks
 	// of messages already on their way to disk.
 	drainTimeout = 2 * time.Second
