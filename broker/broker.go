@@ -110,8 +110,9 @@ type Stats struct {
 	// InflightDropped counts QoS 1/2 messages not stored for a subscriber
 	// whose in-flight store (MaxInflight) was full.
 	InflightDropped int64
-	// Inflight is the number of QoS 1/2 messages held now, unacknowledged,
-	// for all clients, connected or not.
+	// Inflight is mochi's gauge of QoS 1/2 messages held unacknowledged for
+	// all clients. It drifts (even below zero) after a session take-over;
+	// Unacknowledged is exact for one client.
 	Inflight int64
 	// AuthRefused counts connections refused for bad credentials.
 	AuthRefused int64
@@ -211,6 +212,17 @@ func (b *Broker) Subscribed(clientID, topic string) bool {
 	subs := b.srv.Topics.Subscribers(topic)
 	_, ok := subs.Subscriptions[clientID]
 	return ok
+}
+
+// Unacknowledged is the number of QoS 1/2 messages the broker holds for
+// the client with this id (connected or not) that it has not acknowledged;
+// false when the broker has no session for it.
+func (b *Broker) Unacknowledged(clientID string) (int, bool) {
+	cl, ok := b.srv.Clients.Get(clientID)
+	if !ok {
+		return 0, false
+	}
+	return cl.State.Inflight.Len(), true
 }
 
 // Stats returns the counters since start.

@@ -191,7 +191,8 @@ func prepareDir(dir string) error {
 // waitDrained waits until the receiver has every published message on disk
 // and the writer has committed all of it. The first half is the embedded
 // broker's view: the receiver acknowledges a QoS 1 message only once it is
-// durable, so nothing in flight means nothing left outside the spool. The
+// durable, so nothing unacknowledged in its session, once every message was
+// sent to it, means nothing left outside the spool. The
 // second is the spool's: the appender's depth gauge (records on disk after
 // the writer's position), refreshed after that moment, is zero.
 func waitDrained(ctx context.Context, stack *supervise.Stack, spoolDir string, published int64) (spool.AppenderStatus, error) {
@@ -209,8 +210,11 @@ func waitDrained(ctx context.Context, stack *supervise.Stack, spoolDir string, p
 		case <-tick.C:
 		}
 		if allDurable.IsZero() {
+			// Every message reached the broker and was written to the
+			// receiver, and the receiver's session holds none unacknowledged.
 			b := stack.Broker.Stats()
-			if b.MessagesReceived >= published && b.Inflight == 0 && b.MessagesSent >= published {
+			held, ok := stack.Broker.Unacknowledged(supervise.EmbeddedClientID)
+			if b.MessagesReceived >= published && b.MessagesSent >= published && ok && held == 0 {
 				allDurable = time.Now()
 			}
 			continue
