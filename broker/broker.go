@@ -12,6 +12,13 @@
 // Sessions live in memory only. A receiver restarted while the broker runs
 // gets its persistent session's backlog back; when the broker itself stops,
 // whatever the receiver had not yet acknowledged is gone with it.
+//
+// A known limit of mochi-mqtt v2.7.9: when a persistent session is taken
+// over (the receiver reconnects), a message being routed to that session at
+// that very moment can be lost. The library copies the old session's
+// in-flight messages to the new one and then clears the old one, without a
+// lock against a publish in between. mosquitto does not have this window;
+// use it where QoS 1 across receiver restarts must be airtight.
 package broker
 
 import (
@@ -103,6 +110,9 @@ type Stats struct {
 	// InflightDropped counts QoS 1/2 messages not stored for a subscriber
 	// whose in-flight store (MaxInflight) was full.
 	InflightDropped int64
+	// Inflight is the number of QoS 1/2 messages held now, unacknowledged,
+	// for all clients, connected or not.
+	Inflight int64
 	// AuthRefused counts connections refused for bad credentials.
 	AuthRefused int64
 }
@@ -203,6 +213,7 @@ func (b *Broker) Stats() Stats {
 		MessagesSent:     i.MessagesSent,
 		MessagesDropped:  i.MessagesDropped,
 		InflightDropped:  i.InflightDropped,
+		Inflight:         i.Inflight,
 		AuthRefused:      b.refused.Load(),
 	}
 }

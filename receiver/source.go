@@ -21,9 +21,10 @@ import (
 // broker nothing.
 const (
 	reconnectMin = 250 * time.Millisecond
-	reconnectMax = 4 * time.Second
+	reconnectMax = 3 * time.Second
 	// drainTimeout bounds how long a closing connection waits for the acks
-	// of messages already on their way to disk.
+	// of messages already on their way to disk (the spool settles a QoS 1
+	// record within its ack window, a QoS 0 one within a group window).
 	drainTimeout = 2 * time.Second
 	// redeliveryMin and redeliveryMax space the reconnects that fetch held
 	// QoS 1 messages back while the spool keeps refusing them.
@@ -52,6 +53,9 @@ type source struct {
 	// messages that arrive after that stay with the broker.
 	intake atomic.Bool
 
+	// drain bounds the wait for acks when the source is stopped; set
+	// before stop is closed.
+	drain time.Duration
 	// redelivery is the wait before the next reconnect that fetches held
 	// QoS 1 messages; only the loop goroutine uses it.
 	redelivery time.Duration
@@ -110,12 +114,15 @@ func (s *source) start() { go s.loop() }
 // stopIntake makes onMessage ignore every further message.
 func (s *source) stopIntake() { s.intake.Store(false) }
 
-// close ends the loop: the current connection waits for the acks of
-// messages already handed to the spool, then disconnects (keeping a QoS 1
-// session on the broker). It returns when the loop has returned.
-func (s *source) close() {
+// close ends the loop: the current connection waits up to drain for the
+// acks of messages already handed to the spool, then disconnects (keeping
+// a QoS 1 session on the broker). It returns when the loop has returned.
+func (s *source) close(drain time.Duration) {
 	s.stopIntake()
-	s.stopOnce.Do(func() { close(s.stop) })
+	s.stopOnce.Do(func() {
+		s.drain = drain
+		close(s.stop)
+	})
 	<-s.stopped
 }
 
@@ -323,8 +330,12 @@ func (s *source) lost(sess *session, err error) sessionEnd {
 // already handed to the spool go out first (bounded by drainTimeout), and
 // the broker keeps a QoS 1 session for the next connection.
 func (s *source) disconnect(sess *session) {
-	if !sess.acks.waitIdle(drainTimeout) {
-		s.log.Warn().Dur("waited", drainTimeout).Msg("closing the connection with QoS 1 acknowledgements still pending; the broker will redeliver those messages")
+	wait := drainTimeout
+	if s.stopping() {
+		wait = s.drain
+	}
+	if !sess.acks.waitIdle(wait) {
+		s.log.Warn().Dur("waited", wait).Msg("closing the connection with QoS 1 acknowledgements still pending; the broker will redeliver those messages")
 	}
 	sess.client.Disconnect(250)
 	sess.acks.stop()

@@ -49,6 +49,7 @@ type Appender struct {
 	spoolBytes    int64 // segment and quarantine bytes at the last scan, plus what was written since
 	diskFree      int64 // free bytes at the last scan, minus what was written since; -1 unknown
 	noSpace       bool  // a write failed with ENOSPC; cleared when space is back
+	noSpaceNeed   int64 // free bytes beyond the floor that count as space back
 	activeInfo    *SegmentInfo
 	refusedFull   string // why the last append was refused with ErrFull; "" once one succeeds
 
@@ -233,8 +234,9 @@ func (a *Appender) run() {
 		now := time.Now()
 		for len(a.queue) > 0 && (closing || a.groupDueLocked(now)) {
 			g, gBytes := a.takeGroupLocked()
+			more := len(a.queue) > 0
 			a.mu.Unlock()
-			a.commitGroup(g, gBytes, closing)
+			a.commitGroup(g, gBytes, closing, more)
 			a.mu.Lock()
 			now = time.Now()
 		}
@@ -286,6 +288,7 @@ func (a *Appender) noteErr(err error) {
 	}
 	if errors.Is(err, syscall.ENOSPC) {
 		a.noSpace = true
+		a.noSpaceNeed = max(a.noSpaceNeed, int64(a.opts.GroupMaxBytes))
 	}
 	a.mu.Unlock()
 }
@@ -328,9 +331,9 @@ func (a *Appender) takeGroupLocked() ([]*entry, int64) {
 	return g, bytes
 }
 
-func (a *Appender) commitGroup(g []*entry, gBytes int64, closing bool) {
+func (a *Appender) commitGroup(g []*entry, gBytes int64, closing, more bool) {
 	start := time.Now()
-	err := a.writeGroup(g, gBytes, closing, start)
+	err := a.writeGroup(g, gBytes, closing, more, start)
 	took := time.Since(start)
 	a.mu.Lock()
 	a.pendingBytes -= gBytes
@@ -350,6 +353,7 @@ func (a *Appender) commitGroup(g []*entry, gBytes int64, closing bool) {
 		a.stats.LastError = err.Error()
 		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 			a.noSpace = true
+			a.noSpaceNeed = max(a.noSpaceNeed, 2*gBytes+int64(len(a.tmpl)))
 		}
 	}
 	a.publishActiveLocked()
@@ -361,7 +365,10 @@ func (a *Appender) commitGroup(g []*entry, gBytes int64, closing bool) {
 	}
 }
 
-func (a *Appender) writeGroup(g []*entry, gBytes int64, closing bool, now time.Time) error {
+// writeGroup writes one group. more says records are already queued behind
+// it: then a new segment is kept active for them, since a segment per group
+// would cost a sync per group more.
+func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now time.Time) error {
 	encs := make([][]byte, len(g))
 	for i, e := range g {
 		encs[i] = e.enc
@@ -375,11 +382,11 @@ func (a *Appender) writeGroup(g []*entry, gBytes int64, closing bool, now time.T
 		}
 	}
 	if a.active == nil {
-		if closing || now.Sub(g[0].at) >= a.opts.SegmentMaxAge || gBytes >= a.opts.SegmentMaxBytes {
+		if !more && (closing || now.Sub(g[0].at) >= a.opts.SegmentMaxAge || gBytes >= a.opts.SegmentMaxBytes) {
 			return a.writeWholeSegment(encs)
 		}
 		id := recordSeq(encs[0])
-		w, err := createSegment(filepath.Join(a.dir, segmentName(id, activeExt)), id, a.tmpl)
+		w, err := createSegment(filepath.Join(a.dir, segmentName(id, activeExt)), id, a.tmpl, a.mmapSize())
 		if err != nil {
 			return err
 		}
@@ -414,7 +421,7 @@ func (a *Appender) writeWholeSegment(encs [][]byte) error {
 	id := recordSeq(encs[0])
 	tmp := filepath.Join(a.dir, segmentName(id, tmpExt))
 	os.Remove(tmp) // left by a failed attempt of this process
-	w, err := createSegment(tmp, id, a.tmpl)
+	w, err := createSegment(tmp, id, a.tmpl, a.mmapSize())
 	if err != nil {
 		return err
 	}
@@ -437,6 +444,12 @@ func (a *Appender) writeWholeSegment(encs [][]byte) error {
 	a.mu.Unlock()
 	a.dirDirty = true
 	return a.syncFolder()
+}
+
+// mmapSize is the address space to map for a segment being written: its
+// largest size, a full segment plus one group.
+func (a *Appender) mmapSize() int {
+	return int(min(a.opts.SegmentMaxBytes+2*int64(a.opts.GroupMaxBytes), 1<<30))
 }
 
 // sealActive seals the active segment: trailer, fdatasync, rename. The

@@ -310,7 +310,11 @@ func (r *Reader) repair(f *os.File, res *salvageResult, s segmentFile, ev Quaran
 		return "", err
 	}
 	tmp := filepath.Join(r.dir, segmentName(s.ID, repairingExt))
-	err = writeSalvagedSegment(f, res, s.ID, tmp, sealed, tmpl, fdatasyncFile, func() error { return syncDir(r.dir) })
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	err = writeSalvagedSegment(f, fi.Size(), res, s.ID, tmp, sealed, tmpl, fdatasyncFile, func() error { return syncDir(r.dir) })
 	return moved, err
 }
 

@@ -164,8 +164,8 @@ func (a *Appender) housekeep() {
 		bytes += a.activeInfo.Bytes
 	}
 	a.spoolBytes, a.diskFree = bytes, free
-	if a.noSpace && free > a.opts.MinFreeBytes+2*int64(a.opts.GroupMaxBytes) {
-		a.noSpace = false
+	if a.noSpace && free > max(a.opts.MinFreeBytes, 0)+a.noSpaceNeed {
+		a.noSpace, a.noSpaceNeed = false, 0
 	}
 	a.stats.DepthSegments, a.stats.DepthRecords, a.stats.DepthBytes = 0, 0, 0
 	for _, s := range sealed {

@@ -2,13 +2,13 @@ package supervise
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 
 	"github.com/meshingest/meshingest/shared"
@@ -73,11 +73,12 @@ func TestNewStack_NoBrokerConfigured_EmbeddedBrokerBecomesTheSource(t *testing.T
 	if doc["port"] != float64(3000) {
 		t.Errorf("CoreScope's own key lost: %v", doc["port"])
 	}
-	conn, err := net.DialTimeout("tcp", st.Broker.Addr().String(), time.Second)
-	if err != nil {
-		t.Fatalf("embedded broker not listening: %v", err)
+	// A real client connects to the address the receiver is given.
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(cfg.MQTTSources[0].Broker).SetClientID("probe").SetAutoReconnect(false))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("cannot connect to the embedded broker at %s: %v", cfg.MQTTSources[0].Broker, tok.Error())
 	}
-	conn.Close()
+	c.Disconnect(100)
 	if args := st.Supervisor().procs[0].Args; len(args) != 3 || args[0] != "receive" || args[2] != st.ChildConfig {
 		t.Errorf("receiver args = %q", args)
 	}

@@ -28,6 +28,10 @@ type Options struct {
 	Persistence bool
 	// Username and Password, when set, are required of every client.
 	Username, Password string
+	// MaxInflight, when above 0, is mosquitto's max_inflight_messages (its
+	// own default is 20): how many QoS 1 messages it sends a client before
+	// waiting for acks. 0 keeps the test default, unlimited.
+	MaxInflight int
 }
 
 // Start runs mosquitto and waits until it accepts connections. It fails the
@@ -56,7 +60,7 @@ func Start(t testing.TB, opts Options) *Broker {
 	}
 	// mosquitto's default of 1000 queued messages per client silently drops
 	// QoS 1 messages beyond it (measured.md); tests must not hit it.
-	conf += "max_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0\n"
+	conf += fmt.Sprintf("max_queued_messages 0\nmax_inflight_messages %d\nmax_queued_bytes 0\n", opts.MaxInflight)
 	conf += "log_dest file " + b.log + "\nlog_type error\nlog_type warning\nlog_type notice\n"
 	if opts.Username != "" {
 		pw := filepath.Join(dir, "passwd")
