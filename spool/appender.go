@@ -112,7 +112,11 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 		lock.Close()
 		return nil, err
 	}
-	a.housekeep()
+	// The free-disk floor holds from the first append; the byte count and
+	// depth need a scan of every sealed trailer, which the housekeeping
+	// goroutine does at once, so that a large backlog does not delay the
+	// receiver's start.
+	a.diskFree = statfsFree(dir)
 	go a.run()
 	go a.housekeeping()
 	return a, nil
@@ -353,7 +357,8 @@ func (a *Appender) commitGroup(g []*entry, gBytes int64, closing, more bool) {
 		a.stats.LastError = err.Error()
 		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 			a.noSpace = true
-			a.noSpaceNeed = max(a.noSpaceNeed, 2*gBytes+int64(len(a.tmpl)))
+			// Space is back when the group that failed would fit.
+			a.noSpaceNeed = max(a.noSpaceNeed, min(gBytes+int64(len(a.tmpl)), int64(a.opts.GroupMaxBytes)))
 		}
 	}
 	a.publishActiveLocked()

@@ -88,7 +88,7 @@ func TestAppender_DiskFull_ENOSPC(t *testing.T) {
 	if err := rd.Release(poss[len(poss)-1]); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		done := make(chan error, 1)
 		err := a.Append(testRecord(1, 100), func(err error) { done <- err })

@@ -18,6 +18,10 @@ import (
 // embedded broker, as it appears in stats files and CoreScope's MQTT page.
 const EmbeddedSourceName = "embedded"
 
+// EmbeddedClientID is the MQTT client id of the receiver on the embedded
+// broker; fixed, so its QoS 1 session survives a receiver restart.
+const EmbeddedClientID = "meshingest-run-receiver"
+
 // RunConfigName is the configuration file Stack writes beside the database
 // when it adds the embedded broker as a source. It holds the broker's
 // password when one is configured, so it is written 0600.
@@ -153,7 +157,7 @@ func writeRunConfig(origPath string, cfg *shared.Config, b *broker.Broker) (stri
 		// QoS 1 with a fixed client id: the embedded broker holds what
 		// observers publish at QoS 1 while the receiver restarts.
 		QoS:      1,
-		ClientID: "meshingest-run-receiver",
+		ClientID: EmbeddedClientID,
 	}
 	if b.RequiresAuth() {
 		embedded.Username, embedded.Password = cfg.Broker.Username, cfg.Broker.Password

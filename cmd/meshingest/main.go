@@ -21,6 +21,7 @@ type command struct {
 // commands lists every subcommand in the order the usage text shows them.
 func commands() []command {
 	return []command{
+		{"demo", "see it work: embedded broker, both stages, the real capture replayed, a summary", runDemo},
 		{"receive", "subscribe to the MQTT sources and append every message to the spool", runReceive},
 		{"run", "run the receiver and the writer as supervised children (embedded broker if none is configured)", runRun},
 		{"write", "drain the spool into CoreScope's SQLite database until SIGTERM", runWrite},
