@@ -288,3 +288,26 @@ func (s *sampler) Samples() []Sample {
 	defer s.mu.Unlock()
 	return slices.Clone(s.samples)
 }
+
+// PublishLag is, at each sample time, how long the oldest observation
+// already published but not yet in the database has been waiting (0 when
+// none): the lag a user of the database sees, measured by the harness
+// rather than reported by the writer. Observations that never arrived are
+// left out (the accounting reports them as lost).
+func PublishLag(samples []Sample, arrivals []Arrival) []float64 {
+	sorted := slices.Clone(arrivals)
+	slices.SortFunc(sorted, func(a, b Arrival) int { return a.Published.Compare(b.Published) })
+	out := make([]float64, len(samples))
+	for i, s := range samples {
+		for _, a := range sorted {
+			if a.Published.After(s.At) {
+				break
+			}
+			if a.Arrived.After(s.At) {
+				out[i] = s.At.Sub(a.Published).Seconds()
+				break
+			}
+		}
+	}
+	return out
+}

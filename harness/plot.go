@@ -12,29 +12,37 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 )
 
-// WritePlot draws, for every scenario with a timeline, the writer's lag and
-// the spool depth over the run, one row per scenario, into a PNG file.
+// WritePlot draws, for every scenario with a timeline, the lag (measured
+// by the harness, and as the writer reports it) and the spool depth over
+// the run, one row per scenario, into a PNG file.
 func WritePlot(path string, results []*Result) error {
 	var rows [][]*plot.Plot
 	for _, r := range results {
 		if len(r.Timeline) == 0 {
 			continue
 		}
-		lag := plotter.XYs{}
+		lag, pubLag := plotter.XYs{}, plotter.XYs{}
 		rxDepth, wxDepth := plotter.XYs{}, plotter.XYs{}
-		for _, s := range r.Timeline {
+		for i, s := range r.Timeline {
 			t := s.At.Sub(r.Started).Seconds()
 			lag = append(lag, plotter.XY{X: t, Y: s.LagSeconds})
+			if i < len(r.PublishLag) {
+				pubLag = append(pubLag, plotter.XY{X: t, Y: r.PublishLag[i]})
+			}
 			rxDepth = append(rxDepth, plotter.XY{X: t, Y: s.ReceiverDepth})
 			wxDepth = append(wxDepth, plotter.XY{X: t, Y: s.WriterDepth})
 		}
 		lp := plot.New()
-		lp.Title.Text = r.Name + ": writer lag"
+		lp.Title.Text = r.Name + ": lag"
 		lp.X.Label.Text = "seconds since start"
-		lp.Y.Label.Text = "lag (s)"
-		if err := addLine(lp, lag, "lag", color.RGBA{R: 200, A: 255}); err != nil {
+		lp.Y.Label.Text = "seconds"
+		if err := addLine(lp, pubLag, "oldest published, not yet in the DB", color.RGBA{R: 200, A: 255}); err != nil {
 			return err
 		}
+		if err := addLine(lp, lag, "writer's lag_seconds (grows while idle)", color.RGBA{R: 120, G: 120, B: 120, A: 255}); err != nil {
+			return err
+		}
+		lp.Legend.Top = true
 		dp := plot.New()
 		dp.Title.Text = r.Name + ": spool depth"
 		dp.X.Label.Text = "seconds since start"

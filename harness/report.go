@@ -54,6 +54,9 @@ func WriteReport(path, plotPath string, info RunInfo, results []*Result) error {
 		}
 		w("![writer lag and spool depth over time, one row per scenario](%s)\n\n", filepath.ToSlash(rel))
 	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(path), "harness-findings.md")); err == nil {
+		w("Bugs and gaps the harness found, with the commands that reproduce them: [harness-findings.md](harness-findings.md).\n\n")
+	}
 	for _, r := range results {
 		writeScenario(&b, r)
 	}

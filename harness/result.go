@@ -36,11 +36,13 @@ type Result struct {
 	Loss        LossMode
 	CountedLoss int
 
-	Rec           *Reconciliation
-	Diff          []TableDiff
-	Compared      bool
-	Messages      int
-	Timeline      []Sample
+	Rec      *Reconciliation
+	Diff     []TableDiff
+	Compared bool
+	Messages int
+	Timeline []Sample
+	// PublishLag is the harness-measured lag at each Timeline sample.
+	PublishLag    []float64
 	Started       time.Time
 	ReceiverCost  ProcSample
 	WriterCost    ProcSample

@@ -207,6 +207,8 @@ func (s *Suite) finish(ctx context.Context, e *Env, r *Result, compare, exactDro
 	r.Rec = Reconcile(st, e.Gen.Accounting(), e.Gen.Expected(), e.WriterDrops(), exactDrops)
 	r.Messages = e.Gen.Accounting().Messages
 	r.Timeline = e.Samples()
+	_, arrivals := e.Poller.Arrivals()
+	r.PublishLag = PublishLag(r.Timeline, arrivals)
 	r.Started = e.Started
 	r.ReceiverCost, r.WriterCost = e.Receiver.Totals(), e.Writer.Totals()
 	r.ReceiverDrops = e.ReceiverDrops()
