@@ -300,11 +300,14 @@ func (s *source) redeliver(sess *session) sessionEnd {
 		}
 	}
 	// While the spool is full (byte cap, free-disk floor) only the writer
-	// draining it helps: reconnecting earlier would just be refused again.
+	// releasing segments helps: reconnect as soon as the spool's bytes
+	// shrink, else after wait. (The spool's Full flag cannot tell: it
+	// stays set until an append succeeds.)
+	base := s.spool.Stats()
 	deadline := time.Now().Add(wait)
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
-	for time.Now().Before(deadline) || s.spool.Stats().Full {
+	for time.Now().Before(deadline) {
 		select {
 		case err := <-sess.lost:
 			return s.lost(sess, err)
@@ -312,6 +315,9 @@ func (s *source) redeliver(sess *session) sessionEnd {
 			s.disconnect(sess)
 			return endStop
 		case <-poll.C:
+		}
+		if s.spool.Stats().SpoolBytes < base.SpoolBytes {
+			break
 		}
 	}
 	s.status.redeliveries.Add(1)
