@@ -75,6 +75,14 @@ func TestE2E_RunEmbeddedBroker_SurvivesAWriterCrash(t *testing.T) {
 		t.Errorf("run logged %d writer crashes, want 1:\n%s", len(got), strings.Join(got, "\n"))
 	}
 
+	// SIGHUP reaches the receiver (it reloads its sources) and stops no one.
+	run.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the receiver's reload", 10*time.Second, func() bool { return len(lines(t, run.log, "sources reloaded")) == 1 })
+	time.Sleep(500 * time.Millisecond)
+	if got := lines(t, run.log, "child exited unexpectedly"); len(got) != 1 {
+		t.Errorf("after SIGHUP, %d child crashes logged, want only the killed writer:\n%s", len(got), strings.Join(got, "\n"))
+	}
+
 	if code := run.stop(t, syscall.SIGTERM, 60*time.Second); code != 0 {
 		t.Errorf("run exited %d after SIGTERM, want 0", code)
 	}
