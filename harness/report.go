@@ -112,7 +112,7 @@ func writeScenario(b *strings.Builder, r *Result) {
 			rec.FoundTransmissions, rec.ExpectedTransmissions, rec.FoundObservations, rec.ExpectedObservations, rec.LostObservations, rec.ExtraObservations,
 			rec.NodesFound, rec.NodesExpected, rec.DroppedRowsFound, rec.DroppedRowsExpected)
 		w("- packet_count: %d missing, %d extra; advert_count: %d missing, %d extra\n", rec.PacketCountLost, rec.PacketCountDoubled, rec.AdvertCountLost, rec.AdvertCountDoubled)
-		w("- drops expected → counted by the writer: %s%s\n", dropsLine(rec.DropsExpected, rec.DropsCounted), map[bool]string{true: "", false: " (lower bound: writers were SIGKILLed)"}[rec.ExactDrops])
+		w("- drops expected → counted by the writer: %s%s\n", dropsLine(rec.DropsExpected, rec.DropsCounted), map[bool]string{true: "", false: " (a lower bound: a writer was stopped or killed mid-run, taking its last second of counters with it)"}[rec.ExactDrops])
 		for _, ex := range rec.LostExamples {
 			w("  - missing: %s\n", ex)
 		}
