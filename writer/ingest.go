@@ -1,6 +1,7 @@
 package writer
 
 import (
+	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"errors"
@@ -34,6 +35,10 @@ const (
 	DropDirectionTx      = "direction_tx"
 	DropForeignAdvert    = "foreign_advert"
 	DropClientCoverage   = "client_coverage_not_supported"
+	// DropRedelivered is a QoS 1 message the broker delivered again (MQTT
+	// DUP) whose first delivery is already stored: applying it again would
+	// count it twice.
+	DropRedelivered = "redelivered_duplicate"
 	// invalid_advert_* (advertProblem) are CoreScope's ValidateAdvert.
 )
 
@@ -315,10 +320,17 @@ func (in *ingester) applyStatus(b *batch, p *prepared) error {
 		b.observerRetained(rowid, name, iata, &meta)
 		return nil
 	}
+	sum := sha256.Sum256(p.rec.Payload)
+	if p.rec.Duplicate {
+		if last, ok := b.lastStatus(id); ok && last == sum {
+			return in.drop(b, DropRedelivered, &p.rec, nil)
+		}
+	}
 	rowid, _, err := b.observer(id, name, iata, t, true)
 	if err != nil {
 		return err
 	}
+	b.statuses[id] = sum
 	b.observerLive(rowid, name, iata, t, false, &meta)
 	if s.HasMetadata {
 		return b.insertMetrics(id, &meta, t, in.cfg.metricsInterval)
@@ -348,6 +360,14 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 			if !n.SignatureValid {
 				// The verdict is a property of the bytes: remember it.
 				b.s.badAdverts.put(p.key, *n)
+				if p.rec.Duplicate && topic.ObserverID != "" {
+					if stored, err := b.droppedStored(p.hash, topic.ObserverID); err != nil || stored {
+						if err != nil {
+							return err
+						}
+						return in.drop(b, DropRedelivered, &p.rec, nil)
+					}
+				}
 				b.counts.sigDrops++
 				b.counts.drops[DropInvalidSignature]++
 				return b.insertDropped(&DroppedPacket{
@@ -412,6 +432,18 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 			return err
 		}
 		observerIdx = sql.NullInt64{Int64: rowid, Valid: true}
+		if p.rec.Duplicate && found {
+			// A broker redelivery (the receiver died before its ack):
+			// if the first delivery is stored, this one changes nothing
+			// but the counters, which must not count it twice.
+			stored, err := b.observationStored(e.id, rowid, p.path)
+			if err != nil {
+				return err
+			}
+			if stored {
+				return in.drop(b, DropRedelivered, &p.rec, nil)
+			}
+		}
 		if skew, ok := m.Timestamp.NaiveSkew(t); ok {
 			if err := b.observerClockSkew(rowid, int64(skew/time.Second), t); err != nil {
 				return err

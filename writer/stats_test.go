@@ -147,3 +147,33 @@ func gatheredValue(t *testing.T, reg *prometheus.Registry, name string) float64 
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+// TestWriter_StatsFile_WrittenOnStop: the counters of the last second are
+// published when the writer stops.
+func TestWriter_StatsFile_WrittenOnStop(t *testing.T) {
+	cfg := corpusConfig(t)
+	recs := corpusRecords(t)
+	w, err := New(spoolOf(t, recs), Options{Config: cfg, StatsInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	for w.Stats().Messages.Load() < int64(len(recs)) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(cfg.Writer.StatsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f StatsFile
+	json.Unmarshal(raw, &f)
+	if f.Meshingest.Messages != int64(len(recs)) || f.TxInserted != 498 {
+		t.Errorf("last stats file: %d messages, %d transmissions; want %d and 498", f.Meshingest.Messages, f.TxInserted, len(recs))
+	}
+}

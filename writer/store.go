@@ -26,6 +26,9 @@ type store struct {
 	// badAdverts are adverts whose signature failed, by content hash: a
 	// verdict of the bytes, so each is checked once.
 	badAdverts *recentCache[ContentKey, decoder.Node]
+	// lastStatus is the SHA-256 of the last live status payload stored per
+	// observer, to recognise a broker's redelivery of it.
+	lastStatus *recentCache[string, [32]byte]
 
 	stmt struct {
 		txByHash, insertTx, txFirstSeen, txLastSeen   *sql.Stmt
@@ -34,6 +37,7 @@ type store struct {
 		observerClock                                 *sql.Stmt
 		upsertNode, inactiveNodeScope                 *sql.Stmt
 		insertMetrics, insertDropped, saveState       *sql.Stmt
+		observationExists, droppedExists              *sql.Stmt
 	}
 }
 
@@ -78,6 +82,7 @@ func newStore(ctx context.Context, conn *sql.Conn, co CacheOptions) (*store, err
 		transmissions: newRecentCache[ContentKey, txEntry](co.Transmissions),
 		observers:     newRecentCache[string, int64](co.Observers),
 		badAdverts:    newRecentCache[ContentKey, decoder.Node](1024),
+		lastStatus:    newRecentCache[string, [32]byte](co.Observers),
 	}
 	if err := s.prepare(ctx); err != nil {
 		s.close()
@@ -123,6 +128,9 @@ func (s *store) prepare(ctx context.Context) error {
 				raw_hex       = COALESCE(excluded.raw_hex, raw_hex),
 				resolved_path = COALESCE(excluded.resolved_path, resolved_path)`},
 		{&st.observerRowid, `SELECT rowid FROM observers WHERE id = ?`},
+		{&st.observationExists, `SELECT EXISTS (SELECT 1 FROM observations
+			WHERE transmission_id = ? AND observer_idx = ? AND COALESCE(path_json, '') = ?)`},
+		{&st.droppedExists, `SELECT EXISTS (SELECT 1 FROM dropped_packets WHERE hash = ? AND observer_id = ?)`},
 		// A new observer row is created before its first observation (so
 		// observer_idx is never NULL) with packet_count 0; the batch's
 		// aggregated update then adds what the messages say.
@@ -194,7 +202,8 @@ func (s *store) close() {
 	st := &s.stmt
 	for _, p := range []*sql.Stmt{st.txByHash, st.insertTx, st.txFirstSeen, st.txLastSeen,
 		st.insertObservation, st.insertObservations, st.observerRowid, st.insertObserver, st.updateObserver, st.observerClock,
-		st.upsertNode, st.inactiveNodeScope, st.insertMetrics, st.insertDropped, st.saveState} {
+		st.upsertNode, st.inactiveNodeScope, st.insertMetrics, st.insertDropped, st.saveState,
+		st.observationExists, st.droppedExists} {
 		if p != nil {
 			p.Close()
 		}

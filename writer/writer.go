@@ -624,7 +624,7 @@ func (w *Writer) statsLoop(ctx context.Context) {
 	var prevIO *shared.ProcIO
 	var prevAt, lastStatus time.Time
 	var lastKey string
-	for {
+	for final := false; ; {
 		now := time.Now()
 		rx, rxErr := shared.ReadReceiverSnapshot(w.opts.ReceiverStatsFile, 5*time.Second, now)
 		f := w.stats.snapshot(now, rx, w.depth(), w.trouble.snapshot(now))
@@ -649,16 +649,21 @@ func (w *Writer) statsLoop(ctx context.Context) {
 		f.WatchdogLastTickUnix = w.stats.LoopTickUnix.Load()
 		// The status line follows state changes at once and the figures
 		// every few seconds; nothing before READY, which carries its own.
-		if key := statusKey(&f); w.ready.Load() && (key != lastKey || now.Sub(lastStatus) >= 5*time.Second) {
+		if key := statusKey(&f); !final && w.ready.Load() && (key != lastKey || now.Sub(lastStatus) >= 5*time.Second) {
 			lastStatus, lastKey = now, key
 			w.notify.Status(statusLine(&f))
 		}
 		if err := shared.WriteJSONAtomic(w.opts.StatsFile, f); err != nil {
 			w.throttledWarn("statsfile", err, "could not write the stats file")
 		}
+		if final {
+			return
+		}
 		select {
 		case <-ctx.Done():
-			return
+			// Run has stopped the drain loop: one last file, with the
+			// counters of the last batches.
+			final = true
 		case <-tick.C:
 		}
 	}
