@@ -182,8 +182,9 @@ func (w *Writer) Stats() *Stats { return w.stats }
 
 // Run opens the database (creating and migrating it as needed), reports
 // ready, and drains the spool until ctx ends. Then it finishes the batch in
-// progress, closes the database and returns nil. It returns an error only
-// if it cannot start (a bad configuration, a database it can never use).
+// progress, closes the database and returns nil. A database that cannot be
+// opened or migrated is retried, as an episode, until it can or ctx ends;
+// configuration errors are New's.
 func (w *Writer) Run(ctx context.Context) error {
 	statsCtx, stopStats := context.WithCancel(context.WithoutCancel(ctx))
 	statsDone := make(chan struct{})
@@ -196,9 +197,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		<-statsDone
 	}()
 
-	if err := w.start(ctx); err != nil {
-		return err
-	}
+	w.start(ctx)
 	if ctx.Err() != nil {
 		w.shutdown()
 		return nil
@@ -229,21 +228,16 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 // start opens and migrates the database, retrying (as an episode) while it
-// is locked or otherwise refuses.
-func (w *Writer) start(ctx context.Context) error {
+// is locked or otherwise refuses, until it succeeds or ctx ends.
+func (w *Writer) start(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := w.openDB(ctx, true)
 		if err == nil {
 			w.trouble.succeeded(time.Now())
-			return nil
-		}
-		var ce *shared.ConfigError
-		if errors.As(err, &ce) {
-			return err
+			return
 		}
 		w.refused(ctx, err)
 	}
-	return nil
 }
 
 // openDB opens the database, migrates it and reads the writer's position.
