@@ -24,9 +24,11 @@ type DBOptions struct {
 	// rows (measured.md: 9.4k/s with 2 MiB, 11.4k/s with 64 MiB at 1 M
 	// rows), but it is resident memory, about 1.8 KiB per KiB of cache
 	// (the pure-Go allocator rounds a 4 KiB page and its header up), and
-	// the writer's budget is 64 MiB in all. Inserts touch the right edge
-	// of the id and time indexes and one spot per observer in the others,
-	// a small working set. Default 8 MiB (config writer.cacheKiB).
+	// the writer's budget is 64 MiB in all, of which the executable's own
+	// pages take about 20. Inserts touch the right edge of the id and
+	// time indexes and one spot per observer in the others, a small
+	// working set: the catch-up benchmarks ran as fast with 4 MiB as
+	// with 8 or 24. Default 4 MiB (config writer.cacheKiB).
 	CacheKiB int
 	// BusyTimeoutMs is how long SQLite itself waits for a lock before a
 	// statement fails with SQLITE_BUSY. A lock shorter than this is
@@ -43,7 +45,7 @@ type DBOptions struct {
 
 func (o DBOptions) withDefaults() DBOptions {
 	if o.CacheKiB <= 0 {
-		o.CacheKiB = 8 << 10
+		o.CacheKiB = 4 << 10
 	}
 	if o.BusyTimeoutMs <= 0 {
 		o.BusyTimeoutMs = 1000
