@@ -189,7 +189,18 @@ type WriterConfig struct {
 	BatchMaxMs      int `json:"batchMaxMs,omitempty"`
 	// RetryMaxMs caps the back-off while the database refuses writes.
 	RetryMaxMs int `json:"retryMaxMs,omitempty"`
+	// Jobs runs, beside the inserts, the jobs CoreScope's server depends
+	// on: resolved_path, neighbor_edges, multibyte capability, geo-prune
+	// requests and the backfills of old databases (writer/jobs.go).
+	// Default true. false is for measuring the writer without them or
+	// ruling them out while diagnosing: the server shows no resolved
+	// paths and no neighbour graph without them.
+	Jobs *bool `json:"jobs,omitempty"`
 }
+
+// JobsEnabled reports whether the writer runs CoreScope's jobs (default
+// true).
+func (w WriterConfig) JobsEnabled() bool { return w.Jobs == nil || *w.Jobs }
 
 // EmbeddedBroker configures the MQTT broker built into `meshingest run`.
 type EmbeddedBroker struct {
