@@ -3,7 +3,6 @@ package writer
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -153,7 +152,8 @@ func (t *backfillTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, er
 // advance runs one window of a pending phase.
 func (t *backfillTask) advance(ctx context.Context, tx Tx, ph *backfillPhase) error {
 	key := backfillStatePrefix + ph.name
-	p, found, err := readBackfillProgress(ctx, tx, key)
+	var p backfillProgress
+	found, err := readStateJSON(ctx, tx, key, &p)
 	if err != nil {
 		return err
 	}
@@ -166,9 +166,8 @@ func (t *backfillTask) advance(ctx context.Context, tx Tx, ph *backfillPhase) er
 	if err != nil {
 		return fmt.Errorf("backfill %s: %w", ph.name, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO meshingest_state (key, value) VALUES (?, ?)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, string(mustJSON(p))); err != nil {
-		return fmt.Errorf("backfill %s: record progress: %w", ph.name, err)
+	if err := saveStateJSON(ctx, tx, key, p); err != nil {
+		return fmt.Errorf("backfill %s: %w", ph.name, err)
 	}
 	if done {
 		if _, err := tx.ExecContext(ctx, `UPDATE _async_migrations SET status = 'done', ended_at = datetime('now'), error = NULL
@@ -182,7 +181,8 @@ func (t *backfillTask) advance(ctx context.Context, tx Tx, ph *backfillPhase) er
 
 // report hands the committed progress of a phase to the stats.
 func (t *backfillTask) report(ctx context.Context, tx Tx, name string) error {
-	p, found, err := readBackfillProgress(ctx, tx, backfillStatePrefix+name)
+	var p backfillProgress
+	found, err := readStateJSON(ctx, tx, backfillStatePrefix+name, &p)
 	if err != nil {
 		return err
 	}
@@ -206,22 +206,6 @@ func asyncStatus(ctx context.Context, tx Tx, name string) (string, error) {
 		return "", fmt.Errorf("read _async_migrations %s: %w", name, err)
 	}
 	return s, nil
-}
-
-func readBackfillProgress(ctx context.Context, tx Tx, key string) (backfillProgress, bool, error) {
-	var p backfillProgress
-	var raw string
-	err := tx.QueryRowContext(ctx, `SELECT value FROM meshingest_state WHERE key = ?`, key).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
-		return p, false, nil
-	}
-	if err != nil {
-		return p, false, fmt.Errorf("read %s: %w", key, err)
-	}
-	if err := json.Unmarshal([]byte(raw), &p); err != nil {
-		return p, false, fmt.Errorf("read %s: %q: %w; delete the row to start that backfill again", key, raw, err)
-	}
-	return p, true, nil
 }
 
 func exists(query string) func(context.Context, Tx) (bool, error) {

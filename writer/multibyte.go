@@ -87,8 +87,8 @@ func (t *multibyteTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, e
 		return false, fmt.Errorf("multibyte snapshot %s: %w", t.path, err)
 	}
 	file := snapshotIdentity(fi)
-	prog, err := readMultibyteProgress(ctx, tx)
-	if err != nil {
+	var prog multibyteProgress
+	if _, err := readStateJSON(ctx, tx, multibyteStateKey, &prog); err != nil {
 		return false, err
 	}
 	if prog.File == file && prog.Done {
@@ -103,7 +103,7 @@ func (t *multibyteTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, e
 		// for the next one.
 		prog.Done, prog.Error = true, err.Error()
 		t.log.Warn().Err(err).Str("file", t.path).Msg("multibyte snapshot unreadable; ignored until the server writes a new one")
-		return false, saveMultibyteProgress(ctx, tx, prog)
+		return false, saveStateJSON(ctx, tx, multibyteStateKey, prog)
 	}
 	end := min(prog.Next+multibyteChunk, len(snap.Entries))
 	var active, inactive, skipped int64
@@ -138,7 +138,7 @@ func (t *multibyteTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, e
 	}
 	prog.Next = end
 	prog.Done = end >= len(snap.Entries)
-	if err := saveMultibyteProgress(ctx, tx, prog); err != nil {
+	if err := saveStateJSON(ctx, tx, multibyteStateKey, prog); err != nil {
 		return false, err
 	}
 	if active+inactive > 0 || prog.Done {
@@ -193,31 +193,6 @@ func evidenceText(raw json.RawMessage) sql.NullString {
 		return sql.NullString{String: buf.String(), Valid: true}
 	}
 	return sql.NullString{String: string(raw), Valid: true}
-}
-
-func readMultibyteProgress(ctx context.Context, tx Tx) (multibyteProgress, error) {
-	var p multibyteProgress
-	var raw string
-	err := tx.QueryRowContext(ctx, `SELECT value FROM meshingest_state WHERE key = ?`, multibyteStateKey).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
-		return p, nil
-	}
-	if err != nil {
-		return p, fmt.Errorf("read %s: %w", multibyteStateKey, err)
-	}
-	if json.Unmarshal([]byte(raw), &p) != nil {
-		return multibyteProgress{}, nil // unreadable: apply the snapshot again
-	}
-	return p, nil
-}
-
-func saveMultibyteProgress(ctx context.Context, tx Tx, p multibyteProgress) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO meshingest_state (key, value) VALUES (?, ?)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, multibyteStateKey, string(mustJSON(p)))
-	if err != nil {
-		return fmt.Errorf("record multibyte snapshot progress: %w", err)
-	}
-	return nil
 }
 
 // snapshotIdentity tells snapshots apart: the server replaces the file

@@ -2,7 +2,6 @@ package writer
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,8 +134,8 @@ func (t *pruneTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, error
 	}
 	req, readErr := readPruneRequest(path, id)
 	stateKey := pruneStatePrefix + id
-	prog, err := readPruneProgress(ctx, tx, stateKey)
-	if err != nil {
+	var prog pruneProgress
+	if _, err := readStateJSON(ctx, tx, stateKey, &prog); err != nil {
 		return false, err
 	}
 	if readErr == nil && prog.Next < len(req.Pubkeys) {
@@ -194,9 +193,8 @@ func (t *pruneTask) deleteChunk(ctx context.Context, tx Tx, req *PruneRequest, s
 	n, _ := res.RowsAffected()
 	prog.Next += len(chunk)
 	prog.Deleted += n
-	if _, err := tx.ExecContext(ctx, `INSERT INTO meshingest_state (key, value) VALUES (?, ?)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, stateKey, string(mustJSON(prog))); err != nil {
-		return fmt.Errorf("prune request %s: record progress: %w", req.ID, err)
+	if err := saveStateJSON(ctx, tx, stateKey, prog); err != nil {
+		return fmt.Errorf("prune request %s: %w", req.ID, err)
 	}
 	for _, k := range chunk {
 		t.paths.removeNode(strings.ToLower(k))
@@ -242,22 +240,6 @@ func readPruneRequest(path, id string) (*PruneRequest, error) {
 		return nil, fmt.Errorf("request id %q does not match its file name (id %q)", req.ID, id)
 	}
 	return &req, nil
-}
-
-func readPruneProgress(ctx context.Context, tx Tx, key string) (pruneProgress, error) {
-	var p pruneProgress
-	var raw string
-	err := tx.QueryRowContext(ctx, `SELECT value FROM meshingest_state WHERE key = ?`, key).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
-		return p, nil
-	}
-	if err != nil {
-		return p, fmt.Errorf("read %s: %w", key, err)
-	}
-	if err := json.Unmarshal([]byte(raw), &p); err != nil {
-		return p, fmt.Errorf("read %s: %q: %w; delete the row to start the request again", key, raw, err)
-	}
-	return p, nil
 }
 
 func mustJSON(v any) []byte {
