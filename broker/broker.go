@@ -110,8 +110,9 @@ type Stats struct {
 	// InflightDropped counts QoS 1/2 messages not stored for a subscriber
 	// whose in-flight store (MaxInflight) was full.
 	InflightDropped int64
-	// Inflight is the number of QoS 1/2 messages held now, unacknowledged,
-	// for all clients, connected or not.
+	// Inflight is mochi's gauge of QoS 1/2 messages held unacknowledged for
+	// all clients. It drifts (even below zero) after a session take-over;
+	// Unacknowledged is exact for one client.
 	Inflight int64
 	// AuthRefused counts connections refused for bad credentials.
 	AuthRefused int64
@@ -203,6 +204,26 @@ func (b *Broker) URL() string {
 
 // RequiresAuth reports whether clients must give the configured credentials.
 func (b *Broker) RequiresAuth() bool { return b.auth }
+
+// Subscribed reports whether the client with this id holds a subscription
+// that matches topic: a publisher about to send to it can wait for this,
+// since a message published before the subscription exists goes nowhere.
+func (b *Broker) Subscribed(clientID, topic string) bool {
+	subs := b.srv.Topics.Subscribers(topic)
+	_, ok := subs.Subscriptions[clientID]
+	return ok
+}
+
+// Unacknowledged is the number of QoS 1/2 messages the broker holds for
+// the client with this id (connected or not) that it has not acknowledged;
+// false when the broker has no session for it.
+func (b *Broker) Unacknowledged(clientID string) (int, bool) {
+	cl, ok := b.srv.Clients.Get(clientID)
+	if !ok {
+		return 0, false
+	}
+	return cl.State.Inflight.Len(), true
+}
 
 // Stats returns the counters since start.
 func (b *Broker) Stats() Stats {

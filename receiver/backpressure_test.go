@@ -5,6 +5,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,6 +116,9 @@ func TestSource_QoS0SpoolStalls_DropsOnlyPastBoundNoDisconnect(t *testing.T) {
 	if s.PacketsTotal != int64(total) {
 		t.Fatalf("received %d of %d published", s.PacketsTotal, total)
 	}
+	if warns := strings.Count(r.logs.String(), "spool refused a QoS 0 message"); stall <= time.Minute && warns != 1 {
+		t.Fatalf("%d warnings for the drops, want one (at most one a minute)", warns)
+	}
 	t.Logf("stall %s at %d msg/s, queue bound %d KiB: %d received, %d stored, %d dropped (messages %d..%d)",
 		stall, rate, bound>>10, s.PacketsTotal, len(stored), len(dropped), dropped[0], dropped[len(dropped)-1])
 }
@@ -122,4 +126,57 @@ func TestSource_QoS0SpoolStalls_DropsOnlyPastBoundNoDisconnect(t *testing.T) {
 func getenvInt(name string) int {
 	v, _ := strconv.Atoi(os.Getenv(name))
 	return v
+}
+
+// QoS 1 with the spool at its byte cap: messages stay with the broker
+// while it is full, and come in once a consumer (the writer) drains and
+// releases segments. Nothing is dropped, nothing lost.
+func TestSource_QoS1SpoolFull_ResumesWhenDrained(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	sp := newSpool(t, spool.Options{MaxBytes: 256 << 10, MinFreeBytes: -1, SegmentMaxAge: 200 * time.Millisecond})
+	r := startReceiver(t, sp, shared.Source{Name: "q1", Broker: b.MQTTURL(), QoS: 1, ClientID: "full-test"})
+	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q1"); return s.Connected })
+	pub := publisher(t, b.URL())
+	const n = 2000
+	payload := make([]byte, 400)
+	for i := 0; i < n; i++ {
+		copy(payload, fmt.Sprintf("%06d", i))
+		pub.Publish("meshcore/SJC/O/packets", 1, false, append([]byte(nil), payload...))
+	}
+	waitFor(t, 10*time.Second, "the spool full and messages held", func() bool {
+		_, c := r.source("q1")
+		return sp.Stats().Full && c.Held[reasonSpoolFull] > 0
+	})
+	// The writer's part: read sealed segments and release them.
+	rd, err := spool.OpenReader(sp.dir, spool.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var pos spool.Position
+	waitFor(t, 60*time.Second, "every message read from the spool", func() bool {
+		cur, err := rd.Cursor(pos)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			rec, p, err := cur.Next()
+			if err != nil {
+				break
+			}
+			seen[string(rec.Payload[:6])] = true
+			pos = p
+		}
+		cur.Close()
+		if err := rd.Release(pos); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		return len(seen) == n
+	})
+	_, c := r.source("q1")
+	if len(c.Dropped) != 0 || c.RedeliveryReconnects == 0 {
+		t.Fatalf("dropped %v, %d redelivery reconnects", c.Dropped, c.RedeliveryReconnects)
+	}
+	t.Logf("held %v, %d redelivery reconnects", c.Held, c.RedeliveryReconnects)
 }

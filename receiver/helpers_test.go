@@ -53,15 +53,21 @@ func startReceiver(t *testing.T, sp Spool, sources ...shared.Source) *running {
 
 func startReceiverNotify(t *testing.T, sp Spool, n *shared.Notifier, sources ...shared.Source) *running {
 	t.Helper()
+	return startReceiverWith(t, Options{Sources: sources, Spool: sp, Notifier: n})
+}
+
+// startReceiverWith fills in the log and the stats file and runs opts.
+func startReceiverWith(t *testing.T, opts Options) *running {
+	t.Helper()
 	logs := &syncBuffer{}
-	log := zerolog.New(io.MultiWriter(logs, testWriter{t})).Level(zerolog.DebugLevel).With().Timestamp().Logger()
-	stats := t.TempDir() + "/receiver-stats.json"
-	r, err := New(Options{Sources: sources, Spool: sp, StatsFile: stats, Log: log, Notifier: n})
+	opts.Log = zerolog.New(io.MultiWriter(logs, testWriter{t})).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	opts.StatsFile = t.TempDir() + "/receiver-stats.json"
+	r, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	run := &running{Receiver: r, logs: logs, cancel: cancel, done: make(chan error, 1), stats: stats}
+	run := &running{Receiver: r, logs: logs, cancel: cancel, done: make(chan error, 1), stats: opts.StatsFile}
 	go func() { run.done <- r.Run(ctx) }()
 	t.Cleanup(func() { run.stop(t) })
 	return run

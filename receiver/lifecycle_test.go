@@ -1,8 +1,11 @@
 package receiver
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -242,8 +245,154 @@ func TestReceiver_Notify_ReadyStatusWatchdog(t *testing.T) {
 			t.Errorf("status is not one line: %q", m)
 		}
 	}
-	if !contains(messages(), "STOPPING=1") {
-		t.Error("no STOPPING=1")
-	}
+	waitFor(t, 2*time.Second, "STOPPING=1", func() bool { return contains(messages(), "STOPPING=1") })
 	t.Log(messages())
+}
+
+// notifySocket listens where sd_notify sends, and records what arrives.
+type notifySocket struct {
+	mu  sync.Mutex
+	got []notice
+}
+
+type notice struct {
+	at  time.Time
+	msg string
+}
+
+func listenNotify(t *testing.T, watchdogUsec string) *notifySocket {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", watchdogUsec)
+	t.Setenv("WATCHDOG_PID", "")
+	ns := &notifySocket{}
+	go func() {
+		buf := make([]byte, 1024)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			ns.mu.Lock()
+			ns.got = append(ns.got, notice{time.Now(), string(buf[:n])})
+			ns.mu.Unlock()
+		}
+	}()
+	return ns
+}
+
+func (ns *notifySocket) watchdogs(from, to time.Time) int {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	n := 0
+	for _, m := range ns.got {
+		if m.msg == "WATCHDOG=1" && !m.at.Before(from) && m.at.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// WATCHDOG=1 stops while the spool settles nothing with records waiting,
+// and comes back when it recovers.
+func TestReceiver_Watchdog_StopsWhileSpoolStuck(t *testing.T) {
+	ns := listenNotify(t, "200000") // pet every 100 ms
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	sp := newSpool(t, spool.Options{GroupWindow: 50 * time.Millisecond})
+	r := startReceiverWith(t, Options{
+		Sources:    []shared.Source{{Name: "local", Broker: b.MQTTURL()}},
+		Spool:      sp,
+		Notifier:   shared.NewNotifier(),
+		StuckAfter: 300 * time.Millisecond,
+	})
+	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
+	sp.stallNextSync(2 * time.Second)
+	stallFrom := time.Now()
+	publish(t, publisher(t, b.URL()), "meshcore/SJC/O/packets", 0, false, []byte("x"))
+	waitFor(t, 5*time.Second, "the stalled record durable", func() bool { _, c := r.source("local"); return c.Durable == 1 })
+	recovered := time.Now()
+	time.Sleep(500 * time.Millisecond)
+	// Petting goes on for StuckAfter (and a group window), then stops
+	// until the fsync returns.
+	quiet := ns.watchdogs(stallFrom.Add(600*time.Millisecond), recovered.Add(-100*time.Millisecond))
+	if quiet != 0 {
+		t.Errorf("%d WATCHDOG=1 while the spool was stuck", quiet)
+	}
+	if n := ns.watchdogs(recovered, time.Now()); n < 2 {
+		t.Errorf("only %d WATCHDOG=1 after the spool recovered", n)
+	}
+	if !strings.Contains(r.logs.String(), "no longer petting the systemd watchdog") {
+		t.Error("no log line when the watchdog stopped being petted")
+	}
+}
+
+// The Prometheus metrics show the same counters as the stats file.
+func TestReceiver_Metrics_Served(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	reg := shared.NewRegistry()
+	r := startReceiverWith(t, Options{
+		Sources:  []shared.Source{{Name: "local", Broker: b.MQTTURL(), QoS: 1}},
+		Spool:    newSpool(t, spool.Options{}),
+		Registry: reg,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, err := shared.ServeMetrics(ctx, "127.0.0.1:0", reg, r.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
+	pub := publisher(t, b.URL())
+	for i := 0; i < 3; i++ {
+		publish(t, pub, "meshcore/SJC/O/packets", 1, false, []byte("x"))
+	}
+	waitFor(t, 5*time.Second, "3 acked", func() bool { _, c := r.source("local"); return c.Acked == 3 })
+	resp, err := http.Get("http://" + addr.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`meshingest_receiver_messages_total{source="local"} 3`,
+		`meshingest_receiver_durable_messages_total{source="local"} 3`,
+		`meshingest_receiver_acked_messages_total{source="local"} 3`,
+		`meshingest_receiver_source_connected{source="local"} 1`,
+		`meshingest_receiver_source_connects_total{source="local"} 1`,
+		`meshingest_receiver_pending_records 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// A disk that stalls at shutdown does not keep the process: Run returns
+// within 5 s, with an error saying what was not committed.
+func TestReceiver_Shutdown_StalledDiskWithin5s(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	sp := newSpool(t, spool.Options{})
+	r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), QoS: 1})
+	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
+	sp.stallNextSync(6 * time.Second)
+	publish(t, publisher(t, b.URL()), "meshcore/SJC/O/packets", 1, false, []byte("x"))
+	waitFor(t, 2*time.Second, "appended", func() bool { _, c := r.source("local"); return c.Appended == 1 })
+	time.Sleep(100 * time.Millisecond) // the group is in its fsync now
+	start := time.Now()
+	err := r.stop(t)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("shutdown took %s", took)
+	}
+	if err == nil || !strings.Contains(err.Error(), "did not finish") {
+		t.Fatalf("err = %v, want the spool close timeout", err)
+	}
+	if _, c := r.source("local"); c.Acked != 0 {
+		t.Fatal("a message was acknowledged before it was on disk")
+	}
 }

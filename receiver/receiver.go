@@ -22,7 +22,6 @@ import (
 	"os"
 	"reflect"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +59,10 @@ type Options struct {
 	// CloseTimeout bounds the spool's final commit on shutdown (default
 	// 3 s), so a stalled disk cannot keep the process from exiting.
 	CloseTimeout time.Duration
+	// StuckAfter is how long the spool may settle nothing while records
+	// wait before the systemd watchdog is no longer petted (default 5 s:
+	// several group windows; an fsync that long is a sick disk).
+	StuckAfter time.Duration
 }
 
 // progress counts records handed to the spool and records it has settled
@@ -100,6 +103,9 @@ func New(opts Options) (*Receiver, error) {
 	}
 	if opts.CloseTimeout <= 0 {
 		opts.CloseTimeout = 3 * time.Second
+	}
+	if opts.StuckAfter <= 0 {
+		opts.StuckAfter = 5 * time.Second
 	}
 	sources, err := checkSources(opts.Sources)
 	if err != nil {
@@ -166,6 +172,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 
+	r.writeStats(time.Now())
 	quit := make(chan struct{})
 	var loops sync.WaitGroup
 	loops.Add(1)
@@ -233,10 +240,16 @@ func (r *Receiver) shutdown() error {
 	case <-time.After(r.opts.CloseTimeout):
 		closeErr = fmt.Errorf("spool close did not finish within %s (disk stalled?); records not yet committed are lost (QoS 1 ones will be redelivered)", r.opts.CloseTimeout)
 	}
+	// Once the spool is closed every record is settled and the last acks
+	// are queued; if it did not close, they never will be: do not wait.
+	drain := drainTimeout
+	if closeErr != nil {
+		drain = 0
+	}
 	var wg sync.WaitGroup
 	for _, s := range sources {
 		wg.Add(1)
-		go func() { defer wg.Done(); s.close() }()
+		go func() { defer wg.Done(); s.close(drain) }()
 	}
 	wg.Wait()
 	if closeErr != nil {
@@ -290,7 +303,7 @@ func (r *Receiver) Reload(sources []shared.Source) error {
 	var wg sync.WaitGroup
 	for _, s := range stop {
 		wg.Add(1)
-		go func() { defer wg.Done(); s.close() }()
+		go func() { defer wg.Done(); s.close(drainTimeout) }()
 	}
 	wg.Wait()
 
@@ -346,25 +359,36 @@ func (r *Receiver) statsLoop(quit <-chan struct{}) {
 }
 
 // watchdogLoop pets the systemd watchdog only while the spool makes
-// progress: either nothing is waiting for it, or it settled something since
-// the last tick. A spool stuck with records pending lets systemd restart us.
+// progress: nothing is waiting for it, or it settled something within
+// StuckAfter. Records legitimately wait up to a group window, so a single
+// quiet tick proves nothing; a spool stuck longer lets systemd restart us.
 func (r *Receiver) watchdogLoop(quit <-chan struct{}, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	lastSettled := r.progress.settled.Load()
+	lastProgress := time.Now()
+	stuck := false
 	for {
 		select {
 		case <-quit:
 			return
-		case <-t.C:
+		case now := <-t.C:
 			settled := r.progress.settled.Load()
 			pending := r.progress.appended.Load() - settled
 			if pending <= 0 || settled != lastSettled {
-				r.notifier.Watchdog()
-			} else {
-				r.log.Warn().Int64("pending", pending).Msg("spool made no progress since the last watchdog tick; not petting the watchdog")
+				lastProgress = now
 			}
 			lastSettled = settled
+			if now.Sub(lastProgress) <= r.opts.StuckAfter {
+				r.notifier.Watchdog()
+				stuck = false
+				continue
+			}
+			if !stuck {
+				r.log.Error().Int64("pending", pending).Dur("noProgressFor", now.Sub(lastProgress)).
+					Msg("the spool settles nothing while records wait; no longer petting the systemd watchdog")
+				stuck = true
+			}
 		}
 	}
 }
@@ -447,16 +471,4 @@ func (r *Receiver) Snapshot(now time.Time) Snapshot {
 	}
 	snap.Pending = r.progress.appended.Load() - r.progress.settled.Load()
 	return snap
-}
-
-// sourceNames lists the running sources (for tests and logs).
-func (r *Receiver) sourceNames() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	names := make([]string, 0, len(r.sources))
-	for n := range r.sources {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ",")
 }

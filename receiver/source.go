@@ -23,7 +23,8 @@ const (
 	reconnectMin = 250 * time.Millisecond
 	reconnectMax = 3 * time.Second
 	// drainTimeout bounds how long a closing connection waits for the acks
-	// of messages already on their way to disk.
+	// of messages already on their way to disk (the spool settles a QoS 1
+	// record within its ack window, a QoS 0 one within a group window).
 	drainTimeout = 2 * time.Second
 	// redeliveryMin and redeliveryMax space the reconnects that fetch held
 	// QoS 1 messages back while the spool keeps refusing them.
@@ -52,6 +53,9 @@ type source struct {
 	// messages that arrive after that stay with the broker.
 	intake atomic.Bool
 
+	// drain bounds the wait for acks when the source is stopped; set
+	// before stop is closed.
+	drain time.Duration
 	// redelivery is the wait before the next reconnect that fetches held
 	// QoS 1 messages; only the loop goroutine uses it.
 	redelivery time.Duration
@@ -110,12 +114,15 @@ func (s *source) start() { go s.loop() }
 // stopIntake makes onMessage ignore every further message.
 func (s *source) stopIntake() { s.intake.Store(false) }
 
-// close ends the loop: the current connection waits for the acks of
-// messages already handed to the spool, then disconnects (keeping a QoS 1
-// session on the broker). It returns when the loop has returned.
-func (s *source) close() {
+// close ends the loop: the current connection waits up to drain for the
+// acks of messages already handed to the spool, then disconnects (keeping
+// a QoS 1 session on the broker). It returns when the loop has returned.
+func (s *source) close(drain time.Duration) {
 	s.stopIntake()
-	s.stopOnce.Do(func() { close(s.stop) })
+	s.stopOnce.Do(func() {
+		s.drain = drain
+		close(s.stop)
+	})
 	<-s.stopped
 }
 
@@ -293,11 +300,14 @@ func (s *source) redeliver(sess *session) sessionEnd {
 		}
 	}
 	// While the spool is full (byte cap, free-disk floor) only the writer
-	// draining it helps: reconnecting earlier would just be refused again.
+	// releasing segments helps: reconnect as soon as the spool's bytes
+	// shrink, else after wait. (The spool's Full flag cannot tell: it
+	// stays set until an append succeeds.)
+	base := s.spool.Stats()
 	deadline := time.Now().Add(wait)
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
-	for time.Now().Before(deadline) || s.spool.Stats().Full {
+	for time.Now().Before(deadline) {
 		select {
 		case err := <-sess.lost:
 			return s.lost(sess, err)
@@ -305,6 +315,9 @@ func (s *source) redeliver(sess *session) sessionEnd {
 			s.disconnect(sess)
 			return endStop
 		case <-poll.C:
+		}
+		if s.spool.Stats().SpoolBytes < base.SpoolBytes {
+			break
 		}
 	}
 	s.status.redeliveries.Add(1)
@@ -323,8 +336,12 @@ func (s *source) lost(sess *session, err error) sessionEnd {
 // already handed to the spool go out first (bounded by drainTimeout), and
 // the broker keeps a QoS 1 session for the next connection.
 func (s *source) disconnect(sess *session) {
-	if !sess.acks.waitIdle(drainTimeout) {
-		s.log.Warn().Dur("waited", drainTimeout).Msg("closing the connection with QoS 1 acknowledgements still pending; the broker will redeliver those messages")
+	wait := drainTimeout
+	if s.stopping() {
+		wait = s.drain
+	}
+	if !sess.acks.waitIdle(wait) {
+		s.log.Warn().Dur("waited", wait).Msg("closing the connection with QoS 1 acknowledgements still pending; the broker will redeliver those messages")
 	}
 	sess.client.Disconnect(250)
 	sess.acks.stop()

@@ -49,6 +49,7 @@ type Appender struct {
 	spoolBytes    int64 // segment and quarantine bytes at the last scan, plus what was written since
 	diskFree      int64 // free bytes at the last scan, minus what was written since; -1 unknown
 	noSpace       bool  // a write failed with ENOSPC; cleared when space is back
+	noSpaceNeed   int64 // free bytes beyond the floor that count as space back
 	activeInfo    *SegmentInfo
 	refusedFull   string // why the last append was refused with ErrFull; "" once one succeeds
 
@@ -111,7 +112,11 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 		lock.Close()
 		return nil, err
 	}
-	a.housekeep()
+	// The free-disk floor holds from the first append; the byte count and
+	// depth need a scan of every sealed trailer, which the housekeeping
+	// goroutine does at once, so that a large backlog does not delay the
+	// receiver's start.
+	a.diskFree = statfsFree(dir)
 	go a.run()
 	go a.housekeeping()
 	return a, nil
@@ -287,6 +292,7 @@ func (a *Appender) noteErr(err error) {
 	}
 	if errors.Is(err, syscall.ENOSPC) {
 		a.noSpace = true
+		a.noSpaceNeed = max(a.noSpaceNeed, int64(a.opts.GroupMaxBytes))
 	}
 	a.mu.Unlock()
 }
@@ -351,6 +357,8 @@ func (a *Appender) commitGroup(g []*entry, gBytes int64, closing, more bool) {
 		a.stats.LastError = err.Error()
 		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 			a.noSpace = true
+			// Space is back when the group that failed would fit.
+			a.noSpaceNeed = max(a.noSpaceNeed, min(gBytes+int64(len(a.tmpl)), int64(a.opts.GroupMaxBytes)))
 		}
 	}
 	a.publishActiveLocked()

@@ -26,6 +26,10 @@ func TestMain(m *testing.M) {
 		crashChild(dir)
 		return
 	}
+	if dir := os.Getenv(drainChildEnv); dir != "" {
+		drainChild(dir)
+		return
+	}
 	os.Exit(m.Run())
 }
 

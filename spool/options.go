@@ -15,7 +15,7 @@ const (
 	DefaultAckWindow       = 20 * time.Millisecond
 	DefaultGroupMaxRecords = 4096
 	DefaultGroupMaxBytes   = 4 << 20
-	DefaultSegmentMaxBytes = 16 << 20
+	DefaultSegmentMaxBytes = 8 << 20
 	DefaultSegmentMaxAge   = time.Second
 	DefaultMaxPayloadBytes = 64 << 10
 	DefaultQueueMaxBytes   = 32 << 20

@@ -136,6 +136,7 @@ func (a *Appender) housekeeping() {
 	defer close(a.hkExited)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	a.housekeep()
 	for {
 		select {
 		case <-a.stopHK:
@@ -146,12 +147,18 @@ func (a *Appender) housekeeping() {
 	}
 }
 
-func (a *Appender) housekeep() {
-	free := int64(-1)
+// statfsFree is the space available to us on dir's file system, -1 when
+// unknown.
+func statfsFree(dir string) int64 {
 	var fs syscall.Statfs_t
-	if syscall.Statfs(a.dir, &fs) == nil {
-		free = int64(fs.Bavail) * int64(fs.Bsize)
+	if syscall.Statfs(dir, &fs) != nil {
+		return -1
 	}
+	return int64(fs.Bavail) * int64(fs.Bsize)
+}
+
+func (a *Appender) housekeep() {
+	free := statfsFree(a.dir)
 	sealed, _ := scanSealed(a.dir, a.depth)
 	bytes := quarantineBytes(a.dir)
 	for _, s := range sealed {
@@ -164,8 +171,8 @@ func (a *Appender) housekeep() {
 		bytes += a.activeInfo.Bytes
 	}
 	a.spoolBytes, a.diskFree = bytes, free
-	if a.noSpace && free > a.opts.MinFreeBytes+2*int64(a.opts.GroupMaxBytes) {
-		a.noSpace = false
+	if a.noSpace && free > max(a.opts.MinFreeBytes, 0)+a.noSpaceNeed {
+		a.noSpace, a.noSpaceNeed = false, 0
 	}
 	a.stats.DepthSegments, a.stats.DepthRecords, a.stats.DepthBytes = 0, 0, 0
 	for _, s := range sealed {

@@ -16,7 +16,7 @@ import (
 func TestInspect_DuringAppendAndDrain(t *testing.T) {
 	dir := t.TempDir()
 	const window = 100 * time.Millisecond
-	a, err := OpenAppender(dir, Options{GroupWindow: window, SegmentMaxAge: 300 * time.Millisecond, GroupMaxRecords: 100_000})
+	a, err := OpenAppender(dir, Options{GroupWindow: window, SegmentMaxAge: 1500 * time.Millisecond, GroupMaxRecords: 100_000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/rs/zerolog"
 
@@ -17,6 +18,10 @@ import (
 // EmbeddedSourceName is the name of the source the receiver gets for the
 // embedded broker, as it appears in stats files and CoreScope's MQTT page.
 const EmbeddedSourceName = "embedded"
+
+// EmbeddedClientID is the MQTT client id of the receiver on the embedded
+// broker; fixed, so its QoS 1 session survives a receiver restart.
+const EmbeddedClientID = "meshingest-run-receiver"
 
 // RunConfigName is the configuration file Stack writes beside the database
 // when it adds the embedded broker as a source. It holds the broker's
@@ -56,6 +61,10 @@ type Stack struct {
 	Broker *broker.Broker
 	sup    *Supervisor
 	log    zerolog.Logger
+	// configPath and brokerCfg are the operator's file and the embedded
+	// broker's settings at start, for Reload.
+	configPath string
+	brokerCfg  shared.EmbeddedBroker
 }
 
 // NewStack loads the configuration, starts the embedded broker if it is
@@ -78,14 +87,14 @@ func NewStack(opts StackOptions) (*Stack, error) {
 	}
 	env = Environ(env, supervisorOnlyEnv...)
 
-	st := &Stack{Config: cfg, ChildConfig: opts.ConfigPath, log: opts.Log}
+	st := &Stack{Config: cfg, ChildConfig: opts.ConfigPath, log: opts.Log, configPath: opts.ConfigPath, brokerCfg: cfg.Broker}
 	if len(cfg.MQTTSources) == 0 || cfg.Broker.Listen != "" {
 		b, err := broker.Start(broker.FromConfig(cfg.Broker, opts.Log))
 		if err != nil {
 			return nil, err
 		}
 		st.Broker = b
-		path, childCfg, err := writeRunConfig(opts.ConfigPath, cfg, b)
+		path, childCfg, err := writeRunConfig(opts.ConfigPath, cfg, b, cfg.Broker)
 		if err != nil {
 			b.Close()
 			return nil, err
@@ -118,6 +127,30 @@ func (s *Stack) Run(ctx context.Context) {
 	s.Close()
 }
 
+// Reload rereads the operator's configuration and passes SIGHUP to the
+// children (the receiver reloads its sources; the writer ignores it). With
+// the embedded broker, the children's run configuration is rewritten first,
+// so that the receiver sees the operator's edits; the broker itself keeps
+// its address and credentials until the next start.
+func (s *Stack) Reload() error {
+	if s.Broker != nil {
+		cfg, err := shared.LoadConfig(s.configPath)
+		if err != nil {
+			return fmt.Errorf("reload: %w; the children keep the running configuration", err)
+		}
+		if cfg.Broker != s.brokerCfg {
+			s.log.Warn().Msg("reload: broker settings changed; the embedded broker applies them at the next start")
+		}
+		_, childCfg, err := writeRunConfig(s.configPath, cfg, s.Broker, s.brokerCfg)
+		if err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
+		s.Config = childCfg
+	}
+	s.sup.Signal(syscall.SIGHUP)
+	return nil
+}
+
 // Supervisor gives access to the children's status and to signals.
 func (s *Stack) Supervisor() *Supervisor { return s.sup }
 
@@ -129,10 +162,10 @@ func (s *Stack) Close() {
 }
 
 // writeRunConfig writes the operator's configuration with the embedded
-// broker added to mqttSources, beside the database, and returns its path
-// and the configuration loaded back from it. Every other key is copied as
-// it is, CoreScope's included.
-func writeRunConfig(origPath string, cfg *shared.Config, b *broker.Broker) (string, *shared.Config, error) {
+// broker (running with creds) added to mqttSources, beside the database,
+// and returns its path and the configuration the children will load from
+// it. Every other key is copied as it is, CoreScope's included.
+func writeRunConfig(origPath string, cfg *shared.Config, b *broker.Broker, creds shared.EmbeddedBroker) (string, *shared.Config, error) {
 	doc := map[string]json.RawMessage{}
 	if origPath != "" {
 		data, err := os.ReadFile(origPath)
@@ -153,10 +186,10 @@ func writeRunConfig(origPath string, cfg *shared.Config, b *broker.Broker) (stri
 		// QoS 1 with a fixed client id: the embedded broker holds what
 		// observers publish at QoS 1 while the receiver restarts.
 		QoS:      1,
-		ClientID: "meshingest-run-receiver",
+		ClientID: EmbeddedClientID,
 	}
 	if b.RequiresAuth() {
-		embedded.Username, embedded.Password = cfg.Broker.Username, cfg.Broker.Password
+		embedded.Username, embedded.Password = creds.Username, creds.Password
 	}
 	sources = append(sources, embedded)
 	raw, err := json.Marshal(sources)

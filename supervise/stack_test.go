@@ -152,3 +152,35 @@ func TestNewStack_BadConfig_NamesTheField(t *testing.T) {
 		t.Fatal("a misspelt broker key was accepted")
 	}
 }
+
+func TestStack_Reload_RewritesTheRunConfigWithTheOperatorsEdits(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "meshcore.db")
+	cfgPath := writeConfig(t, map[string]any{"dbPath": dbPath})
+	st := newStack(t, cfgPath)
+	url := st.Broker.URL()
+	edited, _ := json.Marshal(map[string]any{
+		"dbPath":      dbPath,
+		"mqttSources": []map[string]any{{"name": "upstream", "broker": "mqtt://mqtt.example.org:1883"}},
+	})
+	if err := os.WriteFile(cfgPath, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	cfg, err := shared.LoadConfig(st.ChildConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.MQTTSources) != 2 || cfg.MQTTSources[0].Name != "upstream" || cfg.MQTTSources[1].Broker != url {
+		t.Fatalf("sources after reload = %+v, want upstream and the running embedded broker %s", cfg.MQTTSources, url)
+	}
+
+	os.WriteFile(cfgPath, []byte("{not json"), 0o600)
+	if err := st.Reload(); err == nil {
+		t.Fatal("Reload accepted a broken configuration")
+	}
+	if cfg, err := shared.LoadConfig(st.ChildConfig); err != nil || len(cfg.MQTTSources) != 2 {
+		t.Fatalf("a failed reload changed the children's configuration: %+v, %v", cfg, err)
+	}
+}

@@ -135,3 +135,11 @@ func count(t testing.TB, db *sql.DB, query string, args ...any) int64 {
 	}
 	return n.Int64
 }
+
+func spoolOf2(t testing.TB, dir string) *SpoolSource {
+	r, err := spool.OpenReader(dir, spool.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewSpoolSource(r)
+}

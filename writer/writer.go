@@ -2,11 +2,13 @@ package writer
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
@@ -96,10 +98,14 @@ type Writer struct {
 	cursor    Cursor
 	state     writerState
 	dbChecked time.Time
-	lastPet   time.Time
+	// schemaVersion is PRAGMA schema_version after the last migrate: it
+	// changes whenever anyone changes the schema.
+	schemaVersion int64
+	lastPet       time.Time
 
 	posMu     sync.Mutex // guards committedPos for the stats goroutine
 	committed Position
+	ready     atomic.Bool
 }
 
 type taskRun struct {
@@ -197,6 +203,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		return nil
 	}
 	w.notify.Ready(fmt.Sprintf("database %s open; draining the spool", w.opts.Config.DBPath))
+	w.ready.Store(true)
 	w.log.Info().Str("db", w.opts.Config.DBPath).Uint64("segment", w.state.Position.Segment).Uint64("seq", w.state.Position.Seq).
 		Int("batch_max_records", w.opts.BatchMaxRecords).Dur("batch_max_time", w.opts.BatchMaxTime).
 		Msg("writer ready; resuming after the position stored in the database")
@@ -258,6 +265,11 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 		d.close()
 		return err
 	}
+	if w.schemaVersion, err = schemaVersion(ctx, d.conn); err != nil {
+		s.close()
+		d.close()
+		return err
+	}
 	w.db, w.store, w.state = d, s, st
 	w.setCommitted(st.Position)
 	w.dbChecked = time.Now()
@@ -304,12 +316,26 @@ func (w *Writer) refused(ctx context.Context, err error) {
 	w.sleep(ctx, delay)
 }
 
+// sleep waits d or until ctx ends, petting the watchdog meanwhile: the
+// loop is alive, it is waiting for the database on purpose.
 func (w *Writer) sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+	end := time.Now().Add(d)
+	for {
+		w.petWatchdog()
+		left := time.Until(end)
+		if left <= 0 {
+			return
+		}
+		if iv := shared.WatchdogInterval(); iv > 0 {
+			left = min(left, iv)
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
 	}
 }
 
@@ -407,6 +433,8 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 	}
 	w.setCommitted(next.Position)
 	w.stats.addBatch(&b.counts, sources, lastReceived, holdStart.Sub(waitStart), now.Sub(holdStart), now)
+	w.log.Debug().Int("records", b.counts.messages).Dur("wait", holdStart.Sub(waitStart)).Dur("hold", now.Sub(holdStart)).
+		Stringer("position", next.Position).Msg("batch committed")
 	// The rows are durable: the spool may forget the records.
 	if err := w.src.Release(next.Position); err != nil {
 		w.throttledWarn("release", err, "could not delete drained spool segments; they are retried after the next batch")
@@ -417,9 +445,11 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 	return b.counts.messages, nil
 }
 
-// ensureDB (re)opens the database when it is closed, and notices when the
-// file was replaced or removed under the writer (a restore): writing on
-// into the old, unlinked file would lose everything.
+// ensureDB (re)opens the database when it is closed, and once a second
+// checks what others did to it: a file replaced or removed under the writer
+// (a restore; writing on into the old, unlinked file would lose
+// everything), or a schema changed by another process (a table dropped or
+// altered is put back before CoreScope's server notices).
 func (w *Writer) ensureDB(ctx context.Context) error {
 	if w.db != nil && time.Since(w.dbChecked) >= time.Second {
 		w.dbChecked = time.Now()
@@ -431,6 +461,16 @@ func (w *Writer) ensureDB(ctx context.Context) error {
 		if replaced {
 			w.log.Warn().Str("db", w.db.path).Msg("the database file was replaced under the writer; reopening it and resuming from the position stored in it")
 			w.closeDB()
+		} else if v, err := schemaVersion(ctx, w.db.conn); err != nil {
+			return err
+		} else if v != w.schemaVersion {
+			w.log.Warn().Str("db", w.db.path).Msg("another process changed the database schema; checking it again")
+			if _, err := migrate(ctx, w.db.conn, w.log); err != nil {
+				return err
+			}
+			if w.schemaVersion, err = schemaVersion(ctx, w.db.conn); err != nil {
+				return err
+			}
 		}
 	}
 	if w.db == nil {
@@ -460,6 +500,9 @@ func (w *Writer) throttledWarn(key string, err error, msg string) {
 // at most a second (so the watchdog is petted and the file checked).
 func (w *Writer) waitForRecords(ctx context.Context) {
 	wait := time.Second
+	if iv := shared.WatchdogInterval(); iv > 0 {
+		wait = min(wait, iv)
+	}
 	now := time.Now()
 	for _, t := range w.tasks {
 		if !t.running {
@@ -562,6 +605,7 @@ func (w *Writer) statsLoop(ctx context.Context) {
 	defer tick.Stop()
 	var prevIO *shared.ProcIO
 	var prevAt, lastStatus time.Time
+	var lastKey string
 	for {
 		now := time.Now()
 		rx, rxErr := shared.ReadReceiverSnapshot(w.opts.ReceiverStatsFile, 5*time.Second, now)
@@ -585,8 +629,10 @@ func (w *Writer) statsLoop(ctx context.Context) {
 			prevIO, prevAt = &cur, now
 		}
 		f.WatchdogLastTickUnix = w.stats.LoopTickUnix.Load()
-		if now.Sub(lastStatus) >= 5*time.Second {
-			lastStatus = now
+		// The status line follows state changes at once and the figures
+		// every few seconds; nothing before READY, which carries its own.
+		if key := statusKey(&f); w.ready.Load() && (key != lastKey || now.Sub(lastStatus) >= 5*time.Second) {
+			lastStatus, lastKey = now, key
 			w.notify.Status(statusLine(&f))
 		}
 		if err := shared.WriteJSONAtomic(w.opts.StatsFile, f); err != nil {
@@ -598,6 +644,10 @@ func (w *Writer) statsLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+func statusKey(f *StatsFile) string {
+	return fmt.Sprint(f.Meshingest.CaughtUp, f.Meshingest.Database.State)
 }
 
 // statusLine is the one line `systemctl status` shows.
@@ -612,4 +662,12 @@ func statusLine(f *StatsFile) string {
 		db = fmt.Sprintf("database refuses writes (%s) for %.0fs", ex.Database.Current.Kind, ex.Database.Current.Seconds)
 	}
 	return fmt.Sprintf("%s; lag %.0fs; %d messages written; %s", state, ex.LagSeconds, ex.Messages, db)
+}
+
+func schemaVersion(ctx context.Context, conn *sql.Conn) (int64, error) {
+	var v int64
+	if err := conn.QueryRowContext(ctx, "PRAGMA schema_version").Scan(&v); err != nil {
+		return 0, fmt.Errorf("read schema_version: %w", err)
+	}
+	return v, nil
 }

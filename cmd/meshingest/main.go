@@ -21,6 +21,7 @@ type command struct {
 // commands lists every subcommand in the order the usage text shows them.
 func commands() []command {
 	return []command{
+		{"demo", "see it work: embedded broker, both stages, the real capture replayed, a summary", runDemo},
 		{"receive", "subscribe to the MQTT sources and append every message to the spool", runReceive},
 		{"run", "run the receiver and the writer as supervised children (embedded broker if none is configured)", runRun},
 		{"write", "drain the spool into CoreScope's SQLite database until SIGTERM", runWrite},
@@ -29,6 +30,8 @@ func commands() []command {
 		{"replay", "publish a JSONL capture to an MQTT broker", runReplay},
 		{"decode", "decode MeshCore frames (hex) and print what would be stored", runDecode},
 		{"systemd", "print or install the systemd units of the two services", runSystemd},
+		{"bench", "load harness: steady load and a burst against real processes; markdown report and plot", runBench},
+		{"chaos", "fault harness: kills, a held lock, broker restart, full spool, damaged segments, database swap", runChaos},
 		{"version", "print the version and exit", runVersion},
 	}
 }

@@ -6,8 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"syscall"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/supervise"
@@ -62,15 +63,16 @@ func runRun(args []string) int {
 	defer stop()
 	done := make(chan struct{})
 	go func() { stack.Run(ctx); close(done) }()
-	superviseLoop(ctx, stack.Supervisor(), reload, done)
+	superviseLoop(ctx, stack, reload, done, log)
 	log.Info().Msg("stopped")
 	return 0
 }
 
 // superviseLoop speaks to systemd for the run process (the children are
-// kept off NOTIFY_SOCKET), forwards SIGHUP to the children, and returns
+// kept off NOTIFY_SOCKET), passes SIGHUP on (Stack.Reload), and returns
 // when the stack has stopped.
-func superviseLoop(ctx context.Context, sup *supervise.Supervisor, reload <-chan os.Signal, done <-chan struct{}) {
+func superviseLoop(ctx context.Context, stack *supervise.Stack, reload <-chan os.Signal, done <-chan struct{}, log zerolog.Logger) {
+	sup := stack.Supervisor()
 	notify := shared.NewNotifier()
 	notify.Ready("started the receiver and the writer")
 	statusTick := time.NewTicker(10 * time.Second)
@@ -90,7 +92,9 @@ func superviseLoop(ctx context.Context, sup *supervise.Supervisor, reload <-chan
 		case <-done:
 			return
 		case <-reload:
-			sup.Signal(syscall.SIGHUP)
+			if err := stack.Reload(); err != nil {
+				log.Error().Err(err).Msg("SIGHUP: not reloaded")
+			}
 		case <-statusTick.C:
 			notify.Status(sup.String())
 		case <-watchdog:

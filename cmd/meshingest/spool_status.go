@@ -27,14 +27,14 @@ func spoolStatus(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	prev := st
+	prev, r := st, rates{}
 	for {
 		time.Sleep(time.Second)
 		cur, err := spool.Inspect(f.dir)
 		if err != nil {
 			return f.fail(err)
 		}
-		r := spoolRates(prev, cur)
+		r = spoolRates(prev, cur, r)
 		if f.json {
 			writeJSON(stdout, struct {
 				spool.Status
@@ -44,7 +44,11 @@ func spoolStatus(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, "\033[H\033[2J")
 			printStatus(stdout, cur, &r)
 		}
-		prev = cur
+		if cur.AppenderUpdated.After(prev.AppenderUpdated) || !cur.AppenderRunning {
+			prev = cur
+		} else {
+			prev.At, prev.WriterPosition, prev.Records = cur.At, cur.WriterPosition, cur.Records
+		}
 	}
 }
 
@@ -56,25 +60,35 @@ type rates struct {
 	ETASeconds float64 `json:"eta_s"`
 }
 
-// spoolRates derives rates from two readings: appended from the
-// appender's counter, drained as appended minus the growth of the depth.
-func spoolRates(prev, cur spool.Status) rates {
-	dt := cur.At.Sub(prev.At).Seconds()
-	var r rates
-	if dt <= 0 {
-		return r
+// spoolRates derives rates from two readings: appends from the appender's
+// counter over the time between its own status updates (it publishes once
+// a second, out of step with us), drains from the advance of the writer's
+// position (Seqs are contiguous within a segment).
+func spoolRates(prev, cur spool.Status, last rates) rates {
+	r := last
+	if dt := cur.AppenderUpdated.Sub(prev.AppenderUpdated).Seconds(); dt > 0 && cur.AppendedRecords >= prev.AppendedRecords {
+		r.AppendPerSec = float64(cur.AppendedRecords-prev.AppendedRecords) / dt
+	} else if !cur.AppenderRunning {
+		r.AppendPerSec = 0
 	}
-	appended := float64(0)
-	if cur.AppendedRecords >= prev.AppendedRecords {
-		appended = float64(cur.AppendedRecords - prev.AppendedRecords)
+	if dt := cur.At.Sub(prev.At).Seconds(); dt > 0 {
+		var from, to uint64
+		if prev.WriterPosition != nil {
+			from = prev.WriterPosition.Seq
+		}
+		if cur.WriterPosition != nil {
+			to = cur.WriterPosition.Seq
+		}
+		r.DrainPerSec = 0
+		if from > 0 && to > from {
+			r.DrainPerSec = float64(to-from) / dt
+		}
 	}
-	r.AppendPerSec = appended / dt
-	r.DrainPerSec = max((appended-(float64(cur.Records)-float64(prev.Records)))/dt, 0)
 	r.ETASeconds = -1
-	if net := r.DrainPerSec - r.AppendPerSec; net > 0 {
-		r.ETASeconds = float64(cur.Records) / net
-	} else if cur.Records == 0 {
+	if cur.Records == 0 {
 		r.ETASeconds = 0
+	} else if net := r.DrainPerSec - r.AppendPerSec; net > 0 {
+		r.ETASeconds = float64(cur.Records) / net
 	}
 	return r
 }

@@ -132,3 +132,21 @@ func TestSpoolCommands_ImportRefusedWhileReceiverRuns(t *testing.T) {
 		t.Fatalf("status beside a running appender: %d %s", code, out)
 	}
 }
+
+func TestSpoolRates_AppendDrainETA(t *testing.T) {
+	t0 := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+	prev := spool.Status{At: t0, AppenderRunning: true, AppenderUpdated: t0, AppendedRecords: 1000,
+		WriterPosition: &spool.Position{Segment: 1, Seq: 500}, Records: 10_000}
+	cur := spool.Status{At: t0.Add(2 * time.Second), AppenderRunning: true, AppenderUpdated: t0.Add(2 * time.Second), AppendedRecords: 1500,
+		WriterPosition: &spool.Position{Segment: 1, Seq: 4500}, Records: 6500}
+	r := spoolRates(prev, cur, rates{})
+	if r.AppendPerSec != 250 || r.DrainPerSec != 2000 || r.ETASeconds != 6500/1750.0 {
+		t.Fatalf("rates %+v", r)
+	}
+	// The appender has not published since: the append rate is kept.
+	again := cur
+	again.At = cur.At.Add(time.Second)
+	if r2 := spoolRates(cur, again, r); r2.AppendPerSec != 250 || r2.DrainPerSec != 0 || r2.ETASeconds != -1 {
+		t.Fatalf("rates without a new appender status %+v", r2)
+	}
+}

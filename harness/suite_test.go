@@ -1,0 +1,173 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	buildDir  string
+)
+
+// meshingestBinary builds cmd/meshingest once for the test binary: the
+// harness runs the real program, as an operator would.
+func meshingestBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "meshingest-harness-bin-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(buildDir, "meshingest")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/meshingest/meshingest/cmd/meshingest").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// redeliveryDoubling reports whether every failed criterion of r is the
+// open writer bug "QoS 1 redeliveries counted twice": packet_count above
+// expectation by no more than the DUP messages the receiver spooled, and
+// nothing else wrong (no loss, no extra rows, only observers differing
+// from the undisturbed run). The bug is described with its reproducer in
+// docs/harness-findings.md; when the writer fixes it, this
+// returns false for a run with redeliveries and the test insists the
+// scenario passes outright.
+func redeliveryDoubling(r *Result) bool {
+	rec := r.Rec
+	if rec == nil || rec.PacketCountDoubled == 0 || int64(rec.PacketCountDoubled) > r.ReceiverDups ||
+		rec.Lost() != 0 || rec.AdvertCountDoubled != 0 || rec.ExtraObservations != 0 || rec.DroppedRowsFound != rec.DroppedRowsExpected {
+		return false
+	}
+	for _, d := range r.Diff {
+		if !d.Equal() && d.Table != "observers" {
+			return false
+		}
+	}
+	return true
+}
+
+// TestSuite_ShortFaultRuns runs every fault scenario in small (a few
+// kills, a 30 s lock) against the real binary, a real mosquitto and real
+// files, in two groups side by side, and checks each scenario's verdict,
+// then the report and the plot. The full runs are `meshingest chaos` and
+// `meshingest bench` (docs/harness-report.md).
+func TestSuite_ShortFaultRuns(t *testing.T) {
+	bin := meshingestBinary(t)
+	// Three groups side by side keep the whole run near a minute and a
+	// half; each environment's load is light (250 msg/s) on two cores.
+	groups := map[string][]string{
+		"lock":     {"db-lock", "spool-cap"},
+		"receiver": {"receiver-kill-qos1", "receiver-kill-qos0", "segment-damage"},
+		"writer":   {"writer-kill", "broker-restart", "vacuum-swap"},
+	}
+	var mu sync.Mutex
+	var all []*Result
+	t.Run("group", func(t *testing.T) {
+		for name, only := range groups {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				cfg := ShortConfig()
+				cfg.Binary, cfg.WorkDir, cfg.Only = bin, t.TempDir(), only
+				var progress bytes.Buffer
+				cfg.Progress = &progress
+				suite, err := NewSuite(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+				defer cancel()
+				results := suite.Run(ctx)
+				t.Log(progress.String())
+				if len(results) != len(only) {
+					t.Fatalf("%d results for %d scenarios", len(results), len(only))
+				}
+				for _, r := range results {
+					checkResult(t, r)
+				}
+				mu.Lock()
+				all = append(all, results...)
+				mu.Unlock()
+			})
+		}
+	})
+	if t.Failed() || len(all) == 0 {
+		return
+	}
+	dir := t.TempDir()
+	report, plot := filepath.Join(dir, "report.md"), filepath.Join(dir, "report-lag.png")
+	if err := WritePlot(plot, all); err != nil {
+		t.Fatal(err)
+	}
+	info := RunInfo{Command: "go test", Started: time.Now(), Finished: time.Now(), Config: ShortConfig(), Version: "test"}
+	if err := WriteReport(report, plot, info, all); err != nil {
+		t.Fatal(err)
+	}
+	md, _ := os.ReadFile(report)
+	png, _ := os.ReadFile(plot)
+	if !bytes.HasPrefix(png, []byte("\x89PNG")) || len(png) < 10_000 {
+		t.Errorf("plot is not a PNG image (%d bytes)", len(png))
+	}
+	for _, r := range all {
+		if !strings.Contains(string(md), "## "+r.Name+" — ") {
+			t.Errorf("report has no section for %s", r.Name)
+		}
+	}
+	if !strings.Contains(string(md), "](report-lag.png)") {
+		t.Errorf("report does not link the plot")
+	}
+}
+
+func checkResult(t *testing.T, r *Result) {
+	t.Helper()
+	if r.Err != "" {
+		t.Errorf("%s: %s", r.Name, r.Err)
+		return
+	}
+	if r.Rec == nil || r.Messages == 0 {
+		t.Errorf("%s: no accounting (%d messages)", r.Name, r.Messages)
+		return
+	}
+	if r.Pass {
+		t.Logf("%s: PASS (%d messages)", r.Name, r.Messages)
+		return
+	}
+	if redeliveryDoubling(r) {
+		t.Logf("%s: KNOWN WRITER BUG: packet_count %d above expectation, explained by %d QoS 1 redeliveries the receiver spooled", r.Name, r.Rec.PacketCountDoubled, r.ReceiverDups)
+		return
+	}
+	for _, c := range r.Criteria {
+		if !c.Pass {
+			t.Errorf("%s: %s: measured %s, limit %s", r.Name, c.Name, c.Measured, c.Limit)
+		}
+	}
+	for _, d := range r.Diff {
+		if !d.Equal() {
+			t.Errorf("%s: table %s differs from the undisturbed run: %d missing, %d extra, %d different: %v", r.Name, d.Table, d.Missing, d.Extra, d.Different, d.Examples)
+		}
+	}
+}

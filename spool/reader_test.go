@@ -1,0 +1,159 @@
+package spool
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestReader_Cursor_ResumesAfterPosition(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	orig := buildSpool(t, dir, 2000)
+	all, poss := readAll(t, dir, ReaderOptions{Inspect: true})
+	r, _ := OpenReader(dir, ReaderOptions{})
+	for _, i := range []int{0, 1, 500, 1234, 1999} {
+		c, _ := r.Cursor(poss[i])
+		rec, pos, err := c.Next()
+		if i == 1999 {
+			if err != io.EOF {
+				t.Fatalf("after the last record: %v", err)
+			}
+			c.Close()
+			continue
+		}
+		if err != nil || rec.Seq != all[i+1].Seq || pos != poss[i+1] || !sameContent(rec, orig[rec.Seq]) {
+			t.Fatalf("resume after %v: got %v %v %v, want %v", poss[i], rec.Seq, pos, err, poss[i+1])
+		}
+		c.Close()
+	}
+	// Releasing up to a position keeps the segment holding later records.
+	if err := r.Release(poss[1234]); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := readAll(t, dir, ReaderOptions{Inspect: true})
+	if rest[0].Seq > all[1235].Seq || rest[len(rest)-1].Seq != all[1999].Seq {
+		t.Fatalf("after release at %v the first record left is %d", poss[1234], rest[0].Seq)
+	}
+	c, _ := r.Cursor(poss[1234])
+	if rec, _, _ := c.Next(); rec.Seq != all[1235].Seq {
+		t.Fatalf("resume after release: %d", rec.Seq)
+	}
+	c.Close()
+	checkSpool(t, dir)
+}
+
+func TestReader_WaitSealed_ReturnsOnNewSegment(t *testing.T) {
+	dir := t.TempDir()
+	a, err := OpenAppender(dir, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	r, _ := OpenReader(dir, ReaderOptions{PollInterval: 5 * time.Millisecond})
+	c, _ := r.Cursor(Position{})
+	defer c.Close()
+	if _, _, err := c.Next(); err != io.EOF {
+		t.Fatalf("empty spool: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	if err := r.WaitSealed(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("nothing sealed, WaitSealed returned %v", err)
+	}
+	cancel()
+	start := time.Now()
+	go a.Append(testRecord(1, 10), nil)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.WaitSealed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := c.Next()
+	if err != nil || !sameContent(rec, testRecord(1, 10)) {
+		t.Fatalf("after WaitSealed: %v %v", rec, err)
+	}
+	t.Logf("sealed and seen %v after the append", time.Since(start))
+}
+
+func TestOpenAppender_RecoversDamagedUnsealedSegment(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "spool")
+	orig := buildSpool(t, src, 1000)
+	// Make the last sealed segment look like the active one a dead
+	// appender left, torn at the end and with a flipped byte inside.
+	segs, _ := listSegments(src, sealedExt)
+	last := segs[len(segs)-1]
+	path := filepath.Join(src, last.Name)
+	active := filepath.Join(src, segmentName(last.ID, activeExt))
+	fi, _ := os.Stat(path)
+	os.Truncate(path, fi.Size()-trailerSize-3000)
+	f, _ := os.OpenFile(path, os.O_RDWR, 0)
+	f.WriteAt([]byte{0xff, 0xfe}, 4096*3+600)
+	f.Close()
+	os.Rename(path, active)
+
+	a, err := OpenAppender(src, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := a.Stats()
+	a.Close()
+	if st.RecoveredSegments != 1 {
+		t.Fatalf("recovered %d segments", st.RecoveredSegments)
+	}
+	if _, err := os.Stat(active); !os.IsNotExist(err) {
+		t.Fatalf("unsealed segment still there: %v", err)
+	}
+	recs, _ := readAll(t, src, ReaderOptions{Inspect: true})
+	kept := 0
+	for _, r := range recs {
+		if !sameContent(r, orig[r.Seq]) {
+			t.Fatalf("recovered record %d differs", r.Seq)
+		}
+		if r.Seq >= last.ID {
+			kept++
+		}
+	}
+	items, _ := ListQuarantine(src)
+	var original bool
+	for _, it := range items {
+		if it.Kind == "segment" && it.Segment == last.ID && contains(it.Reason, "unsealed segment left by a dead appender") {
+			original = true
+		}
+	}
+	if !original || kept == 0 || len(recs) >= len(orig) {
+		t.Fatalf("kept %d of the damaged segment, %d of %d in all, quarantine %+v", kept, len(recs), len(orig), items)
+	}
+	checkSpool(t, src)
+}
+
+func TestRequeue_PutsQuarantinedRecordBack(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := OpenAppender(dir, fastOptions())
+	rec := testRecord(7, 50)
+	rec.Seq = 3
+	good := appendRecord(nil, &rec)
+	bad := append([]byte(nil), good...)
+	bad[40] ^= 1
+	if err := quarantineRecords(dir, 1, []damagedRecord{{Seq: 3, Raw: good, Reason: "test: a newer version"}, {Seq: 4, Raw: bad, Reason: "test: flipped"}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Requeue(a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if len(res) != 2 || res[0].Err != "" || res[1].Err == "" {
+		t.Fatalf("requeue results %+v", res)
+	}
+	recs, _ := readAll(t, dir, ReaderOptions{})
+	if len(recs) != 1 || !sameContent(recs[0], testRecord(7, 50)) {
+		t.Fatalf("spool after requeue: %+v", recs)
+	}
+	items, _ := ListQuarantine(dir)
+	if len(items) != 1 || items[0].Seq != 4 || items[0].Reason != "test: flipped" {
+		t.Fatalf("quarantine after requeue: %+v", items)
+	}
+	checkSpool(t, dir)
+}

@@ -1,0 +1,375 @@
+package writer
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/spool"
+	"github.com/rs/zerolog"
+)
+
+// Benchmarks of the writer (issue 5). Run them with
+//
+//	go test -run '^$' -bench . -benchtime 1x -timeout 60m ./writer/
+//
+// Each reports its figures with b.ReportMetric; -benchtime 1x because each
+// iteration is a whole catch-up. The preloaded database (1 M transmissions,
+// 10 M observations, about 4 GB) is built on first use in
+// $MESHINGEST_BENCH_CACHE (default ~/.cache/meshingest-bench), which takes
+// several minutes, and reused afterwards.
+
+const (
+	benchTransmissions = 10000 // new transmissions per catch-up run
+	benchFanout        = 27    // observations per transmission
+	benchSeed          = 7
+	benchObservers     = 60
+)
+
+// benchStart is when the benchmark traffic was "received"; the preloaded
+// rows are from the 30 days before.
+var benchStart = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+// BenchmarkCatchUp drains a backlog of benchTransmissions × 27 observations
+// with a real writer process, into an empty database and into one
+// preloaded with 1 M transmissions and 10 M observations, and beside it
+// inserts the same rows with the simplest possible loop (one prepared
+// INSERT per table, one transaction): the ceiling.
+func BenchmarkCatchUp(b *testing.B) {
+	b.Run("empty", func(b *testing.B) { benchCatchUp(b, "") })
+	b.Run("preloaded-1M-10M", func(b *testing.B) { benchCatchUp(b, preloadedDB(b)) })
+}
+
+func benchCatchUp(b *testing.B, base string) {
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		dir := b.TempDir()
+		p := newProcessSetup(b, dir, nil)
+		ceilingPath := filepath.Join(dir, "ceiling.db")
+		if base != "" {
+			copyFile(b, base, p.DB)
+			copyFile(b, base, ceilingPath)
+		} else {
+			for _, path := range []string{p.DB, ceilingPath} {
+				d, err := openDatabase(context.Background(), path, true, DBOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := migrate(context.Background(), d.conn, zerolog.Nop()); err != nil {
+					b.Fatal(err)
+				}
+				d.close()
+			}
+		}
+		before := tableMaxIDs(b, p.DB)
+		g := newTrafficGen(b, benchSeed, benchObservers, benchFanout, benchFanout, benchStart)
+		g.counter = 1 << 24 // no collision with the preloaded transmissions
+		messages := appendGenerated(b, p.Spool, g, benchTransmissions)
+		dropPageCache(p.DB)
+
+		b.StartTimer()
+		start := time.Now()
+		cmd := p.start(b)
+		end := p.waitDrained(b, 30*time.Minute)
+		b.StopTimer()
+		io, ioErr := procIO(cmd.Process.Pid)
+		rss, rssErr := peakRSS(cmd.Process.Pid)
+		stopProcess(b, cmd)
+		if ioErr != nil || rssErr != nil {
+			b.Fatalf("read writer process figures: %v %v", ioErr, rssErr)
+		}
+		elapsed := end.Sub(start)
+
+		rows := newRows(b, p.DB, before)
+		obs := int64(len(rows["observations"].values))
+		if obs < int64(benchTransmissions*benchFanout*9/10) {
+			b.Fatalf("only %d observations written", obs)
+		}
+		ceiling := insertCeiling(b, ceilingPath, rows)
+
+		b.ReportMetric(float64(obs)/elapsed.Seconds(), "obs/s")
+		b.ReportMetric(float64(obs)/ceiling.Seconds(), "ceiling-obs/s")
+		b.ReportMetric(100*ceiling.Seconds()/elapsed.Seconds(), "%-of-ceiling")
+		b.ReportMetric(float64(io.WriteBytes)/float64(obs), "disk-B/obs")
+		b.ReportMetric(float64(io.WriteBytes)/float64(messages), "disk-B/msg")
+		b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
+		b.ReportMetric(float64(messages), "messages")
+	}
+}
+
+// appendGenerated spools the messages of n transmissions and returns how
+// many messages that was.
+func appendGenerated(b testing.TB, dir string, g *trafficGen, transmissions int) int {
+	b.Helper()
+	var recs []Record
+	for tx := 0; tx < transmissions; {
+		r := g.next()
+		recs = append(recs, r)
+		if len(g.pending) == 0 {
+			tx++
+		}
+		if len(recs) == 20000 || tx == transmissions {
+			appendToSpool(b, dir, recs, spool.Options{})
+			recs = recs[:0]
+		}
+	}
+	return g.n
+}
+
+// dropPageCache asks the kernel to write back and forget the file, so the
+// run starts as a catch-up after maintenance would, not from a warm cache.
+// (Without privileges it is a no-op; the figures are then optimistic.)
+func dropPageCache(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.Sync()
+	fadviseDontNeed(f)
+}
+
+func copyFile(b testing.TB, src, dst string) {
+	b.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		b.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+var ceilingTables = []string{"observers", "nodes", "transmissions", "observations", "observer_metrics", "dropped_packets"}
+
+func tableMaxIDs(b testing.TB, path string) map[string]int64 {
+	b.Helper()
+	db := openRaw(b, path)
+	defer db.Close()
+	out := map[string]int64{}
+	for _, t := range ceilingTables {
+		out[t] = count(b, db, "SELECT COALESCE(MAX(rowid), 0) FROM "+t)
+	}
+	return out
+}
+
+type tableRows struct {
+	cols   []string
+	values [][]any
+}
+
+// newRows reads the rows the writer added (rowid above before's).
+func newRows(b testing.TB, path string, before map[string]int64) map[string]*tableRows {
+	b.Helper()
+	db := openRaw(b, path)
+	defer db.Close()
+	out := map[string]*tableRows{}
+	for _, t := range ceilingTables {
+		cols := columnsOf(b, db, t)
+		rows, err := db.Query(fmt.Sprintf("SELECT %s FROM %s WHERE rowid > ? ORDER BY rowid", strings.Join(cols, ", "), t), before[t])
+		if err != nil {
+			b.Fatal(err)
+		}
+		tr := &tableRows{cols: cols}
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				b.Fatal(err)
+			}
+			tr.values = append(tr.values, vals)
+		}
+		rows.Close()
+		out[t] = tr
+	}
+	return out
+}
+
+// insertCeiling inserts rows with one prepared INSERT per table in one
+// transaction, with the writer's connection settings, and returns the time.
+func insertCeiling(b testing.TB, path string, rows map[string]*tableRows) time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	d, err := openDatabase(ctx, path, false, DBOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.close()
+	dropPageCache(path)
+	start := time.Now()
+	if _, err := d.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		b.Fatal(err)
+	}
+	for _, t := range ceilingTables {
+		tr := rows[t]
+		if len(tr.values) == 0 {
+			continue
+		}
+		// observers may already hold the row (preloaded): the writer
+		// updated it; the ceiling only inserts what is new.
+		stmt, err := d.conn.PrepareContext(ctx, fmt.Sprintf("INSERT OR IGNORE INTO %s (%s) VALUES (%s)",
+			t, strings.Join(tr.cols, ", "), strings.TrimSuffix(strings.Repeat("?, ", len(tr.cols)), ", ")))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, v := range tr.values {
+			if _, err := stmt.ExecContext(ctx, v...); err != nil {
+				b.Fatalf("ceiling insert into %s: %v", t, err)
+			}
+		}
+		stmt.Close()
+	}
+	if _, err := d.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// preloadedDB returns the cached database with 1 M transmissions and 10 M
+// observations, building it on first use.
+func preloadedDB(b testing.TB) string {
+	b.Helper()
+	dir := os.Getenv("MESHINGEST_BENCH_CACHE")
+	if dir == "" {
+		c, err := os.UserCacheDir()
+		if err != nil {
+			b.Fatal(err)
+		}
+		dir = filepath.Join(c, "meshingest-bench")
+	}
+	path := filepath.Join(dir, "preloaded-1M-10M-v1.db")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("building %s (once; several minutes)", path)
+	started := time.Now()
+	tmp := path + ".building"
+	for _, f := range []string{tmp, tmp + "-wal", tmp + "-shm"} {
+		os.Remove(f)
+	}
+	buildPreloaded(b, tmp, 1_000_000, 10)
+	if err := os.Rename(tmp, path); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("built %s in %v", path, time.Since(started).Round(time.Second))
+	return path
+}
+
+// buildPreloaded fills a new database with txCount transmissions of fanout
+// observations each, from the benchmark's observers, received in the 30
+// days before benchStart. Secondary indexes are built after the rows.
+func buildPreloaded(b testing.TB, path string, txCount, fanout int) {
+	b.Helper()
+	ctx := context.Background()
+	d, err := openDatabase(ctx, path, true, DBOptions{CacheKiB: 256 << 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.close()
+	if _, err := migrate(ctx, d.conn, zerolog.Nop()); err != nil {
+		b.Fatal(err)
+	}
+	conn := d.conn
+	exec := func(q string, args ...any) {
+		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
+			b.Fatalf("%s: %v", firstLine(q), err)
+		}
+	}
+	exec("PRAGMA synchronous = OFF")
+	for _, ddl := range indexDDL {
+		if strings.Contains(ddl, " ON observations(") || strings.Contains(ddl, " ON transmissions(") {
+			name := strings.Fields(strings.SplitN(ddl, " ON ", 2)[0])
+			exec("DROP INDEX IF EXISTS " + name[len(name)-1])
+		}
+	}
+	g := newTrafficGen(b, benchSeed, benchObservers, fanout, fanout, benchStart)
+	type tmpl struct {
+		f       decoder.Frame
+		decoded string
+		channel sql.NullString
+	}
+	var templates []tmpl
+	for _, f := range g.frames {
+		p := decoder.DecodePacket(f, decoder.Options{})
+		templates = append(templates, tmpl{f: f, decoded: string(p.DecodedJSON()), channel: p.ChannelHash()})
+	}
+	first := benchStart.Add(-30 * 24 * time.Hour)
+	for i, id := range g.observers {
+		exec(`INSERT INTO observers (id, name, iata, first_seen, last_seen, packet_count, last_packet_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, id, fmt.Sprintf("Observer %d", i), g.regions[i%len(g.regions)],
+			formatSeconds(first.Unix()), formatSeconds(benchStart.Add(-time.Hour).Unix()), txCount*fanout/benchObservers, formatSeconds(benchStart.Add(-time.Hour).Unix()))
+	}
+	insTx, err := conn.PrepareContext(ctx, `INSERT INTO transmissions (id, raw_hex, hash, first_seen, last_seen, route_type,
+		payload_type, payload_version, decoded_json, channel_hash) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	insObs, err := conn.PrepareContext(ctx, `INSERT INTO observations (transmission_id, observer_idx, direction, snr, rssi,
+		score, path_json, timestamp, raw_hex) VALUES (?, ?, 'rx', ?, ?, 1000, ?, ?, ?)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	span := int64(30 * 24 * 3600)
+	for i := 1; i <= txCount; i++ {
+		if i%50000 == 1 {
+			exec("BEGIN")
+		}
+		t := &templates[g.rng.IntN(len(templates))]
+		body := append([]byte(nil), t.f.Bytes...)
+		binary.BigEndian.PutUint32(body[len(body)-4:], uint32(i))
+		f, err := decoder.DecodeFrameBytes(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		at := first.Unix() + int64(i)*span/int64(txCount)
+		raw := strings.ToUpper(hex.EncodeToString(body))
+		ch := t.channel
+		if ch.Valid {
+			ch.String = "enc_" + strings.ToUpper(hex.EncodeToString(f.Payload[:1]))
+		}
+		if _, err := insTx.ExecContext(ctx, i, raw, f.Hash.String(), formatSeconds(at), at+int64(fanout),
+			int(f.Route), int(f.Type), t.decoded, ch); err != nil {
+			b.Fatal(err)
+		}
+		for j, oi := range g.rng.Perm(benchObservers)[:fanout] {
+			obsRaw := g.withPath(&f)
+			of, _ := decoder.DecodeFrameBytes(obsRaw)
+			if _, err := insObs.ExecContext(ctx, i, oi+1, float64(g.rng.IntN(80)-40)/4, -60-g.rng.IntN(60),
+				of.PathJSON(), at+int64(j), strings.ToUpper(hex.EncodeToString(obsRaw))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if i%50000 == 0 || i == txCount {
+			exec("COMMIT")
+		}
+	}
+	insTx.Close()
+	insObs.Close()
+	if _, err := migrate(ctx, conn, zerolog.Nop()); err != nil { // rebuilds the dropped indexes
+		b.Fatal(err)
+	}
+	exec("PRAGMA wal_checkpoint(TRUNCATE)")
+}
