@@ -39,13 +39,13 @@ func generatedRecords(t testing.TB, seed uint64, n int, start time.Time) ([]Reco
 }
 
 // TestPathJobs_Generated_MatchesReference does the same for a generated
-// mesh of 300 nodes and 40 observers: 100,000 messages (20,000 under the
+// mesh of 300 nodes and 40 observers: 100,000 messages (10,000 under the
 // race detector), with 1-byte hop prefixes shared by several nodes, so the
 // neighbour graph settles many hops, and repeated reports of observations.
 func TestPathJobs_Generated_MatchesReference(t *testing.T) {
 	n := 100_000
 	if raceEnabled {
-		n = 20_000
+		n = 10_000
 	}
 	start := time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)
 	began := time.Now()

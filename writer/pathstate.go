@@ -121,10 +121,9 @@ func (p *pathState) ensure(ctx context.Context, tx Tx, now time.Time) error {
 		st.close()
 		return fmt.Errorf("prepare observation lookup: %w", err)
 	}
-	if p.rows != nil {
-		p.stmts.close()
-		p.rows.exists.Close()
-	}
+	// The statements of a previous connection are not closed: the writer
+	// closed that connection, and with it (in modernc's driver) freed
+	// them; finalizing them again would touch freed memory.
 	p.graph, p.stmts = graph, st
 	p.rows = newObservationRows()
 	p.rows.exists = exists

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/rs/zerolog"
@@ -223,5 +224,39 @@ func mustExecConn(t *testing.T, conn Tx, q string, args ...any) {
 	t.Helper()
 	if _, err := conn.ExecContext(context.Background(), q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// TestPathState_NewConnection_Reloads: when the writer reopened the
+// database (a restore, a reopen after an error) the state is loaded again
+// from the new connection; the old one, closed by the writer, is not
+// touched.
+func TestPathState_NewConnection_Reloads(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "meshcore.db")
+	open := func() *database {
+		d, err := openDatabase(ctx, path, true, DBOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := migrate(ctx, d.conn, zerolog.Nop()); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	p := newPathState(zerolog.Nop(), 5)
+	d1 := open()
+	if err := p.ensure(ctx, d1.conn, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	mustExecConn(t, d1.conn, `INSERT INTO nodes (public_key) VALUES (?)`, key64("ab"))
+	d1.close()
+	d2 := open()
+	defer d2.close()
+	if err := p.ensure(ctx, d2.conn, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if p.index.len() != 1 {
+		t.Errorf("index after the reopen holds %d nodes, want the 1 in the table", p.index.len())
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
@@ -114,12 +116,12 @@ func Redecode(ctx context.Context, cfg *shared.Config, opts RedecodeOptions) (Re
 	if err != nil {
 		return RedecodeProgress{}, err
 	}
-	d, err := openDatabase(ctx, cfg.DBPath, false, DBOptions{BusyTimeoutMs: int(opts.BusyTimeout / time.Millisecond)})
+	conn, closeDB, err := openForRedecode(ctx, cfg.DBPath, opts.BusyTimeout)
 	if err != nil {
 		return RedecodeProgress{}, err
 	}
-	defer d.close()
-	r := &redecoder{conn: d.conn, decode: ic.decode, opts: opts}
+	defer closeDB()
+	r := &redecoder{conn: conn, decode: ic.decode, opts: opts}
 	if err := r.checkSchema(ctx); err != nil {
 		return RedecodeProgress{}, fmt.Errorf("redecode %s: %w", cfg.DBPath, err)
 	}
@@ -148,6 +150,40 @@ func Redecode(ctx context.Context, cfg *shared.Config, opts RedecodeOptions) (Re
 	opts.Log.Info().Int64("scanned", prog.Scanned).Int64("updated", prog.Updated).Dur("took", time.Since(prog.Started)).
 		Msg("redecode finished")
 	return prog, nil
+}
+
+// openForRedecode opens an existing database as a second writer: the busy
+// timeout is set before anything else (the writer may hold the lock right
+// then), and nothing about the file is changed (the writer made it WAL).
+func openForRedecode(ctx context.Context, path string, busy time.Duration) (*sql.Conn, func(), error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	q := url.Values{}
+	q.Set("mode", "rw")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
+	q.Add("_pragma", "synchronous(FULL)")
+	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
+	if err != nil {
+		return nil, nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	closeDB := func() { conn.Close(); db.Close() }
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		closeDB()
+		return nil, nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		closeDB()
+		return nil, nil, fmt.Errorf("open database %s: journal_mode is %q, not wal: %w; run `meshingest write` once first", path, mode, ErrNotMeshingestDatabase)
+	}
+	return conn, closeDB, nil
 }
 
 type redecoder struct {

@@ -128,7 +128,7 @@ func TestRedecode_WhileTheWriterRuns(t *testing.T) {
 	noBot, full := withoutBot(t)
 	n := 40000
 	if raceEnabled {
-		n = 10000
+		n = 5000
 	}
 	// A backlog heard right after the corpus, in a spool folder of its own:
 	// its records are numbered from 1 again, so the position the corpus
