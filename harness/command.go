@@ -110,10 +110,10 @@ func Command(name string, args []string, defaults []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	info := RunInfo{Command: "meshingest " + name + " " + strings.Join(args, " "), Started: time.Now(), Config: cfg, Version: version(cfg.Binary)}
+	info := RunInfo{Command: "meshingest " + name + " " + strings.Join(args, " "), Started: time.Now(), Config: cfg, Version: version(cfg.Binary), LoadStart: LoadAvg()}
 	fmt.Fprintf(os.Stderr, "meshingest %s: files under %s\n", name, cfg.WorkDir)
 	results := suite.Run(ctx)
-	info.Finished = time.Now()
+	info.Finished, info.LoadEnd = time.Now(), LoadAvg()
 	plotted := *plotPath
 	if err := WritePlot(*plotPath, results); err != nil {
 		fmt.Fprintf(os.Stderr, "meshingest %s: %v\n", name, err)

@@ -236,6 +236,7 @@ func short(s string) string {
 // Reconciliation compares a database with what the generator says a
 // correct writer holds after the messages it handed out.
 type Reconciliation struct {
+	ExpectedMessages int
 	// Expected and found observation rows; Lost are expected keys missing.
 	ExpectedObservations, FoundObservations, LostObservations, ExtraObservations int
 	ExpectedTransmissions, FoundTransmissions                                    int
@@ -259,6 +260,9 @@ type Reconciliation struct {
 	NullObserverIdx int
 	// LostExamples are a few missing observations with their message Seq.
 	LostExamples []string
+	// lost are the missing observation keys, for attributing loss to the
+	// fault that caused it.
+	lost []observation
 }
 
 // MessagesLost counts messages whose effect is missing: every status and
@@ -302,6 +306,7 @@ func writerReason(reason string) (row bool, counted string) {
 func Reconcile(st *DBState, acct loadgen.Accounting, keys []loadgen.ObservationKey, drops map[string]int64, exactDrops bool) *Reconciliation {
 	r := &Reconciliation{
 		ExactDrops:           exactDrops,
+		ExpectedMessages:     acct.Messages,
 		ExpectedObservations: acct.Observations, FoundObservations: st.ObservationRows,
 		ExpectedTransmissions: acct.Transmissions, FoundTransmissions: st.TransmissionRows,
 		NodesExpected: acct.Nodes, NodesFound: len(st.Nodes), NullObserverIdx: st.NullObserverIdx,
@@ -313,6 +318,7 @@ func Reconcile(st *DBState, acct loadgen.Accounting, keys []loadgen.ObservationK
 		want[o] = true
 		if _, ok := st.Observations[o]; !ok {
 			r.LostObservations++
+			r.lost = append(r.lost, o)
 			if len(r.LostExamples) < 5 {
 				r.LostExamples = append(r.LostExamples, fmt.Sprintf("message %d: %s from %s path %s", k.FirstSeq, k.Hash, short(k.ObserverID), k.PathJSON))
 			}

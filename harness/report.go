@@ -18,6 +18,22 @@ type RunInfo struct {
 	Config   Config
 	// Version is the binary's `meshingest version` line or a commit.
 	Version string
+	// LoadStart and LoadEnd are /proc/loadavg at start and end: the
+	// machine may be shared, and other work there moves every figure.
+	LoadStart, LoadEnd string
+}
+
+// LoadAvg is the first three fields of /proc/loadavg.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // WriteReport writes the markdown report to path; plot, when not empty, is
@@ -30,6 +46,9 @@ func WriteReport(path, plotPath string, info RunInfo, results []*Result) error {
 	w("Produced by `%s` on %s (%d CPUs, %s/%s, %s), %s to %s. Binary: %s.\n\n",
 		info.Command, hostname(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, kernel(),
 		info.Started.UTC().Format("2006-01-02 15:04 MST"), info.Finished.UTC().Format("15:04 MST"), info.Version)
+	if info.LoadStart != "" {
+		w("Load average of the machine (1, 5, 15 min) at start: %s; at the end: %s. ", info.LoadStart, info.LoadEnd)
+	}
 	w("Load: `loadgen` seed %d, %.0f msg/s steady for %s then a burst of %d; %d + %d receiver SIGKILLs (QoS 1 + QoS 0), %d writer SIGKILLs, about %s apart; database lock %s; one-off faults under %s of load. ",
 		cfg.Seed, cfg.Rate, cfg.Steady, cfg.Burst, cfg.ReceiverKills, cfg.QoS0Kills, cfg.WriterKills, cfg.KillGap, cfg.Lock, cfg.FaultLoad)
 	w("Every process is the real binary against a real mosquitto and real files; every count below comes from the database, the processes' stats files or /proc.\n\n")
@@ -93,7 +112,7 @@ func writeScenario(b *strings.Builder, r *Result) {
 			rec.FoundTransmissions, rec.ExpectedTransmissions, rec.FoundObservations, rec.ExpectedObservations, rec.LostObservations, rec.ExtraObservations,
 			rec.NodesFound, rec.NodesExpected, rec.DroppedRowsFound, rec.DroppedRowsExpected)
 		w("- packet_count: %d missing, %d extra; advert_count: %d missing, %d extra\n", rec.PacketCountLost, rec.PacketCountDoubled, rec.AdvertCountLost, rec.AdvertCountDoubled)
-		w("- drops expected → counted by the writer: %s%s\n", dropsLine(rec.DropsExpected, rec.DropsCounted), map[bool]string{true: "", false: " (lower bound: writers were SIGKILLed)"}[rec.ExactDrops])
+		w("- drops expected → counted by the writer: %s%s\n", dropsLine(rec.DropsExpected, rec.DropsCounted), map[bool]string{true: "", false: " (a lower bound: a writer was stopped or killed mid-run, taking its last second of counters with it)"}[rec.ExactDrops])
 		for _, ex := range rec.LostExamples {
 			w("  - missing: %s\n", ex)
 		}

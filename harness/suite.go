@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -209,6 +210,9 @@ func (s *Suite) finish(ctx context.Context, e *Env, r *Result, compare, exactDro
 	r.Timeline = e.Samples()
 	_, arrivals := e.Poller.Arrivals()
 	r.PublishLag = PublishLag(r.Timeline, arrivals)
+	if err := writeTimeline(filepath.Join(e.Dir, "timeline.csv"), r); err != nil {
+		r.note("timeline.csv: %v", err)
+	}
 	r.Started = e.Started
 	r.ReceiverCost, r.WriterCost = e.Receiver.Totals(), e.Writer.Totals()
 	r.ReceiverDrops = e.ReceiverDrops()
@@ -248,4 +252,20 @@ func (s *Suite) killLoop(ctx context.Context, n int, seed uint64, kill func() er
 		downs = append(downs, time.Since(t))
 	}
 	return downs, at, nil
+}
+
+// writeTimeline saves the per-second samples beside the run's files, for
+// looking into a figure after the fact (RSS growth, lag, depth).
+func writeTimeline(path string, r *Result) error {
+	var b strings.Builder
+	b.WriteString("seconds,published,db_observations,publish_lag_s,writer_lag_s,receiver_depth,writer_depth,receiver_fsyncs,writer_commits,receiver_rss,writer_rss,writer_db_state\n")
+	for i, s := range r.Timeline {
+		lag := 0.0
+		if i < len(r.PublishLag) {
+			lag = r.PublishLag[i]
+		}
+		fmt.Fprintf(&b, "%.1f,%d,%d,%.2f,%.2f,%.0f,%.0f,%.0f,%.0f,%d,%d,%s\n", s.At.Sub(r.Started).Seconds(), s.Published, s.DBObservations,
+			lag, s.LagSeconds, s.ReceiverDepth, s.WriterDepth, s.ReceiverFsyncs, s.WriterCommits, s.ReceiverRSS, s.WriterRSS, s.WriterDBState)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
 }

@@ -334,3 +334,16 @@ func TestGenerator_Next_Deterministic(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkGenerator_Next is how fast the generator makes messages: it
+// must outpace the harness's bursts (tens of thousands per second) on one
+// core. Adverts dominate (an Ed25519 signature each).
+func BenchmarkGenerator_Next(b *testing.B) {
+	g := New(Options{Seed: 1, Clock: fixedClock})
+	bytes := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		bytes += len(g.Next().Payload)
+	}
+	b.ReportMetric(float64(bytes)/float64(b.N), "payload-bytes/msg")
+}

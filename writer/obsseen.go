@@ -23,11 +23,19 @@ type observationRows struct {
 	// transmissions known since their first observation. Observations of
 	// one transmission arrive within seconds, so a recent window is enough.
 	complete *recentCache[int64, []obsKey]
-	// pending holds what the open batch added; it reaches complete only
-	// after the commit.
-	pending map[int64][]obsKey
-	seed    maphash.Seed
-	exists  *sql.Stmt
+	// batch holds the keys of the open batch, per transmission it touched;
+	// they reach complete only after the commit. The writer queues
+	// observations and inserts them in chunks, so the open batch's rows
+	// may not be in the table yet: a key seen in this batch is answered
+	// from here, never from a lookup.
+	batch  map[int64]*batchKeys
+	seed   maphash.Seed
+	exists *sql.Stmt
+}
+
+type batchKeys struct {
+	keys     []obsKey
+	complete bool // keys holds every observation of the transmission
 }
 
 // obsKey is an observation's identity within its transmission: the
@@ -46,7 +54,7 @@ const observationRowsCache = 8192
 func newObservationRows() *observationRows {
 	return &observationRows{
 		complete: newRecentCache[int64, []obsKey](observationRowsCache),
-		pending:  map[int64][]obsKey{},
+		batch:    map[int64]*batchKeys{},
 		seed:     maphash.MakeSeed(),
 	}
 }
@@ -55,41 +63,52 @@ const observationExistsSQL = `SELECT EXISTS (SELECT 1 FROM observations
 	WHERE transmission_id = ? AND observer_idx = ? AND COALESCE(path_json, '') = ?)`
 
 // isNew reports whether the observation will insert a row, and records it.
-// It runs inside the batch's transaction, so the lookup sees the rows the
-// batch has written so far.
 func (r *observationRows) isNew(ctx context.Context, o *Observation, newTransmission bool) (bool, error) {
 	if !o.ObserverIdx.Valid {
 		return true, nil // NULL observer_idx never matches the unique index
 	}
 	txid := o.TransmissionID
 	k := obsKey{observer: o.ObserverIdx.Int64, path: maphash.String(r.seed, o.PathJSON)}
-	if newTransmission {
-		r.pending[txid] = []obsKey{k}
-		return true, nil
+	b := r.batch[txid]
+	if b == nil {
+		switch stored, known := r.complete.get(txid); {
+		case newTransmission:
+			b = &batchKeys{complete: true}
+		case known:
+			b = &batchKeys{keys: slices.Clone(stored), complete: true}
+		default:
+			b = &batchKeys{}
+		}
+		r.batch[txid] = b
 	}
-	added, inBatch := r.pending[txid]
-	stored, known := r.complete.get(txid)
-	if inBatch || known {
-		if slices.Contains(added, k) || slices.Contains(stored, k) {
+	if slices.Contains(b.keys, k) {
+		return false, nil
+	}
+	if !b.complete {
+		// Stored before this process saw the transmission: ask the
+		// unique index (rows of earlier batches).
+		var exists bool
+		if err := r.exists.QueryRowContext(ctx, txid, o.ObserverIdx.Int64, o.PathJSON).Scan(&exists); err != nil {
+			return false, fmt.Errorf("look up observation of transmission %d: %w", txid, err)
+		}
+		if exists {
+			b.keys = append(b.keys, k)
 			return false, nil
 		}
-		r.pending[txid] = append(added, k)
-		return true, nil
 	}
-	var exists bool
-	if err := r.exists.QueryRowContext(ctx, txid, o.ObserverIdx.Int64, o.PathJSON).Scan(&exists); err != nil {
-		return false, fmt.Errorf("look up observation of transmission %d: %w", txid, err)
-	}
-	return !exists, nil
+	b.keys = append(b.keys, k)
+	return true, nil
 }
 
-// committed moves the batch's keys into the cache; rolledBack forgets them.
+// committed moves the batch's complete key sets into the cache;
+// rolledBack forgets them.
 func (r *observationRows) committed() {
-	for txid, added := range r.pending {
-		stored, _ := r.complete.get(txid)
-		r.complete.put(txid, append(stored, added...))
+	for txid, b := range r.batch {
+		if b.complete {
+			r.complete.put(txid, b.keys)
+		}
 	}
-	clear(r.pending)
+	clear(r.batch)
 }
 
-func (r *observationRows) rolledBack() { clear(r.pending) }
+func (r *observationRows) rolledBack() { clear(r.batch) }

@@ -28,6 +28,7 @@ type referencePaths struct {
 	// byAdjacency counts hops that only the neighbour graph could settle,
 	// so a test can check that case was exercised.
 	byAdjacency int
+	repeats     int // messages that repeated a stored observation
 }
 
 type refEdge struct {
@@ -233,6 +234,7 @@ func checkPathJobs(t *testing.T, dbPath string, recs []Record, maxAgeDays int) *
 		}
 		if applied[row] {
 			ref.repeatedRow(row, rec.ReceivedAt.Unix())
+			ref.repeats++
 			continue
 		}
 		if row.id <= lastID {
@@ -329,8 +331,8 @@ func checkPathJobs(t *testing.T, dbPath string, recs []Record, maxAgeDays int) *
 			resolved++
 		}
 	}
-	t.Logf("%d observations, %d with a resolved_path, %d hops settled by adjacency; %d nodes; %d edges",
-		len(all), resolved, ref.byAdjacency, len(ref.nodes), len(ref.edges))
+	t.Logf("%d observations (%d repeated reports), %d with a resolved_path, %d hops settled by adjacency; %d nodes; %d edges",
+		len(all), ref.repeats, resolved, ref.byAdjacency, len(ref.nodes), len(ref.edges))
 	return ref
 }
 

@@ -2,11 +2,13 @@ package writer
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/meshingest/meshingest/loadgen"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 )
 
 // TestPathJobs_Corpus_MatchesReference drains the real capture and checks
@@ -86,4 +88,33 @@ func runUntilDrained(t testing.TB, w *Writer, n int64, timeout time.Duration) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestPathJobs_AcrossARestart_MatchesReference: a second writer process
+// (its memory empty) takes over mid-transmission and gets reports again
+// that the first one stored, and new ones twice in one batch: the new rows
+// and the repeats are told apart (through the table for transmissions it
+// did not see begin), the edges counted once.
+func TestPathJobs_AcrossARestart_MatchesReference(t *testing.T) {
+	recs, cfg := generatedRecords(t, 9, 20000, time.Date(2026, 10, 3, 8, 0, 0, 0, time.UTC))
+	a, b := recs[:15000], recs[15000:]
+	// After the restart come again the last reports the first process
+	// stored, then the first new ones twice, in one batch.
+	b = append(append(append(append([]Record(nil), a[len(a)-300:]...), b[:300]...), b[:300]...), b[300:]...)
+	dir := filepath.Join(t.TempDir(), "spool")
+	appendToSpool(t, dir, a, spool.Options{})
+	first := openSource(t, dir)
+	drain(t, first, Options{Config: cfg}, int64(len(a)))
+	appendToSpool(t, dir, b, spool.Options{})
+	drain(t, openSource(t, dir), Options{Config: cfg}, int64(len(b)))
+	checkPathJobs(t, cfg.DBPath, append(append([]Record(nil), a...), b...), cfg.NeighborEdgesDays())
+}
+
+func openSource(t *testing.T, dir string) *SpoolSource {
+	t.Helper()
+	r, err := spool.OpenReader(dir, spool.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewSpoolSource(r)
 }
