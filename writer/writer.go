@@ -165,9 +165,14 @@ func New(src Source, opts Options) (*Writer, error) {
 		trouble: newTroubleTracker(opts.Log, opts.RetryMax),
 		notify:  notify,
 	}
-	w.in = &ingester{cfg: ic, hook: opts.Hook, log: opts.Log, throttle: shared.NewThrottle(time.Minute),
+	// CoreScope's jobs (jobs.go) ride on the batches and run as tasks.
+	if j := newJobs(cfg, opts.Log, w.stats); j != nil {
+		w.opts.Hook = chainHooks(j.hook(), opts.Hook)
+		w.opts.Tasks = append(j.tasks(), opts.Tasks...)
+	}
+	w.in = &ingester{cfg: ic, hook: w.opts.Hook, log: opts.Log, throttle: shared.NewThrottle(time.Minute),
 		decoded: newRecentCache[ContentKey, struct{}](opts.Cache.withDefaults().Transmissions)}
-	tasks := append([]Task{newRetention(cfg, w.forgetTransmissions)}, opts.Tasks...)
+	tasks := append([]Task{newRetention(cfg, w.forgetTransmissions)}, w.opts.Tasks...)
 	for _, t := range tasks {
 		w.tasks = append(w.tasks, &taskRun{task: t})
 	}
