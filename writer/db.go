@@ -27,8 +27,9 @@ type DBOptions struct {
 	// the writer's budget is 64 MiB in all, of which the executable's own
 	// pages take about 20. Inserts touch the right edge of the id and
 	// time indexes and one spot per observer in the others, a small
-	// working set: the catch-up benchmarks ran as fast with 4 MiB as
-	// with 8 or 24. Default 4 MiB (config writer.cacheKiB).
+	// working set: the catch-up benchmarks ran as fast with 2 or 4 MiB
+	// as with 8 or 24. Default 2 MiB, SQLite's own default (config
+	// writer.cacheKiB).
 	CacheKiB int
 	// BusyTimeoutMs is how long SQLite itself waits for a lock before a
 	// statement fails with SQLITE_BUSY. A lock shorter than this is
@@ -45,7 +46,7 @@ type DBOptions struct {
 
 func (o DBOptions) withDefaults() DBOptions {
 	if o.CacheKiB <= 0 {
-		o.CacheKiB = 4 << 10
+		o.CacheKiB = 2 << 10
 	}
 	if o.BusyTimeoutMs <= 0 {
 		o.BusyTimeoutMs = 1000

@@ -32,7 +32,7 @@ type pipelineItem struct {
 // pipelineDepth is how many prepared records may wait for the drain loop:
 // enough to keep both cores busy, small against the memory budget (a
 // prepared record is about 2 KiB).
-const pipelineDepth = 512
+const pipelineDepth = 256
 
 func startPipeline(src Source, after Position, in *ingester) (*pipeline, error) {
 	c, err := src.Open(after)

@@ -51,7 +51,7 @@ func runWrite(args []string) int {
 		// Keeps the whole writer within 64 MiB (SQLite's cache is
 		// outside the Go heap). A tighter limit makes the collector run
 		// all the time: 16 MiB cost a third of the CPU.
-		debug.SetMemoryLimit(32 << 20)
+		debug.SetMemoryLimit(24 << 20)
 	}
 
 	ctx, _, stop := shared.SignalContext(context.Background())
