@@ -129,17 +129,21 @@ func benchCatchUp(b *testing.B, base string) {
 				}
 			}
 			if lb, err := os.ReadFile(p.LogFile); err == nil && strings.Contains(string(lb), `"commit"`) {
-				var commit, hold float64
+				var commit, hold, starved float64
 				var batches int
 				for _, l := range strings.Split(string(lb), "\n") {
-					var e struct{ Commit, Hold float64 }
+					var e struct {
+						Commit, Hold float64
+						Starved      float64 `json:"waited_for_records"`
+					}
 					if json.Unmarshal([]byte(l), &e) == nil && e.Hold > 0 {
 						commit += e.Commit
 						hold += e.Hold
+						starved += e.Starved
 						batches++
 					}
 				}
-				b.Logf("%d batches: %.0f ms in transactions, %.0f ms in COMMIT", batches, hold, commit)
+				b.Logf("%d batches: %.0f ms in transactions, %.0f ms in COMMIT, %.0f ms waiting for the reader", batches, hold, commit, starved)
 			}
 			os.RemoveAll(dir)
 			writer := end.Sub(start)

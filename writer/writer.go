@@ -380,6 +380,7 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 	next := w.state
 	sources := map[string]struct{}{}
 	var lastReceived time.Time
+	var starved time.Duration
 	fail := func(err error) (int, error) {
 		conn.ExecContext(sctx, "ROLLBACK")
 		if w.opts.Hook != nil {
@@ -400,11 +401,24 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 		if p.rec.Source != "" {
 			sources[p.rec.Source] = struct{}{}
 		}
-		if b.counts.messages >= w.opts.BatchMaxRecords || ctx.Err() != nil {
+		if b.counts.messages >= w.opts.BatchMaxRecords || ctx.Err() != nil || time.Since(holdStart) >= w.opts.BatchMaxTime {
 			break
 		}
+		var it pipelineItem
 		select {
-		case it := <-w.pipe.out:
+		case it = <-w.pipe.out:
+		default:
+			// The reader is behind: this wait is the spool's and the
+			// parser's, not SQLite's.
+			readWait := time.Now()
+			select {
+			case it = <-w.pipe.out:
+			case <-deadline.C:
+				full = true
+			}
+			starved += time.Since(readWait)
+		}
+		if !full {
 			switch {
 			case it.eof:
 				w.stopReading()
@@ -418,8 +432,6 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 			default:
 				p = it.p
 			}
-		case <-deadline.C:
-			full = true
 		}
 	}
 	if err := b.flush(); err != nil {
@@ -446,7 +458,7 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 	w.setCommitted(next.Position)
 	w.stats.addBatch(&b.counts, sources, lastReceived, holdStart.Sub(waitStart), now.Sub(holdStart), now)
 	w.log.Debug().Int("records", b.counts.messages).Dur("wait", holdStart.Sub(waitStart)).Dur("hold", now.Sub(holdStart)).
-		Dur("commit", now.Sub(commitStart)).
+		Dur("commit", now.Sub(commitStart)).Dur("waited_for_records", starved).
 		Stringer("position", next.Position).Msg("batch committed")
 	// The rows are durable: the spool may forget the records.
 	if err := w.src.Release(next.Position); err != nil {
