@@ -189,7 +189,23 @@ type WriterConfig struct {
 	BatchMaxMs      int `json:"batchMaxMs,omitempty"`
 	// RetryMaxMs caps the back-off while the database refuses writes.
 	RetryMaxMs int `json:"retryMaxMs,omitempty"`
+	// CacheKiB is SQLite's page cache for the writer's connection. More
+	// cache keeps more index pages of a very large database in memory,
+	// but it is resident memory (about 1.8 KiB per KiB of cache with the
+	// pure-Go SQLite). Zero means the writer's default.
+	CacheKiB int `json:"cacheKiB,omitempty"`
+	// Jobs runs, beside the inserts, the jobs CoreScope's server depends
+	// on: resolved_path, neighbor_edges, multibyte capability, geo-prune
+	// requests and the backfills of old databases (writer/jobs.go).
+	// Default true. false is for measuring the writer without them or
+	// ruling them out while diagnosing: the server shows no resolved
+	// paths and no neighbour graph without them.
+	Jobs *bool `json:"jobs,omitempty"`
 }
+
+// JobsEnabled reports whether the writer runs CoreScope's jobs (default
+// true).
+func (w WriterConfig) JobsEnabled() bool { return w.Jobs == nil || *w.Jobs }
 
 // EmbeddedBroker configures the MQTT broker built into `meshingest run`.
 type EmbeddedBroker struct {
@@ -423,6 +439,7 @@ func (c *Config) Validate(path string) error {
 		{"writer.batchMaxRecords", int64(c.Writer.BatchMaxRecords)},
 		{"writer.batchMaxMs", int64(c.Writer.BatchMaxMs)},
 		{"writer.retryMaxMs", int64(c.Writer.RetryMaxMs)},
+		{"writer.cacheKiB", int64(c.Writer.CacheKiB)},
 	}
 	for _, n := range nonNegative {
 		if n.v < 0 {

@@ -30,6 +30,14 @@ type batch struct {
 	nodes     map[string]*nodeDelta
 	nodeOrder []string
 
+	// Observations are written in chunks of observationChunk, in order;
+	// ids and conflict handling are the same as one at a time.
+	pendingObs []Observation
+	obsArgs    []any
+	// statuses are the live status payloads stored in this batch, by
+	// observer (store.lastStatus after the commit).
+	statuses map[string][32]byte
+
 	counts batchCounts
 }
 
@@ -81,6 +89,7 @@ func newBatch(ctx context.Context, s *store) *batch {
 		newObs:    map[string]int64{},
 		observers: map[int64]*observerDelta{},
 		nodes:     map[string]*nodeDelta{},
+		statuses:  map[string][32]byte{},
 		counts:    batchCounts{drops: map[string]int{}},
 	}
 }
@@ -217,15 +226,47 @@ func (b *batch) observerClockSkew(rowid int64, skewSeconds int64, t time.Time) e
 	return nil
 }
 
-// insertObservation writes one observation (or fills a repeated one).
+// insertObservation writes one observation (or fills a repeated one); it
+// is queued and written with the next chunk, before the batch commits.
 func (b *batch) insertObservation(o *Observation) error {
-	_, err := b.s.stmt.insertObservation.ExecContext(b.ctx,
-		o.TransmissionID, o.ObserverIdx, o.Direction, o.SNR, o.RSSI, o.Score,
-		o.PathJSON, o.Timestamp, o.RawHex, o.ResolvedPath)
-	if err != nil {
-		return fmt.Errorf("insert observation of transmission %d: %w", o.TransmissionID, err)
-	}
+	b.pendingObs = append(b.pendingObs, *o)
 	b.counts.obsWritten++
+	if len(b.pendingObs) == observationChunk {
+		return b.writeObservations()
+	}
+	return nil
+}
+
+// writeObservations writes the queued observations: a full chunk with one
+// statement, a partial one row by row.
+func (b *batch) writeObservations() error {
+	if len(b.pendingObs) == observationChunk {
+		if b.obsArgs == nil {
+			b.obsArgs = make([]any, 0, 10*observationChunk)
+		}
+		args := b.obsArgs[:0]
+		// Plain values, not sql.Null*: database/sql converts them
+		// without a Valuer call and an allocation each.
+		for i := range b.pendingObs {
+			o := &b.pendingObs[i]
+			args = append(args, o.TransmissionID, nullInt(o.ObserverIdx), nullString(o.Direction), nullFloat(o.SNR),
+				nullFloat(o.RSSI), nullFloat(o.Score), o.PathJSON, o.Timestamp, nullString(o.RawHex), nullString(o.ResolvedPath))
+		}
+		if _, err := b.s.stmt.insertObservations.ExecContext(b.ctx, args...); err != nil {
+			return fmt.Errorf("insert %d observations: %w", len(b.pendingObs), err)
+		}
+		b.pendingObs = b.pendingObs[:0]
+		return nil
+	}
+	for i := range b.pendingObs {
+		o := &b.pendingObs[i]
+		if _, err := b.s.stmt.insertObservation.ExecContext(b.ctx,
+			o.TransmissionID, o.ObserverIdx, o.Direction, o.SNR, o.RSSI, o.Score,
+			o.PathJSON, o.Timestamp, o.RawHex, o.ResolvedPath); err != nil {
+			return fmt.Errorf("insert observation of transmission %d: %w", o.TransmissionID, err)
+		}
+	}
+	b.pendingObs = b.pendingObs[:0]
 	return nil
 }
 
@@ -282,8 +323,12 @@ func (b *batch) insertDropped(d *DroppedPacket) error {
 	return nil
 }
 
-// flush writes the aggregated rows. It runs once, just before the commit.
+// flush writes the queued and aggregated rows. It runs once, just before
+// the commit.
 func (b *batch) flush() error {
+	if err := b.writeObservations(); err != nil {
+		return err
+	}
 	wall := formatSeconds(wallClock().Unix())
 	for id, tt := range b.touchedTx {
 		if tt.minSeen < tt.storedFirst {
@@ -347,6 +392,41 @@ func (b *batch) committed() {
 	for id, rowid := range b.newObs {
 		b.s.observers.put(id, rowid)
 	}
+	for id, sum := range b.statuses {
+		b.s.lastStatus.put(id, sum)
+	}
+}
+
+// observationStored reports whether the observation (transmission,
+// observer, path) is already stored, queued observations included.
+func (b *batch) observationStored(txID, observerIdx int64, path string) (bool, error) {
+	if err := b.writeObservations(); err != nil {
+		return false, err
+	}
+	var exists bool
+	if err := b.s.stmt.observationExists.QueryRowContext(b.ctx, txID, observerIdx, path).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look up observation: %w", err)
+	}
+	return exists, nil
+}
+
+// droppedStored reports whether a dropped_packets row for this hash and
+// observer exists.
+func (b *batch) droppedStored(hash, observerID string) (bool, error) {
+	var exists bool
+	if err := b.s.stmt.droppedExists.QueryRowContext(b.ctx, hash, observerID).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look up dropped packet: %w", err)
+	}
+	return exists, nil
+}
+
+// lastStatus is the payload digest of the observer's last live status
+// stored, in this batch or before.
+func (b *batch) lastStatus(id string) ([32]byte, bool) {
+	if sum, ok := b.statuses[id]; ok {
+		return sum, true
+	}
+	return b.s.lastStatus.get(id)
 }
 
 func (m *ObserverMeta) merge(o *ObserverMeta) {
@@ -390,4 +470,25 @@ func nullBytes(b []byte) any {
 		return nil
 	}
 	return string(b)
+}
+
+func nullString(v sql.NullString) any {
+	if !v.Valid {
+		return nil
+	}
+	return v.String
+}
+
+func nullInt(v sql.NullInt64) any {
+	if !v.Valid {
+		return nil
+	}
+	return v.Int64
+}
+
+func nullFloat(v sql.NullFloat64) any {
+	if !v.Valid {
+		return nil
+	}
+	return v.Float64
 }

@@ -5,11 +5,16 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,61 +54,149 @@ func BenchmarkCatchUp(b *testing.B) {
 	b.Run("preloaded-1M-10M", func(b *testing.B) { benchCatchUp(b, preloadedDB(b)) })
 }
 
+// benchRounds is how many times the writer and the ceiling each run,
+// alternately, per catch-up benchmark; medians are reported (the machine
+// is shared, single runs are noisy). MESHINGEST_BENCH_ROUNDS overrides.
+func benchRounds() int {
+	if n, err := strconv.Atoi(os.Getenv("MESHINGEST_BENCH_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	return 3
+}
+
 func benchCatchUp(b *testing.B, base string) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		dir := b.TempDir()
-		p := newProcessSetup(b, dir, nil)
-		ceilingPath := filepath.Join(dir, "ceiling.db")
-		if base != "" {
-			copyFile(b, base, p.DB)
-			copyFile(b, base, ceilingPath)
-		} else {
-			for _, path := range []string{p.DB, ceilingPath} {
-				d, err := openDatabase(context.Background(), path, true, DBOptions{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := migrate(context.Background(), d.conn, zerolog.Nop()); err != nil {
-					b.Fatal(err)
-				}
-				d.close()
-			}
-		}
-		before := tableMaxIDs(b, p.DB)
+		work := b.TempDir()
+		// The backlog is generated once into a pristine spool, copied
+		// for each round.
+		pristine := filepath.Join(work, "spool-pristine")
 		g := newTrafficGen(b, benchSeed, benchObservers, benchFanout, benchFanout, benchStart)
 		g.counter = 1 << 24 // no collision with the preloaded transmissions
-		messages := appendGenerated(b, p.Spool, g, benchTransmissions)
-		dropPageCache(p.DB)
-
-		b.StartTimer()
-		start := time.Now()
-		cmd := p.start(b)
-		end := p.waitDrained(b, 30*time.Minute)
-		b.StopTimer()
-		io, ioErr := procIO(cmd.Process.Pid)
-		rss, rssErr := peakRSS(cmd.Process.Pid)
-		stopProcess(b, cmd)
-		if ioErr != nil || rssErr != nil {
-			b.Fatalf("read writer process figures: %v %v", ioErr, rssErr)
+		messages := appendGenerated(b, pristine, g, benchTransmissions)
+		startDB := func(path string) {
+			if base != "" {
+				copyFile(b, base, path)
+				dropPageCache(path)
+				return
+			}
+			d, err := openDatabase(context.Background(), path, true, DBOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := migrate(context.Background(), d.conn, zerolog.Nop()); err != nil {
+				b.Fatal(err)
+			}
+			d.close()
 		}
-		elapsed := end.Sub(start)
 
-		rows := newRows(b, p.DB, before)
-		obs := int64(len(rows["observations"].values))
-		if obs < int64(benchTransmissions*benchFanout*9/10) {
-			b.Fatalf("only %d observations written", obs)
+		var writerRates, ceilingRates, ratios, diskObs, diskMsg []float64
+		var peak int64
+		var rows map[string]*tableRows
+		var obs int64
+		for round := 0; round < benchRounds(); round++ {
+			dir := filepath.Join(work, fmt.Sprint("round", round))
+			var extra map[string]any
+			if v := os.Getenv("MESHINGEST_BENCH_WRITER"); v != "" { // e.g. {"batchMaxRecords":16000}
+				var w map[string]any
+				if err := json.Unmarshal([]byte(v), &w); err != nil {
+					b.Fatal(err)
+				}
+				extra = map[string]any{"writer": w}
+			}
+			p := newProcessSetup(b, mkdir(b, dir), extra)
+			startDB(p.DB)
+			copyDir(b, pristine, p.Spool)
+			before := tableMaxIDs(b, p.DB)
+
+			b.StartTimer()
+			start := time.Now()
+			cmd := p.start(b)
+			end := p.waitDrained(b, 30*time.Minute)
+			b.StopTimer()
+			io, ioErr := procIO(cmd.Process.Pid)
+			rss, rssErr := peakRSS(cmd.Process.Pid)
+			cpu := cpuSeconds(cmd.Process.Pid)
+			stopProcess(b, cmd)
+			if ioErr != nil || rssErr != nil {
+				b.Fatalf("read writer process figures: %v %v", ioErr, rssErr)
+			}
+			if rows == nil {
+				rows = newRows(b, p.DB, before)
+				obs = int64(len(rows["observations"].values))
+				if obs < int64(benchTransmissions*benchFanout*9/10) {
+					b.Fatalf("only %d observations written", obs)
+				}
+			}
+			if lb, err := os.ReadFile(p.LogFile); err == nil && strings.Contains(string(lb), `"commit"`) {
+				var commit, hold float64
+				var batches int
+				for _, l := range strings.Split(string(lb), "\n") {
+					var e struct{ Commit, Hold float64 }
+					if json.Unmarshal([]byte(l), &e) == nil && e.Hold > 0 {
+						commit += e.Commit
+						hold += e.Hold
+						batches++
+					}
+				}
+				b.Logf("%d batches: %.0f ms in transactions, %.0f ms in COMMIT", batches, hold, commit)
+			}
+			os.RemoveAll(dir)
+			writer := end.Sub(start)
+
+			ceilingPath := filepath.Join(work, "ceiling.db")
+			startDB(ceilingPath)
+			ceiling := insertCeiling(b, ceilingPath, rows)
+			for _, f := range []string{ceilingPath, ceilingPath + "-wal", ceilingPath + "-shm"} {
+				os.Remove(f)
+			}
+
+			writerRates = append(writerRates, float64(obs)/writer.Seconds())
+			ceilingRates = append(ceilingRates, float64(obs)/ceiling.Seconds())
+			ratios = append(ratios, 100*ceiling.Seconds()/writer.Seconds())
+			diskObs = append(diskObs, float64(io.WriteBytes)/float64(obs))
+			diskMsg = append(diskMsg, float64(io.WriteBytes)/float64(messages))
+			peak = max(peak, rss)
+			b.Logf("round %d: writer %.0f obs/s (%.0f%% CPU), ceiling %.0f obs/s (%.0f%%), %.0f disk B/msg, peak RSS %.1f MiB",
+				round, writerRates[round], 100*cpu/writer.Seconds(), ceilingRates[round], ratios[round], diskMsg[round], float64(rss)/(1<<20))
 		}
-		ceiling := insertCeiling(b, ceilingPath, rows)
-
-		b.ReportMetric(float64(obs)/elapsed.Seconds(), "obs/s")
-		b.ReportMetric(float64(obs)/ceiling.Seconds(), "ceiling-obs/s")
-		b.ReportMetric(100*ceiling.Seconds()/elapsed.Seconds(), "%-of-ceiling")
-		b.ReportMetric(float64(io.WriteBytes)/float64(obs), "disk-B/obs")
-		b.ReportMetric(float64(io.WriteBytes)/float64(messages), "disk-B/msg")
-		b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
+		b.ReportMetric(median(writerRates), "obs/s")
+		b.ReportMetric(median(ceilingRates), "ceiling-obs/s")
+		b.ReportMetric(median(ratios), "%-of-ceiling")
+		b.ReportMetric(median(diskObs), "disk-B/obs")
+		b.ReportMetric(median(diskMsg), "disk-B/msg")
+		b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
 		b.ReportMetric(float64(messages), "messages")
 	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func mkdir(b testing.TB, dir string) string {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
+
+// copyDir copies the files of a spool folder (no subfolders needed).
+func copyDir(b testing.TB, src, dst string) {
+	b.Helper()
+	mkdir(b, dst)
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".seg") {
+			copyFile(b, filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()))
+		}
+	}
+	os.Chmod(dst, 0o700)
 }
 
 // appendGenerated spools the messages of n transmissions and returns how
@@ -372,4 +465,96 @@ func buildPreloaded(b testing.TB, path string, txCount, fanout int) {
 		b.Fatal(err)
 	}
 	exec("PRAGMA wal_checkpoint(TRUNCATE)")
+}
+
+// BenchmarkSteady250 feeds a real writer process 250 messages a second
+// through a spool appender (what the receiver does, with its default
+// one-second group window and segment age) and counts, over a 30 s window
+// after a warm-up, the fsync/fdatasync calls the writer makes (strace), the
+// bytes it writes to disk, and its peak RSS.
+func BenchmarkSteady250(b *testing.B) {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		b.Skip("strace is needed to count the writer's fsyncs")
+	}
+	const rate, warmup, window = 250, 5 * time.Second, 30 * time.Second
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		p := newProcessSetup(b, b.TempDir(), nil)
+		app, err := spool.OpenAppender(p.Spool, spool.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		g := newTrafficGen(b, benchSeed, benchObservers, 1, 27, time.Now())
+		stop := make(chan struct{})
+		fed := make(chan int)
+		go func() {
+			n := 0
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					fed <- n
+					return
+				case <-tick.C:
+					for j := 0; j < rate/10; j++ {
+						r := g.next()
+						r.ReceivedAt = time.Now()
+						if err := app.Append(r, func(error) {}); err != nil {
+							b.Error(err)
+						}
+						n++
+					}
+				}
+			}
+		}()
+		cmd := p.start(b)
+		p.waitReady(b, 1)
+		time.Sleep(warmup)
+
+		out := filepath.Join(p.Dir, "strace.txt")
+		tracer := exec.Command(strace, "-f", "-c", "-e", "trace=fsync,fdatasync,sync_file_range,msync", "-o", out, "-p", fmt.Sprint(cmd.Process.Pid))
+		if err := tracer.Start(); err != nil {
+			b.Fatal(err)
+		}
+		io0, _ := procIO(cmd.Process.Pid)
+		time.Sleep(window)
+		io1, _ := procIO(cmd.Process.Pid)
+		tracer.Process.Signal(syscall.SIGINT)
+		tracer.Wait()
+		close(stop)
+		msgs := <-fed
+		app.Close()
+		rss, _ := peakRSS(cmd.Process.Pid)
+		stopProcess(b, cmd)
+
+		syncs := straceCalls(b, out)
+		b.ReportMetric(float64(syncs)/window.Seconds(), "fsyncs/s")
+		b.ReportMetric(float64(io1.WriteBytes-io0.WriteBytes)/(rate*window.Seconds()), "disk-B/msg")
+		b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
+		b.ReportMetric(float64(msgs), "messages")
+	}
+}
+
+// straceCalls sums the calls column of an strace -c summary.
+func straceCalls(b testing.TB, path string) int {
+	b.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	total := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[len(f)-1] == "total" {
+			continue
+		}
+		switch f[len(f)-1] {
+		case "fsync", "fdatasync", "sync_file_range", "msync":
+			n, _ := strconv.Atoi(f[3])
+			total += n
+		}
+	}
+	return total
 }

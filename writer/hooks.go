@@ -34,8 +34,10 @@ type ObservationContext struct {
 // such jobs). All methods run on the drain goroutine.
 type BatchHook interface {
 	// BeforeObservation runs for every observation about to be written; it
-	// may fill obs.ResolvedPath. An error fails the batch (it is rolled
-	// back and retried).
+	// may fill obs.ResolvedPath. The row itself is queued and written,
+	// in order, with the next chunk of observations or at the end of the
+	// batch, so it is not yet in the table. An error fails the batch (it
+	// is rolled back and retried).
 	BeforeObservation(ctx context.Context, tx Tx, obs *Observation, oc *ObservationContext) error
 	// Flush runs once at the end of the batch, before the spool position
 	// is saved and the transaction commits: the place to write rows the

@@ -1,6 +1,7 @@
 package writer
 
 import (
+	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"errors"
@@ -34,6 +35,10 @@ const (
 	DropDirectionTx      = "direction_tx"
 	DropForeignAdvert    = "foreign_advert"
 	DropClientCoverage   = "client_coverage_not_supported"
+	// DropRedelivered is a QoS 1 message the broker delivered again (MQTT
+	// DUP) whose first delivery is already stored: applying it again would
+	// count it twice.
+	DropRedelivered = "redelivered_duplicate"
 	// invalid_advert_* (advertProblem) are CoreScope's ValidateAdvert.
 )
 
@@ -107,65 +112,191 @@ func upperSet(list []string) map[string]bool {
 	return m
 }
 
-// ingester maps one spool record to the rows of a batch.
+// ingester maps spool records to the rows of a batch, in two steps:
+// prepare (pure: topic, payload, frame, hash, and a speculative full
+// decode) runs on the pipeline's reader goroutine, apply (everything that
+// needs the database) on the drain goroutine.
 type ingester struct {
 	cfg      ingestConfig
 	hook     BatchHook
 	log      zerolog.Logger
 	throttle *shared.Throttle
+
+	// decoded remembers the content hashes prepare has fully decoded
+	// recently. Only the reader goroutine touches it.
+	decoded *recentCache[ContentKey, struct{}]
 }
 
-// apply writes the rows one record produces into the batch. Its error is
-// always the database's: a message that cannot be stored is counted as a
-// drop, never returned, so one bad message can never block the spool.
-func (in *ingester) apply(b *batch, rec *Record) error {
-	b.counts.messages++
-	t := rec.ReceivedAt.UTC()
-	topic := decoder.ParseTopic(rec.Topic)
+// prepared is a record taken apart as far as possible without the
+// database.
+type prepared struct {
+	rec    Record
+	pos    Position
+	t      time.Time // receive time, UTC
+	topic  decoder.Topic
+	drop   string // the message produces no rows: why
+	cause  error
+	region string // IATA for the observer row
+
+	pkt   decoder.PacketMessage
+	frame decoder.Frame
+	key   ContentKey
+	hash  string
+	path  string
+	// full is the payload decoded with keys and signature check, done
+	// ahead for a hash not seen recently (nil otherwise: apply decodes
+	// if the hash turns out to be new after all), with its stored forms.
+	full *decodedPacket
+
+	status *decoder.StatusMessage
+	comp   *decoder.CompanionMessage
+}
+
+// prepare does the per-message work that needs no database.
+func (in *ingester) prepare(rec Record, pos Position) *prepared {
+	p := &prepared{rec: rec, pos: pos, t: rec.ReceivedAt.UTC()}
+	p.topic = decoder.ParseTopic(rec.Topic)
+	topic := &p.topic
 	if topic.Kind == decoder.KindIgnored {
-		return in.drop(b, DropIgnoredTopic, rec, nil)
+		p.drop = DropIgnoredTopic
+		return p
 	}
 	if topic.ObserverID != "" && in.cfg.blacklist[strings.ToLower(topic.ObserverID)] {
-		return in.drop(b, DropBlacklisted, rec, nil)
+		p.drop = DropBlacklisted
+		return p
 	}
 	region := strings.ToUpper(strings.TrimSpace(topic.Region))
 	if in.cfg.whitelist != nil && (topic.Kind == decoder.KindPacket || topic.Kind == decoder.KindStatus) && !in.cfg.whitelist[region] {
-		return in.drop(b, DropNotWhitelisted, rec, nil)
+		p.drop = DropNotWhitelisted
+		return p
 	}
 	switch topic.Kind {
 	case decoder.KindStatus:
-		return in.applyStatus(b, rec, topic, t)
-	case decoder.KindPacket:
-		if rules, ok := in.cfg.sources[rec.Source]; ok && rules.iataFilter != nil && !rules.iataFilter[region] {
-			return in.drop(b, DropIATAFiltered, rec, nil)
+		if topic.ObserverID == "" {
+			p.drop = DropNoObserver
+			return p
 		}
-		return in.applyPacket(b, rec, topic, t)
-	case decoder.KindClientPacket:
-		if in.cfg.clientCoverage {
-			// CoreScope's opt-in mobile coverage rows are not written
-			// by meshingest yet.
-			return in.drop(b, DropClientCoverage, rec, nil)
+		p.region = region
+		s, err := decoder.ParseStatusMessage(rec.Payload)
+		if err != nil {
+			p.drop, p.cause = DropUnreadable, err
+			return p
 		}
-		// With coverage off CoreScope ingests these as ordinary
-		// packets from region "client".
-		topic.Region = "client"
-		return in.applyPacket(b, rec, topic, t)
+		p.status = &s
+	case decoder.KindPacket, decoder.KindClientPacket:
+		if topic.Kind == decoder.KindClientPacket {
+			if in.cfg.clientCoverage {
+				// CoreScope's opt-in mobile coverage rows are not
+				// written by meshingest yet.
+				p.drop = DropClientCoverage
+				return p
+			}
+			// With coverage off CoreScope ingests these as ordinary
+			// packets from region "client".
+			topic.Kind, topic.Region, region = decoder.KindPacket, "client", "CLIENT"
+		} else if rules, ok := in.cfg.sources[rec.Source]; ok && rules.iataFilter != nil && !rules.iataFilter[region] {
+			p.drop = DropIATAFiltered
+			return p
+		}
+		in.preparePacket(p)
 	case decoder.KindChannelMessage, decoder.KindDirectMessage:
-		return in.applyCompanion(b, rec, topic, t)
+		c, err := decoder.ParseCompanionMessage(*topic, rec.Payload)
+		switch {
+		case errors.Is(err, decoder.ErrNoText):
+			p.drop = DropNoText
+		case err != nil:
+			p.drop, p.cause = DropUnreadable, err
+		default:
+			p.comp = &c
+			p.hash = c.ContentHash(p.t)
+			hex.Decode(p.key[:], []byte(p.hash))
+		}
+	default:
+		p.drop = DropIgnoredTopic
 	}
-	return in.drop(b, DropIgnoredTopic, rec, nil)
+	return p
 }
 
-func (in *ingester) applyStatus(b *batch, rec *Record, topic decoder.Topic, t time.Time) error {
-	if topic.ObserverID == "" {
-		return in.drop(b, DropNoObserver, rec, nil)
+func (in *ingester) preparePacket(p *prepared) {
+	var err error
+	p.pkt, err = decoder.ParsePacketMessage(p.rec.Payload)
+	switch {
+	case errors.Is(err, decoder.ErrNoRaw):
+		p.drop = DropNoRaw
+		return
+	case err != nil:
+		p.drop, p.cause = DropUnreadable, err
+		return
 	}
-	s, err := decoder.ParseStatusMessage(rec.Payload)
+	if p.pkt.Direction.Valid && strings.EqualFold(p.pkt.Direction.String, "tx") {
+		// meshcoretomqtt attaches the last *received* raw to a tx line
+		// (the firmware logs no raw for transmissions): storing it would
+		// invent an observation.
+		p.drop = DropDirectionTx
+		return
+	}
+	p.frame, err = decoder.DecodeFrame(p.pkt.Raw)
 	if err != nil {
-		return in.drop(b, DropUnreadable, rec, err)
+		var fe *decoder.FrameError
+		p.drop, p.cause = DropInvalidFrame, err
+		if errors.As(err, &fe) {
+			p.drop += ":" + string(fe.Code)
+		}
+		return
 	}
+	p.key = ContentKey(p.frame.Hash)
+	p.hash = p.frame.Hash.String()
+	p.path = p.frame.PathJSON()
+	p.region = strings.ToUpper(strings.TrimSpace(firstNonEmpty(p.pkt.Region.String, p.topic.Region, in.cfg.sources[p.rec.Source].region)))
+	// The first observation of a transmission is decoded in full here, on
+	// the reader's core; its duplicates (27 on average) are not.
+	if _, seen := in.decoded.get(p.key); !seen {
+		in.decoded.put(p.key, struct{}{})
+		p.full = in.decodeFull(&p.frame)
+	}
+}
+
+// decodedPacket is a full decode and the stored forms a new transmission
+// needs.
+type decodedPacket struct {
+	pkt     *decoder.Packet
+	node    decoder.Node
+	isNode  bool
+	decoded []byte
+	channel sql.NullString
+	from    sql.NullString
+}
+
+func (in *ingester) decodeFull(f *decoder.Frame) *decodedPacket {
+	pkt := decoder.DecodePacket(*f, in.cfg.decode)
+	d := &decodedPacket{pkt: pkt, decoded: pkt.DecodedJSON(), channel: pkt.ChannelHash(), from: pkt.FromPubkey()}
+	d.node, d.isNode = pkt.Node()
+	return d
+}
+
+// apply writes the rows of one prepared message into the batch. Its error
+// is always the database's: a message that cannot be stored is counted as
+// a drop, never returned, so one bad message can never block the spool.
+func (in *ingester) apply(b *batch, p *prepared) error {
+	b.counts.messages++
+	if p.drop != "" {
+		return in.drop(b, p.drop, &p.rec, p.cause)
+	}
+	switch p.topic.Kind {
+	case decoder.KindStatus:
+		return in.applyStatus(b, p)
+	case decoder.KindPacket:
+		return in.applyPacket(b, p)
+	case decoder.KindChannelMessage, decoder.KindDirectMessage:
+		return in.applyCompanion(b, p)
+	}
+	return in.drop(b, DropIgnoredTopic, &p.rec, nil)
+}
+
+func (in *ingester) applyStatus(b *batch, p *prepared) error {
+	s, t, id := p.status, p.t, p.topic.ObserverID
 	name := nonEmpty(s.Origin)
-	iata := nonEmptyString(strings.ToUpper(strings.TrimSpace(topic.Region)))
+	iata := nonEmptyString(p.region)
 	meta := ObserverMeta{
 		Model: s.Model, Firmware: s.Firmware, ClientVersion: s.ClientVersion, Radio: s.Radio,
 		BatteryMv: s.BatteryMV, UptimeSecs: s.UptimeSecs, NoiseFloor: s.NoiseFloor,
@@ -178,89 +309,92 @@ func (in *ingester) applyStatus(b *batch, rec *Record, topic decoder.Topic, t ti
 			meta.CanRelay.Int64 = 1
 		}
 	}
-	if rec.Retained {
+	if p.rec.Retained {
 		// A broker replays the last retained status at every subscribe,
 		// possibly months old: it updates what the observer is, not
 		// when it was last heard, and creates no row.
-		rowid, ok, err := b.observer(topic.ObserverID, name, iata, t, false)
+		rowid, ok, err := b.observer(id, name, iata, t, false)
 		if err != nil || !ok {
 			return err
 		}
 		b.observerRetained(rowid, name, iata, &meta)
 		return nil
 	}
-	rowid, _, err := b.observer(topic.ObserverID, name, iata, t, true)
+	sum := sha256.Sum256(p.rec.Payload)
+	if p.rec.Duplicate {
+		if last, ok := b.lastStatus(id); ok && last == sum {
+			return in.drop(b, DropRedelivered, &p.rec, nil)
+		}
+	}
+	rowid, _, err := b.observer(id, name, iata, t, true)
 	if err != nil {
 		return err
 	}
+	b.statuses[id] = sum
 	b.observerLive(rowid, name, iata, t, false, &meta)
 	if s.HasMetadata {
-		return b.insertMetrics(topic.ObserverID, &meta, t, in.cfg.metricsInterval)
+		return b.insertMetrics(id, &meta, t, in.cfg.metricsInterval)
 	}
 	return nil
 }
 
-func (in *ingester) applyPacket(b *batch, rec *Record, topic decoder.Topic, t time.Time) error {
-	m, err := decoder.ParsePacketMessage(rec.Payload)
-	if errors.Is(err, decoder.ErrNoRaw) {
-		return in.drop(b, DropNoRaw, rec, nil)
-	}
-	if err != nil {
-		return in.drop(b, DropUnreadable, rec, err)
-	}
-	if m.Direction.Valid && strings.EqualFold(m.Direction.String, "tx") {
-		// meshcoretomqtt attaches the last *received* raw to a tx line
-		// (the firmware logs no raw for transmissions): storing it would
-		// invent an observation.
-		return in.drop(b, DropDirectionTx, rec, nil)
-	}
-	f, err := decoder.DecodeFrame(m.Raw)
-	if err != nil {
-		var fe *decoder.FrameError
-		reason := DropInvalidFrame
-		if errors.As(err, &fe) {
-			reason += ":" + string(fe.Code)
-		}
-		return in.drop(b, reason, rec, err)
-	}
-	key := ContentKey(f.Hash)
-	hash := f.Hash.String()
-	e, found, err := b.transmission(key, hash)
+func (in *ingester) applyPacket(b *batch, p *prepared) error {
+	t, f, m, topic := p.t, &p.frame, &p.pkt, &p.topic
+	e, found, err := b.transmission(p.key, p.hash)
 	if err != nil {
 		return err
 	}
 	var advert *NodeAdvert
 	if !found {
-		p := decoder.DecodePacket(f, in.cfg.decode)
-		if n, ok := p.Node(); ok {
+		full := p.full
+		if full == nil {
+			if bad, ok := b.s.badAdverts.get(p.key); ok {
+				// Known to fail its signature: no second Ed25519 check.
+				full = &decodedPacket{node: bad, isNode: true, pkt: &decoder.Packet{}}
+			} else {
+				full = in.decodeFull(f)
+			}
+		}
+		if full.isNode {
+			n := &full.node
 			if !n.SignatureValid {
+				// The verdict is a property of the bytes: remember it.
+				b.s.badAdverts.put(p.key, *n)
+				if p.rec.Duplicate && topic.ObserverID != "" {
+					if stored, err := b.droppedStored(p.hash, topic.ObserverID); err != nil || stored {
+						if err != nil {
+							return err
+						}
+						return in.drop(b, DropRedelivered, &p.rec, nil)
+					}
+				}
 				b.counts.sigDrops++
 				b.counts.drops[DropInvalidSignature]++
 				return b.insertDropped(&DroppedPacket{
-					Hash: nonEmptyString(hash), RawHex: nonEmptyString(m.Raw), Reason: DropInvalidSignature,
+					Hash: nonEmptyString(p.hash), RawHex: nonEmptyString(m.Raw), Reason: DropInvalidSignature,
 					ObserverID: nonEmptyString(topic.ObserverID), ObserverName: nonEmpty(m.Origin),
 					NodePubkey: nonEmptyString(n.PublicKey), NodeName: nonEmptyString(n.Name), DroppedAt: t,
 				})
 			}
-			if reason := advertProblem(&n); reason != "" {
-				return in.drop(b, reason, rec, nil)
+			if reason := advertProblem(n); reason != "" {
+				return in.drop(b, reason, &p.rec, nil)
 			}
-			advert = nodeAdvertFrom(&n, p.Scope)
+			advert = nodeAdvertFrom(n, full.pkt.Scope)
 			advert.Foreign = !in.cfg.geo.passes(advert.Lat, advert.Lon)
 			if advert.Foreign && in.cfg.dropForeign {
-				return in.drop(b, DropForeignAdvert, rec, nil)
+				return in.drop(b, DropForeignAdvert, &p.rec, nil)
 			}
 		}
 		e, err = b.insertTransmission(&Transmission{
-			Key: key, Hash: hash, RawHex: m.Raw,
+			Key: p.key, Hash: p.hash, RawHex: m.Raw,
 			RouteType: int(f.Route), PayloadType: int(f.Type), PayloadVersion: int(f.Version),
-			DecodedJSON: p.DecodedJSON(), ChannelHash: p.ChannelHash(), FromPubkey: p.FromPubkey(), ScopeName: p.Scope,
+			DecodedJSON: full.decoded, ChannelHash: full.channel, FromPubkey: full.from, ScopeName: full.pkt.Scope,
 		}, t)
 		if err != nil {
 			return err
 		}
 		if advert != nil {
-			b.rememberAdvert(key, advert)
+			b.rememberAdvert(p.key, advert)
 		}
 	} else {
 		b.counts.txDupes++
@@ -270,16 +404,19 @@ func (in *ingester) applyPacket(b *batch, rec *Record, topic decoder.Topic, t ti
 				// Known from the table only (after a restart): read the
 				// node fields again, without the signature check the
 				// stored transmission already passed.
-				p := decoder.DecodePacket(f, in.cfg.reread)
-				if n, ok := p.Node(); ok && advertProblem(&n) == "" {
-					advert = nodeAdvertFrom(&n, p.Scope)
+				full := decoder.DecodePacket(*f, in.cfg.reread)
+				if n, ok := full.Node(); ok && advertProblem(&n) == "" {
+					advert = nodeAdvertFrom(&n, full.Scope)
 					advert.Foreign = !in.cfg.geo.passes(advert.Lat, advert.Lon)
+					// Node fields are a property of the bytes: keep them
+					// for the next duplicate.
+					b.s.transmissions.update(p.key, func(e *txEntry) { e.advert = advert })
 				} else {
 					advert = nil
 				}
 			}
 			if advert != nil && advert.Foreign && in.cfg.dropForeign {
-				return in.drop(b, DropForeignAdvert, rec, nil)
+				return in.drop(b, DropForeignAdvert, &p.rec, nil)
 			}
 		}
 	}
@@ -288,13 +425,25 @@ func (in *ingester) applyPacket(b *batch, rec *Record, topic decoder.Topic, t ti
 	// never NULL (CoreScope upserts it afterwards).
 	var observerIdx sql.NullInt64
 	name := nonEmpty(m.Origin)
-	iata := nonEmptyString(strings.ToUpper(strings.TrimSpace(firstNonEmpty(m.Region.String, topic.Region, in.cfg.sources[rec.Source].region))))
+	iata := nonEmptyString(p.region)
 	if topic.ObserverID != "" {
 		rowid, _, err := b.observer(topic.ObserverID, name, iata, t, true)
 		if err != nil {
 			return err
 		}
 		observerIdx = sql.NullInt64{Int64: rowid, Valid: true}
+		if p.rec.Duplicate && found {
+			// A broker redelivery (the receiver died before its ack):
+			// if the first delivery is stored, this one changes nothing
+			// but the counters, which must not count it twice.
+			stored, err := b.observationStored(e.id, rowid, p.path)
+			if err != nil {
+				return err
+			}
+			if stored {
+				return in.drop(b, DropRedelivered, &p.rec, nil)
+			}
+		}
 		if skew, ok := m.Timestamp.NaiveSkew(t); ok {
 			if err := b.observerClockSkew(rowid, int64(skew/time.Second), t); err != nil {
 				return err
@@ -304,10 +453,10 @@ func (in *ingester) applyPacket(b *batch, rec *Record, topic decoder.Topic, t ti
 	obs := Observation{
 		TransmissionID: e.id, ObserverIdx: observerIdx, Direction: m.Direction,
 		SNR: m.SNR, RSSI: m.RSSI, Score: m.Score,
-		PathJSON: f.PathJSON(), Timestamp: t.Unix(), RawHex: nonEmptyString(m.Raw),
+		PathJSON: p.path, Timestamp: t.Unix(), RawHex: nonEmptyString(m.Raw),
 	}
 	if in.hook != nil {
-		oc := ObservationContext{ReceivedAt: t, ObserverID: topic.ObserverID, Frame: &f, NewTransmission: !found}
+		oc := ObservationContext{ReceivedAt: t, ObserverID: topic.ObserverID, Frame: f, NewTransmission: !found}
 		if advert != nil {
 			oc.FromPubkey = advert.PublicKey
 		}
@@ -318,7 +467,7 @@ func (in *ingester) applyPacket(b *batch, rec *Record, topic decoder.Topic, t ti
 	if err := b.insertObservation(&obs); err != nil {
 		return err
 	}
-	b.seeTransmission(key, e, t)
+	b.seeTransmission(p.key, e, t)
 	if advert != nil {
 		b.nodeAdvert(advert, t, !found)
 	}
@@ -331,24 +480,15 @@ func (in *ingester) applyPacket(b *batch, rec *Record, topic decoder.Topic, t ti
 // applyCompanion stores a companion-bridge channel or direct message as
 // CoreScope does: a transmission with no raw frame and an observation with
 // the observer "companion" (normally no such row, so observer_idx NULL).
-func (in *ingester) applyCompanion(b *batch, rec *Record, topic decoder.Topic, t time.Time) error {
-	c, err := decoder.ParseCompanionMessage(topic, rec.Payload)
-	if errors.Is(err, decoder.ErrNoText) {
-		return in.drop(b, DropNoText, rec, nil)
-	}
-	if err != nil {
-		return in.drop(b, DropUnreadable, rec, err)
-	}
-	hash := c.ContentHash(t)
-	var key ContentKey
-	hex.Decode(key[:], []byte(hash))
-	e, found, err := b.transmission(key, hash)
+func (in *ingester) applyCompanion(b *batch, p *prepared) error {
+	c, t := p.comp, p.t
+	e, found, err := b.transmission(p.key, p.hash)
 	if err != nil {
 		return err
 	}
 	if !found {
 		e, err = b.insertTransmission(&Transmission{
-			Key: key, Hash: hash, RawHex: "", RouteType: 1, PayloadType: int(c.PayloadType()),
+			Key: p.key, Hash: p.hash, RawHex: "", RouteType: 1, PayloadType: int(c.PayloadType()),
 			DecodedJSON: c.DecodedJSON(), ChannelHash: c.ChannelHash(),
 		}, t)
 		if err != nil {
@@ -376,7 +516,7 @@ func (in *ingester) applyCompanion(b *batch, rec *Record, topic decoder.Topic, t
 	if err := b.insertObservation(&obs); err != nil {
 		return err
 	}
-	b.seeTransmission(key, e, t)
+	b.seeTransmission(p.key, e, t)
 	return nil
 }
 

@@ -67,7 +67,9 @@ func TestWriter_BatchBoundaries_SameRows(t *testing.T) {
 	diffDumps(t, dumps[0], dumps[2])
 }
 
-func TestIngest_ReceiveTime_IsEveryStoredTime(t *testing.T) {
+// TestWriter_BacklogSpooledYesterday_StoredWithYesterdaysTimes: every stored
+// time is the receive time the spool recorded, not the time of writing.
+func TestWriter_BacklogSpooledYesterday_StoredWithYesterdaysTimes(t *testing.T) {
 	cfg := corpusConfig(t)
 	yesterday := time.Now().UTC().Add(-24 * time.Hour).Truncate(time.Second)
 	advert := corpusRaw(t, decoder.TypeAdvert)
@@ -300,3 +302,53 @@ func TestIngest_GeoFilter(t *testing.T) {
 }
 
 func nullF(v float64) sql.NullFloat64 { return sql.NullFloat64{Float64: v, Valid: true} }
+
+// TestIngest_QoS1Redelivery_CountedOnce: a message the broker delivers
+// again with the DUP flag (the receiver died between its fsync and its
+// ack) changes nothing when its first delivery is stored; one whose first
+// delivery never reached the spool counts once. An exact repeat without the
+// flag (an observer publishing twice) still counts twice, as in CoreScope.
+func TestIngest_QoS1Redelivery_CountedOnce(t *testing.T) {
+	raw := corpusRaw(t, decoder.TypeGrpTxt)
+	other := corpusRaw(t, decoder.TypeReq)
+	f, _ := decoder.DecodeFrame(corpusRaw(t, decoder.TypeAdvert))
+	bad := append([]byte(nil), f.Bytes...)
+	bad[len(bad)-len(f.Payload)+40] ^= 0x01
+	badRaw := strings.ToUpper(hex.EncodeToString(bad))
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	dup := func(r Record, later time.Duration) Record {
+		r.Duplicate = true
+		r.ReceivedAt = r.ReceivedAt.Add(later)
+		return r
+	}
+	status := statusRecord(t0, obsA, map[string]any{"status": "online", "origin": "A", "radio": "910,62.5,7,5"}, false)
+	pkt := packetRecord(t0.Add(time.Second), obsA, raw, nil)
+	badAdvert := packetRecord(t0.Add(2*time.Second), obsA, badRaw, nil)
+	recs := []Record{
+		status, pkt, badAdvert,
+		packetRecord(t0.Add(3*time.Second), obsA, raw, nil), // published twice: counts
+		dup(status, 10*time.Minute), dup(pkt, 10*time.Minute), dup(badAdvert, 10*time.Minute),
+		dup(packetRecord(t0.Add(4*time.Second), obsA, other, nil), 10*time.Minute), // first delivery lost
+	}
+	for _, size := range []int{1, 1000} {
+		cfg := corpusConfig(t)
+		w := drain(t, spoolOf(t, append([]Record(nil), recs...)), Options{Config: cfg, BatchMaxRecords: size}, int64(len(recs)))
+		db := openRaw(t, cfg.DBPath)
+		for _, c := range []struct {
+			what, query string
+			want        int64
+		}{
+			{"packet_count", `SELECT packet_count FROM observers`, 4},
+			{"observations", `SELECT COUNT(*) FROM observations`, 2},
+			{"observer_metrics", `SELECT COUNT(*) FROM observer_metrics`, 1},
+			{"dropped_packets", `SELECT COUNT(*) FROM dropped_packets`, 1},
+		} {
+			if got := count(t, db, c.query); got != c.want {
+				t.Errorf("batch size %d: %s = %d, want %d", size, c.what, got, c.want)
+			}
+		}
+		if n := w.Stats().Drops()[DropRedelivered]; n != 3 {
+			t.Errorf("batch size %d: %d redeliveries recognised, want 3", size, n)
+		}
+	}
+}

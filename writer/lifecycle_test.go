@@ -87,14 +87,14 @@ func TestWriter_Process_NotifiesSystemd(t *testing.T) {
 // finishes the backlog.
 func TestWriter_Process_SIGTERMWhileDraining(t *testing.T) {
 	recs := faultTraffic(t, 30000)
-	p := newProcessSetup(t, t.TempDir(), nil)
+	p := newProcessSetup(t, t.TempDir(), map[string]any{"writer": map[string]any{"batchMaxRecords": 2000}})
 	appendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd := p.start(t)
-	for {
-		if f, ok := p.readStats(t); ok && f.Meshingest.Messages > 0 {
+	for { // the first commit (the advisory position follows every commit)
+		if pos, err := spool.ReadWriterPosition(p.Spool); err == nil && pos.Seq > 0 {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)

@@ -2,6 +2,7 @@ package writer
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -71,7 +72,7 @@ func newProcessSetup(t testing.TB, dir string, extra map[string]any) *processSet
 		"dbPath":       p.DB,
 		"spoolDir":     p.Spool,
 		"hashChannels": []string{"#test", "#wardriving", "#bot", "#chat"},
-		"logLevel":     "info",
+		"logLevel":     cmp.Or(os.Getenv("MESHINGEST_TEST_LOGLEVEL"), "info"),
 		"writer":       map[string]any{"statsFile": p.StatsFile},
 	}
 	for k, v := range extra {
@@ -200,4 +201,20 @@ func peakRSS(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
+
+// cpuSeconds is the user+system CPU time a process has used.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // clock ticks (USER_HZ = 100)
 }

@@ -5,8 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/meshingest/meshingest/decoder"
 )
+
+// observationChunk is how many observations one multi-row INSERT writes.
+const observationChunk = 32
 
 // store owns the prepared statements and the caches of one open database.
 // It is used by one goroutine only (the drain loop), like the connection.
@@ -17,14 +23,21 @@ type store struct {
 	// database, so a rolled-back batch cannot leave a wrong id behind.
 	transmissions *recentCache[ContentKey, txEntry]
 	observers     *recentCache[string, int64] // observers.id → rowid
+	// badAdverts are adverts whose signature failed, by content hash: a
+	// verdict of the bytes, so each is checked once.
+	badAdverts *recentCache[ContentKey, decoder.Node]
+	// lastStatus is the SHA-256 of the last live status payload stored per
+	// observer, to recognise a broker's redelivery of it.
+	lastStatus *recentCache[string, [32]byte]
 
 	stmt struct {
 		txByHash, insertTx, txFirstSeen, txLastSeen   *sql.Stmt
-		insertObservation                             *sql.Stmt
+		insertObservation, insertObservations         *sql.Stmt
 		observerRowid, insertObserver, updateObserver *sql.Stmt
 		observerClock                                 *sql.Stmt
 		upsertNode, inactiveNodeScope                 *sql.Stmt
 		insertMetrics, insertDropped, saveState       *sql.Stmt
+		observationExists, droppedExists              *sql.Stmt
 	}
 }
 
@@ -52,17 +65,24 @@ type CacheOptions struct {
 	Observers int
 }
 
-func newStore(ctx context.Context, conn *sql.Conn, co CacheOptions) (*store, error) {
+func (co CacheOptions) withDefaults() CacheOptions {
 	if co.Transmissions <= 0 {
 		co.Transmissions = 32768
 	}
 	if co.Observers <= 0 {
 		co.Observers = 4096
 	}
+	return co
+}
+
+func newStore(ctx context.Context, conn *sql.Conn, co CacheOptions) (*store, error) {
+	co = co.withDefaults()
 	s := &store{
 		conn:          conn,
 		transmissions: newRecentCache[ContentKey, txEntry](co.Transmissions),
 		observers:     newRecentCache[string, int64](co.Observers),
+		badAdverts:    newRecentCache[ContentKey, decoder.Node](1024),
+		lastStatus:    newRecentCache[string, [32]byte](co.Observers),
 	}
 	if err := s.prepare(ctx); err != nil {
 		s.close()
@@ -95,7 +115,22 @@ func (s *store) prepare(ctx context.Context) error {
 				score         = COALESCE(excluded.score, score),
 				raw_hex       = COALESCE(excluded.raw_hex, raw_hex),
 				resolved_path = COALESCE(excluded.resolved_path, resolved_path)`},
+		// The same for observationChunk rows at once: one statement
+		// execution per chunk instead of per row, which saves the
+		// per-statement work (cursors on the table and its six indexes).
+		{&st.insertObservations, `INSERT INTO observations
+			(transmission_id, observer_idx, direction, snr, rssi, score, path_json, timestamp, raw_hex, resolved_path)
+			VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", observationChunk), ", ") + `
+			ON CONFLICT(transmission_id, observer_idx, COALESCE(path_json, '')) DO UPDATE SET
+				snr           = COALESCE(excluded.snr, snr),
+				rssi          = COALESCE(excluded.rssi, rssi),
+				score         = COALESCE(excluded.score, score),
+				raw_hex       = COALESCE(excluded.raw_hex, raw_hex),
+				resolved_path = COALESCE(excluded.resolved_path, resolved_path)`},
 		{&st.observerRowid, `SELECT rowid FROM observers WHERE id = ?`},
+		{&st.observationExists, `SELECT EXISTS (SELECT 1 FROM observations
+			WHERE transmission_id = ? AND observer_idx = ? AND COALESCE(path_json, '') = ?)`},
+		{&st.droppedExists, `SELECT EXISTS (SELECT 1 FROM dropped_packets WHERE hash = ? AND observer_id = ?)`},
 		// A new observer row is created before its first observation (so
 		// observer_idx is never NULL) with packet_count 0; the batch's
 		// aggregated update then adds what the messages say.
@@ -166,8 +201,9 @@ func (s *store) prepare(ctx context.Context) error {
 func (s *store) close() {
 	st := &s.stmt
 	for _, p := range []*sql.Stmt{st.txByHash, st.insertTx, st.txFirstSeen, st.txLastSeen,
-		st.insertObservation, st.observerRowid, st.insertObserver, st.updateObserver, st.observerClock,
-		st.upsertNode, st.inactiveNodeScope, st.insertMetrics, st.insertDropped, st.saveState} {
+		st.insertObservation, st.insertObservations, st.observerRowid, st.insertObserver, st.updateObserver, st.observerClock,
+		st.upsertNode, st.inactiveNodeScope, st.insertMetrics, st.insertDropped, st.saveState,
+		st.observationExists, st.droppedExists} {
 		if p != nil {
 			p.Close()
 		}

@@ -25,6 +25,7 @@ func commands() []command {
 		{"receive", "subscribe to the MQTT sources and append every message to the spool", runReceive},
 		{"run", "run the receiver and the writer as supervised children (embedded broker if none is configured)", runRun},
 		{"write", "drain the spool into CoreScope's SQLite database until SIGTERM", runWrite},
+		{"redecode", "decode stored transmissions again after channel keys were added", runRedecode},
 		{"spool", "inspect and maintain the spool: status, ls, peek, dump, verify, export, import, quarantine", runSpool},
 		{"replay", "publish a JSONL capture to an MQTT broker", runReplay},
 		{"decode", "decode MeshCore frames (hex) and print what would be stored", runDecode},

@@ -1,0 +1,58 @@
+// Package writer drains the spool into the SQLite database CoreScope's
+// server reads (`meshingest write`).
+//
+// # What it guarantees
+//
+//   - Exactly once. Each batch of records is one SQLite transaction, and the
+//     spool position the batch reaches is written in that same transaction
+//     (table meshingest_state). A stop, a crash or a SIGKILL at any moment
+//     leaves the database at the end of the last committed batch, and the
+//     writer resumes right after it. A spool segment is deleted (Release)
+//     only after the rows made from it are committed, with
+//     synchronous=FULL, so they survive a power loss too.
+//   - Receive times. Every stored time is the receive time the receiver
+//     recorded, so a backlog written hours later carries the hours the
+//     packets were heard. Retention measures age against the receive time
+//     of the newest committed record, not the wall clock, so a writer that
+//     was stopped for a week does not retire every node before writing the
+//     week of adverts that keep them alive.
+//   - CoreScope's rows (docs/reference/mqtt-formats.md §5-§7, a06ac8a): a
+//     transmission per content hash, an observation per (transmission,
+//     observer, path), observers from packets and status messages (the
+//     observer row is created before its first observation, so
+//     observer_idx is never NULL; a retained status updates metadata only),
+//     nodes from valid adverts, observer_metrics, dropped_packets. Per-message
+//     counters and maxima (packet_count, advert_count, last_seen, first_seen)
+//     are summed per batch and written once per row, which gives the values
+//     one statement per message would, whatever the batch boundaries.
+//   - Never stuck, never skipping. While the database refuses writes (busy,
+//     locked, read-only, disk full, a table missing), the batch is rolled
+//     back, the caches are forgotten and the same records are retried after
+//     a capped back-off; one log line starts the episode and one ends it,
+//     and the stats file shows it. A message that cannot be stored is
+//     counted by reason and the position moves on.
+//
+// # How a batch runs
+//
+// A pipeline goroutine reads the spool and prepares each record: topic,
+// JSON payload, frame and content hash, and for a hash it has not seen
+// recently the full decode (channel-key search, advert signature), which
+// the 26 other observations of a transmission then skip. The drain
+// goroutine owns the connection: BEGIN IMMEDIATE, then per record a cache
+// lookup (content hash → transmission, observer id → rowid; a duplicate
+// observation costs no SELECT), the rows, observations 32 at a time; at the
+// end the aggregated observer, node and transmission updates, the
+// position, COMMIT. A batch ends at Options.BatchMaxRecords records or
+// Options.BatchMaxTime, whichever comes first. Between batches, maintenance
+// tasks (retention) run one short step at a time.
+//
+// Extension points for the jobs CoreScope's server also expects of an
+// ingestor (resolved_path, neighbor_edges, multibyte capability, prune
+// requests): a BatchHook sees every observation inside the batch's
+// transaction; a Task runs between batches.
+//
+// # Operating it
+//
+// MAINTENANCE.md is the procedure for VACUUM, backup, migration and restore.
+// README.md has the test and benchmark commands and the measured figures.
+package writer

@@ -1,0 +1,320 @@
+package writer
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+)
+
+// neighbor_edges (docs/reference/mqtt-formats.md §8): every stored
+// observation can say that two nodes heard each other directly.
+//
+//   - A zero-hop ADVERT: the advertising node and the observer.
+//   - An ADVERT with hops: the advertising node and its first hop.
+//   - Any packet with hops: the observer and the last hop.
+//
+// A hop counts only when exactly one node has its prefix (no context, unlike
+// resolved_path), and never when it is the other end itself. The pair is
+// stored with node_a ≤ node_b, count is the number of observations that
+// gave it, and last_seen the newest of their receive times (RFC 3339).
+//
+// CoreScope a06ac8a rescans the observations table every 60 s with an
+// overlapping time window, so an observation near a window boundary can
+// be counted twice. Here each observation row the writer inserts counts
+// once, in the transaction that inserts it: a repeated report of an
+// observation (the same transmission, observer and path) updates the
+// existing row and adds no edge, exactly as a rescan of the table would
+// see it.
+
+// names interns the graph's vertices, node keys and observer ids (both
+// lower-case), as dense ids.
+type names struct {
+	ids  map[string]uint32
+	list []string
+	// plain[id]: the name needs no escaping in JSON (hex keys, the
+	// normal case), so it is copied as it is.
+	plain []bool
+}
+
+func newNames() names { return names{ids: map[string]uint32{}} }
+
+// id returns the id of s, adding it when new.
+func (n *names) id(s string) uint32 {
+	if id, ok := n.ids[s]; ok {
+		return id
+	}
+	id := uint32(len(n.list))
+	n.ids[s] = id
+	n.list = append(n.list, s)
+	n.plain = append(n.plain, plainJSON(s))
+	return id
+}
+
+func (n *names) lookup(s string) (uint32, bool) {
+	id, ok := n.ids[s]
+	return id, ok
+}
+
+func (n *names) name(id uint32) string { return n.list[id] }
+
+// neighbourGraph is neighbor_edges in memory: which vertices are adjacent
+// and when each edge was last seen. An edge counts while it is younger
+// than the age-out (neighborEdgesMaxAgeDays) at the time of the
+// observation being resolved, which is what the table holds when
+// retention keeps up; older edges are dropped from memory by sweep.
+type neighbourGraph struct {
+	names  names
+	edges  map[uint64]edgeState // by pairKey
+	adj    [][]uint32           // by vertex id
+	maxAge int64                // seconds
+}
+
+// edgeState is one edge as the graph knows it.
+type edgeState struct {
+	lastSeen int64 // unix seconds
+	// rowid of its neighbor_edges row when known (0: not known), so the
+	// next batch updates the row without a search of the (node_a,
+	// node_b) index. Checked against the pair on every update: a row
+	// deleted by retention, or a rowid of a rolled-back insert, is never
+	// mistaken for another pair.
+	rowid int64
+}
+
+func newNeighbourGraph(maxAgeDays int) *neighbourGraph {
+	return &neighbourGraph{names: newNames(), edges: map[uint64]edgeState{}, maxAge: int64(maxAgeDays) * 86400}
+}
+
+// pairKey identifies an undirected edge by its two vertex ids.
+func pairKey(a, b uint32) uint64 {
+	if a > b {
+		a, b = b, a
+	}
+	return uint64(a)<<32 | uint64(b)
+}
+
+// adjacent reports whether a and b share an edge that is not aged out at
+// time ts.
+func (g *neighbourGraph) adjacent(a, b uint32, ts int64) bool {
+	e, ok := g.edges[pairKey(a, b)]
+	return ok && e.lastSeen >= ts-g.maxAge
+}
+
+// neighbours lists the vertices sharing an edge with a (aged-out edges
+// included until the next sweep; check adjacent).
+func (g *neighbourGraph) neighbours(a uint32) []uint32 {
+	if int(a) >= len(g.adj) {
+		return nil
+	}
+	return g.adj[a]
+}
+
+// edgeUndo restores one edge as it was before a batch touched it.
+type edgeUndo struct {
+	key     uint64
+	prev    edgeState
+	existed bool
+}
+
+// touch records that a and b were seen adjacent at ts and returns how to
+// undo it.
+func (g *neighbourGraph) touch(a, b uint32, ts int64) edgeUndo {
+	k := pairKey(a, b)
+	prev, existed := g.edges[k]
+	if !existed {
+		g.link(a, b)
+		g.link(b, a)
+	}
+	if !existed || ts > prev.lastSeen {
+		g.edges[k] = edgeState{lastSeen: ts, rowid: prev.rowid}
+	}
+	return edgeUndo{key: k, prev: prev, existed: existed}
+}
+
+// set loads an edge as stored.
+func (g *neighbourGraph) set(a, b uint32, ts, rowid int64) {
+	k := pairKey(a, b)
+	if prev, ok := g.edges[k]; ok {
+		g.edges[k] = edgeState{lastSeen: max(prev.lastSeen, ts), rowid: prev.rowid}
+		return
+	}
+	g.edges[k] = edgeState{lastSeen: ts, rowid: rowid}
+	g.link(a, b)
+	g.link(b, a)
+}
+
+func (g *neighbourGraph) undo(u edgeUndo) {
+	if u.existed {
+		g.edges[u.key] = u.prev
+		return
+	}
+	g.drop(u.key)
+}
+
+func (g *neighbourGraph) drop(k uint64) {
+	delete(g.edges, k)
+	a, b := uint32(k>>32), uint32(k)
+	g.unlink(a, b)
+	g.unlink(b, a)
+}
+
+func (g *neighbourGraph) link(a, b uint32) {
+	for int(a) >= len(g.adj) {
+		g.adj = append(g.adj, nil)
+	}
+	g.adj[a] = append(g.adj[a], b)
+}
+
+func (g *neighbourGraph) unlink(a, b uint32) {
+	if int(a) < len(g.adj) {
+		if i := slices.Index(g.adj[a], b); i >= 0 {
+			g.adj[a] = slices.Delete(g.adj[a], i, i+1)
+		}
+	}
+}
+
+// sweep forgets the edges last seen before cutoff and reports how many.
+func (g *neighbourGraph) sweep(cutoff int64) int {
+	var old []uint64
+	for k, e := range g.edges {
+		if e.lastSeen < cutoff {
+			old = append(old, k)
+		}
+	}
+	for _, k := range old {
+		g.drop(k)
+	}
+	return len(old)
+}
+
+// edgeDelta is what one batch adds to one neighbor_edges row.
+type edgeDelta struct {
+	a, b     uint32 // node_a ≤ node_b as strings
+	count    int64
+	lastSeen int64
+}
+
+// edgeBatch aggregates a batch's edges, one upsert per pair at the end.
+type edgeBatch struct {
+	deltas map[uint64]*edgeDelta
+	order  []uint64 // first-touch order, for a deterministic flush
+}
+
+func newEdgeBatch() edgeBatch { return edgeBatch{deltas: map[uint64]*edgeDelta{}} }
+
+func (e *edgeBatch) add(g *neighbourGraph, a, b uint32, ts int64) {
+	k := pairKey(a, b)
+	d := e.deltas[k]
+	if d == nil {
+		if g.names.name(a) > g.names.name(b) {
+			a, b = b, a
+		}
+		d = &edgeDelta{a: a, b: b, lastSeen: ts}
+		e.deltas[k] = d
+		e.order = append(e.order, k)
+	}
+	d.count++
+	d.lastSeen = max(d.lastSeen, ts)
+}
+
+func (e *edgeBatch) reset() {
+	clear(e.deltas)
+	e.order = e.order[:0]
+}
+
+// The statements that write a batch's edges. A pair the writer knows the
+// row of is updated by rowid: no search of the (node_a, node_b) index. A
+// new pair is inserted. A pair stored but not loaded (older than the
+// age-out at start, or written in another case) is updated by its key and
+// its rowid read once.
+const (
+	insertEdgeSQL = `INSERT OR IGNORE INTO neighbor_edges (node_a, node_b, count, last_seen) VALUES (?1, ?2, ?3, ?4)`
+	// The additions below do not use MAX(): with a NULL last_seen (never
+	// written by CoreScope, but allowed by the schema) MAX would keep NULL.
+	edgeAdditions = `count = COALESCE(count, 0) + ?3,
+		last_seen = CASE WHEN last_seen IS NULL OR ?4 > last_seen THEN ?4 ELSE last_seen END`
+	// updateEdgeByRowidSQL changes nothing unless the row still holds the
+	// pair (retention may have deleted it, a rolled-back insert may have
+	// left a rowid that is now another pair's).
+	updateEdgeByRowidSQL = `UPDATE neighbor_edges SET ` + edgeAdditions + ` WHERE rowid = ?5 AND node_a = ?1 AND node_b = ?2`
+	updateEdgeByPairSQL  = `UPDATE neighbor_edges SET ` + edgeAdditions + ` WHERE node_a = ?1 AND node_b = ?2`
+	edgeRowidSQL         = `SELECT rowid FROM neighbor_edges WHERE node_a = ? AND node_b = ?`
+)
+
+// edgeStatements are the statements above, prepared on the writer's
+// connection.
+type edgeStatements struct{ insert, byRowid, byPair, rowid *sql.Stmt }
+
+func prepareEdgeStatements(ctx context.Context, tx Tx) (*edgeStatements, error) {
+	st := &edgeStatements{}
+	for _, p := range []struct {
+		dst **sql.Stmt
+		sql string
+	}{{&st.insert, insertEdgeSQL}, {&st.byRowid, updateEdgeByRowidSQL}, {&st.byPair, updateEdgeByPairSQL}, {&st.rowid, edgeRowidSQL}} {
+		s, err := tx.PrepareContext(ctx, p.sql)
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("prepare neighbor_edges statement: %w", err)
+		}
+		*p.dst = s
+	}
+	return st, nil
+}
+
+func (s *edgeStatements) close() {
+	for _, st := range []*sql.Stmt{s.insert, s.byRowid, s.byPair, s.rowid} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourGraph) error {
+	for _, k := range e.order {
+		d := e.deltas[k]
+		a, b := g.names.name(d.a), g.names.name(d.b)
+		seen := formatSeconds(d.lastSeen)
+		state := g.edges[k]
+		if state.rowid != 0 {
+			n, err := rowsAffected(st.byRowid.ExecContext(ctx, a, b, d.count, seen, state.rowid))
+			if err != nil {
+				return fmt.Errorf("update neighbor edge %s–%s: %w", a, b, err)
+			}
+			if n == 1 {
+				continue
+			}
+		}
+		res, err := st.insert.ExecContext(ctx, a, b, d.count, seen)
+		if err != nil {
+			return fmt.Errorf("insert neighbor edge %s–%s: %w", a, b, err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			state.rowid, _ = res.LastInsertId()
+		} else {
+			if _, err := st.byPair.ExecContext(ctx, a, b, d.count, seen); err != nil {
+				return fmt.Errorf("update neighbor edge %s–%s: %w", a, b, err)
+			}
+			if err := st.rowid.QueryRowContext(ctx, a, b).Scan(&state.rowid); err != nil {
+				return fmt.Errorf("find neighbor edge %s–%s: %w", a, b, err)
+			}
+		}
+		g.edges[k] = state
+	}
+	return nil
+}
+
+func rowsAffected(res sql.Result, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
