@@ -153,6 +153,7 @@ func (e *Env) StartReceiver() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	e.Receiver.Kill() // a receiver that never connected is not left behind
 	log, _ := os.ReadFile(e.Receiver.log)
 	return fmt.Errorf("receiver (pid %d) not connected within 10 s; the end of %s:\n%s", pid, e.Receiver.log, tail(log, 1500))
 }
