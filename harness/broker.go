@@ -36,6 +36,25 @@ func StartMosquitto(dir string) (*Mosquitto, error) {
 		}
 		bin = "/usr/sbin/mosquitto"
 	}
+	// A free port can be taken by another process between the probe and
+	// mosquitto's bind (tests run side by side); then mosquitto exits and
+	// the start is tried again on another port.
+	for attempt := 0; attempt < 5; attempt++ {
+		var m *Mosquitto
+		if m, err = startMosquittoOnce(dir, bin); err == nil {
+			return m, nil
+		}
+		if !errors.Is(err, errBrokerExited) {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// errBrokerExited: mosquitto ended right after starting (port taken).
+var errBrokerExited = errors.New("mosquitto exited at start")
+
+func startMosquittoOnce(dir, bin string) (*Mosquitto, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -71,10 +90,23 @@ func (m *Mosquitto) start() error {
 	go func(c *exec.Cmd, done chan struct{}) { c.Wait(); close(done) }(m.cmd, m.done)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
+		select {
+		case <-m.done:
+			log, _ := os.ReadFile(filepath.Join(m.dir, "mosquitto.log"))
+			return fmt.Errorf("%w on port %d: %s", errBrokerExited, m.Port, tail(log, 300))
+		default:
+		}
 		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(m.Port), 100*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return nil
+			// Make sure the listener is this mosquitto, not a process that
+			// took the port: ours must still be running a moment later.
+			select {
+			case <-m.done:
+				continue
+			case <-time.After(100 * time.Millisecond):
+				return nil
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -111,4 +143,12 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// tail is the last n bytes of b, for error messages.
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
 }

@@ -153,7 +153,9 @@ func (e *Env) StartReceiver() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("receiver (pid %d) not connected within 10 s; see %s", pid, e.Receiver.log)
+	e.Receiver.Kill() // a receiver that never connected is not left behind
+	log, _ := os.ReadFile(e.Receiver.log)
+	return fmt.Errorf("receiver (pid %d) not connected within 10 s; the end of %s:\n%s", pid, e.Receiver.log, tail(log, 1500))
 }
 
 func receiverConnected(s stats) bool {

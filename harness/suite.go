@@ -207,13 +207,12 @@ func (s *Suite) finish(ctx context.Context, e *Env, r *Result, compare, exactDro
 	}
 	r.Rec = Reconcile(st, e.Gen.Accounting(), e.Gen.Expected(), e.WriterDrops(), exactDrops)
 	r.Messages = e.Gen.Accounting().Messages
-	r.Timeline = e.Samples()
+	r.Timeline, r.Started = e.Samples(), e.Started
 	_, arrivals := e.Poller.Arrivals()
 	r.PublishLag = PublishLag(r.Timeline, arrivals)
 	if err := writeTimeline(filepath.Join(e.Dir, "timeline.csv"), r); err != nil {
 		r.note("timeline.csv: %v", err)
 	}
-	r.Started = e.Started
 	r.ReceiverCost, r.WriterCost = e.Receiver.Totals(), e.Writer.Totals()
 	r.ReceiverDrops = e.ReceiverDrops()
 	r.ReceiverDups = e.ReceiverDuplicates()
