@@ -135,6 +135,9 @@ func (t *backfillTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, er
 			if _, err := tx.ExecContext(ctx, `INSERT INTO _async_migrations (name, status) VALUES (?, 'pending_async')`, ph.name); err != nil {
 				return false, fmt.Errorf("record backfill %s: %w", ph.name, err)
 			}
+			if err := forgetBackfillProgress(ctx, tx, ph.name); err != nil {
+				return false, err
+			}
 			t.log.Info().Str("backfill", ph.name).Msg("database older than this column: backfill starts in the background")
 		case "pending_async":
 		default: // failed or cancelled by CoreScope's own run: try again
@@ -142,11 +145,25 @@ func (t *backfillTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, er
 				WHERE name = ?`, ph.name); err != nil {
 				return false, fmt.Errorf("restart backfill %s: %w", ph.name, err)
 			}
+			if err := forgetBackfillProgress(ctx, tx, ph.name); err != nil {
+				return false, err
+			}
 		}
 		return false, t.advance(ctx, tx, ph)
 	}
 	t.allDone = true
 	return false, nil
+}
+
+// forgetBackfillProgress drops what an earlier run of a phase left in
+// meshingest_state: a phase that starts again must measure the table again
+// (an old cursor at an old upper bound would end it at once, fixing
+// nothing).
+func forgetBackfillProgress(ctx context.Context, tx Tx, name string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM meshingest_state WHERE key = ?`, backfillStatePrefix+name); err != nil {
+		return fmt.Errorf("restart backfill %s: %w", name, err)
+	}
+	return nil
 }
 
 // advance runs one window of a pending phase.

@@ -28,8 +28,8 @@ type DBOptions struct {
 	// pages take about 20. Inserts touch the right edge of the id and
 	// time indexes and one spot per observer in the others, a small
 	// working set: the catch-up benchmarks ran as fast with 2 or 4 MiB
-	// as with 8 or 24. Default 2 MiB, SQLite's own default (config
-	// writer.cacheKiB).
+	// as with 8 or 24. Default 2 MiB, SQLite's own default, which leaves
+	// room for the jobs' in-memory state (config writer.cacheKiB).
 	CacheKiB int
 	// BusyTimeoutMs is how long SQLite itself waits for a lock before a
 	// statement fails with SQLITE_BUSY. A lock shorter than this is
