@@ -221,7 +221,7 @@ func TestPathState_RolledBack_ForgetsTheBatch(t *testing.T) {
 	}
 }
 
-func mustExecConn(t *testing.T, conn Tx, q string, args ...any) {
+func mustExecConn(t testing.TB, conn Tx, q string, args ...any) {
 	t.Helper()
 	if _, err := conn.ExecContext(context.Background(), q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
