@@ -14,7 +14,7 @@ import "context"
 // most of it but leave the table behind the committed observations after
 // every stop; that is not worth it.
 func (p *pathState) Flush(ctx context.Context, tx Tx) error {
-	if len(p.edges.order) == 0 {
+	if p.edges.len() == 0 {
 		return nil
 	}
 	return p.edges.flush(ctx, p.stmts, p.graph)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // neighbor_edges (docs/reference/mqtt-formats.md §8): every stored
@@ -189,6 +190,7 @@ func (g *neighbourGraph) sweep(cutoff int64) int {
 
 // edgeDelta is what one batch adds to one neighbor_edges row.
 type edgeDelta struct {
+	key      uint64
 	a, b     uint32 // node_a ≤ node_b as strings
 	count    int64
 	lastSeen int64
@@ -196,30 +198,33 @@ type edgeDelta struct {
 
 // edgeBatch aggregates a batch's edges, one upsert per pair at the end.
 type edgeBatch struct {
-	deltas map[uint64]*edgeDelta
-	order  []uint64 // first-touch order, for a deterministic flush
+	index  map[uint64]int32 // pairKey → position in deltas
+	deltas []edgeDelta      // first-touch order, for a deterministic flush
 }
 
-func newEdgeBatch() edgeBatch { return edgeBatch{deltas: map[uint64]*edgeDelta{}} }
+func newEdgeBatch() edgeBatch { return edgeBatch{index: map[uint64]int32{}} }
+
+func (e *edgeBatch) len() int { return len(e.deltas) }
 
 func (e *edgeBatch) add(g *neighbourGraph, a, b uint32, ts int64) {
 	k := pairKey(a, b)
-	d := e.deltas[k]
-	if d == nil {
+	i, ok := e.index[k]
+	if !ok {
 		if g.names.name(a) > g.names.name(b) {
 			a, b = b, a
 		}
-		d = &edgeDelta{a: a, b: b, lastSeen: ts}
-		e.deltas[k] = d
-		e.order = append(e.order, k)
+		i = int32(len(e.deltas))
+		e.index[k] = i
+		e.deltas = append(e.deltas, edgeDelta{key: k, a: a, b: b, lastSeen: ts})
 	}
+	d := &e.deltas[i]
 	d.count++
 	d.lastSeen = max(d.lastSeen, ts)
 }
 
 func (e *edgeBatch) reset() {
-	clear(e.deltas)
-	e.order = e.order[:0]
+	clear(e.index)
+	e.deltas = e.deltas[:0]
 }
 
 // The statements that write a batch's edges. A pair the writer knows the
@@ -243,14 +248,20 @@ const (
 
 // edgeStatements are the statements above, prepared on the writer's
 // connection.
-type edgeStatements struct{ insert, byRowid, byPair, rowid *sql.Stmt }
+type edgeStatements struct {
+	insert, byRowid, byRowids, byPair, rowid, holds *sql.Stmt
+	args                                            []any
+}
+
+const edgeHoldsSQL = `SELECT EXISTS (SELECT 1 FROM neighbor_edges WHERE rowid = ? AND node_a = ? AND node_b = ?)`
 
 func prepareEdgeStatements(ctx context.Context, tx Tx) (*edgeStatements, error) {
 	st := &edgeStatements{}
 	for _, p := range []struct {
 		dst **sql.Stmt
 		sql string
-	}{{&st.insert, insertEdgeSQL}, {&st.byRowid, updateEdgeByRowidSQL}, {&st.byPair, updateEdgeByPairSQL}, {&st.rowid, edgeRowidSQL}} {
+	}{{&st.insert, insertEdgeSQL}, {&st.byRowid, updateEdgeByRowidSQL}, {&st.byRowids, updateEdgesSQL},
+		{&st.byPair, updateEdgeByPairSQL}, {&st.rowid, edgeRowidSQL}, {&st.holds, edgeHoldsSQL}} {
 		s, err := tx.PrepareContext(ctx, p.sql)
 		if err != nil {
 			st.close()
@@ -262,44 +273,119 @@ func prepareEdgeStatements(ctx context.Context, tx Tx) (*edgeStatements, error) 
 }
 
 func (s *edgeStatements) close() {
-	for _, st := range []*sql.Stmt{s.insert, s.byRowid, s.byPair, s.rowid} {
+	for _, st := range []*sql.Stmt{s.insert, s.byRowid, s.byRowids, s.byPair, s.rowid, s.holds} {
 		if st != nil {
 			st.Close()
 		}
 	}
 }
 
-func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourGraph) error {
-	for _, k := range e.order {
-		d := e.deltas[k]
-		a, b := g.names.name(d.a), g.names.name(d.b)
-		seen := formatSeconds(d.lastSeen)
-		state := g.edges[k]
-		if state.rowid != 0 {
-			n, err := rowsAffected(st.byRowid.ExecContext(ctx, a, b, d.count, seen, state.rowid))
-			if err != nil {
-				return fmt.Errorf("update neighbor edge %s–%s: %w", a, b, err)
-			}
-			if n == 1 {
-				continue
-			}
+// edgeUpdateChunk is how many known pairs one UPDATE … FROM (VALUES …)
+// statement changes: one statement instead of 64 saves most of the
+// per-statement cost, which was most of the time of writing the edges.
+const edgeUpdateChunk = 64
+
+// updateEdgesSQL updates up to edgeUpdateChunk known pairs by rowid; like
+// updateEdgeByRowidSQL it leaves a row alone unless it still holds the pair.
+var updateEdgesSQL = func() string {
+	var sb strings.Builder
+	sb.WriteString(`UPDATE neighbor_edges SET
+		count = COALESCE(neighbor_edges.count, 0) + v.column3,
+		last_seen = CASE WHEN neighbor_edges.last_seen IS NULL OR v.column4 > neighbor_edges.last_seen
+			THEN v.column4 ELSE neighbor_edges.last_seen END
+	FROM (VALUES `)
+	for i := 0; i < edgeUpdateChunk; i++ {
+		if i > 0 {
+			sb.WriteString(", ")
 		}
-		res, err := st.insert.ExecContext(ctx, a, b, d.count, seen)
-		if err != nil {
-			return fmt.Errorf("insert neighbor edge %s–%s: %w", a, b, err)
-		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			state.rowid, _ = res.LastInsertId()
-		} else {
-			if _, err := st.byPair.ExecContext(ctx, a, b, d.count, seen); err != nil {
-				return fmt.Errorf("update neighbor edge %s–%s: %w", a, b, err)
-			}
-			if err := st.rowid.QueryRowContext(ctx, a, b).Scan(&state.rowid); err != nil {
-				return fmt.Errorf("find neighbor edge %s–%s: %w", a, b, err)
-			}
-		}
-		g.edges[k] = state
+		sb.WriteString("(?, ?, ?, ?, ?)")
 	}
+	sb.WriteString(`) AS v
+	WHERE neighbor_edges.rowid = v.column5 AND neighbor_edges.node_a = v.column1 AND neighbor_edges.node_b = v.column2`)
+	return sb.String()
+}()
+
+func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourGraph) error {
+	// Known pairs in chunks, the others (and a chunk's leftovers) one by
+	// one.
+	var known, single []*edgeDelta
+	for i := range e.deltas {
+		d := &e.deltas[i]
+		if g.edges[d.key].rowid != 0 {
+			known = append(known, d)
+		} else {
+			single = append(single, d)
+		}
+	}
+	for len(known) >= edgeUpdateChunk {
+		chunk := known[:edgeUpdateChunk]
+		known = known[edgeUpdateChunk:]
+		args := st.args[:0]
+		for _, d := range chunk {
+			args = append(args, g.names.name(d.a), g.names.name(d.b), d.count, formatSeconds(d.lastSeen), g.edges[d.key].rowid)
+		}
+		st.args = args
+		n, err := rowsAffected(st.byRowids.ExecContext(ctx, args...))
+		if err != nil {
+			return fmt.Errorf("update %d neighbor edges: %w", len(chunk), err)
+		}
+		if n == int64(len(chunk)) {
+			continue
+		}
+		// Some rows were gone (retention) or not the pair: the updated
+		// ones still hold their pair, the others are written one by one.
+		for _, d := range chunk {
+			var there bool
+			if err := st.holds.QueryRowContext(ctx, g.edges[d.key].rowid, g.names.name(d.a), g.names.name(d.b)).Scan(&there); err != nil {
+				return fmt.Errorf("check neighbor edge: %w", err)
+			}
+			if !there {
+				state := g.edges[d.key]
+				state.rowid = 0
+				g.edges[d.key] = state
+				single = append(single, d)
+			}
+		}
+	}
+	single = append(single, known...)
+	for _, d := range single {
+		if err := flushOne(ctx, st, g, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flushOne writes one pair: by rowid when known, else inserted, else (a
+// row the writer did not load) by its key.
+func flushOne(ctx context.Context, st *edgeStatements, g *neighbourGraph, d *edgeDelta) error {
+	a, b := g.names.name(d.a), g.names.name(d.b)
+	seen := formatSeconds(d.lastSeen)
+	state := g.edges[d.key]
+	if state.rowid != 0 {
+		n, err := rowsAffected(st.byRowid.ExecContext(ctx, a, b, d.count, seen, state.rowid))
+		if err != nil {
+			return fmt.Errorf("update neighbor edge %s–%s: %w", a, b, err)
+		}
+		if n == 1 {
+			return nil
+		}
+	}
+	res, err := st.insert.ExecContext(ctx, a, b, d.count, seen)
+	if err != nil {
+		return fmt.Errorf("insert neighbor edge %s–%s: %w", a, b, err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		state.rowid, _ = res.LastInsertId()
+	} else {
+		if _, err := st.byPair.ExecContext(ctx, a, b, d.count, seen); err != nil {
+			return fmt.Errorf("update neighbor edge %s–%s: %w", a, b, err)
+		}
+		if err := st.rowid.QueryRowContext(ctx, a, b).Scan(&state.rowid); err != nil {
+			return fmt.Errorf("find neighbor edge %s–%s: %w", a, b, err)
+		}
+	}
+	g.edges[d.key] = state
 	return nil
 }
 

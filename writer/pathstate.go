@@ -49,9 +49,10 @@ type pathState struct {
 	lastBatchAt  time.Time
 
 	// Scratch space reused for every observation.
-	hops [maxHops]hop
-	res  []uint32
-	buf  []byte
+	hops   [maxHops]hop
+	res    []uint32
+	unique []uint32
+	buf    []byte
 }
 
 func newPathState(log zerolog.Logger, maxAgeDays int) *pathState {
@@ -236,7 +237,8 @@ func (p *pathState) BeforeObservation(ctx context.Context, tx Tx, obs *Observati
 }
 
 // observationEdges finds the edges one new observation row gives (see
-// neighbors.go) and hands each to add.
+// neighbors.go) and hands each to add; resolveHops has left each hop's
+// only candidate in p.unique.
 func (p *pathState) observationEdges(hops []hop, isAdvert bool, from, observer uint32, ts int64, add func(a, b uint32, ts int64)) {
 	if len(hops) == 0 {
 		if isAdvert && from != noNode && observer != noNode && from != observer {
@@ -245,12 +247,12 @@ func (p *pathState) observationEdges(hops []hop, isAdvert bool, from, observer u
 		return
 	}
 	if isAdvert && from != noNode {
-		if r := p.uniqueNode(&hops[0]); r != noNode && r != from {
+		if r := p.unique[0]; r != noNode && r != from {
 			add(from, r, ts)
 		}
 	}
 	if observer != noNode {
-		if r := p.uniqueNode(&hops[len(hops)-1]); r != noNode && r != observer {
+		if r := p.unique[len(hops)-1]; r != noNode && r != observer {
 			add(observer, r, ts)
 		}
 	}

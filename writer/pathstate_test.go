@@ -3,6 +3,7 @@ package writer
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -220,7 +221,7 @@ func TestPathState_RolledBack_ForgetsTheBatch(t *testing.T) {
 	}
 }
 
-func mustExecConn(t *testing.T, conn Tx, q string, args ...any) {
+func mustExecConn(t testing.TB, conn Tx, q string, args ...any) {
 	t.Helper()
 	if _, err := conn.ExecContext(context.Background(), q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
@@ -258,5 +259,65 @@ func TestPathState_NewConnection_Reloads(t *testing.T) {
 	}
 	if p.index.len() != 1 {
 		t.Errorf("index after the reopen holds %d nodes, want the 1 in the table", p.index.len())
+	}
+}
+
+// TestPathState_Flush_RowsDeletedMeanwhile: the pairs a batch knows the
+// rows of are updated 64 to a statement; a row retention deleted between
+// two batches is written again, not lost and not double-counted.
+func TestPathState_Flush_RowsDeletedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	d, err := openDatabase(ctx, filepath.Join(t.TempDir(), "meshcore.db"), true, DBOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	if _, err := migrate(ctx, d.conn, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	mustExecConn(t, d.conn, `INSERT INTO nodes (public_key) VALUES (?)`, key64("ab"))
+	p := newPathState(zerolog.Nop(), 5)
+	const observers = 70
+	batch := func(tx0 int64) {
+		t.Helper()
+		mustExecConn(t, d.conn, "BEGIN IMMEDIATE")
+		for i := int64(0); i < observers; i++ {
+			obs := &Observation{TransmissionID: tx0 + i, ObserverIdx: sql.NullInt64{Int64: i + 1, Valid: true},
+				PathJSON: `["AB"]`, Timestamp: 1_800_000_000 + tx0}
+			oc := &ObservationContext{ObserverID: fmt.Sprintf("OBS%03d", i), NewTransmission: true}
+			if err := p.BeforeObservation(ctx, d.conn, obs, oc); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Flush(ctx, d.conn); err != nil {
+			t.Fatal(err)
+		}
+		mustExecConn(t, d.conn, "COMMIT")
+		p.Committed()
+	}
+	batch(1000)
+	mustExecConn(t, d.conn, `DELETE FROM neighbor_edges WHERE node_b IN ('obs003', 'obs010', 'obs060', 'obs069')`)
+	batch(2000)
+	rows, err := d.conn.QueryContext(ctx, `SELECT node_b, count, last_seen FROM neighbor_edges ORDER BY node_b`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var b, seen string
+		var c int
+		rows.Scan(&b, &c, &seen)
+		want := 2
+		if strings.Contains("obs003 obs010 obs060 obs069", b) {
+			want = 1
+		}
+		if c != want || seen != formatSeconds(1_800_002_000) {
+			t.Errorf("edge to %s: count %d last_seen %s, want %d %s", b, c, seen, want, formatSeconds(1_800_002_000))
+		}
+		n++
+	}
+	if n != observers {
+		t.Errorf("%d edges, want %d", n, observers)
 	}
 }

@@ -231,9 +231,10 @@ const noNode = ^uint32(0)
 // node hop i resolves to, or noNode. from is the advert's own node (or
 // noNode): it anchors the first hop, and it and every node already on the
 // path are excluded from later hops, since a packet does not pass a node
-// twice.
+// twice. It also leaves in p.unique, for each hop, its only candidate
+// (noNode when none or several): the resolution neighbor_edges uses.
 func (p *pathState) resolveHops(hops []hop, from uint32, ts int64, out []uint32) []uint32 {
-	out = out[:0]
+	out, p.unique = out[:0], p.unique[:0]
 	var seenBuf [maxHops + 1]uint32
 	seen := seenBuf[:0]
 	anchor := from
@@ -241,7 +242,13 @@ func (p *pathState) resolveHops(hops []hop, from uint32, ts int64, out []uint32)
 		seen = append(seen, from)
 	}
 	for i := range hops {
-		r := p.resolveHop(hops[i].prefix(), anchor, seen, ts)
+		cands := p.index.candidates(hops[i].prefix())
+		if len(cands) == 1 {
+			p.unique = append(p.unique, cands[0])
+		} else {
+			p.unique = append(p.unique, noNode)
+		}
+		r := p.resolveHop(cands, hops[i].prefix(), anchor, seen, ts)
 		out = append(out, r)
 		if r != noNode {
 			seen = append(seen, r)
@@ -251,11 +258,10 @@ func (p *pathState) resolveHops(hops []hop, from uint32, ts int64, out []uint32)
 	return out
 }
 
-// resolveHop settles one hop: the only candidate (unless already on the
-// path), or among several the only one not on the path that is adjacent to
-// the anchor.
-func (p *pathState) resolveHop(prefix []byte, anchor uint32, seen []uint32, ts int64) uint32 {
-	cands := p.index.candidates(prefix)
+// resolveHop settles one hop among its candidates: the only one (unless
+// already on the path), or among several the only one not on the path
+// that is adjacent to the anchor.
+func (p *pathState) resolveHop(cands []uint32, prefix []byte, anchor uint32, seen []uint32, ts int64) uint32 {
 	switch len(cands) {
 	case 0:
 		return noNode
@@ -297,16 +303,6 @@ func (p *pathState) resolveHop(prefix []byte, anchor uint32, seen []uint32, ts i
 		return match
 	}
 	return noNode
-}
-
-// uniqueNode is the resolution neighbor_edges uses: the hop's only
-// candidate, with no context; noNode when there are none or several.
-func (p *pathState) uniqueNode(h *hop) uint32 {
-	cands := p.index.candidates(h.prefix())
-	if len(cands) != 1 {
-		return noNode
-	}
-	return cands[0]
 }
 
 func hasPrefix(s string, p []byte) bool {

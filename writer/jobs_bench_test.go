@@ -1,0 +1,109 @@
+package writer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// BenchmarkCatchUpJobs is BenchmarkCatchUp's writer run (the same backlog:
+// 10,000 transmissions heard by 27 of 60 observers, the same real writer
+// process, into an empty database and into the preloaded 1 M / 10 M one)
+// with CoreScope's jobs off (writer.jobs = false) and on, alternately in
+// the same run, and reports the median speed of each and the loss, and the
+// writer process's CPU time and disk writes per observation (on a shared
+// machine the CPU time varies less than the speed):
+//
+//	go test -run '^$' -bench CatchUpJobs -benchtime 1x -timeout 120m ./writer/
+//
+// MESHINGEST_BENCH_ROUNDS sets the rounds (each runs both; default 3).
+func BenchmarkCatchUpJobs(b *testing.B) {
+	b.Run("empty", func(b *testing.B) { benchCatchUpJobs(b, "") })
+	b.Run("preloaded-1M-10M", func(b *testing.B) { benchCatchUpJobs(b, preloadedDB(b)) })
+}
+
+func benchCatchUpJobs(b *testing.B, base string) {
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		work := b.TempDir()
+		pristine := filepath.Join(work, "spool-pristine")
+		g := newTrafficGen(b, benchSeed, benchObservers, benchFanout, benchFanout, benchStart)
+		g.counter = 1 << 24 // no collision with the preloaded transmissions
+		appendGenerated(b, pristine, g, benchTransmissions)
+
+		rates := map[bool][]float64{}
+		disk := map[bool][]float64{}
+		cpu := map[bool][]float64{}
+		var obs int64
+		for round := 0; round < benchRounds(); round++ {
+			// Alternate which goes first, so a drift in the machine's
+			// load does not favour one.
+			order := []bool{false, true}
+			if round%2 == 1 {
+				order = []bool{true, false}
+			}
+			for _, jobs := range order {
+				dir := filepath.Join(work, fmt.Sprintf("round%d-jobs-%v", round, jobs))
+				p := newProcessSetup(b, mkdir(b, dir), map[string]any{"writer": map[string]any{"jobs": jobs}})
+				if base != "" {
+					copyFile(b, base, p.DB)
+					dropPageCache(p.DB)
+				} else {
+					d, err := openDatabase(context.Background(), p.DB, true, DBOptions{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := migrate(context.Background(), d.conn, zerolog.Nop()); err != nil {
+						b.Fatal(err)
+					}
+					d.close()
+				}
+				copyDir(b, pristine, p.Spool)
+				before := tableMaxIDs(b, p.DB)
+
+				b.StartTimer()
+				start := time.Now()
+				cmd := p.start(b)
+				end := p.waitDrained(b, 30*time.Minute)
+				b.StopTimer()
+				io, err := procIO(cmd.Process.Pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cpuSec := cpuSeconds(cmd.Process.Pid)
+				stopProcess(b, cmd)
+				db := openRaw(b, p.DB)
+				n := count(b, db, `SELECT COUNT(*) FROM observations WHERE id > ?`, before["observations"])
+				resolved := count(b, db, `SELECT COUNT(*) FROM observations WHERE id > ? AND resolved_path IS NOT NULL`, before["observations"])
+				edges := count(b, db, `SELECT COUNT(*) FROM neighbor_edges`)
+				db.Close()
+				if obs == 0 {
+					obs = n
+				}
+				if n != obs || (jobs && (resolved == 0 || edges == 0)) || (!jobs && (resolved != 0 || edges != 0)) {
+					b.Fatalf("jobs %v: %d observations (want %d), %d resolved paths, %d edges", jobs, n, obs, resolved, edges)
+				}
+				rate := float64(n) / end.Sub(start).Seconds()
+				rates[jobs] = append(rates[jobs], rate)
+				disk[jobs] = append(disk[jobs], float64(io.WriteBytes)/float64(n))
+				cpu[jobs] = append(cpu[jobs], 1e6*cpuSec/float64(n))
+				b.Logf("round %d, jobs %-5v: %.0f obs/s, %.1f CPU µs/obs, %.0f disk B/obs, %d resolved paths, %d edges",
+					round, jobs, rate, 1e6*cpuSec/float64(n), float64(io.WriteBytes)/float64(n), resolved, edges)
+				os.RemoveAll(dir)
+			}
+		}
+		off, on := median(rates[false]), median(rates[true])
+		b.ReportMetric(off, "obs/s-jobs-off")
+		b.ReportMetric(on, "obs/s-jobs-on")
+		b.ReportMetric(100*(1-on/off), "%-slower-with-jobs")
+		b.ReportMetric(median(cpu[false]), "cpu-µs/obs-jobs-off")
+		b.ReportMetric(median(cpu[true]), "cpu-µs/obs-jobs-on")
+		b.ReportMetric(median(disk[false]), "disk-B/obs-jobs-off")
+		b.ReportMetric(median(disk[true]), "disk-B/obs-jobs-on")
+	}
+}
