@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,11 +43,8 @@ func decodeCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	// Flags may come before or after the frames.
 	var frames []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
+		if status, ok := parseFlags(fs, args); !ok {
+			return status
 		}
 		if fs.NArg() == 0 {
 			break

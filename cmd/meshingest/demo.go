@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -27,15 +26,8 @@ func runDemo(args []string) int {
 	fs.Usage = func() { fmt.Fprint(os.Stderr, demoUsage); fs.PrintDefaults() }
 	dir := fs.String("dir", "", "new or empty `folder` for the database, spool and logs (default: a new temporary folder, kept)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up when the writer has not drained everything by then")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "meshingest demo: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if status, ok := parseFlagsOnly(fs, args); !ok {
+		return status
 	}
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "meshingest-demo-")

@@ -24,15 +24,11 @@ func runReceive(args []string) int {
 		fmt.Fprintln(fs.Output(), "SIGTERM stops cleanly; SIGHUP reloads the sources from the config file.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
+	if status, ok := parseFlagsOnly(fs, args); !ok {
+		return status
 	}
-	cfg, err := shared.LoadConfig(*configPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "meshingest receive:", err)
+	cfg, ok := loadConfig(fs, *configPath)
+	if !ok {
 		return 2
 	}
 	level := cfg.LogLevel

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,19 +43,11 @@ func redecodeCommand(args []string, stderr io.Writer) int {
 	configPath := fs.String("config", "", "configuration `file` (CoreScope's config.json plus meshingest's keys); none: defaults and environment")
 	all := fs.Bool("all", false, "decode every transmission again, not only channel messages that were not decrypted")
 	restart := fs.Bool("restart", false, "ignore the stored progress and start from the first row")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if status, ok := parseFlagsOnly(fs, args); !ok {
+		return status
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "meshingest redecode: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	cfg, err := shared.LoadConfig(*configPath)
-	if err != nil {
-		fmt.Fprintln(stderr, "meshingest redecode:", err)
+	cfg, ok := loadConfig(fs, *configPath)
+	if !ok {
 		return 2
 	}
 	log := shared.NewLogger(stderr, "redecode", cfg.LogLevel, shared.LogAuto)

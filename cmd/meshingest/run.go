@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -29,19 +28,11 @@ func runRun(args []string) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, runUsage); fs.PrintDefaults() }
 	configPath := fs.String("config", "", "configuration `file` (CoreScope's config.json plus meshingest's keys); none: defaults and environment")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if status, ok := parseFlagsOnly(fs, args); !ok {
+		return status
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "meshingest run: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	cfg, err := shared.LoadConfig(*configPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "meshingest run:", err)
+	cfg, ok := loadConfig(fs, *configPath)
+	if !ok {
 		return 2
 	}
 	log := shared.NewLogger(os.Stderr, "run", cfg.LogLevel, shared.LogAuto)

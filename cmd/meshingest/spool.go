@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -87,11 +86,8 @@ func newSpoolFlags(name, usage string, stderr io.Writer, withJSON bool) *spoolFl
 // parse parses args and resolves the spool folder; a non-negative code
 // means "exit with it".
 func (f *spoolFlags) parse(args []string) int {
-	if err := f.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if status, ok := parseFlags(f.fs, args); !ok {
+		return status
 	}
 	if f.dir == "" {
 		cfg, err := shared.LoadConfig(f.config)

@@ -37,15 +37,8 @@ func runSystemd(args []string) int {
 	out := fs.String("out", "", "print: write the files into this `folder` instead of standard output")
 	root := fs.String("root", "/", "install: the root to install below (an image being prepared)")
 	now := fs.Bool("now", false, "install: enable and start both services")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "meshingest systemd %s: unexpected argument %q\n", sub, fs.Arg(0))
-		return 2
+	if status, ok := parseFlagsOnly(fs, args[1:]); !ok {
+		return status
 	}
 
 	p := deploy.Params{Binary: *binary, Config: *config, User: *user}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -31,19 +30,11 @@ func runWrite(args []string) int {
 	fs := flag.NewFlagSet("write", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, writeUsage); fs.PrintDefaults() }
 	configPath := fs.String("config", "", "configuration `file` (CoreScope's config.json plus meshingest's keys); none: defaults and environment")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if status, ok := parseFlagsOnly(fs, args); !ok {
+		return status
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "meshingest write: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	cfg, err := shared.LoadConfig(*configPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "meshingest write:", err)
+	cfg, ok := loadConfig(fs, *configPath)
+	if !ok {
 		return 2
 	}
 	log := shared.NewLogger(os.Stderr, "writer", cfg.LogLevel, shared.LogAuto)

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"strings"
+	"testing"
+)
+
+// A long-running command given its config file without --config must
+// refuse, not start with the defaults.
+func TestDispatch_StrayArgument_Refused(t *testing.T) {
+	for _, cmd := range []string{"receive", "write", "run", "demo", "redecode"} {
+		if got := dispatch([]string{cmd, "config.json"}); got != 2 {
+			t.Errorf("meshingest %s config.json: exit status %d, want 2", cmd, got)
+		}
+	}
+	if got := dispatch([]string{"systemd", "print", "extra"}); got != 2 {
+		t.Errorf("meshingest systemd print extra: exit status %d, want 2", got)
+	}
+}
+
+func TestParseFlagsOnly_Cases(t *testing.T) {
+	for _, c := range []struct {
+		args   []string
+		status int
+		ok     bool
+		output string
+	}{
+		{nil, 0, true, ""},
+		{[]string{"--config", "x.json"}, 0, true, ""},
+		{[]string{"-h"}, 0, false, "Usage"},
+		{[]string{"--nope"}, 2, false, "flag provided but not defined"},
+		{[]string{"x.json"}, 2, false, `meshingest write: unexpected argument "x.json"`},
+	} {
+		var out bytes.Buffer
+		fs := flag.NewFlagSet("write", flag.ContinueOnError)
+		fs.SetOutput(&out)
+		fs.String("config", "", "")
+		status, ok := parseFlagsOnly(fs, c.args)
+		if status != c.status || ok != c.ok || !strings.Contains(out.String(), c.output) {
+			t.Errorf("%q: status %d ok %v output %q; want %d %v containing %q", c.args, status, ok, out.String(), c.status, c.ok, c.output)
+		}
+	}
+}
+
+func TestLoadConfig_BadFile_NamesCommandAndFile(t *testing.T) {
+	var out bytes.Buffer
+	fs := flag.NewFlagSet("write", flag.ContinueOnError)
+	fs.SetOutput(&out)
+	if _, ok := loadConfig(fs, "/nonexistent/config.json"); ok {
+		t.Fatal("loaded a missing file")
+	}
+	if !strings.Contains(out.String(), "meshingest write:") || !strings.Contains(out.String(), "/nonexistent/config.json") {
+		t.Errorf("error %q should name the command and the file", out.String())
+	}
+}
