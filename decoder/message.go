@@ -51,7 +51,8 @@ func ParsePacketMessage(payload []byte) (PacketMessage, error) {
 	if err != nil {
 		return m, err
 	}
-	var snrU, snrL, rssiU, rssiL, scoreL, scoreU, dirL, dirU, raw, gps jsonValue
+	var raw, gps jsonValue
+	var radio radioFields
 	it := objectIter{depth: 1}
 	for {
 		key, val, done, err := s.next(&it)
@@ -62,25 +63,13 @@ func ParsePacketMessage(payload []byte) (PacketMessage, error) {
 			break
 		}
 		var kb [32]byte
-		switch string(keyBytes(key, kb[:0])) {
+		k := keyBytes(key, kb[:0])
+		if radio.take(k, val) {
+			continue
+		}
+		switch string(k) {
 		case "raw":
 			raw = val
-		case "SNR":
-			snrU = val
-		case "snr":
-			snrL = val
-		case "RSSI":
-			rssiU = val
-		case "rssi":
-			rssiL = val
-		case "score":
-			scoreL = val
-		case "Score":
-			scoreU = val
-		case "direction":
-			dirL = val
-		case "Direction":
-			dirU = val
 		case "origin":
 			m.Origin = nullText(val)
 		case "region":
@@ -101,10 +90,7 @@ func ParsePacketMessage(payload []byte) (PacketMessage, error) {
 		return m, &MessageError{Err: ErrNoRaw, Offset: -1}
 	}
 	m.Raw = r
-	m.SNR = firstNumber(snrU, snrL)
-	m.RSSI = firstNumber(rssiU, rssiL)
-	m.Score = firstNumber(scoreL, scoreU)
-	m.Direction = firstText(dirL, dirU)
+	m.SNR, m.RSSI, m.Score, m.Direction = radio.resolve()
 	if gps.kind == kindObject {
 		if err := parseGPS(gps.raw, &m.GPS); err != nil {
 			return m, err
@@ -333,7 +319,8 @@ func ParseCompanionMessage(t Topic, payload []byte) (CompanionMessage, error) {
 	if err != nil {
 		return m, err
 	}
-	var snrU, snrL, rssiU, rssiL, scoreL, scoreU, dirL, dirU, text jsonValue
+	var text jsonValue
+	var radio radioFields
 	it := objectIter{depth: 1}
 	for {
 		key, val, done, err := s.next(&it)
@@ -344,7 +331,11 @@ func ParseCompanionMessage(t Topic, payload []byte) (CompanionMessage, error) {
 			break
 		}
 		var kb [32]byte
-		switch string(keyBytes(key, kb[:0])) {
+		k := keyBytes(key, kb[:0])
+		if radio.take(k, val) {
+			continue
+		}
+		switch string(k) {
 		case "text":
 			text = val
 		case "channel_idx":
@@ -362,22 +353,6 @@ func ParseCompanionMessage(t Topic, payload []byte) (CompanionMessage, error) {
 			if f, ok := val.number(); ok && f >= 0 && f < 1<<53 {
 				m.SenderTimestamp = sql.NullInt64{Int64: int64(f), Valid: true}
 			}
-		case "SNR":
-			snrU = val
-		case "snr":
-			snrL = val
-		case "RSSI":
-			rssiU = val
-		case "rssi":
-			rssiL = val
-		case "score":
-			scoreL = val
-		case "Score":
-			scoreU = val
-		case "direction":
-			dirL = val
-		case "Direction":
-			dirU = val
 		}
 	}
 	if err := s.end(); err != nil {
@@ -387,10 +362,7 @@ func ParseCompanionMessage(t Topic, payload []byte) (CompanionMessage, error) {
 	if m.Text == "" {
 		return m, &MessageError{Err: ErrNoText, Offset: -1}
 	}
-	m.SNR = firstNumber(snrU, snrL)
-	m.RSSI = firstNumber(rssiU, rssiL)
-	m.Score = firstNumber(scoreL, scoreU)
-	m.Direction = firstText(dirL, dirU)
+	m.SNR, m.RSSI, m.Score, m.Direction = radio.resolve()
 	return m, nil
 }
 
@@ -489,6 +461,43 @@ func roundedNumber(v jsonValue) sql.NullInt64 {
 		return sql.NullInt64{}
 	}
 	return sql.NullInt64{Int64: int64(r), Valid: true}
+}
+
+// radioFields gathers the reception fields packet and companion messages
+// both carry, each spelled two ways by different observer bridges; which
+// spelling wins is CoreScope's rule (SNR before snr, RSSI before rssi,
+// score before Score, direction before Direction).
+type radioFields struct {
+	snrU, snrL, rssiU, rssiL, scoreL, scoreU, dirL, dirU jsonValue
+}
+
+// take keeps val when key names one of the fields and says whether it did.
+func (r *radioFields) take(key []byte, val jsonValue) bool {
+	switch string(key) {
+	case "SNR":
+		r.snrU = val
+	case "snr":
+		r.snrL = val
+	case "RSSI":
+		r.rssiU = val
+	case "rssi":
+		r.rssiL = val
+	case "score":
+		r.scoreL = val
+	case "Score":
+		r.scoreU = val
+	case "direction":
+		r.dirL = val
+	case "Direction":
+		r.dirU = val
+	default:
+		return false
+	}
+	return true
+}
+
+func (r *radioFields) resolve() (snr, rssi, score sql.NullFloat64, direction sql.NullString) {
+	return firstNumber(r.snrU, r.snrL), firstNumber(r.rssiU, r.rssiL), firstNumber(r.scoreL, r.scoreU), firstText(r.dirL, r.dirU)
 }
 
 // firstNumber reads primary when the key was present, else fallback: a
