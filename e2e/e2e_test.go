@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshingest/meshingest/capture"
 	"github.com/meshingest/meshingest/internal/dbsummary"
+	"github.com/meshingest/meshingest/internal/testbinary"
 	"github.com/meshingest/meshingest/spool"
 )
 
@@ -28,26 +29,15 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "meshingest-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "meshingest")
-	args := []string{"build", "-o", binary}
-	// E2E_RACE=1 builds the processes with the race detector (slower).
-	if os.Getenv("E2E_RACE") == "1" {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "github.com/meshingest/meshingest/cmd/meshingest")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: build meshingest:", err)
-		os.RemoveAll(dir)
+	// MESHINGEST_TEST_RACE=1 builds the processes with the race detector
+	// (slower).
+	var err error
+	if binary, err = testbinary.Build(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	testbinary.Cleanup()
 	os.Exit(code)
 }
 

@@ -3,49 +3,22 @@ package harness
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshingest/meshingest/internal/testbinary"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	buildDir  string
-)
-
-// meshingestBinary builds cmd/meshingest once for the test binary: the
-// harness runs the real program, as an operator would.
-func meshingestBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "meshingest-harness-bin-")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "meshingest")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/meshingest/meshingest/cmd/meshingest").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+// The harness runs the real program, as an operator would.
+func meshingestBinary(t *testing.T) string { return testbinary.Path(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testbinary.Cleanup()
 	os.Exit(code)
 }
 

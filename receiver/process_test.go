@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,41 +21,15 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/meshingest/meshingest/internal/mosquittotest"
+	"github.com/meshingest/meshingest/internal/testbinary"
 	"github.com/meshingest/meshingest/spool"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	buildDir  string
-)
-
-// meshingestBinary builds cmd/meshingest once for the whole test binary.
-func meshingestBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "meshingest-bin-")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "meshingest")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/meshingest/meshingest/cmd/meshingest").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func meshingestBinary(t *testing.T) string { return testbinary.Path(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testbinary.Cleanup()
 	os.Exit(code)
 }
 

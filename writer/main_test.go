@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/meshingest/meshingest/internal/testbinary"
 )
 
 // -long runs the long versions of the fault tests: the SIGKILL test with
@@ -22,7 +24,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(envLockHolder); path != "" {
 		os.Exit(holdExclusiveLock(path))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testbinary.Cleanup()
+	os.Exit(code)
 }
 
 // holdExclusiveLock takes the database's write lock with BEGIN EXCLUSIVE,

@@ -10,42 +10,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meshingest/meshingest/internal/testbinary"
 	"github.com/meshingest/meshingest/shared"
 )
 
 // The tests and benchmarks that need "a real writer process" run the
 // meshingest binary, built once per test run from ../cmd/meshingest.
 
-var (
-	binaryOnce sync.Once
-	binaryPath string
-	binaryErr  error
-)
-
-func meshingestBinary(t testing.TB) string {
-	t.Helper()
-	binaryOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "meshingest-bin-")
-		if err != nil {
-			binaryErr = err
-			return
-		}
-		binaryPath = filepath.Join(dir, "meshingest")
-		out, err := exec.Command("go", "build", "-o", binaryPath, "../cmd/meshingest").CombinedOutput()
-		if err != nil {
-			binaryErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binaryErr != nil {
-		t.Fatal(binaryErr)
-	}
-	return binaryPath
-}
+func meshingestBinary(t testing.TB) string { return testbinary.Path(t) }
 
 // processSetup is the files of one writer process.
 type processSetup struct {
