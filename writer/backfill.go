@@ -308,57 +308,42 @@ func needPathJSON(ctx context.Context, tx Tx) (bool, error) {
 // update is OR IGNORE: should the path make the row equal to another one
 // of the same transmission and observer, the unique index keeps the other.
 func stepPathJSON(ctx context.Context, tx Tx, p *backfillProgress) (bool, error) {
-	hi := min(p.Cursor+backfillObsWindow, p.Upper)
-	rows, err := tx.QueryContext(ctx, `SELECT id, raw_hex FROM observations
+	return fillFromRaw(ctx, tx, p, backfillObsWindow,
+		`SELECT id, raw_hex FROM observations
 		WHERE id > ? AND id <= ? AND (path_json IS NULL OR path_json = '') AND raw_hex IS NOT NULL AND raw_hex != ''`,
-		p.Cursor, hi)
-	if err != nil {
-		return false, err
-	}
-	type fix struct {
-		id   int64
-		path string
-	}
-	var fixes []fix
-	for rows.Next() {
-		var id int64
-		var raw string
-		if err := rows.Scan(&id, &raw); err != nil {
-			rows.Close()
-			return false, err
-		}
-		if f, err := decoder.DecodeFrame(raw); err == nil {
-			fixes = append(fixes, fix{id, f.PathJSON()})
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return false, err
-	}
-	for _, f := range fixes {
-		res, err := tx.ExecContext(ctx, `UPDATE OR IGNORE observations SET path_json = ? WHERE id = ?`, f.path, f.id)
-		if err != nil {
-			return false, err
-		}
-		n, _ := res.RowsAffected()
-		p.Updated += n
-	}
-	p.Cursor = hi
-	return hi >= p.Upper, nil
+		`UPDATE OR IGNORE observations SET path_json = ? WHERE id = ?`,
+		func(f decoder.Frame) (string, bool) { return f.PathJSON(), true })
 }
 
 // stepFromPubkey fills from_pubkey of the adverts in the next window of
 // transmission ids, from their raw_hex.
 func stepFromPubkey(ctx context.Context, tx Tx, p *backfillProgress) (bool, error) {
-	hi := min(p.Cursor+backfillTxIDWindow, p.Upper)
-	rows, err := tx.QueryContext(ctx, `SELECT id, raw_hex FROM transmissions
-		WHERE id > ? AND id <= ? AND payload_type = 4 AND from_pubkey IS NULL AND raw_hex != ''`, p.Cursor, hi)
+	return fillFromRaw(ctx, tx, p, backfillTxIDWindow,
+		`SELECT id, raw_hex FROM transmissions
+		WHERE id > ? AND id <= ? AND payload_type = 4 AND from_pubkey IS NULL AND raw_hex != ''`,
+		`UPDATE transmissions SET from_pubkey = ? WHERE id = ? AND from_pubkey IS NULL`,
+		func(f decoder.Frame) (string, bool) {
+			k := decoder.DecodePacket(f, decoder.Options{}).FromPubkey()
+			return k.String, k.Valid
+		})
+}
+
+// fillFromRaw is one step of a backfill that derives a column from
+// raw_hex: it reads the (id, raw_hex) rows selectSQL picks in the window
+// (cursor, cursor+window], derives each row's value (a row whose raw does
+// not decode, or that derive declines, is left as it is), writes the
+// values with updateSQL (value, id), counts the rows changed and moves
+// the cursor. The reads finish before the writes begin: one connection
+// cannot update a table it is still reading.
+func fillFromRaw(ctx context.Context, tx Tx, p *backfillProgress, window int64, selectSQL, updateSQL string, derive func(decoder.Frame) (string, bool)) (bool, error) {
+	hi := min(p.Cursor+window, p.Upper)
+	rows, err := tx.QueryContext(ctx, selectSQL, p.Cursor, hi)
 	if err != nil {
 		return false, err
 	}
 	type fix struct {
-		id  int64
-		key string
+		id    int64
+		value string
 	}
 	var fixes []fix
 	for rows.Next() {
@@ -372,8 +357,8 @@ func stepFromPubkey(ctx context.Context, tx Tx, p *backfillProgress) (bool, erro
 		if err != nil {
 			continue
 		}
-		if k := decoder.DecodePacket(f, decoder.Options{}).FromPubkey(); k.Valid {
-			fixes = append(fixes, fix{id, k.String})
+		if v, ok := derive(f); ok {
+			fixes = append(fixes, fix{id, v})
 		}
 	}
 	rows.Close()
@@ -381,7 +366,7 @@ func stepFromPubkey(ctx context.Context, tx Tx, p *backfillProgress) (bool, erro
 		return false, err
 	}
 	for _, f := range fixes {
-		res, err := tx.ExecContext(ctx, `UPDATE transmissions SET from_pubkey = ? WHERE id = ? AND from_pubkey IS NULL`, f.key, f.id)
+		res, err := tx.ExecContext(ctx, updateSQL, f.value, f.id)
 		if err != nil {
 			return false, err
 		}
