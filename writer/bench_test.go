@@ -74,21 +74,6 @@ func benchCatchUp(b *testing.B, base string) {
 		g := newTrafficGen(b, benchSeed, benchObservers, benchFanout, benchFanout, benchStart)
 		g.counter = 1 << 24 // no collision with the preloaded transmissions
 		messages := appendGenerated(b, pristine, g, benchTransmissions)
-		startDB := func(path string) {
-			if base != "" {
-				copyFile(b, base, path)
-				dropPageCache(path)
-				return
-			}
-			d, err := openDatabase(context.Background(), path, true, DBOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := migrate(context.Background(), d.conn, zerolog.Nop()); err != nil {
-				b.Fatal(err)
-			}
-			d.close()
-		}
 
 		var writerRates, ceilingRates, ratios, diskObs, diskMsg []float64
 		var peak int64
@@ -105,7 +90,7 @@ func benchCatchUp(b *testing.B, base string) {
 				extra = map[string]any{"writer": w}
 			}
 			p := newProcessSetup(b, mkdir(b, dir), extra)
-			startDB(p.DB)
+			startBenchDB(b, base, p.DB)
 			copyDir(b, pristine, p.Spool)
 			before := tableMaxIDs(b, p.DB)
 
@@ -149,7 +134,7 @@ func benchCatchUp(b *testing.B, base string) {
 			writer := end.Sub(start)
 
 			ceilingPath := filepath.Join(work, "ceiling.db")
-			startDB(ceilingPath)
+			startBenchDB(b, base, ceilingPath)
 			ceiling := insertCeiling(b, ceilingPath, rows)
 			for _, f := range []string{ceilingPath, ceilingPath + "-wal", ceilingPath + "-shm"} {
 				os.Remove(f)
@@ -172,6 +157,24 @@ func benchCatchUp(b *testing.B, base string) {
 		b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
 		b.ReportMetric(float64(messages), "messages")
 	}
+}
+
+// startBenchDB puts the database a catch-up round starts from at path: a
+// copy of base, out of the page cache, or with base "" a new, empty one.
+func startBenchDB(b *testing.B, base, path string) {
+	if base != "" {
+		copyFile(b, base, path)
+		dropPageCache(path)
+		return
+	}
+	d, err := openDatabase(context.Background(), path, true, DBOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := migrate(context.Background(), d.conn, zerolog.Nop()); err != nil {
+		b.Fatal(err)
+	}
+	d.close()
 }
 
 func median(v []float64) float64 {

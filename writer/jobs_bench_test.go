@@ -1,14 +1,11 @@
 package writer
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 )
 
 // BenchmarkCatchUpJobs is BenchmarkCatchUp's writer run (the same backlog:
@@ -50,19 +47,7 @@ func benchCatchUpJobs(b *testing.B, base string) {
 			for _, jobs := range order {
 				dir := filepath.Join(work, fmt.Sprintf("round%d-jobs-%v", round, jobs))
 				p := newProcessSetup(b, mkdir(b, dir), map[string]any{"writer": map[string]any{"jobs": jobs}})
-				if base != "" {
-					copyFile(b, base, p.DB)
-					dropPageCache(p.DB)
-				} else {
-					d, err := openDatabase(context.Background(), p.DB, true, DBOptions{})
-					if err != nil {
-						b.Fatal(err)
-					}
-					if _, err := migrate(context.Background(), d.conn, zerolog.Nop()); err != nil {
-						b.Fatal(err)
-					}
-					d.close()
-				}
+				startBenchDB(b, base, p.DB)
 				copyDir(b, pristine, p.Spool)
 				before := tableMaxIDs(b, p.DB)
 
