@@ -19,7 +19,7 @@ import (
 func TestMaintenance_StopVacuumMigrateStart(t *testing.T) {
 	recs := faultTraffic(t, 12000)
 	partA, partB := recs[:6000], recs[6000:]
-	want, _, _ := referenceRun(t, recs)
+	want, _ := referenceRun(t, recs)
 
 	p := newProcessSetup(t, t.TempDir(), nil)
 	appendToSpool(t, p.Spool, partA, spool.Options{SegmentMaxBytes: 1 << 20})
@@ -74,7 +74,7 @@ func TestMaintenance_StopVacuumMigrateStart(t *testing.T) {
 func TestMaintenance_RestoreBackup(t *testing.T) {
 	recs := faultTraffic(t, 9000)
 	partA, partB, partC := recs[:3000], recs[3000:6000], recs[6000:]
-	want, _, _ := referenceRun(t, append(append([]Record(nil), partA...), partC...))
+	want, _ := referenceRun(t, append(append([]Record(nil), partA...), partC...))
 
 	p := newProcessSetup(t, t.TempDir(), nil)
 	appendToSpool(t, p.Spool, partA, spool.Options{SegmentMaxBytes: 1 << 20})
@@ -110,7 +110,7 @@ func TestMaintenance_RestoreBackup(t *testing.T) {
 // schema (recreating the table), and goes on without losing a message.
 func TestWriter_TableDroppedUnderIt_Recovers(t *testing.T) {
 	recs := faultTraffic(t, 20000)
-	want, _, _ := referenceRun(t, recs)
+	want, _ := referenceRun(t, recs)
 	p := newProcessSetup(t, t.TempDir(), nil)
 	appendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd := p.start(t)
