@@ -76,6 +76,21 @@ func (co CacheOptions) withDefaults() CacheOptions {
 	return co
 }
 
+// The observation insert, for one row and for observationChunk rows:
+// CoreScope's upsert, in which a repeated (transmission, observer, path)
+// keeps the row and fills what it lacked.
+const (
+	observationColumns = `(transmission_id, observer_idx, direction, snr, rssi, score, path_json, timestamp, raw_hex, resolved_path)`
+	observationValues  = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	observationUpsert  = `
+			ON CONFLICT(transmission_id, observer_idx, COALESCE(path_json, '')) DO UPDATE SET
+				snr           = COALESCE(excluded.snr, snr),
+				rssi          = COALESCE(excluded.rssi, rssi),
+				score         = COALESCE(excluded.score, score),
+				raw_hex       = COALESCE(excluded.raw_hex, raw_hex),
+				resolved_path = COALESCE(excluded.resolved_path, resolved_path)`
+)
+
 func newStore(ctx context.Context, conn *sql.Conn, co CacheOptions) (*store, error) {
 	co = co.withDefaults()
 	s := &store{
@@ -105,29 +120,13 @@ func (s *store) prepare(ctx context.Context) error {
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&st.txFirstSeen, `UPDATE transmissions SET first_seen = ?1 WHERE id = ?2 AND first_seen > ?1`},
 		{&st.txLastSeen, `UPDATE transmissions SET last_seen = ?1 WHERE id = ?2 AND last_seen < ?1`},
-		// CoreScope's observation upsert: a repeated (transmission,
-		// observer, path) keeps the row and fills what it lacked.
-		{&st.insertObservation, `INSERT INTO observations
-			(transmission_id, observer_idx, direction, snr, rssi, score, path_json, timestamp, raw_hex, resolved_path)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT(transmission_id, observer_idx, COALESCE(path_json, '')) DO UPDATE SET
-				snr           = COALESCE(excluded.snr, snr),
-				rssi          = COALESCE(excluded.rssi, rssi),
-				score         = COALESCE(excluded.score, score),
-				raw_hex       = COALESCE(excluded.raw_hex, raw_hex),
-				resolved_path = COALESCE(excluded.resolved_path, resolved_path)`},
+		{&st.insertObservation, `INSERT INTO observations ` + observationColumns + `
+			VALUES ` + observationValues + observationUpsert},
 		// The same for observationChunk rows at once: one statement
 		// execution per chunk instead of per row, which saves the
 		// per-statement work (cursors on the table and its six indexes).
-		{&st.insertObservations, `INSERT INTO observations
-			(transmission_id, observer_idx, direction, snr, rssi, score, path_json, timestamp, raw_hex, resolved_path)
-			VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", observationChunk), ", ") + `
-			ON CONFLICT(transmission_id, observer_idx, COALESCE(path_json, '')) DO UPDATE SET
-				snr           = COALESCE(excluded.snr, snr),
-				rssi          = COALESCE(excluded.rssi, rssi),
-				score         = COALESCE(excluded.score, score),
-				raw_hex       = COALESCE(excluded.raw_hex, raw_hex),
-				resolved_path = COALESCE(excluded.resolved_path, resolved_path)`},
+		{&st.insertObservations, `INSERT INTO observations ` + observationColumns + `
+			VALUES ` + strings.TrimSuffix(strings.Repeat(observationValues+", ", observationChunk), ", ") + observationUpsert},
 		{&st.observerRowid, `SELECT rowid FROM observers WHERE id = ?`},
 		{&st.observationExists, `SELECT EXISTS (SELECT 1 FROM observations
 			WHERE transmission_id = ? AND observer_idx = ? AND COALESCE(path_json, '') = ?)`},
