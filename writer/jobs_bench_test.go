@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 // BenchmarkCatchUpJobs is BenchmarkCatchUp's writer run (the same backlog:
@@ -46,23 +45,9 @@ func benchCatchUpJobs(b *testing.B, base string) {
 			}
 			for _, jobs := range order {
 				dir := filepath.Join(work, fmt.Sprintf("round%d-jobs-%v", round, jobs))
-				p := newProcessSetup(b, mkdir(b, dir), map[string]any{"writer": map[string]any{"jobs": jobs}})
-				startBenchDB(b, base, p.DB)
-				copyDir(b, pristine, p.Spool)
-				before := tableMaxIDs(b, p.DB)
-
-				b.StartTimer()
-				start := time.Now()
-				cmd := p.start(b)
-				end := p.waitDrained(b, 30*time.Minute)
-				b.StopTimer()
-				io, err := procIO(cmd.Process.Pid)
-				if err != nil {
-					b.Fatal(err)
-				}
-				cpuSec := cpuSeconds(cmd.Process.Pid)
-				stopProcess(b, cmd)
-				db := openRaw(b, p.DB)
+				r := runCatchUpRound(b, dir, base, pristine, map[string]any{"writer": map[string]any{"jobs": jobs}})
+				before, io, cpuSec := r.before, r.io, r.cpuSeconds
+				db := openRaw(b, r.setup.DB)
 				n := count(b, db, `SELECT COUNT(*) FROM observations WHERE id > ?`, before["observations"])
 				resolved := count(b, db, `SELECT COUNT(*) FROM observations WHERE id > ? AND resolved_path IS NOT NULL`, before["observations"])
 				edges := count(b, db, `SELECT COUNT(*) FROM neighbor_edges`)
@@ -73,7 +58,7 @@ func benchCatchUpJobs(b *testing.B, base string) {
 				if n != obs || (jobs && (resolved == 0 || edges == 0)) || (!jobs && (resolved != 0 || edges != 0)) {
 					b.Fatalf("jobs %v: %d observations (want %d), %d resolved paths, %d edges", jobs, n, obs, resolved, edges)
 				}
-				rate := float64(n) / end.Sub(start).Seconds()
+				rate := float64(n) / r.elapsed.Seconds()
 				rates[jobs] = append(rates[jobs], rate)
 				disk[jobs] = append(disk[jobs], float64(io.WriteBytes)/float64(n))
 				cpu[jobs] = append(cpu[jobs], 1e6*cpuSec/float64(n))
