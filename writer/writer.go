@@ -354,7 +354,7 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 		}
 		w.pipe = pl
 	}
-	first := <-w.pipe.out
+	first := w.pipe.next()
 	switch {
 	case first.eof:
 		w.stopReading()
@@ -404,18 +404,13 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 		if b.counts.messages >= w.opts.BatchMaxRecords || ctx.Err() != nil || time.Since(holdStart) >= w.opts.BatchMaxTime {
 			break
 		}
-		var it pipelineItem
-		select {
-		case it = <-w.pipe.out:
-		default:
+		it, ok := w.pipe.ready()
+		if !ok {
 			// The reader is behind: this wait is the spool's and the
 			// parser's, not SQLite's.
 			readWait := time.Now()
-			select {
-			case it = <-w.pipe.out:
-			case <-deadline.C:
-				full = true
-			}
+			it, ok = w.pipe.nextBefore(deadline.C)
+			full = !ok
 			starved += time.Since(readWait)
 		}
 		if !full {
