@@ -88,20 +88,41 @@ func TestWriter_SIGKILL_ExactlyOnce(t *testing.T) {
 	wantPos := lastRecordPosition(t, p.Spool)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	// Spread the kills over the drain: each run lives a random time around
-	// the drain time still expected (from the segments left) divided by the
-	// kills still to come.
-	total := sealedSegments(t, p.Spool)
+	// the drain time still expected (the records left at the speed this
+	// run has drained so far, process starts included; before any
+	// progress, the reference run's speed) divided by the kills still to
+	// come, so they land over the whole drain. Estimating from this run,
+	// not only the reference, keeps the kills mid-drain when the machine's
+	// load changes between the two. Progress is the advisory position the
+	// writer writes after each commit.
+	drained := func() int64 {
+		pos, err := spool.ReadWriterPosition(p.Spool)
+		if err != nil {
+			return 0
+		}
+		return int64(pos.Seq)
+	}
+	total := int64(len(recs))
 	midDrain := 0
+	var alive time.Duration
 	for i := 0; i < kills; i++ {
-		left := float64(sealedSegments(t, p.Spool)) / float64(total)
-		per := time.Duration(float64(refTime) * left / float64(kills-i))
+		done := drained()
+		perRecord := refTime / time.Duration(total)
+		if done > 0 {
+			perRecord = alive / time.Duration(done)
+		}
+		// Three quarters: random lifetimes add up to more than their mean
+		// half the time, and a kill after the drain tests nothing.
+		per := perRecord * time.Duration(total-done) * 3 / 4 / time.Duration(kills-i)
 		cmd := p.start(t)
+		started := time.Now()
 		time.Sleep(time.Duration(rng.Int64N(int64(2*per)+1)) + 10*time.Millisecond)
-		if sealedSegments(t, p.Spool) > 0 {
+		if drained() < total {
 			midDrain++
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
+		alive += time.Since(started)
 	}
 	cmd := p.start(t)
 	p.waitDrained(t, 10*time.Minute)
