@@ -37,6 +37,9 @@ type batch struct {
 	// statuses are the live status payloads stored in this batch, by
 	// observer (store.lastStatus after the commit).
 	statuses map[string][32]byte
+	// deliveries are the QoS 1 deliveries applied in this batch
+	// (store.deliveries after the commit; redelivery.go).
+	deliveries deliveries
 
 	counts batchCounts
 }
@@ -82,15 +85,16 @@ type nodeDelta struct {
 
 func newBatch(ctx context.Context, s *store) *batch {
 	return &batch{
-		s:         s,
-		ctx:       ctx,
-		newTx:     map[ContentKey]txEntry{},
-		touchedTx: map[int64]*txTouch{},
-		newObs:    map[string]int64{},
-		observers: map[int64]*observerDelta{},
-		nodes:     map[string]*nodeDelta{},
-		statuses:  map[string][32]byte{},
-		counts:    batchCounts{drops: map[string]int{}},
+		s:          s,
+		ctx:        ctx,
+		newTx:      map[ContentKey]txEntry{},
+		touchedTx:  map[int64]*txTouch{},
+		newObs:     map[string]int64{},
+		observers:  map[int64]*observerDelta{},
+		nodes:      map[string]*nodeDelta{},
+		statuses:   map[string][32]byte{},
+		deliveries: deliveries{},
+		counts:     batchCounts{drops: map[string]int{}},
 	}
 }
 
@@ -394,6 +398,9 @@ func (b *batch) committed() {
 	}
 	for id, sum := range b.statuses {
 		b.s.lastStatus.put(id, sum)
+	}
+	for key, digest := range b.deliveries {
+		b.s.deliveries[key] = digest
 	}
 }
 

@@ -279,6 +279,14 @@ func (in *ingester) decodeFull(f *decoder.Frame) *decodedPacket {
 // a drop, never returned, so one bad message can never block the spool.
 func (in *ingester) apply(b *batch, p *prepared) error {
 	b.counts.messages++
+	if err := in.applyRecord(b, p); err != nil {
+		return err
+	}
+	b.delivered(&p.rec)
+	return nil
+}
+
+func (in *ingester) applyRecord(b *batch, p *prepared) error {
 	if p.drop != "" {
 		return in.drop(b, p.drop, &p.rec, p.cause)
 	}
@@ -322,7 +330,11 @@ func (in *ingester) applyStatus(b *batch, p *prepared) error {
 	}
 	sum := sha256.Sum256(p.rec.Payload)
 	if p.rec.Duplicate {
-		if last, ok := b.lastStatus(id); ok && last == sum {
+		again, _ := b.isRedelivery(&p.rec, func() (bool, error) {
+			last, ok := b.lastStatus(id)
+			return ok && last == sum, nil
+		})
+		if again {
 			return in.drop(b, DropRedelivered, &p.rec, nil)
 		}
 	}
@@ -361,10 +373,11 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 				// The verdict is a property of the bytes: remember it.
 				b.s.badAdverts.put(p.key, *n)
 				if p.rec.Duplicate && topic.ObserverID != "" {
-					if stored, err := b.droppedStored(p.hash, topic.ObserverID); err != nil || stored {
-						if err != nil {
-							return err
-						}
+					again, err := b.isRedelivery(&p.rec, func() (bool, error) { return b.droppedStored(p.hash, topic.ObserverID) })
+					if err != nil {
+						return err
+					}
+					if again {
 						return in.drop(b, DropRedelivered, &p.rec, nil)
 					}
 				}
@@ -436,11 +449,11 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 			// A broker redelivery (the receiver died before its ack):
 			// if the first delivery is stored, this one changes nothing
 			// but the counters, which must not count it twice.
-			stored, err := b.observationStored(e.id, rowid, p.path)
+			again, err := b.isRedelivery(&p.rec, func() (bool, error) { return b.observationStored(e.id, rowid, p.path) })
 			if err != nil {
 				return err
 			}
-			if stored {
+			if again {
 				return in.drop(b, DropRedelivered, &p.rec, nil)
 			}
 		}

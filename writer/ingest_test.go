@@ -352,3 +352,38 @@ func TestIngest_QoS1Redelivery_CountedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestIngest_QoS1Redelivery_SecondCopyOfARepeat: an observer publishes the
+// same observation twice (other SNR: other bytes) and the receiver dies
+// after spooling the first copy but before the second: the broker
+// redelivers the second with DUP. The observation row exists (from the
+// first copy), yet the second copy never counted: it must count now. A
+// redelivery of the first copy itself changes nothing, and a packet id
+// used earlier by another message does not make a redelivery.
+func TestIngest_QoS1Redelivery_SecondCopyOfARepeat(t *testing.T) {
+	raw := corpusRaw(t, decoder.TypeGrpTxt)
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	qos1 := func(r Record, id uint16, dup bool) Record {
+		r.QoS, r.MessageID, r.Duplicate = 1, id, dup
+		return r
+	}
+	older := qos1(packetRecord(t0, obsA, corpusRaw(t, decoder.TypeReq), nil), 2, false)
+	first := qos1(packetRecord(t0.Add(time.Second), obsA, raw, map[string]any{"SNR": 7.5}), 1, false)
+	second := qos1(packetRecord(t0.Add(time.Second), obsA, raw, map[string]any{"SNR": 8.25}), 2, true) // its first delivery was lost
+	again := qos1(first, 1, true)                                                                           // the first copy redelivered
+	recs := []Record{older, first, second, again}
+	for _, size := range []int{1, 1000} {
+		cfg := corpusConfig(t)
+		w := drain(t, spoolOf(t, append([]Record(nil), recs...)), Options{Config: cfg, BatchMaxRecords: size}, int64(len(recs)))
+		db := openRaw(t, cfg.DBPath)
+		if got := count(t, db, `SELECT packet_count FROM observers`); got != 3 {
+			t.Errorf("batch size %d: packet_count %d, want 3 (older, first, second)", size, got)
+		}
+		if got := count(t, db, `SELECT COUNT(*) FROM observations`); got != 2 {
+			t.Errorf("batch size %d: %d observations, want 2", size, got)
+		}
+		if n := w.Stats().Drops()[DropRedelivered]; n != 1 {
+			t.Errorf("batch size %d: %d redeliveries recognised, want 1 (the first copy's)", size, n)
+		}
+	}
+}

@@ -29,6 +29,9 @@ type store struct {
 	// lastStatus is the SHA-256 of the last live status payload stored per
 	// observer, to recognise a broker's redelivery of it.
 	lastStatus *recentCache[string, [32]byte]
+	// deliveries are the QoS 1 deliveries applied, to recognise a
+	// broker's redelivery (redelivery.go).
+	deliveries deliveries
 
 	stmt struct {
 		txByHash, insertTx, txFirstSeen, txLastSeen   *sql.Stmt
@@ -99,6 +102,7 @@ func newStore(ctx context.Context, conn *sql.Conn, co CacheOptions) (*store, err
 		observers:     newRecentCache[string, int64](co.Observers),
 		badAdverts:    newRecentCache[ContentKey, decoder.Node](1024),
 		lastStatus:    newRecentCache[string, [32]byte](co.Observers),
+		deliveries:    deliveries{},
 	}
 	if err := s.prepare(ctx); err != nil {
 		s.close()
@@ -216,6 +220,7 @@ func (s *store) close() {
 func (s *store) forget() {
 	s.transmissions.clear()
 	s.observers.clear()
+	clear(s.deliveries)
 }
 
 // lookupTransmission finds a stored transmission by content hash: in the
