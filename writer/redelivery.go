@@ -17,7 +17,9 @@ import "hash/maphash"
 // repeats a message already applied exactly when that digest equals its
 // own. Until this process has applied a record with the same source and
 // packet id (just started, or after a refused batch cleared the memory),
-// it falls back to the database's answer.
+// it falls back to the database's answer, which gets the case above wrong:
+// an open gap (docs/harness-findings.md, finding 5) until the memory is
+// stored with the rows.
 
 // deliveryKey names an MQTT delivery: the receiver's source and the
 // packet id.
