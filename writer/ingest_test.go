@@ -370,7 +370,7 @@ func TestIngest_QoS1Redelivery_SecondCopyOfARepeat(t *testing.T) {
 	older := qos1(packetRecord(t0, obsA, corpusRaw(t, decoder.TypeReq), nil), 2, false)
 	first := qos1(packetRecord(t0.Add(time.Second), obsA, raw, map[string]any{"SNR": 7.5}), 1, false)
 	second := qos1(packetRecord(t0.Add(time.Second), obsA, raw, map[string]any{"SNR": 8.25}), 2, true) // its first delivery was lost
-	again := qos1(first, 1, true)                                                                           // the first copy redelivered
+	again := qos1(first, 1, true)                                                                      // the first copy redelivered
 	recs := []Record{older, first, second, again}
 	for _, size := range []int{1, 1000} {
 		cfg := corpusConfig(t)
