@@ -69,12 +69,7 @@ func benchCatchUp(b *testing.B, base string) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		work := b.TempDir()
-		// The backlog is generated once into a pristine spool, copied
-		// for each round.
-		pristine := filepath.Join(work, "spool-pristine")
-		g := newTrafficGen(b, benchSeed, benchObservers, benchFanout, benchFanout, benchStart)
-		g.counter = 1 << 24 // no collision with the preloaded transmissions
-		messages := appendGenerated(b, pristine, g, benchTransmissions)
+		pristine, messages := benchBacklog(b, work)
 
 		var writerRates, ceilingRates, ratios, diskObs, diskMsg []float64
 		var peak int64
@@ -185,6 +180,16 @@ func runCatchUpRound(b *testing.B, dir, base, pristine string, extra map[string]
 		b.Fatalf("read writer process figures: %v %v", ioErr, rssErr)
 	}
 	return r
+}
+
+// benchBacklog generates the catch-up benchmarks' backlog once into a
+// pristine spool under work, copied for each round, and returns its folder
+// and how many messages it holds.
+func benchBacklog(b *testing.B, work string) (string, int) {
+	pristine := filepath.Join(work, "spool-pristine")
+	g := newTrafficGen(b, benchSeed, benchObservers, benchFanout, benchFanout, benchStart)
+	g.counter = 1 << 24 // no collision with the preloaded transmissions
+	return pristine, appendGenerated(b, pristine, g, benchTransmissions)
 }
 
 // startBenchDB puts the database a catch-up round starts from at path: a

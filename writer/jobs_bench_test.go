@@ -27,10 +27,7 @@ func benchCatchUpJobs(b *testing.B, base string) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		work := b.TempDir()
-		pristine := filepath.Join(work, "spool-pristine")
-		g := newTrafficGen(b, benchSeed, benchObservers, benchFanout, benchFanout, benchStart)
-		g.counter = 1 << 24 // no collision with the preloaded transmissions
-		appendGenerated(b, pristine, g, benchTransmissions)
+		pristine, _ := benchBacklog(b, work)
 
 		rates := map[bool][]float64{}
 		disk := map[bool][]float64{}
