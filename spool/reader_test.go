@@ -82,11 +82,25 @@ func TestOpenAppender_RecoversDamagedUnsealedSegment(t *testing.T) {
 	orig := buildSpool(t, src, 1000)
 	// Make the last sealed segment look like the active one a dead
 	// appender left, torn at the end and with a flipped byte inside.
+	// The damage must land in records: take the newest segment large
+	// enough for it (where segments split depends on the appender's group
+	// timing; a last segment of four records was once left intact) and
+	// remove the newer ones, as if the appender died while writing it.
 	segs, _ := listSegments(src, sealedExt)
-	last := segs[len(segs)-1]
+	var last segmentFile
+	var fi os.FileInfo
+	for i := len(segs) - 1; i >= 0; i-- {
+		last = segs[i]
+		fi, _ = os.Stat(filepath.Join(src, last.Name))
+		if fi.Size() >= 4096*4+trailerSize+3000 {
+			for _, newer := range segs[i+1:] {
+				os.Remove(filepath.Join(src, newer.Name))
+			}
+			break
+		}
+	}
 	path := filepath.Join(src, last.Name)
 	active := filepath.Join(src, segmentName(last.ID, activeExt))
-	fi, _ := os.Stat(path)
 	os.Truncate(path, fi.Size()-trailerSize-3000)
 	f, _ := os.OpenFile(path, os.O_RDWR, 0)
 	f.WriteAt([]byte{0xff, 0xfe}, 4096*3+600)
