@@ -40,6 +40,10 @@ type batch struct {
 	// deliveries are the QoS 1 deliveries applied in this batch
 	// (store.deliveries after the commit; redelivery.go).
 	deliveries deliveries
+	// deliveryRow is the meshingest_deliveries row saveDeliveries wrote,
+	// deliveryDrop how many of the oldest stored rows it deleted.
+	deliveryRow  deliveryRow
+	deliveryDrop int
 
 	counts batchCounts
 }
@@ -378,7 +382,7 @@ func (b *batch) flush() error {
 			}
 		}
 	}
-	return nil
+	return b.saveDeliveries()
 }
 
 // committed moves what the batch learned into the store's caches. Call it
@@ -399,9 +403,7 @@ func (b *batch) committed() {
 	for id, sum := range b.statuses {
 		b.s.lastStatus.put(id, sum)
 	}
-	for key, digest := range b.deliveries {
-		b.s.deliveries[key] = digest
-	}
+	b.commitDeliveries()
 }
 
 // observationStored reports whether the observation (transmission,

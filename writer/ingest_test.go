@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 )
 
 const obsA = "AAAA000000000000000000000000000000000000000000000000000000000001"
@@ -385,5 +387,38 @@ func TestIngest_QoS1Redelivery_SecondCopyOfARepeat(t *testing.T) {
 		if n := w.Stats().Drops()[DropRedelivered]; n != 1 {
 			t.Errorf("batch size %d: %d redeliveries recognised, want 1 (the first copy's)", size, n)
 		}
+	}
+}
+
+// TestIngest_QoS1Redelivery_AcrossWriterRestart: as above, but the writer
+// is restarted between the first copy and the redelivered second one (the
+// harness's receiver-kill run starts its writer while the load runs): the
+// memory of the first delivery comes from the database, so the second
+// copy still counts and a redelivery of the first still does not.
+func TestIngest_QoS1Redelivery_AcrossWriterRestart(t *testing.T) {
+	raw := corpusRaw(t, decoder.TypeGrpTxt)
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	qos1 := func(r Record, id uint16, dup bool) Record {
+		r.QoS, r.MessageID, r.Duplicate = 1, id, dup
+		return r
+	}
+	first := qos1(packetRecord(t0, obsA, raw, map[string]any{"SNR": 7.5}), 1, false)
+	second := qos1(packetRecord(t0, obsA, raw, map[string]any{"SNR": 8.25}), 2, true) // its first delivery was lost
+	again := qos1(first, 1, true)
+	cfg := corpusConfig(t)
+	dir := filepath.Join(t.TempDir(), "spool")
+	appendToSpool(t, dir, []Record{first}, spool.Options{})
+	drain(t, spoolOf2(t, dir), Options{Config: cfg}, 1)
+	appendToSpool(t, dir, []Record{second, again}, spool.Options{})
+	w := drain(t, spoolOf2(t, dir), Options{Config: cfg}, 2)
+	db := openRaw(t, cfg.DBPath)
+	if got := count(t, db, `SELECT packet_count FROM observers`); got != 2 {
+		t.Errorf("packet_count %d, want 2 (first, second)", got)
+	}
+	if n := w.Stats().Drops()[DropRedelivered]; n != 1 {
+		t.Errorf("%d redeliveries recognised, want 1 (the first copy's)", n)
+	}
+	if got := count(t, db, `SELECT SUM(entries) FROM meshingest_deliveries`); got != 3 {
+		t.Errorf("%d deliveries stored, want 3 (one per applied record)", got)
 	}
 }

@@ -1,6 +1,12 @@
 package writer
 
-import "hash/maphash"
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc64"
+)
 
 // A QoS 1 message the broker delivers again (the receiver died before its
 // PUBACK) carries the DUP flag and, by MQTT's rule, the packet id of the
@@ -8,18 +14,26 @@ import "hash/maphash"
 // spool: a redelivery whose first delivery was applied must change
 // nothing, one whose first delivery was lost must count once.
 //
-// The database alone cannot tell: an observer that publishes the same
-// observation twice (real observers do; the second copy differs in its
-// SNR, RSSI or timestamp) leaves one observation row, so "the row exists"
-// also holds when the first copy was stored and the redelivered second
-// one was not. The writer therefore remembers, per source and packet id,
-// a digest of the payload of the last record it applied: a DUP record
-// repeats a message already applied exactly when that digest equals its
-// own. Until this process has applied a record with the same source and
-// packet id (just started, or after a refused batch cleared the memory),
-// it falls back to the database's answer, which gets the case above wrong:
-// an open gap (docs/harness-findings.md, finding 5) until the memory is
-// stored with the rows.
+// The database's rows alone cannot tell: an observer that publishes the
+// same observation twice (real observers do; the second copy differs in
+// its SNR, RSSI or timestamp) leaves one observation row, so "the row
+// exists" also holds when the first copy was stored and the redelivered
+// second one was not (docs/harness-findings.md, finding 5). The writer
+// therefore remembers, per source and packet id, a digest of the payload
+// of the last record it applied: a DUP record repeats a message already
+// applied exactly when that digest equals its own.
+//
+// The memory is stored with the rows: each batch adds one row to
+// meshingest_deliveries, in its own transaction, holding what it applied,
+// so a writer restarted between the two deliveries still knows. Rows are
+// deleted once newer ones hold deliveryWindow deliveries: a redelivery
+// follows its first delivery by the receiver's in-flight window and a
+// restart, never by tens of thousands of messages (and a packet id is
+// reused within 65,535 messages of a source anyway).
+
+// deliveryWindow is how many of the latest QoS 1 deliveries the stored
+// memory keeps at least.
+const deliveryWindow = 1 << 16
 
 // deliveryKey names an MQTT delivery: the receiver's source and the
 // packet id.
@@ -28,17 +42,32 @@ type deliveryKey struct {
 	id     uint16
 }
 
-// deliveries is the committed memory: what committed batches applied. At
-// most 65,535 entries per source, about 40 bytes each.
+// deliveries maps a delivery to the digest of the payload last applied
+// under it.
 type deliveries map[deliveryKey]uint64
 
-var deliverySeed = maphash.MakeSeed()
+// deliveryRow is one stored row of meshingest_deliveries.
+type deliveryRow struct {
+	batch   int64
+	entries int
+}
+
+// deliveryMemory is the committed memory: what committed batches applied,
+// and the stored rows that hold it.
+type deliveryMemory struct {
+	last deliveries
+	rows []deliveryRow // oldest first
+	kept int           // deliveries in rows
+}
+
+// A digest must be the same in every process: it is stored.
+var deliveryTable = crc64.MakeTable(crc64.ECMA)
 
 func deliveryOf(rec *Record) (deliveryKey, uint64, bool) {
 	if rec.MessageID == 0 {
 		return deliveryKey{}, 0, false // QoS 0: never redelivered
 	}
-	return deliveryKey{rec.Source, rec.MessageID}, maphash.Bytes(deliverySeed, rec.Payload), true
+	return deliveryKey{rec.Source, rec.MessageID}, crc64.Checksum(rec.Payload, deliveryTable), true
 }
 
 // delivered notes that the batch applied rec (stored its rows or counted
@@ -50,19 +79,153 @@ func (b *batch) delivered(rec *Record) {
 }
 
 // isRedelivery says whether rec, a message with the DUP flag, repeats one
-// already applied. stored is the database's answer (the first delivery's
-// row exists), asked only when this process has not applied a record
-// with the same source and packet id.
+// already applied. stored is the database's rows' answer (the first
+// delivery's row exists), asked only for a record without a packet id,
+// which no receiver spools with the DUP flag but a hand-made spool might.
 func (b *batch) isRedelivery(rec *Record, stored func() (bool, error)) (bool, error) {
 	key, digest, ok := deliveryOf(rec)
-	if ok {
-		last, known := b.deliveries[key]
-		if !known {
-			last, known = b.s.deliveries[key]
+	if !ok {
+		return stored()
+	}
+	last, known := b.deliveries[key]
+	if !known {
+		last, known = b.s.memory.last[key]
+	}
+	return known && last == digest, nil
+}
+
+// loadDeliveries reads the stored memory, once per store and again after
+// forget. Call it inside the batch's transaction.
+func (s *store) loadDeliveries(ctx context.Context) error {
+	if s.memory != nil {
+		return nil
+	}
+	m := &deliveryMemory{last: deliveries{}}
+	rows, err := s.conn.QueryContext(ctx, `SELECT batch, digests FROM meshingest_deliveries ORDER BY batch`)
+	if err != nil {
+		return fmt.Errorf("read the QoS 1 delivery memory from meshingest_deliveries: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r deliveryRow
+		var blob []byte
+		if err := rows.Scan(&r.batch, &blob); err != nil {
+			return fmt.Errorf("read the QoS 1 delivery memory from meshingest_deliveries: %w", err)
 		}
-		if known {
-			return last == digest, nil
+		n, err := decodeDeliveries(blob, m.last)
+		if err != nil {
+			return fmt.Errorf("read row %d of meshingest_deliveries: %w; delete the row (a QoS 1 redelivery of what it lists would then count again)", r.batch, err)
+		}
+		r.entries = n
+		m.rows = append(m.rows, r)
+		m.kept += n
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read the QoS 1 delivery memory from meshingest_deliveries: %w", err)
+	}
+	s.memory = m
+	return nil
+}
+
+// saveDeliveries stores what the batch applied as one row and deletes the
+// rows no longer needed, in the batch's transaction.
+func (b *batch) saveDeliveries() error {
+	if len(b.deliveries) == 0 {
+		return nil
+	}
+	res, err := b.s.stmt.insertDeliveries.ExecContext(b.ctx, len(b.deliveries), encodeDeliveries(b.deliveries))
+	if err != nil {
+		return fmt.Errorf("store the batch's QoS 1 deliveries: %w", err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return fmt.Errorf("store the batch's QoS 1 deliveries: %w", err)
+	}
+	b.deliveryRow = deliveryRow{batch: id, entries: len(b.deliveries)}
+	m := b.s.memory
+	drop := rowsToForget(m.rows, m.kept+len(b.deliveries), deliveryWindow)
+	if drop > 0 {
+		if _, err := b.s.stmt.pruneDeliveries.ExecContext(b.ctx, m.rows[drop-1].batch); err != nil {
+			return fmt.Errorf("delete old QoS 1 deliveries: %w", err)
 		}
 	}
-	return stored()
+	b.deliveryDrop = drop
+	return nil
+}
+
+// rowsToForget returns how many of the oldest rows can go while the rest
+// still hold at least window deliveries; kept counts every delivery stored,
+// the batch's own row included.
+func rowsToForget(rows []deliveryRow, kept, window int) int {
+	drop := 0
+	for drop < len(rows) && kept-rows[drop].entries >= window {
+		kept -= rows[drop].entries
+		drop++
+	}
+	return drop
+}
+
+// commitDeliveries moves the batch's deliveries into the committed memory.
+func (b *batch) commitDeliveries() {
+	if len(b.deliveries) == 0 {
+		return
+	}
+	m := b.s.memory
+	for key, digest := range b.deliveries {
+		m.last[key] = digest
+	}
+	for _, r := range m.rows[:b.deliveryDrop] {
+		m.kept -= r.entries
+	}
+	m.rows = append(m.rows[b.deliveryDrop:], b.deliveryRow)
+	m.kept += b.deliveryRow.entries
+}
+
+// The stored form of a batch's deliveries: for each source, its name
+// (uvarint length and bytes), the uvarint number of its deliveries, then
+// per delivery the packet id (2 bytes) and the digest (8 bytes), little
+// endian.
+func encodeDeliveries(d deliveries) []byte {
+	bySource := map[string][]deliveryKey{}
+	for k := range d {
+		bySource[k.source] = append(bySource[k.source], k)
+	}
+	out := make([]byte, 0, len(d)*10+len(bySource)*16)
+	for source, keys := range bySource {
+		out = binary.AppendUvarint(out, uint64(len(source)))
+		out = append(out, source...)
+		out = binary.AppendUvarint(out, uint64(len(keys)))
+		for _, k := range keys {
+			out = binary.LittleEndian.AppendUint16(out, k.id)
+			out = binary.LittleEndian.AppendUint64(out, d[k])
+		}
+	}
+	return out
+}
+
+var errDeliveriesDamaged = errors.New("damaged delivery list")
+
+// decodeDeliveries adds the deliveries of one stored row to into and
+// returns how many it held.
+func decodeDeliveries(b []byte, into deliveries) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < l {
+			return n, errDeliveriesDamaged
+		}
+		source := string(b[k : k+int(l)])
+		b = b[k+int(l):]
+		count, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k)/10 < count {
+			return n, errDeliveriesDamaged
+		}
+		b = b[k:]
+		for range count {
+			into[deliveryKey{source, binary.LittleEndian.Uint16(b)}] = binary.LittleEndian.Uint64(b[2:])
+			b = b[10:]
+		}
+		n += int(count)
+	}
+	return n, nil
 }

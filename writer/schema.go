@@ -128,6 +128,13 @@ var tableDDL = []struct{ name, ddl string }{
 	{"meshingest_state", `CREATE TABLE IF NOT EXISTS meshingest_state (
 		key TEXT PRIMARY KEY,
 		value TEXT NOT NULL)`},
+	// meshingest_deliveries remembers the latest QoS 1 deliveries applied
+	// (a row per batch, written with its rows), so a broker's redelivery
+	// is recognised across writer restarts (redelivery.go).
+	{"meshingest_deliveries", `CREATE TABLE IF NOT EXISTS meshingest_deliveries (
+		batch INTEGER PRIMARY KEY,
+		entries INTEGER NOT NULL,
+		digests BLOB NOT NULL)`},
 }
 
 const nodeColumnsDDL = `

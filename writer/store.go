@@ -29,9 +29,10 @@ type store struct {
 	// lastStatus is the SHA-256 of the last live status payload stored per
 	// observer, to recognise a broker's redelivery of it.
 	lastStatus *recentCache[string, [32]byte]
-	// deliveries are the QoS 1 deliveries applied, to recognise a
-	// broker's redelivery (redelivery.go).
-	deliveries deliveries
+	// memory is what committed batches applied under a QoS 1 packet id,
+	// to recognise a broker's redelivery (redelivery.go); nil until read
+	// from meshingest_deliveries.
+	memory *deliveryMemory
 
 	stmt struct {
 		txByHash, insertTx, txFirstSeen, txLastSeen   *sql.Stmt
@@ -40,6 +41,7 @@ type store struct {
 		observerClock                                 *sql.Stmt
 		upsertNode, inactiveNodeScope                 *sql.Stmt
 		insertMetrics, insertDropped, saveState       *sql.Stmt
+		insertDeliveries, pruneDeliveries             *sql.Stmt
 		observationExists, droppedExists              *sql.Stmt
 	}
 }
@@ -102,7 +104,6 @@ func newStore(ctx context.Context, conn *sql.Conn, co CacheOptions) (*store, err
 		observers:     newRecentCache[string, int64](co.Observers),
 		badAdverts:    newRecentCache[ContentKey, decoder.Node](1024),
 		lastStatus:    newRecentCache[string, [32]byte](co.Observers),
-		deliveries:    deliveries{},
 	}
 	if err := s.prepare(ctx); err != nil {
 		s.close()
@@ -192,6 +193,8 @@ func (s *store) prepare(ctx context.Context) error {
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&st.saveState, `INSERT INTO meshingest_state (key, value) VALUES (?, ?)
 			ON CONFLICT(key) DO UPDATE SET value = excluded.value`},
+		{&st.insertDeliveries, `INSERT INTO meshingest_deliveries (entries, digests) VALUES (?, ?)`},
+		{&st.pruneDeliveries, `DELETE FROM meshingest_deliveries WHERE batch <= ?`},
 	} {
 		stmt, err := s.conn.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -207,7 +210,7 @@ func (s *store) close() {
 	for _, p := range []*sql.Stmt{st.txByHash, st.insertTx, st.txFirstSeen, st.txLastSeen,
 		st.insertObservation, st.insertObservations, st.observerRowid, st.insertObserver, st.updateObserver, st.observerClock,
 		st.upsertNode, st.inactiveNodeScope, st.insertMetrics, st.insertDropped, st.saveState,
-		st.observationExists, st.droppedExists} {
+		st.observationExists, st.droppedExists, st.insertDeliveries, st.pruneDeliveries} {
 		if p != nil {
 			p.Close()
 		}
@@ -220,7 +223,7 @@ func (s *store) close() {
 func (s *store) forget() {
 	s.transmissions.clear()
 	s.observers.clear()
-	clear(s.deliveries)
+	s.memory = nil
 }
 
 // lookupTransmission finds a stored transmission by content hash: in the

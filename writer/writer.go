@@ -374,6 +374,10 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("begin batch: %w", err)
 	}
 	holdStart := time.Now()
+	if err := w.store.loadDeliveries(sctx); err != nil {
+		conn.ExecContext(sctx, "ROLLBACK")
+		return 0, err
+	}
 	deadline := time.NewTimer(w.opts.BatchMaxTime)
 	defer deadline.Stop()
 	b := newBatch(sctx, w.store)
