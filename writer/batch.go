@@ -34,9 +34,6 @@ type batch struct {
 	// ids and conflict handling are the same as one at a time.
 	pendingObs []Observation
 	obsArgs    []any
-	// statuses are the live status payloads stored in this batch, by
-	// observer (store.lastStatus after the commit).
-	statuses map[string][32]byte
 	// deliveries are the QoS 1 deliveries applied in this batch
 	// (store.deliveries after the commit; redelivery.go).
 	deliveries deliveries
@@ -96,7 +93,6 @@ func newBatch(ctx context.Context, s *store) *batch {
 		newObs:     map[string]int64{},
 		observers:  map[int64]*observerDelta{},
 		nodes:      map[string]*nodeDelta{},
-		statuses:   map[string][32]byte{},
 		deliveries: deliveries{},
 		counts:     batchCounts{drops: map[string]int{}},
 	}
@@ -400,42 +396,7 @@ func (b *batch) committed() {
 	for id, rowid := range b.newObs {
 		b.s.observers.put(id, rowid)
 	}
-	for id, sum := range b.statuses {
-		b.s.lastStatus.put(id, sum)
-	}
 	b.commitDeliveries()
-}
-
-// observationStored reports whether the observation (transmission,
-// observer, path) is already stored, queued observations included.
-func (b *batch) observationStored(txID, observerIdx int64, path string) (bool, error) {
-	if err := b.writeObservations(); err != nil {
-		return false, err
-	}
-	var exists bool
-	if err := b.s.stmt.observationExists.QueryRowContext(b.ctx, txID, observerIdx, path).Scan(&exists); err != nil {
-		return false, fmt.Errorf("look up observation: %w", err)
-	}
-	return exists, nil
-}
-
-// droppedStored reports whether a dropped_packets row for this hash and
-// observer exists.
-func (b *batch) droppedStored(hash, observerID string) (bool, error) {
-	var exists bool
-	if err := b.s.stmt.droppedExists.QueryRowContext(b.ctx, hash, observerID).Scan(&exists); err != nil {
-		return false, fmt.Errorf("look up dropped packet: %w", err)
-	}
-	return exists, nil
-}
-
-// lastStatus is the payload digest of the observer's last live status
-// stored, in this batch or before.
-func (b *batch) lastStatus(id string) ([32]byte, bool) {
-	if sum, ok := b.statuses[id]; ok {
-		return sum, true
-	}
-	return b.s.lastStatus.get(id)
 }
 
 func (m *ObserverMeta) merge(o *ObserverMeta) {

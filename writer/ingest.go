@@ -1,7 +1,6 @@
 package writer
 
 import (
-	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"errors"
@@ -287,6 +286,9 @@ func (in *ingester) apply(b *batch, p *prepared) error {
 }
 
 func (in *ingester) applyRecord(b *batch, p *prepared) error {
+	if p.rec.Duplicate && b.isRedelivery(&p.rec) {
+		return in.drop(b, DropRedelivered, &p.rec, nil)
+	}
 	if p.drop != "" {
 		return in.drop(b, p.drop, &p.rec, p.cause)
 	}
@@ -328,21 +330,10 @@ func (in *ingester) applyStatus(b *batch, p *prepared) error {
 		b.observerRetained(rowid, name, iata, &meta)
 		return nil
 	}
-	sum := sha256.Sum256(p.rec.Payload)
-	if p.rec.Duplicate {
-		again, _ := b.isRedelivery(&p.rec, func() (bool, error) {
-			last, ok := b.lastStatus(id)
-			return ok && last == sum, nil
-		})
-		if again {
-			return in.drop(b, DropRedelivered, &p.rec, nil)
-		}
-	}
 	rowid, _, err := b.observer(id, name, iata, t, true)
 	if err != nil {
 		return err
 	}
-	b.statuses[id] = sum
 	b.observerLive(rowid, name, iata, t, false, &meta)
 	if s.HasMetadata {
 		return b.insertMetrics(id, &meta, t, in.cfg.metricsInterval)
@@ -372,15 +363,6 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 			if !n.SignatureValid {
 				// The verdict is a property of the bytes: remember it.
 				b.s.badAdverts.put(p.key, *n)
-				if p.rec.Duplicate && topic.ObserverID != "" {
-					again, err := b.isRedelivery(&p.rec, func() (bool, error) { return b.droppedStored(p.hash, topic.ObserverID) })
-					if err != nil {
-						return err
-					}
-					if again {
-						return in.drop(b, DropRedelivered, &p.rec, nil)
-					}
-				}
 				b.counts.sigDrops++
 				b.counts.drops[DropInvalidSignature]++
 				return b.insertDropped(&DroppedPacket{
@@ -445,18 +427,6 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 			return err
 		}
 		observerIdx = sql.NullInt64{Int64: rowid, Valid: true}
-		if p.rec.Duplicate && found {
-			// A broker redelivery (the receiver died before its ack):
-			// if the first delivery is stored, this one changes nothing
-			// but the counters, which must not count it twice.
-			again, err := b.isRedelivery(&p.rec, func() (bool, error) { return b.observationStored(e.id, rowid, p.path) })
-			if err != nil {
-				return err
-			}
-			if again {
-				return in.drop(b, DropRedelivered, &p.rec, nil)
-			}
-		}
 		if skew, ok := m.Timestamp.NaiveSkew(t); ok {
 			if err := b.observerClockSkew(rowid, int64(skew/time.Second), t); err != nil {
 				return err

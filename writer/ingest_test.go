@@ -306,10 +306,11 @@ func TestIngest_GeoFilter(t *testing.T) {
 func nullF(v float64) sql.NullFloat64 { return sql.NullFloat64{Float64: v, Valid: true} }
 
 // TestIngest_QoS1Redelivery_CountedOnce: a message the broker delivers
-// again with the DUP flag (the receiver died between its fsync and its
-// ack) changes nothing when its first delivery is stored; one whose first
-// delivery never reached the spool counts once. An exact repeat without the
-// flag (an observer publishing twice) still counts twice, as in CoreScope.
+// again with the DUP flag and the same packet id (the receiver died
+// between its fsync and its ack) changes nothing when its first delivery
+// was applied, whatever its kind; one whose first delivery never reached
+// the spool counts once. An exact repeat without the flag (an observer
+// publishing twice) still counts twice, as in CoreScope.
 func TestIngest_QoS1Redelivery_CountedOnce(t *testing.T) {
 	raw := corpusRaw(t, decoder.TypeGrpTxt)
 	other := corpusRaw(t, decoder.TypeReq)
@@ -318,19 +319,24 @@ func TestIngest_QoS1Redelivery_CountedOnce(t *testing.T) {
 	bad[len(bad)-len(f.Payload)+40] ^= 0x01
 	badRaw := strings.ToUpper(hex.EncodeToString(bad))
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	qos1 := func(r Record, id uint16) Record {
+		r.QoS, r.MessageID = 1, id
+		return r
+	}
 	dup := func(r Record, later time.Duration) Record {
 		r.Duplicate = true
 		r.ReceivedAt = r.ReceivedAt.Add(later)
 		return r
 	}
-	status := statusRecord(t0, obsA, map[string]any{"status": "online", "origin": "A", "radio": "910,62.5,7,5"}, false)
-	pkt := packetRecord(t0.Add(time.Second), obsA, raw, nil)
-	badAdvert := packetRecord(t0.Add(2*time.Second), obsA, badRaw, nil)
+	status := qos1(statusRecord(t0, obsA, map[string]any{"status": "online", "origin": "A", "radio": "910,62.5,7,5"}, false), 1)
+	pkt := qos1(packetRecord(t0.Add(time.Second), obsA, raw, nil), 2)
+	badAdvert := qos1(packetRecord(t0.Add(2*time.Second), obsA, badRaw, nil), 3)
+	companion := qos1(Record{ReceivedAt: t0, Topic: "meshcore/message/channel/3", Payload: []byte(`{"text":"Bob: hello","SNR":5}`)}, 4)
 	recs := []Record{
-		status, pkt, badAdvert,
-		packetRecord(t0.Add(3*time.Second), obsA, raw, nil), // published twice: counts
-		dup(status, 10*time.Minute), dup(pkt, 10*time.Minute), dup(badAdvert, 10*time.Minute),
-		dup(packetRecord(t0.Add(4*time.Second), obsA, other, nil), 10*time.Minute), // first delivery lost
+		status, pkt, badAdvert, companion,
+		qos1(packetRecord(t0.Add(3*time.Second), obsA, raw, nil), 5), // published twice: counts
+		dup(status, 10*time.Minute), dup(pkt, 10*time.Minute), dup(badAdvert, 10*time.Minute), dup(companion, 10*time.Minute),
+		dup(qos1(packetRecord(t0.Add(4*time.Second), obsA, other, nil), 6), 10*time.Minute), // first delivery lost
 	}
 	for _, size := range []int{1, 1000} {
 		cfg := corpusConfig(t)
@@ -341,7 +347,8 @@ func TestIngest_QoS1Redelivery_CountedOnce(t *testing.T) {
 			want        int64
 		}{
 			{"packet_count", `SELECT packet_count FROM observers`, 4},
-			{"observations", `SELECT COUNT(*) FROM observations`, 2},
+			{"observations", `SELECT COUNT(*) FROM observations`, 3},
+			{"companion transmissions", `SELECT COUNT(*) FROM transmissions WHERE channel_hash = 'ch3'`, 1},
 			{"observer_metrics", `SELECT COUNT(*) FROM observer_metrics`, 1},
 			{"dropped_packets", `SELECT COUNT(*) FROM dropped_packets`, 1},
 		} {
@@ -349,8 +356,8 @@ func TestIngest_QoS1Redelivery_CountedOnce(t *testing.T) {
 				t.Errorf("batch size %d: %s = %d, want %d", size, c.what, got, c.want)
 			}
 		}
-		if n := w.Stats().Drops()[DropRedelivered]; n != 3 {
-			t.Errorf("batch size %d: %d redeliveries recognised, want 3", size, n)
+		if n := w.Stats().Drops()[DropRedelivered]; n != 4 {
+			t.Errorf("batch size %d: %d redeliveries recognised, want 4", size, n)
 		}
 	}
 }

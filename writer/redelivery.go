@@ -79,19 +79,18 @@ func (b *batch) delivered(rec *Record) {
 }
 
 // isRedelivery says whether rec, a message with the DUP flag, repeats one
-// already applied. stored is the database's rows' answer (the first
-// delivery's row exists), asked only for a record without a packet id,
-// which no receiver spools with the DUP flag but a hand-made spool might.
-func (b *batch) isRedelivery(rec *Record, stored func() (bool, error)) (bool, error) {
+// already applied. A DUP record without a packet id (no receiver spools
+// one) is never a redelivery.
+func (b *batch) isRedelivery(rec *Record) bool {
 	key, digest, ok := deliveryOf(rec)
 	if !ok {
-		return stored()
+		return false
 	}
 	last, known := b.deliveries[key]
 	if !known {
 		last, known = b.s.memory.last[key]
 	}
-	return known && last == digest, nil
+	return known && last == digest
 }
 
 // loadDeliveries reads the stored memory, once per store and again after

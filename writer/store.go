@@ -26,9 +26,6 @@ type store struct {
 	// badAdverts are adverts whose signature failed, by content hash: a
 	// verdict of the bytes, so each is checked once.
 	badAdverts *recentCache[ContentKey, decoder.Node]
-	// lastStatus is the SHA-256 of the last live status payload stored per
-	// observer, to recognise a broker's redelivery of it.
-	lastStatus *recentCache[string, [32]byte]
 	// memory is what committed batches applied under a QoS 1 packet id,
 	// to recognise a broker's redelivery (redelivery.go); nil until read
 	// from meshingest_deliveries.
@@ -42,7 +39,6 @@ type store struct {
 		upsertNode, inactiveNodeScope                 *sql.Stmt
 		insertMetrics, insertDropped, saveState       *sql.Stmt
 		insertDeliveries, pruneDeliveries             *sql.Stmt
-		observationExists, droppedExists              *sql.Stmt
 	}
 }
 
@@ -103,7 +99,6 @@ func newStore(ctx context.Context, conn *sql.Conn, co CacheOptions) (*store, err
 		transmissions: newRecentCache[ContentKey, txEntry](co.Transmissions),
 		observers:     newRecentCache[string, int64](co.Observers),
 		badAdverts:    newRecentCache[ContentKey, decoder.Node](1024),
-		lastStatus:    newRecentCache[string, [32]byte](co.Observers),
 	}
 	if err := s.prepare(ctx); err != nil {
 		s.close()
@@ -133,9 +128,6 @@ func (s *store) prepare(ctx context.Context) error {
 		{&st.insertObservations, `INSERT INTO observations ` + observationColumns + `
 			VALUES ` + strings.TrimSuffix(strings.Repeat(observationValues+", ", observationChunk), ", ") + observationUpsert},
 		{&st.observerRowid, `SELECT rowid FROM observers WHERE id = ?`},
-		{&st.observationExists, `SELECT EXISTS (SELECT 1 FROM observations
-			WHERE transmission_id = ? AND observer_idx = ? AND COALESCE(path_json, '') = ?)`},
-		{&st.droppedExists, `SELECT EXISTS (SELECT 1 FROM dropped_packets WHERE hash = ? AND observer_id = ?)`},
 		// A new observer row is created before its first observation (so
 		// observer_idx is never NULL) with packet_count 0; the batch's
 		// aggregated update then adds what the messages say.
@@ -210,7 +202,7 @@ func (s *store) close() {
 	for _, p := range []*sql.Stmt{st.txByHash, st.insertTx, st.txFirstSeen, st.txLastSeen,
 		st.insertObservation, st.insertObservations, st.observerRowid, st.insertObserver, st.updateObserver, st.observerClock,
 		st.upsertNode, st.inactiveNodeScope, st.insertMetrics, st.insertDropped, st.saveState,
-		st.observationExists, st.droppedExists, st.insertDeliveries, st.pruneDeliveries} {
+		st.insertDeliveries, st.pruneDeliveries} {
 		if p != nil {
 			p.Close()
 		}
