@@ -35,6 +35,9 @@ type DBState struct {
 	TransmissionRows, ObservationRows, DroppedRows, MetricsRows int
 	// NullObserverIdx counts observations without an observer.
 	NullObserverIdx int
+	// Orphans counts rows whose parent is missing (PRAGMA
+	// foreign_key_check: observations without their transmission).
+	Orphans         int
 	PacketCount     map[string]int
 	AdvertCount     map[string]int
 	DroppedByReason map[string]int
@@ -94,6 +97,9 @@ func ReadDBState(path string) (*DBState, error) {
 		}},
 		{"observer_metrics", `SELECT count(*) FROM observer_metrics`, func(c []sql.NullString) {
 			fmt.Sscan(c[0].String, &s.MetricsRows)
+		}},
+		{"foreign key check", `SELECT count(*) FROM pragma_foreign_key_check`, func(c []sql.NullString) {
+			fmt.Sscan(c[0].String, &s.Orphans)
 		}},
 	}
 	for _, q := range queries {
@@ -258,6 +264,7 @@ type Reconciliation struct {
 	NoRowDropsLost  int
 	ExactDrops      bool
 	NullObserverIdx int
+	Orphans         int
 	// LostExamples are a few missing observations with their message Seq.
 	LostExamples []string
 	// lost are the missing observation keys, for attributing loss to the
@@ -310,6 +317,7 @@ func Reconcile(st *DBState, acct loadgen.Accounting, keys []loadgen.ObservationK
 		ExpectedObservations: acct.Observations, FoundObservations: st.ObservationRows,
 		ExpectedTransmissions: acct.Transmissions, FoundTransmissions: st.TransmissionRows,
 		NodesExpected: acct.Nodes, NodesFound: len(st.Nodes), NullObserverIdx: st.NullObserverIdx,
+		Orphans:       st.Orphans,
 		DropsExpected: map[string]int{}, DropsCounted: map[string]int{},
 	}
 	want := make(map[observation]bool, len(keys))

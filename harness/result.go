@@ -78,6 +78,7 @@ func (r *Result) settle() {
 			fmt.Sprintf("%d, %d, %d, %d", rec.PacketCountDoubled, rec.AdvertCountDoubled, rec.ExtraObservations, max(rec.DroppedRowsFound-rec.DroppedRowsExpected, 0)),
 			"0", rec.Doubled() == 0)
 		r.check("observations with NULL observer_idx", fmt.Sprint(rec.NullObserverIdx), "0", rec.NullObserverIdx == 0)
+		r.check("rows whose parent is missing (foreign_key_check)", fmt.Sprint(rec.Orphans), "0", rec.Orphans == 0)
 	}
 	if r.Compared {
 		differ := 0

@@ -78,7 +78,8 @@ type database struct {
 // path with the writer's connection settings: incremental auto-vacuum set
 // before the first table, WAL, synchronous=FULL (under NORMAL a committed
 // WAL transaction can vanish on power loss, and batching makes FULL cost
-// nothing measurable), a statement journal in memory, and one connection.
+// nothing measurable), foreign keys not enforced (see below), statement
+// journals in memory, and one connection.
 func openDatabase(ctx context.Context, path string, create bool, opts DBOptions) (*database, error) {
 	opts = opts.withDefaults()
 	if _, err := os.Stat(path); err != nil {
@@ -99,7 +100,15 @@ func openDatabase(ctx context.Context, path string, create bool, opts DBOptions)
 		"auto_vacuum(INCREMENTAL)",
 		"journal_mode(WAL)",
 		"synchronous(FULL)",
-		"foreign_keys(ON)",
+		// CoreScope's ingestor turns foreign keys on. The writer
+		// keeps the schema's one reference (observations.transmission_id)
+		// by construction instead: a transmission is inserted before its
+		// observations in the same transaction, and retention deletes
+		// observations before their transmission. Enforcing it costs a
+		// lookup per observation and, since the check can abort a
+		// multi-row INSERT midway, a statement journal; the tests and the
+		// harness run PRAGMA foreign_key_check on what the writer wrote.
+		"foreign_keys(OFF)",
 		fmt.Sprintf("busy_timeout(%d)", opts.BusyTimeoutMs),
 		"temp_store(MEMORY)",
 		fmt.Sprintf("cache_size(%d)", -opts.CacheKiB),

@@ -16,6 +16,7 @@ var dumpedTables = []string{"transmissions", "observations", "observers", "nodes
 // dumpDB returns every row of the dumped tables, in rowid order, as text.
 func dumpDB(t testing.TB, path string) map[string][]string {
 	t.Helper()
+	checkForeignKeys(t, path)
 	db := openRaw(t, path)
 	out := map[string][]string{}
 	for _, table := range dumpedTables {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"sync/atomic"
@@ -124,7 +125,34 @@ func drain(t testing.TB, src Source, opts Options, n int64) *Writer {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	checkForeignKeys(t, opts.Config.DBPath)
 	return w
+}
+
+// checkForeignKeys fails the test when a row references a missing parent:
+// the writer does not have SQLite enforce foreign keys (db.go) and keeps
+// them by construction, which every test that writes rows checks.
+func checkForeignKeys(t testing.TB, path string) {
+	t.Helper()
+	db := openRaw(t, path)
+	defer db.Close()
+	rows, err := db.Query(`PRAGMA foreign_key_check`)
+	if err != nil {
+		t.Fatalf("foreign_key_check on %s: %v", path, err)
+	}
+	defer rows.Close()
+	var orphans []string
+	for rows.Next() {
+		var table, parent string
+		var rowid, fk sql.NullInt64
+		if err := rows.Scan(&table, &rowid, &parent, &fk); err != nil {
+			t.Fatal(err)
+		}
+		orphans = append(orphans, fmt.Sprintf("%s row %d (no %s row)", table, rowid.Int64, parent))
+	}
+	if len(orphans) > 0 {
+		t.Errorf("%d rows reference a missing parent, first: %s", len(orphans), orphans[0])
+	}
 }
 
 func count(t testing.TB, db *sql.DB, query string, args ...any) int64 {
