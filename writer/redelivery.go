@@ -43,8 +43,14 @@ type deliveryKey struct {
 }
 
 // deliveries maps a delivery to the digest of the payload last applied
-// under it.
+// under it: a batch's, and the form they are stored in.
 type deliveries map[deliveryKey]uint64
+
+// sourceDigests holds, per packet id, the digest last applied under it
+// by one source, 0 for none: 512 KiB a QoS 1 source, without the
+// per-entry cost of a map (about 50 bytes) nor pointers for the GC to
+// scan.
+type sourceDigests [1 << 16]uint64
 
 // deliveryRow is one stored row of meshingest_deliveries.
 type deliveryRow struct {
@@ -55,9 +61,25 @@ type deliveryRow struct {
 // deliveryMemory is the committed memory: what committed batches applied,
 // and the stored rows that hold it.
 type deliveryMemory struct {
-	last deliveries
+	last map[string]*sourceDigests
 	rows []deliveryRow // oldest first
 	kept int           // deliveries in rows
+}
+
+func (m *deliveryMemory) put(key deliveryKey, digest uint64) {
+	d := m.last[key.source]
+	if d == nil {
+		d = new(sourceDigests)
+		m.last[key.source] = d
+	}
+	d[key.id] = digest
+}
+
+func (m *deliveryMemory) get(key deliveryKey) (uint64, bool) {
+	if d := m.last[key.source]; d != nil && d[key.id] != 0 {
+		return d[key.id], true
+	}
+	return 0, false
 }
 
 // A digest must be the same in every process: it is stored.
@@ -67,7 +89,10 @@ func deliveryOf(rec *Record) (deliveryKey, uint64, bool) {
 	if rec.MessageID == 0 {
 		return deliveryKey{}, 0, false // QoS 0: never redelivered
 	}
-	return deliveryKey{rec.Source, rec.MessageID}, crc64.Checksum(rec.Payload, deliveryTable), true
+	// 0 marks "none" in sourceDigests: a payload whose digest is 0 is
+	// remembered as 1 (a 2^-64 chance of taking another payload with
+	// digest 1 for it).
+	return deliveryKey{rec.Source, rec.MessageID}, max(crc64.Checksum(rec.Payload, deliveryTable), 1), true
 }
 
 // delivered notes that the batch applied rec (stored its rows or counted
@@ -88,7 +113,7 @@ func (b *batch) isRedelivery(rec *Record) bool {
 	}
 	last, known := b.deliveries[key]
 	if !known {
-		last, known = b.s.memory.last[key]
+		last, known = b.s.memory.get(key)
 	}
 	return known && last == digest
 }
@@ -99,7 +124,7 @@ func (s *store) loadDeliveries(ctx context.Context) error {
 	if s.memory != nil {
 		return nil
 	}
-	m := &deliveryMemory{last: deliveries{}}
+	m := &deliveryMemory{last: map[string]*sourceDigests{}}
 	rows, err := s.conn.QueryContext(ctx, `SELECT batch, digests FROM meshingest_deliveries ORDER BY batch`)
 	if err != nil {
 		return fmt.Errorf("read the QoS 1 delivery memory from meshingest_deliveries: %w", err)
@@ -111,7 +136,7 @@ func (s *store) loadDeliveries(ctx context.Context) error {
 		if err := rows.Scan(&r.batch, &blob); err != nil {
 			return fmt.Errorf("read the QoS 1 delivery memory from meshingest_deliveries: %w", err)
 		}
-		n, err := decodeDeliveries(blob, m.last)
+		n, err := decodeDeliveries(blob, m.put)
 		if err != nil {
 			return fmt.Errorf("read row %d of meshingest_deliveries: %w; delete the row (a QoS 1 redelivery of what it lists would then count again)", r.batch, err)
 		}
@@ -171,7 +196,7 @@ func (b *batch) commitDeliveries() {
 	}
 	m := b.s.memory
 	for key, digest := range b.deliveries {
-		m.last[key] = digest
+		m.put(key, digest)
 	}
 	for _, r := range m.rows[:b.deliveryDrop] {
 		m.kept -= r.entries
@@ -204,9 +229,9 @@ func encodeDeliveries(d deliveries) []byte {
 
 var errDeliveriesDamaged = errors.New("damaged delivery list")
 
-// decodeDeliveries adds the deliveries of one stored row to into and
+// decodeDeliveries passes the deliveries of one stored row to put and
 // returns how many it held.
-func decodeDeliveries(b []byte, into deliveries) (int, error) {
+func decodeDeliveries(b []byte, put func(deliveryKey, uint64)) (int, error) {
 	n := 0
 	for len(b) > 0 {
 		l, k := binary.Uvarint(b)
@@ -221,7 +246,7 @@ func decodeDeliveries(b []byte, into deliveries) (int, error) {
 		}
 		b = b[k:]
 		for range count {
-			into[deliveryKey{source, binary.LittleEndian.Uint16(b)}] = binary.LittleEndian.Uint64(b[2:])
+			put(deliveryKey{source, binary.LittleEndian.Uint16(b)}, binary.LittleEndian.Uint64(b[2:]))
 			b = b[10:]
 		}
 		n += int(count)

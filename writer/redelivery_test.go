@@ -11,13 +11,13 @@ func TestDeliveries_EncodeDecode_RoundTrip(t *testing.T) {
 		{"eu", 1}: 0xdeadbeef, {"eu", 65535}: 1, {"us-west", 7}: 0, {"", 9}: 1 << 63,
 	}
 	got := deliveries{}
-	n, err := decodeDeliveries(encodeDeliveries(d), got)
+	n, err := decodeDeliveries(encodeDeliveries(d), func(k deliveryKey, v uint64) { got[k] = v })
 	if err != nil || n != len(d) || !maps.Equal(got, d) {
 		t.Errorf("decoded %v (%d, %v), want %v", got, n, err, d)
 	}
 	blob := encodeDeliveries(d)
 	for _, cut := range []int{1, 5, len(blob) - 1} {
-		if _, err := decodeDeliveries(blob[:cut], deliveries{}); !errors.Is(err, errDeliveriesDamaged) {
+		if _, err := decodeDeliveries(blob[:cut], func(deliveryKey, uint64) {}); !errors.Is(err, errDeliveriesDamaged) {
 			t.Errorf("cut at %d of %d: err %v, want errDeliveriesDamaged", cut, len(blob), err)
 		}
 	}
