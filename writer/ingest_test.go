@@ -305,6 +305,12 @@ func TestIngest_GeoFilter(t *testing.T) {
 
 func nullF(v float64) sql.NullFloat64 { return sql.NullFloat64{Float64: v, Valid: true} }
 
+// qos1 makes r a QoS 1 delivery with packet id id, redelivered (DUP) or not.
+func qos1(r Record, id uint16, dup bool) Record {
+	r.QoS, r.MessageID, r.Duplicate = 1, id, dup
+	return r
+}
+
 // TestIngest_QoS1Redelivery_CountedOnce: a message the broker delivers
 // again with the DUP flag and the same packet id (the receiver died
 // between its fsync and its ack) changes nothing when its first delivery
@@ -319,24 +325,20 @@ func TestIngest_QoS1Redelivery_CountedOnce(t *testing.T) {
 	bad[len(bad)-len(f.Payload)+40] ^= 0x01
 	badRaw := strings.ToUpper(hex.EncodeToString(bad))
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
-	qos1 := func(r Record, id uint16) Record {
-		r.QoS, r.MessageID = 1, id
-		return r
-	}
 	dup := func(r Record, later time.Duration) Record {
 		r.Duplicate = true
 		r.ReceivedAt = r.ReceivedAt.Add(later)
 		return r
 	}
-	status := qos1(statusRecord(t0, obsA, map[string]any{"status": "online", "origin": "A", "radio": "910,62.5,7,5"}, false), 1)
-	pkt := qos1(packetRecord(t0.Add(time.Second), obsA, raw, nil), 2)
-	badAdvert := qos1(packetRecord(t0.Add(2*time.Second), obsA, badRaw, nil), 3)
-	companion := qos1(Record{ReceivedAt: t0, Topic: "meshcore/message/channel/3", Payload: []byte(`{"text":"Bob: hello","SNR":5}`)}, 4)
+	status := qos1(statusRecord(t0, obsA, map[string]any{"status": "online", "origin": "A", "radio": "910,62.5,7,5"}, false), 1, false)
+	pkt := qos1(packetRecord(t0.Add(time.Second), obsA, raw, nil), 2, false)
+	badAdvert := qos1(packetRecord(t0.Add(2*time.Second), obsA, badRaw, nil), 3, false)
+	companion := qos1(Record{ReceivedAt: t0, Topic: "meshcore/message/channel/3", Payload: []byte(`{"text":"Bob: hello","SNR":5}`)}, 4, false)
 	recs := []Record{
 		status, pkt, badAdvert, companion,
-		qos1(packetRecord(t0.Add(3*time.Second), obsA, raw, nil), 5), // published twice: counts
+		qos1(packetRecord(t0.Add(3*time.Second), obsA, raw, nil), 5, false), // published twice: counts
 		dup(status, 10*time.Minute), dup(pkt, 10*time.Minute), dup(badAdvert, 10*time.Minute), dup(companion, 10*time.Minute),
-		dup(qos1(packetRecord(t0.Add(4*time.Second), obsA, other, nil), 6), 10*time.Minute), // first delivery lost
+		dup(qos1(packetRecord(t0.Add(4*time.Second), obsA, other, nil), 6, false), 10*time.Minute), // first delivery lost
 	}
 	for _, size := range []int{1, 1000} {
 		cfg := corpusConfig(t)
@@ -372,10 +374,6 @@ func TestIngest_QoS1Redelivery_CountedOnce(t *testing.T) {
 func TestIngest_QoS1Redelivery_SecondCopyOfARepeat(t *testing.T) {
 	raw := corpusRaw(t, decoder.TypeGrpTxt)
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
-	qos1 := func(r Record, id uint16, dup bool) Record {
-		r.QoS, r.MessageID, r.Duplicate = 1, id, dup
-		return r
-	}
 	older := qos1(packetRecord(t0, obsA, corpusRaw(t, decoder.TypeReq), nil), 2, false)
 	first := qos1(packetRecord(t0.Add(time.Second), obsA, raw, map[string]any{"SNR": 7.5}), 1, false)
 	second := qos1(packetRecord(t0.Add(time.Second), obsA, raw, map[string]any{"SNR": 8.25}), 2, true) // its first delivery was lost
@@ -405,10 +403,6 @@ func TestIngest_QoS1Redelivery_SecondCopyOfARepeat(t *testing.T) {
 func TestIngest_QoS1Redelivery_AcrossWriterRestart(t *testing.T) {
 	raw := corpusRaw(t, decoder.TypeGrpTxt)
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
-	qos1 := func(r Record, id uint16, dup bool) Record {
-		r.QoS, r.MessageID, r.Duplicate = 1, id, dup
-		return r
-	}
 	first := qos1(packetRecord(t0, obsA, raw, map[string]any{"SNR": 7.5}), 1, false)
 	second := qos1(packetRecord(t0, obsA, raw, map[string]any{"SNR": 8.25}), 2, true) // its first delivery was lost
 	again := qos1(first, 1, true)
