@@ -52,7 +52,8 @@ type deliveries map[deliveryKey]uint64
 // scan.
 type sourceDigests [1 << 16]uint64
 
-// deliveryRow is one stored row of meshingest_deliveries.
+// deliveryRow is one stored row of meshingest_deliveries and how many
+// deliveries its list holds.
 type deliveryRow struct {
 	batch   int64
 	entries int
@@ -157,7 +158,7 @@ func (b *batch) saveDeliveries() error {
 	if len(b.deliveries) == 0 {
 		return nil
 	}
-	res, err := b.s.stmt.insertDeliveries.ExecContext(b.ctx, len(b.deliveries), encodeDeliveries(b.deliveries))
+	res, err := b.s.stmt.insertDeliveries.ExecContext(b.ctx, encodeDeliveries(b.deliveries))
 	if err != nil {
 		return fmt.Errorf("store the batch's QoS 1 deliveries: %w", err)
 	}

@@ -133,7 +133,6 @@ var tableDDL = []struct{ name, ddl string }{
 	// is recognised across writer restarts (redelivery.go).
 	{"meshingest_deliveries", `CREATE TABLE IF NOT EXISTS meshingest_deliveries (
 		batch INTEGER PRIMARY KEY,
-		entries INTEGER NOT NULL,
 		digests BLOB NOT NULL)`},
 }
 

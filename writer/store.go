@@ -190,7 +190,7 @@ func (s *store) prepare(ctx context.Context) error {
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&st.saveState, `INSERT INTO meshingest_state (key, value) VALUES (?, ?)
 			ON CONFLICT(key) DO UPDATE SET value = excluded.value`},
-		{&st.insertDeliveries, `INSERT INTO meshingest_deliveries (entries, digests) VALUES (?, ?)`},
+		{&st.insertDeliveries, `INSERT INTO meshingest_deliveries (digests) VALUES (?)`},
 		{&st.pruneDeliveries, `DELETE FROM meshingest_deliveries WHERE batch <= ?`},
 	} {
 		stmt, err := s.conn.PrepareContext(ctx, p.sql)
