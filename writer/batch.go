@@ -35,7 +35,7 @@ type batch struct {
 	pendingObs []Observation
 	obsArgs    []any
 	// deliveries are the QoS 1 deliveries applied in this batch
-	// (store.deliveries after the commit; redelivery.go).
+	// (store.memory after the commit; redelivery.go).
 	deliveries deliveries
 	// deliveryRow is the meshingest_deliveries row saveDeliveries wrote,
 	// deliveryDrop how many of the oldest stored rows it deleted.

@@ -87,10 +87,8 @@ func startPipeline(src Source, after Position, in *ingester) (*pipeline, error) 
 
 // next returns the next item, waiting for it as long as it takes.
 func (pl *pipeline) next() pipelineItem {
-	if len(pl.buf) == 0 {
-		pl.buf = <-pl.out
-	}
-	return pl.take1()
+	it, _ := pl.nextBefore(nil) // a nil channel never fires
+	return it
 }
 
 // ready returns the next item if it is already prepared.

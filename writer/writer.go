@@ -374,10 +374,6 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("begin batch: %w", err)
 	}
 	holdStart := time.Now()
-	if err := w.store.loadDeliveries(sctx); err != nil {
-		conn.ExecContext(sctx, "ROLLBACK")
-		return 0, err
-	}
 	deadline := time.NewTimer(w.opts.BatchMaxTime)
 	defer deadline.Stop()
 	b := newBatch(sctx, w.store)
@@ -391,6 +387,9 @@ func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
 			w.opts.Hook.RolledBack()
 		}
 		return 0, err
+	}
+	if err := w.store.loadDeliveries(sctx); err != nil {
+		return fail(err)
 	}
 	p := first.p
 	for full := false; !full; {
