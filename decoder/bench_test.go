@@ -7,8 +7,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/meshingest/meshingest/capture"
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/internal/capture"
 )
 
 // The benchmarks behind the figures in README.md. Run them with

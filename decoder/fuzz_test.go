@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshingest/meshingest/capture"
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/internal/capture"
 )
 
 // Run one at a time, e.g.

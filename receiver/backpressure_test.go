@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/internal/mosquittotest"
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 )
@@ -19,7 +19,7 @@ import (
 // keeps the rest, and reconnects bring every held message back. Nothing is
 // lost.
 func TestSource_QoS1SpoolRefuses_BrokerRedelivers(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{QueueMaxBytes: 16 << 10})
 	r := startReceiver(t, sp, shared.Source{Name: "q1", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, QoS: 1, ClientID: "bp-test"})
 	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q1"); return s.Connected })
@@ -69,7 +69,7 @@ func TestSource_QoS0SpoolStalls_DropsOnlyPastBoundNoDisconnect(t *testing.T) {
 	payload := make([]byte, 200)
 	// Room for about 40 % of the stall's traffic.
 	bound := int64(float64(stall/time.Second) * rate * 0.4 * 300)
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{QueueMaxBytes: bound})
 	r := startReceiver(t, sp, shared.Source{Name: "q0", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}})
 	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q0"); return s.Connected })
@@ -132,7 +132,7 @@ func getenvInt(name string) int {
 // while it is full, and come in once a consumer (the writer) drains and
 // releases segments. Nothing is dropped, nothing lost.
 func TestSource_QoS1SpoolFull_ResumesWhenDrained(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{MaxBytes: 256 << 10, MinFreeBytes: -1, SegmentMaxAge: 200 * time.Millisecond})
 	r := startReceiver(t, sp, shared.Source{Name: "q1", Broker: b.MQTTURL(), QoS: 1, ClientID: "full-test"})
 	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q1"); return s.Connected })

@@ -26,8 +26,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 
-	"github.com/meshingest/meshingest/capture"
-	"github.com/meshingest/meshingest/internal/mosquittotest"
+	"github.com/meshingest/meshingest/internal/capture"
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 )
@@ -100,7 +100,7 @@ func BenchmarkBacklog_QoS1(b *testing.B) {
 }
 
 func benchReceiverBacklog(b *testing.B, inflight int) {
-	broker := mosquittotest.Start(b, mosquittotest.Options{MaxInflight: inflight})
+	broker := testkit.StartMosquitto(b, testkit.MosquittoOptions{MaxInflight: inflight})
 	topic, payload := benchPayload(b)
 	subscribeOnce(b, broker.URL(), "bench-receiver")
 	preload(b, broker.URL(), topic, payload, b.N)
@@ -150,7 +150,7 @@ func benchMosquittoSubBacklog(b *testing.B, inflight int) {
 	if err != nil {
 		b.Skip("mosquitto_sub not installed (apt-get install mosquitto-clients)")
 	}
-	broker := mosquittotest.Start(b, mosquittotest.Options{MaxInflight: inflight})
+	broker := testkit.StartMosquitto(b, testkit.MosquittoOptions{MaxInflight: inflight})
 	topic, payload := benchPayload(b)
 	subscribeOnce(b, broker.URL(), "bench-sub")
 	preload(b, broker.URL(), topic, payload, b.N)
@@ -212,7 +212,7 @@ func countLines(b *testing.B, path string) int {
 func BenchmarkSteady250(b *testing.B) {
 	for _, qos := range []int{0, 1} {
 		b.Run(fmt.Sprintf("qos%d", qos), func(b *testing.B) {
-			broker := mosquittotest.Start(b, mosquittotest.Options{})
+			broker := testkit.StartMosquitto(b, testkit.MosquittoOptions{})
 			topic, payload := benchPayload(b)
 			dir := b.TempDir()
 			app, err := spool.OpenAppender(filepath.Join(dir, "spool"), spool.Options{})

@@ -15,7 +15,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/meshingest/meshingest/internal/mosquittotest"
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 )
@@ -24,7 +24,7 @@ import (
 // within 5 s of the broker's return, nothing is lost, and the counters add
 // up.
 func TestReceiver_BrokerRestart_ReconnectsWithin5s(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{Persistence: true})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{Persistence: true})
 	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, QoS: 1, ClientID: "restart-test"})
 	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
@@ -91,7 +91,7 @@ func TestReceiver_BrokerRestart_ReconnectsWithin5s(t *testing.T) {
 // SIGHUP's reload: an unchanged source stays connected, a changed one is
 // restarted with its counters, a new one starts, a removed one goes.
 func TestReceiver_Reload_KeepsUnchangedSources(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{})
 	a := shared.Source{Name: "a", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}}
 	bs := shared.Source{Name: "b", Broker: b.MQTTURL(), Topics: []string{"other/#"}}
@@ -149,7 +149,7 @@ func TestReceiver_Reload_KeepsUnchangedSources(t *testing.T) {
 // The stats file: fresh every second, 0600, the writer can read it, and it
 // carries the CoreScope-shaped per-source status.
 func TestReceiver_StatsFile_ReadableByWriter(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	r := startReceiver(t, newSpool(t, spool.Options{}), shared.Source{Name: "local", Broker: b.MQTTURL()})
 	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 	publish(t, publisher(t, b.URL()), "meshcore/SJC/O/packets", 0, false, []byte("x"))
@@ -219,7 +219,7 @@ func TestReceiver_Notify_ReadyStatusWatchdog(t *testing.T) {
 		defer mu.Unlock()
 		return append([]string(nil), got...)
 	}
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	logs := &syncBuffer{}
 	_ = logs
 	r := startReceiverNotify(t, newSpool(t, spool.Options{}), shared.NewNotifier(),
@@ -303,7 +303,7 @@ func (ns *notifySocket) watchdogs(from, to time.Time) int {
 // and comes back when it recovers.
 func TestReceiver_Watchdog_StopsWhileSpoolStuck(t *testing.T) {
 	ns := listenNotify(t, "200000") // pet every 100 ms
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{GroupWindow: 50 * time.Millisecond})
 	r := startReceiverWith(t, Options{
 		Sources:    []shared.Source{{Name: "local", Broker: b.MQTTURL()}},
@@ -334,7 +334,7 @@ func TestReceiver_Watchdog_StopsWhileSpoolStuck(t *testing.T) {
 
 // The Prometheus metrics show the same counters as the stats file.
 func TestReceiver_Metrics_Served(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	reg := shared.NewRegistry()
 	r := startReceiverWith(t, Options{
 		Sources:  []shared.Source{{Name: "local", Broker: b.MQTTURL(), QoS: 1}},
@@ -376,7 +376,7 @@ func TestReceiver_Metrics_Served(t *testing.T) {
 // A disk that stalls at shutdown does not keep the process: Run returns
 // within 5 s, with an error saying what was not committed.
 func TestReceiver_Shutdown_StalledDiskWithin5s(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), QoS: 1})
 	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })

@@ -20,16 +20,15 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/meshingest/meshingest/internal/mosquittotest"
-	"github.com/meshingest/meshingest/internal/testbinary"
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/spool"
 )
 
-func meshingestBinary(t *testing.T) string { return testbinary.Path(t) }
+func meshingestBinary(t *testing.T) string { return testkit.BinaryPath(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testbinary.Cleanup()
+	testkit.CleanupBinary()
 	os.Exit(code)
 }
 
@@ -120,7 +119,7 @@ func readSpool(t *testing.T, dir string) []spool.Record {
 // the end every message is in the spool; a message stored twice (its ack was
 // lost with the process) carries the DUP flag on every later copy.
 func TestProcess_SIGKILL20Times_QoS1NothingLost(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	dir := t.TempDir()
 	spoolDir := filepath.Join(dir, "spool")
 	stats := filepath.Join(dir, "receiver-stats.json")
@@ -237,7 +236,7 @@ func TestProcess_SIGKILL20Times_QoS1NothingLost(t *testing.T) {
 // SIGTERM: intake stops, the last group is committed and the segment
 // sealed, exit status 0 within 5 s — and what was received is readable.
 func TestProcess_SIGTERM_FlushesAndExits0Within5s(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	dir := t.TempDir()
 	stats := filepath.Join(dir, "stats.json")
 	config := filepath.Join(dir, "config.json")
@@ -272,7 +271,7 @@ func TestProcess_SIGTERM_FlushesAndExits0Within5s(t *testing.T) {
 // SIGHUP reloads the sources from the file: the new one connects, the
 // unchanged one is not touched.
 func TestProcess_SIGHUP_ReloadsSources(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	dir := t.TempDir()
 	stats := filepath.Join(dir, "stats.json")
 	config := filepath.Join(dir, "config.json")

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/capture"
-	"github.com/meshingest/meshingest/internal/mosquittotest"
+	"github.com/meshingest/meshingest/internal/capture"
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 )
@@ -39,7 +39,7 @@ func TestReceiver_Corpus_LandsExactly(t *testing.T) {
 	msgs := demoMessages(t)
 	for _, qos := range []int{0, 1} {
 		t.Run(map[int]string{0: "qos0", 1: "qos1"}[qos], func(t *testing.T) {
-			b := mosquittotest.Start(t, mosquittotest.Options{})
+			b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 			sp := newSpool(t, spool.Options{})
 			r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, QoS: qos})
 			waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })

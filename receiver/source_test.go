@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/internal/mosquittotest"
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 )
@@ -17,7 +17,7 @@ import (
 // flag, and does not count as live traffic; the same topic published live
 // afterwards arrives without the flag.
 func TestSource_RetainedStatus_KeepsFlag(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	pub := publisher(t, b.URL())
 	publish(t, pub, "meshcore/SJC/OBS1/status", 1, true, []byte(`{"status":"online"}`))
 
@@ -42,7 +42,7 @@ func TestSource_RetainedStatus_KeepsFlag(t *testing.T) {
 
 // iataFilter keeps packets of the listed regions and every status message.
 func TestSource_IATAFilter_PacketsOnly(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp, shared.Source{Name: "f", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, IATAFilter: []string{"SJC"}, QoS: 1})
 	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("f"); return s.Connected })
@@ -79,7 +79,7 @@ func TestSource_IATAFilter_PacketsOnly(t *testing.T) {
 // A password never shows in logs, the stats file or lastError, whether it
 // sits in the URL or in the password field.
 func TestSource_Password_NeverShown(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{Username: "observer", Password: "s3cret-pw"})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{Username: "observer", Password: "s3cret-pw"})
 	sp := newSpool(t, spool.Options{})
 	good := shared.Source{Name: "good", Broker: "mqtt://observer:s3cret-pw@127.0.0.1:" + itoa(b.Port), Topics: []string{"meshcore/#"}}
 	bad := shared.Source{Name: "bad", Broker: b.MQTTURL(), Username: "observer", Password: "wrong-s3cret", Topics: []string{"meshcore/#"}}
@@ -133,7 +133,7 @@ func TestSource_Unreachable_DoesNotDelayOthers(t *testing.T) {
 			defer c.Close() // hold it open, say nothing
 		}
 	}()
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{})
 	start := time.Now()
 	r := startReceiver(t, sp,

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/capture"
+	"github.com/meshingest/meshingest/internal/capture"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 )

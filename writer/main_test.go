@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/internal/testbinary"
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 // -long runs the long versions of the fault tests: the SIGKILL test with
@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 		os.Exit(holdExclusiveLock(path))
 	}
 	code := m.Run()
-	testbinary.Cleanup()
+	testkit.CleanupBinary()
 	os.Exit(code)
 }
 

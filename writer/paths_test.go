@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/loadgen"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/tests/loadgen"
 )
 
 // TestPathJobs_Corpus_MatchesReference drains the real capture and checks

@@ -14,14 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/internal/testbinary"
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 )
 
 // The tests and benchmarks that need "a real writer process" run the
 // meshingest binary, built once per test run from ../cmd/meshingest.
 
-func meshingestBinary(t testing.TB) string { return testbinary.Path(t) }
+func meshingestBinary(t testing.TB) string { return testkit.BinaryPath(t) }
 
 // processSetup is the files of one writer process.
 type processSetup struct {

@@ -30,8 +30,6 @@ func commands() []command {
 		{"replay", "publish a JSONL capture to an MQTT broker", runReplay},
 		{"decode", "decode MeshCore frames (hex) and print what would be stored", runDecode},
 		{"systemd", "print or install the systemd units of the two services", runSystemd},
-		{"bench", "load harness: steady load and a burst against real processes; markdown report and plot", runBench},
-		{"chaos", "fault harness: kills, a held lock, broker restart, full spool, damaged segments, database swap", runChaos},
 		{"version", "print the version and exit", runVersion},
 	}
 }

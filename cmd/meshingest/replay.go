@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/meshingest/meshingest/replay"
+	"github.com/meshingest/meshingest/internal/replay"
 	"github.com/meshingest/meshingest/shared"
 )
 

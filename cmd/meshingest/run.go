@@ -9,8 +9,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/meshingest/meshingest/internal/supervise"
 	"github.com/meshingest/meshingest/shared"
-	"github.com/meshingest/meshingest/supervise"
 )
 
 const runUsage = `usage: meshingest run [--config FILE]

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshingest/meshingest/capture"
+	"github.com/meshingest/meshingest/internal/capture"
 	"github.com/meshingest/meshingest/spool"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/capture"
+	"github.com/meshingest/meshingest/internal/capture"
 	"github.com/meshingest/meshingest/spool"
 )
 

@@ -16,12 +16,12 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/meshingest/meshingest/capture"
+	"github.com/meshingest/meshingest/internal/capture"
 	"github.com/meshingest/meshingest/internal/dbsummary"
-	"github.com/meshingest/meshingest/replay"
+	"github.com/meshingest/meshingest/internal/replay"
+	"github.com/meshingest/meshingest/internal/supervise"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
-	"github.com/meshingest/meshingest/supervise"
 )
 
 // ChannelKeys are the keys that decrypt the corpus's group messages: the

@@ -18,7 +18,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/meshingest/meshingest/capture"
+	"github.com/meshingest/meshingest/internal/capture"
 	"github.com/meshingest/meshingest/shared"
 )
 

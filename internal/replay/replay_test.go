@@ -14,8 +14,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/meshingest/meshingest/capture"
-	"github.com/meshingest/meshingest/internal/mosquittotest"
+	"github.com/meshingest/meshingest/internal/capture"
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 // subscriber records every message a real broker delivers, by topic and
@@ -28,7 +28,7 @@ type subscriber struct {
 	at    []time.Time
 }
 
-func subscribe(t *testing.T, b *mosquittotest.Broker, qos byte) *subscriber {
+func subscribe(t *testing.T, b *testkit.Mosquitto, qos byte) *subscriber {
 	t.Helper()
 	s := &subscriber{got: map[string]int{}}
 	o := paho.NewClientOptions().AddBroker(b.URL()).SetClientID(fmt.Sprintf("sub-%d", time.Now().UnixNano())).
@@ -100,7 +100,7 @@ func TestRun_DemoCapture_EveryMessageExactBytes(t *testing.T) {
 	want, n, wantBytes := demoMessages(t)
 	for _, qos := range []byte{0, 1} {
 		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
-			b := mosquittotest.Start(t, mosquittotest.Options{})
+			b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 			sub := subscribe(t, b, qos)
 			var progress []Stats
 			st, err := Run(context.Background(), BytesSource(capture.DemoBytes()), Options{
@@ -131,7 +131,7 @@ func TestRun_DemoCapture_EveryMessageExactBytes(t *testing.T) {
 }
 
 func TestRun_Passes_PlaysTheCaptureNTimes(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sub := subscribe(t, b, 1)
 	_, n, _ := demoMessages(t)
 	st, err := Run(context.Background(), BytesSource(capture.DemoBytes()), Options{Broker: b.MQTTURL(), QoS: 1, Passes: 3})
@@ -145,7 +145,7 @@ func TestRun_Passes_PlaysTheCaptureNTimes(t *testing.T) {
 }
 
 func TestRun_PassesZero_LoopsUntilCancelled(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	_, n, _ := demoMessages(t)
 	st, err := Run(ctx, BytesSource(capture.DemoBytes()), Options{
@@ -166,7 +166,7 @@ func TestRun_PassesZero_LoopsUntilCancelled(t *testing.T) {
 }
 
 func TestRun_Rate_SpacesMessages(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sub := subscribe(t, b, 0)
 	// 100 messages at 200/s: about half a second; without the cap, a few ms.
 	data := syntheticCapture(100, time.Time{}, 0)
@@ -181,7 +181,7 @@ func TestRun_Rate_SpacesMessages(t *testing.T) {
 }
 
 func TestRun_Speed_KeepsTheCaptureTimelineScaled(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sub := subscribe(t, b, 1)
 	// Five messages one capture-second apart, played 4× faster: 1 s in
 	// all, 250 ms between messages. A 10-minute hole is cut to MaxGap.
@@ -214,7 +214,7 @@ func TestRun_Speed_KeepsTheCaptureTimelineScaled(t *testing.T) {
 }
 
 func TestRun_BadLine_StopsWithTheLineNumber(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	data := string(syntheticCapture(2, time.Time{}, 0)) + "{not json\n" + string(syntheticCapture(1, time.Time{}, 0))
 	path := filepath.Join(t.TempDir(), "bad.jsonl")
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
@@ -234,7 +234,7 @@ func TestRun_BadLine_StopsWithTheLineNumber(t *testing.T) {
 }
 
 func TestRun_BrokerDown_SaysSo(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	url := b.MQTTURL()
 	b.Stop()
 	_, err := Run(context.Background(), BytesSource(capture.DemoBytes()), Options{Broker: url, Passes: 1})
@@ -244,7 +244,7 @@ func TestRun_BrokerDown_SaysSo(t *testing.T) {
 }
 
 func TestRun_Credentials_FromURLAndOptions(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{Username: "obs", Password: "pw"})
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{Username: "obs", Password: "pw"})
 	data := syntheticCapture(3, time.Time{}, 0)
 	withUser := strings.Replace(b.MQTTURL(), "mqtt://", "mqtt://obs:pw@", 1)
 	if _, err := Run(context.Background(), BytesSource(data), Options{Broker: withUser, Passes: 1}); err != nil {

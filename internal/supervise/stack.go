@@ -11,7 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/meshingest/meshingest/broker"
+	"github.com/meshingest/meshingest/internal/broker"
 	"github.com/meshingest/meshingest/shared"
 )
 

@@ -1,7 +1,8 @@
-// Package testbinary builds the meshingest executable once per test
-// binary, for the tests that run the real program as an operator does
-// (processes started, signalled and SIGKILLed).
-package testbinary
+// The meshingest executable, built once per test binary, for the tests that
+// run the real program as an operator does (processes started, signalled and
+// SIGKILLed).
+
+package testkit
 
 import (
 	"fmt"
@@ -23,9 +24,9 @@ var (
 	err  error
 )
 
-// Build builds cmd/meshingest into a temporary folder on its first call
+// BuildBinary builds cmd/meshingest into a temporary folder on its first call
 // and returns the executable's path; later calls return the same result.
-func Build() (string, error) {
+func BuildBinary() (string, error) {
 	once.Do(func() {
 		dir, err = os.MkdirTemp("", "meshingest-bin-")
 		if err != nil {
@@ -45,18 +46,18 @@ func Build() (string, error) {
 	return path, err
 }
 
-// Path is Build for a test: a failed build fails tb.
-func Path(tb testing.TB) string {
+// BinaryPath is BuildBinary for a test: a failed build fails tb.
+func BinaryPath(tb testing.TB) string {
 	tb.Helper()
-	p, err := Build()
+	p, err := BuildBinary()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return p
 }
 
-// Cleanup removes the executable; TestMain calls it after m.Run.
-func Cleanup() {
+// CleanupBinary removes the executable; TestMain calls it after m.Run.
+func CleanupBinary() {
 	if dir != "" {
 		os.RemoveAll(dir)
 	}

@@ -1,6 +1,7 @@
-// Package mosquittotest runs a real mosquitto broker on a free loopback port
-// for tests. Debian: apt-get install mosquitto (.ci/run does it).
-package mosquittotest
+// A real mosquitto broker on a free loopback port. Debian: apt-get install
+// mosquitto (.ci/run does it).
+
+package testkit
 
 import (
 	"fmt"
@@ -13,8 +14,8 @@ import (
 	"time"
 )
 
-// Broker is one mosquitto process owned by a test.
-type Broker struct {
+// Mosquitto is one mosquitto process owned by a test.
+type Mosquitto struct {
 	t    testing.TB
 	Port int
 	conf string
@@ -22,8 +23,8 @@ type Broker struct {
 	cmd  *exec.Cmd
 }
 
-// Options for Start. The zero value is a plain anonymous broker.
-type Options struct {
+// MosquittoOptions for StartMosquitto. The zero value is a plain anonymous broker.
+type MosquittoOptions struct {
 	// Persistence keeps QoS 1 sessions across Restart (a file in a temp dir).
 	Persistence bool
 	// Username and Password, when set, are required of every client.
@@ -34,10 +35,10 @@ type Options struct {
 	MaxInflight int
 }
 
-// Start runs mosquitto and waits until it accepts connections. It fails the
+// StartMosquitto runs mosquitto and waits until it accepts connections. It fails the
 // test when mosquitto is not installed: broker tests are part of the suite,
 // not optional.
-func Start(t testing.TB, opts Options) *Broker {
+func StartMosquitto(t testing.TB, opts MosquittoOptions) *Mosquitto {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -51,7 +52,7 @@ func Start(t testing.TB, opts Options) *Broker {
 		}
 	}
 	dir := t.TempDir()
-	b := &Broker{t: t, Port: freePort(t), conf: filepath.Join(dir, "mosquitto.conf"), log: filepath.Join(dir, "mosquitto.log")}
+	b := &Mosquitto{t: t, Port: FreePort(t), conf: filepath.Join(dir, "mosquitto.conf"), log: filepath.Join(dir, "mosquitto.log")}
 	conf := fmt.Sprintf("listener %d 127.0.0.1\n", b.Port)
 	if os.Geteuid() == 0 {
 		// Started as root, mosquitto drops to the "mosquitto" user and then
@@ -84,12 +85,12 @@ func Start(t testing.TB, opts Options) *Broker {
 }
 
 // URL is the broker address for paho: tcp://127.0.0.1:PORT.
-func (b *Broker) URL() string { return "tcp://127.0.0.1:" + strconv.Itoa(b.Port) }
+func (b *Mosquitto) URL() string { return "tcp://127.0.0.1:" + strconv.Itoa(b.Port) }
 
 // MQTTURL is the same address in CoreScope's config form: mqtt://127.0.0.1:PORT.
-func (b *Broker) MQTTURL() string { return "mqtt://127.0.0.1:" + strconv.Itoa(b.Port) }
+func (b *Mosquitto) MQTTURL() string { return "mqtt://127.0.0.1:" + strconv.Itoa(b.Port) }
 
-func (b *Broker) start(bin string) {
+func (b *Mosquitto) start(bin string) {
 	b.t.Helper()
 	b.cmd = exec.Command(bin, "-c", b.conf)
 	if err := b.cmd.Start(); err != nil {
@@ -109,7 +110,7 @@ func (b *Broker) start(bin string) {
 }
 
 // Stop terminates the broker (SIGTERM, so a persistent one saves its state).
-func (b *Broker) Stop() {
+func (b *Mosquitto) Stop() {
 	if b.cmd == nil || b.cmd.Process == nil {
 		return
 	}
@@ -126,7 +127,7 @@ func (b *Broker) Stop() {
 }
 
 // Restart stops the broker and starts it again on the same port.
-func (b *Broker) Restart(down time.Duration) {
+func (b *Mosquitto) Restart(down time.Duration) {
 	b.t.Helper()
 	bin := "mosquitto"
 	if b.cmd != nil {
@@ -137,7 +138,9 @@ func (b *Broker) Restart(down time.Duration) {
 	b.start(bin)
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a loopback TCP port that was free a moment ago. Never a
+// fixed port: several test binaries run at once.
+func FreePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

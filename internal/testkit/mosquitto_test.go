@@ -1,4 +1,4 @@
-package mosquittotest
+package testkit
 
 import (
 	"net"
@@ -8,7 +8,7 @@ import (
 )
 
 func TestStart_AcceptsConnectionsAndRestarts(t *testing.T) {
-	b := Start(t, Options{Persistence: true})
+	b := StartMosquitto(t, MosquittoOptions{Persistence: true})
 	dial := func() error {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(b.Port), time.Second)
 		if err == nil {

@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/capture"
+	"github.com/meshingest/meshingest/internal/capture"
 	"github.com/meshingest/meshingest/internal/dbsummary"
-	"github.com/meshingest/meshingest/internal/testbinary"
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/spool"
 )
 
@@ -32,12 +32,12 @@ func TestMain(m *testing.M) {
 	// MESHINGEST_TEST_RACE=1 builds the processes with the race detector
 	// (slower).
 	var err error
-	if binary, err = testbinary.Build(); err != nil {
+	if binary, err = testkit.BuildBinary(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	testbinary.Cleanup()
+	testkit.CleanupBinary()
 	os.Exit(code)
 }
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/internal/mosquittotest"
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 // notifySocket is a real unixgram socket standing in for systemd's
@@ -71,7 +71,7 @@ func (s *notifySocket) all() string {
 // READY once serving, STATUS lines, WATCHDOG pets at half the interval,
 // STOPPING on SIGTERM.
 func TestE2E_SdNotify_ReceiverAndWriter(t *testing.T) {
-	broker := mosquittotest.Start(t, mosquittotest.Options{})
+	broker := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	e := newEnv(t, map[string]any{
 		"mqttSources": []map[string]any{{"name": "local", "broker": broker.MQTTURL()}},
 	})

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/internal/dbsummary"
-	"github.com/meshingest/meshingest/internal/mosquittotest"
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 // The production shape: mosquitto, `meshingest receive` and `meshingest
@@ -19,7 +19,7 @@ import (
 func TestE2E_MosquittoReceiveWrite_EndAtTheCorpusTotals(t *testing.T) {
 	for _, qos := range []int{0, 1} {
 		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
-			broker := mosquittotest.Start(t, mosquittotest.Options{})
+			broker := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 			e := newEnv(t, map[string]any{
 				"mqttSources": []map[string]any{{"name": "local", "broker": broker.MQTTURL(), "qos": qos}},
 			})

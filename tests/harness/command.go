@@ -14,14 +14,14 @@ import (
 	"time"
 )
 
-// BenchScenarios and ChaosScenarios are what `meshingest bench` and
-// `meshingest chaos` run by default.
+// BenchScenarios and ChaosScenarios are what `meshingest-harness bench` and
+// `meshingest-harness chaos` run by default.
 var (
 	BenchScenarios = []string{"steady"}
 	ChaosScenarios = []string{"receiver-kill-qos1", "receiver-kill-qos0", "writer-kill", "db-lock", "broker-restart", "spool-cap", "segment-damage", "vacuum-swap"}
 )
 
-// Command is `meshingest bench` and `meshingest chaos`: flags, the suite,
+// Command is `meshingest-harness bench` and `meshingest-harness chaos`: flags, the suite,
 // the report and the plot. It returns the exit status: 0 when every
 // scenario passed, 1 when one failed, 2 for bad flags.
 func Command(name string, args []string, defaults []string) int {
@@ -30,7 +30,7 @@ func Command(name string, args []string, defaults []string) int {
 	report := fs.String("report", "harness-report.md", "write the markdown report to `FILE`")
 	plotPath := fs.String("plot", "", "write the PNG plot of lag and spool depth to `FILE` (default: the report's name with -lag.png)")
 	work := fs.String("work", "", "keep every run's files (logs, database, spool) under `DIR` (default: a new temporary folder)")
-	binary := fs.String("binary", "", "the meshingest `executable` under test (default: this one)")
+	binary := fs.String("binary", "", "the meshingest `executable` under test (default: meshingest beside this executable, else on PATH)")
 	short := fs.Bool("short", false, "the short version: fewer kills, a 30 s lock, 15 s of steady load")
 	only := fs.String("only", strings.Join(defaults, ","), "comma-separated `scenarios` to run; all: "+strings.Join(scenarioNames(), ","))
 	seed := fs.Uint64("seed", full.Seed, "load generator seed")
@@ -40,7 +40,7 @@ func Command(name string, args []string, defaults []string) int {
 	kills := fs.Int("kills", 0, "SIGKILLs per kill scenario (default 100, 5 with --short)")
 	noStrace := fs.Bool("no-strace", false, "do not count fsyncs with strace during the steady phase")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: meshingest %s [flags]\n\n", name)
+		fmt.Fprintf(fs.Output(), "usage: meshingest-harness %s [flags]\n\n", name)
 		fmt.Fprintln(fs.Output(), "Runs the load and fault harness against real receiver and writer processes,")
 		fmt.Fprintln(fs.Output(), "a real mosquitto and real files, and writes a markdown report and a PNG plot.")
 		fmt.Fprintln(fs.Output(), "Scenarios:")
@@ -77,14 +77,14 @@ func Command(name string, args []string, defaults []string) int {
 	cfg.Only = strings.Split(*only, ",")
 	for _, n := range cfg.Only {
 		if !contains(scenarioNames(), n) {
-			fmt.Fprintf(os.Stderr, "meshingest %s: unknown scenario %q; known: %s\n", name, n, strings.Join(scenarioNames(), ", "))
+			fmt.Fprintf(os.Stderr, "meshingest-harness %s: unknown scenario %q; known: %s\n", name, n, strings.Join(scenarioNames(), ", "))
 			return 2
 		}
 	}
 	if *binary == "" {
-		exe, err := os.Executable()
+		exe, err := productBinary()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "meshingest %s: cannot find this executable: %v; pass --binary\n", name, err)
+			fmt.Fprintf(os.Stderr, "meshingest-harness %s: %v\n", name, err)
 			return 2
 		}
 		*binary = exe
@@ -93,7 +93,7 @@ func Command(name string, args []string, defaults []string) int {
 	if *work == "" {
 		dir, err := os.MkdirTemp("", "meshingest-"+name+"-")
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "meshingest %s: %v\n", name, err)
+			fmt.Fprintf(os.Stderr, "meshingest-harness %s: %v\n", name, err)
 			return 1
 		}
 		*work = dir
@@ -105,25 +105,25 @@ func Command(name string, args []string, defaults []string) int {
 	}
 	suite, err := NewSuite(cfg)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "meshingest %s: %v\n", name, err)
+		fmt.Fprintf(os.Stderr, "meshingest-harness %s: %v\n", name, err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	info := RunInfo{Command: "meshingest " + name + " " + strings.Join(args, " "), Started: time.Now(), Config: cfg, Version: version(cfg.Binary), LoadStart: LoadAvg()}
-	fmt.Fprintf(os.Stderr, "meshingest %s: files under %s\n", name, cfg.WorkDir)
+	info := RunInfo{Command: "meshingest-harness " + name + " " + strings.Join(args, " "), Started: time.Now(), Config: cfg, Version: version(cfg.Binary), LoadStart: LoadAvg()}
+	fmt.Fprintf(os.Stderr, "meshingest-harness %s: files under %s\n", name, cfg.WorkDir)
 	results := suite.Run(ctx)
 	info.Finished, info.LoadEnd = time.Now(), LoadAvg()
 	plotted := *plotPath
 	if err := WritePlot(*plotPath, results); err != nil {
-		fmt.Fprintf(os.Stderr, "meshingest %s: %v\n", name, err)
+		fmt.Fprintf(os.Stderr, "meshingest-harness %s: %v\n", name, err)
 		plotted = ""
 	}
 	if err := WriteReport(*report, plotted, info, results); err != nil {
-		fmt.Fprintf(os.Stderr, "meshingest %s: write report: %v\n", name, err)
+		fmt.Fprintf(os.Stderr, "meshingest-harness %s: write report: %v\n", name, err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "meshingest %s: report %s, plot %s\n", name, *report, plotted)
+	fmt.Fprintf(os.Stderr, "meshingest-harness %s: report %s, plot %s\n", name, *report, plotted)
 	status := 0
 	for _, r := range results {
 		fmt.Fprintf(os.Stderr, "  %-20s %s\n", r.Name, r.Verdict())
@@ -158,4 +158,19 @@ func version(bin string) string {
 		return bin
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// productBinary finds the meshingest executable the harness runs: the one
+// beside this executable (both built into one folder), else the one on PATH.
+func productBinary() (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(exe), "meshingest")
+		if fi, err := os.Stat(beside); err == nil && fi.Mode().IsRegular() {
+			return beside, nil
+		}
+	}
+	if p, err := exec.LookPath("meshingest"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("no meshingest executable beside this one or on PATH; build it (go build -o meshingest ./cmd/meshingest) or pass --binary")
 }

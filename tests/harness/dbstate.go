@@ -10,7 +10,7 @@ import (
 
 	_ "modernc.org/sqlite" // the same pure-Go driver the writer uses
 
-	"github.com/meshingest/meshingest/loadgen"
+	"github.com/meshingest/meshingest/tests/loadgen"
 	"github.com/meshingest/meshingest/writer"
 )
 

@@ -1,5 +1,5 @@
-// Package harness is the load and fault harness behind `meshingest bench`
-// and `meshingest chaos`: it runs the real meshingest binary as a receiver
+// Package harness is the load and fault harness behind `meshingest-harness
+// bench` and `meshingest-harness chaos`: it runs the real meshingest binary as a receiver
 // and a writer process against a real mosquitto and real files, feeds them
 // realistic traffic from package loadgen, breaks things while the load
 // runs (SIGKILLs, a held database lock, a broker restart, a full spool,

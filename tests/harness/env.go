@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/meshingest/meshingest/loadgen"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/tests/loadgen"
 )
 
 // EnvOptions configure one environment: a broker, a receiver and a writer

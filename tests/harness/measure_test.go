@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/loadgen"
+	"github.com/meshingest/meshingest/tests/loadgen"
 )
 
 // TestReadProc_Self_CountsCPUAndDiskWrites reads this test process's own

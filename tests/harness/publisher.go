@@ -10,7 +10,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/meshingest/meshingest/loadgen"
+	"github.com/meshingest/meshingest/tests/loadgen"
 )
 
 // Publisher plays the observers: it takes messages from a loadgen

@@ -10,23 +10,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/internal/testbinary"
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 // The harness runs the real program, as an operator would.
-func meshingestBinary(t *testing.T) string { return testbinary.Path(t) }
+func meshingestBinary(t *testing.T) string { return testkit.BinaryPath(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testbinary.Cleanup()
+	testkit.CleanupBinary()
 	os.Exit(code)
 }
 
 // TestSuite_ShortFaultRuns runs every fault scenario in small (a few
 // kills, a 30 s lock) against the real binary, a real mosquitto and real
 // files, in two groups side by side, and checks each scenario's verdict,
-// then the report and the plot. The full runs are `meshingest chaos` and
-// `meshingest bench` (docs/harness-report.md).
+// then the report and the plot. The full runs are `meshingest-harness chaos` and
+// `meshingest-harness bench` (docs/harness-report.md).
 func TestSuite_ShortFaultRuns(t *testing.T) {
 	bin := meshingestBinary(t)
 	// Three groups side by side keep the whole run near a minute and a
