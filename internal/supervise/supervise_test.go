@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/rs/zerolog"
 )
 
@@ -120,16 +121,9 @@ func count(evs []event, kind string) int {
 	return n
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// waitTimeout is how long a test waits for a child to start or stop: many
+// times what a quiet machine needs, for a loaded one.
+const waitTimeout = 60 * time.Second
 
 func testLog(t *testing.T) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t))
@@ -154,7 +148,7 @@ func TestSupervisor_Run_RestartsACrashedChild(t *testing.T) {
 	sup := New([]Process{self("writer", "crash-once", logPath)}, Options{MinBackoff: 50 * time.Millisecond, Log: testLog(t)})
 	stop := runSupervisor(sup)
 	defer stop()
-	waitUntil(t, "the restart", func() bool { return count(events(t, logPath), "start") == 2 && sup.Status()[0].Running })
+	testkit.WaitFor(t, waitTimeout, "the restart", func() bool { return count(events(t, logPath), "start") == 2 && sup.Status()[0].Running })
 	st := sup.Status()[0]
 	if st.Starts != 2 || st.LastExit != "exit status 3" {
 		t.Fatalf("Status = %+v, want 2 starts after an exit status 3", st)
@@ -171,13 +165,13 @@ func TestSupervisor_Run_RestartsASIGKILLedChild(t *testing.T) {
 		Options{MinBackoff: 50 * time.Millisecond, Log: testLog(t)})
 	stop := runSupervisor(sup)
 	defer stop()
-	waitUntil(t, "both children", func() bool { st := sup.Status(); return st[0].Running && st[1].Running })
+	testkit.WaitFor(t, waitTimeout, "both children", func() bool { st := sup.Status(); return st[0].Running && st[1].Running })
 	first := sup.Status()[0].PID
 	writerPID := sup.Status()[1].PID
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the receiver's restart", func() bool {
+	testkit.WaitFor(t, waitTimeout, "the receiver's restart", func() bool {
 		st := sup.Status()[0]
 		return st.Running && st.PID != first
 	})
@@ -191,7 +185,7 @@ func TestSupervisor_Stop_EveryChildStopsCleanlyOnSIGTERM(t *testing.T) {
 	sup := New([]Process{self("receiver", "run", filepath.Join(dir, "r")), self("writer", "run", filepath.Join(dir, "w"))},
 		Options{Log: testLog(t)})
 	stop := runSupervisor(sup)
-	waitUntil(t, "both children", func() bool {
+	testkit.WaitFor(t, waitTimeout, "both children", func() bool {
 		return count(events(t, filepath.Join(dir, "r")), "start") == 1 && count(events(t, filepath.Join(dir, "w")), "start") == 1
 	})
 	pids := []int{sup.Status()[0].PID, sup.Status()[1].PID}
@@ -217,7 +211,7 @@ func TestSupervisor_Stop_KillsAChildThatIgnoresSIGTERM(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "events")
 	sup := New([]Process{self("stuck", "ignore-term", logPath)}, Options{StopTimeout: 300 * time.Millisecond, Log: testLog(t)})
 	stop := runSupervisor(sup)
-	waitUntil(t, "the child", func() bool { return count(events(t, logPath), "start") == 1 })
+	testkit.WaitFor(t, waitTimeout, "the child", func() bool { return count(events(t, logPath), "start") == 1 })
 	took := stop()
 	if took < 300*time.Millisecond || took > 5*time.Second {
 		t.Fatalf("stop took %s, want the 300ms timeout then a kill", took)
@@ -237,7 +231,7 @@ func TestSupervisor_Run_BackoffDoublesUpToTheMaximum(t *testing.T) {
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 400 * time.Millisecond, Log: zerolog.New(&logs),
 	})
 	stop := runSupervisor(sup)
-	waitUntil(t, "six starts", func() bool { return count(events(t, logPath), "start") >= 6 })
+	testkit.WaitFor(t, waitTimeout, "six starts", func() bool { return count(events(t, logPath), "start") >= 6 })
 	stop()
 
 	// The policy, as the supervisor logged it for each crash.
@@ -291,12 +285,12 @@ func TestSupervisor_KilledSupervisor_ChildrenAreStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The supervisor logs its own start; its child logs the second one.
-	waitUntil(t, "the grandchild", func() bool { return count(events(t, logPath), "start") == 2 })
+	testkit.WaitFor(t, waitTimeout, "the grandchild", func() bool { return count(events(t, logPath), "start") == 2 })
 	grandchild := events(t, logPath)[1].pid
 	cmd.Process.Kill()
 	cmd.Wait()
-	waitUntil(t, "the grandchild to stop", func() bool { return count(events(t, logPath), "stop") == 1 })
-	waitUntil(t, "the grandchild to exit", func() bool { return !alive(grandchild) })
+	testkit.WaitFor(t, waitTimeout, "the grandchild to stop", func() bool { return count(events(t, logPath), "stop") == 1 })
+	testkit.WaitFor(t, waitTimeout, "the grandchild to exit", func() bool { return !alive(grandchild) })
 }
 
 // alive reports whether pid runs; a zombie waiting for a reaper (PID 1 in

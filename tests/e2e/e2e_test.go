@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,7 +237,7 @@ func (e *env) readWriterStats() (writerStats, error) {
 func (e *env) waitSubscribed(timeout time.Duration) receiverStats {
 	e.t.Helper()
 	var last receiverStats
-	waitFor(e.t, "the receiver to connect", timeout, func() bool {
+	testkit.WaitFor(e.t, timeout, "the receiver to connect", func() bool {
 		s, err := e.readReceiverStats()
 		if err != nil || len(s.SourceStatuses) == 0 {
 			return false
@@ -290,26 +289,6 @@ func (e *env) spoolDrained() bool {
 	}
 	pos, err := spool.ReadWriterPosition(e.spool)
 	return err == nil && st.Stats.QueuedRecords == 0 && pos.Seq+1 >= st.Stats.NextSeq
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // alive reports whether pid runs (a zombie counts as gone).

@@ -81,8 +81,8 @@ func TestE2E_SdNotify_ReceiverAndWriter(t *testing.T) {
 			// WATCHDOG_USEC of 1 s: pets every 500 ms. WATCHDOG_PID is left
 			// out, as systemd does when the main process is the one watched.
 			p := e.start(stage, []string{"NOTIFY_SOCKET=" + sock.path, "WATCHDOG_USEC=1000000"}, stage, "--config", e.config)
-			waitFor(t, stage+" READY=1", 30*time.Second, func() bool { return sock.count("READY=1") == 1 })
-			waitFor(t, stage+" watchdog pets", 10*time.Second, func() bool { return sock.count("WATCHDOG=1") >= 3 })
+			testkit.WaitFor(t, 2*time.Minute, stage+" READY=1", func() bool { return sock.count("READY=1") == 1 })
+			testkit.WaitFor(t, time.Minute, stage+" watchdog pets", func() bool { return sock.count("WATCHDOG=1") >= 3 })
 			if sock.count("STATUS=") == 0 {
 				t.Errorf("%s sent no STATUS line: %s", stage, sock.all())
 			}
@@ -109,7 +109,7 @@ func TestE2E_SdNotify_RunSpeaksForItselfOnly(t *testing.T) {
 	e := newEnv(t, map[string]any{"broker": map[string]any{"listen": "127.0.0.1:0"}})
 	p := e.start("run", []string{"NOTIFY_SOCKET=" + sock.path, "WATCHDOG_USEC=1000000"}, "run", "--config", e.config)
 	e.waitSubscribed(30 * time.Second)
-	waitFor(t, "run's watchdog pets", 10*time.Second, func() bool { return sock.count("WATCHDOG=1") >= 2 })
+	testkit.WaitFor(t, time.Minute, "run's watchdog pets", func() bool { return sock.count("WATCHDOG=1") >= 2 })
 	if code := p.stop(t, syscall.SIGTERM, 60*time.Second); code != 0 {
 		t.Errorf("run exited %d", code)
 	}

@@ -42,13 +42,13 @@ func TestE2E_MosquittoReceiveWrite_EndAtTheCorpusTotals(t *testing.T) {
 // writer child is SIGKILLed: run restarts it, and the database still ends
 // at the exact totals (nothing lost, nothing counted twice).
 func TestE2E_RunEmbeddedBroker_SurvivesAWriterCrash(t *testing.T) {
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	e := newEnv(t, map[string]any{"broker": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}})
 	run := e.start("run", nil, "run", "--config", e.config)
 	rs := e.waitSubscribed(30 * time.Second)
 
 	var ws writerStats
-	waitFor(t, "the writer's stats", 30*time.Second, func() bool {
+	testkit.WaitFor(t, 2*time.Minute, "the writer's stats", func() bool {
 		var err error
 		ws, err = e.readWriterStats()
 		return err == nil && ws.Meshingest.PID > 0
@@ -77,7 +77,7 @@ func TestE2E_RunEmbeddedBroker_SurvivesAWriterCrash(t *testing.T) {
 
 	// SIGHUP reaches the receiver (it reloads its sources) and stops no one.
 	run.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the receiver's reload", 10*time.Second, func() bool { return len(lines(t, run.log, "sources reloaded")) == 1 })
+	testkit.WaitFor(t, time.Minute, "the receiver's reload", func() bool { return len(lines(t, run.log, "sources reloaded")) == 1 })
 	time.Sleep(500 * time.Millisecond)
 	if got := lines(t, run.log, "child exited unexpectedly"); len(got) != 1 {
 		t.Errorf("after SIGHUP, %d child crashes logged, want only the killed writer:\n%s", len(got), strings.Join(got, "\n"))
@@ -107,7 +107,7 @@ func TestE2E_RunWithoutConfig_DefaultsUnderData(t *testing.T) {
 	if len(rs.SourceStatuses) != 1 || rs.SourceStatuses[0].Name != "embedded" {
 		t.Fatalf("receiver sources = %+v, want the embedded broker", rs.SourceStatuses)
 	}
-	waitFor(t, "the database under ./data", 30*time.Second, func() bool {
+	testkit.WaitFor(t, 2*time.Minute, "the database under ./data", func() bool {
 		_, err := os.Stat(e.db)
 		return err == nil
 	})
