@@ -49,6 +49,12 @@ type Options struct {
 	// between stopping intake and disconnecting, so QoS 1 acknowledgements
 	// for the last group still reach the broker.
 	Spool Spool
+	// MaxPayloadBytes is the spool's payload limit (spool.maxPayloadBytes;
+	// zero means spool.DefaultMaxPayloadBytes). The receiver enforces it on
+	// each broker connection, before paho reads a message into memory: a
+	// larger message is discarded as it streams in and counted as an
+	// "oversized" drop.
+	MaxPayloadBytes int
 	// StatsFile is rewritten every second (shared.Config.Receiver.StatsFile).
 	StatsFile string
 	Log       zerolog.Logger
@@ -100,6 +106,9 @@ func New(opts Options) (*Receiver, error) {
 	}
 	if opts.Notifier == nil {
 		opts.Notifier = &shared.Notifier{}
+	}
+	if opts.MaxPayloadBytes <= 0 {
+		opts.MaxPayloadBytes = spool.DefaultMaxPayloadBytes
 	}
 	if opts.CloseTimeout <= 0 {
 		opts.CloseTimeout = 3 * time.Second
@@ -208,7 +217,7 @@ func (r *Receiver) startSourceLocked(cfg shared.Source) *source {
 		st = newSourceStatus(cfg.Name)
 		r.statuses[cfg.Name] = st
 	}
-	s, err := newSource(cfg, st, r.opts.Spool, &r.progress, r.log)
+	s, err := newSource(cfg, st, r.opts.Spool, r.opts.MaxPayloadBytes, &r.progress, r.log)
 	if err != nil { // checked by checkSources already
 		panic(err)
 	}
