@@ -113,7 +113,10 @@ func clientID(src shared.Source) string {
 // them). Reconnects are not left to paho: the source's own loop owns them,
 // so every attempt is logged, backoff is bounded, and each connection gets a
 // fresh client whose acknowledgements cannot leak into the next session.
-func clientOptions(src shared.Source, ep brokerEndpoint, handler mqtt.MessageHandler, lost mqtt.ConnectionLostHandler) *mqtt.ClientOptions {
+//
+// The connection paho reads from is filtered by an oversizeGuard (limit
+// payload bytes, nonce its marker): see oversize.go.
+func clientOptions(src shared.Source, ep brokerEndpoint, limit int, nonce [nonceLen]byte, handler mqtt.MessageHandler, lost mqtt.ConnectionLostHandler) *mqtt.ClientOptions {
 	o := mqtt.NewClientOptions()
 	o.AddBroker(ep.dial)
 	o.SetClientID(clientID(src))
@@ -141,15 +144,18 @@ func clientOptions(src shared.Source, ep brokerEndpoint, handler mqtt.MessageHan
 		u, _ := url.Parse(ep.dial)
 		o.SetTLSConfig(tlsConfig(src, u.Hostname()))
 	}
-	o.SetCustomOpenConnectionFn(openBuffered)
+	o.SetCustomOpenConnectionFn(func(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+		conn, err := dial(uri, o)
+		if err != nil {
+			return nil, err
+		}
+		return newBufferedConn(conn, limit, nonce), nil
+	})
 	return o
 }
 
-// openBuffered opens the network connection for paho, as paho would, and
-// puts a read buffer in front of it. paho reads each packet's header a byte
-// at a time from the connection, three or more read system calls per
-// message: measured, that was the largest CPU cost of the receiver.
-func openBuffered(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+// dial opens the network connection for paho, as paho would.
+func dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	d := &net.Dialer{Timeout: o.ConnectTimeout}
 	var conn net.Conn
 	var err error
@@ -167,21 +173,21 @@ func openBuffered(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	default:
 		err = fmt.Errorf("unsupported scheme %q", uri.Scheme)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return newBufferedConn(conn), nil
+	return conn, err
 }
 
-// bufferedConn batches paho's small reads and writes into few system calls.
-// Reads go through a buffer. Writes (a PUBACK is 4 bytes, one write each in
+// bufferedConn batches paho's small reads and writes into few system calls,
+// and keeps oversized publishes from reaching paho. Reads go through a
+// buffer (paho reads each packet's header a byte at a time, three or more
+// read system calls per message: measured, that was the largest CPU cost of
+// the receiver) and then through the oversizeGuard. Writes (a PUBACK is 4 bytes, one write each in
 // paho) are queued and sent by one goroutine, which takes everything queued
 // meanwhile in one write: under load, many acknowledgements per system
 // call; when idle, sent at once. A write error is returned by the next
 // Write and closes the connection, so paho notices it as it would have.
 type bufferedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r *oversizeGuard
 
 	wmu     sync.Mutex // held while writing to Conn
 	mu      sync.Mutex // guards pending, err, closed
@@ -191,8 +197,9 @@ type bufferedConn struct {
 	kick    chan struct{}
 }
 
-func newBufferedConn(conn net.Conn) *bufferedConn {
-	c := &bufferedConn{Conn: conn, r: bufio.NewReaderSize(conn, 64<<10), kick: make(chan struct{}, 1)}
+func newBufferedConn(conn net.Conn, limit int, nonce [nonceLen]byte) *bufferedConn {
+	r := newOversizeGuard(bufio.NewReaderSize(conn, 64<<10), limit, nonce)
+	c := &bufferedConn{Conn: conn, r: r, kick: make(chan struct{}, 1)}
 	go c.flushLoop()
 	return c
 }

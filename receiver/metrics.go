@@ -13,7 +13,7 @@ type collector struct {
 
 	connected, connects, disconnects, attempts, messages, retained, duplicates,
 	filtered, appended, appendedBytes, durable, acked, dropped, held,
-	redeliveries, last5m, lastReceipt, pending *prometheus.Desc
+	redeliveries, last5m, lastReceipt, pending, ready *prometheus.Desc
 }
 
 func newCollector(r *Receiver) *collector {
@@ -41,13 +41,14 @@ func newCollector(r *Receiver) *collector {
 		last5m:        d("messages_last5m", "Messages in the last five minutes.", src),
 		lastReceipt:   d("last_receipt_timestamp_seconds", "Unix time of the last live (non-retained) message.", src),
 		pending:       d("pending_records", "Records handed to the spool and not yet on disk."),
+		ready:         d("ready", "1 once every source has tried to connect, while the spool can take a message."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.connected, c.connects, c.disconnects, c.attempts, c.messages,
 		c.retained, c.duplicates, c.filtered, c.appended, c.appendedBytes, c.durable, c.acked, c.dropped,
-		c.held, c.redeliveries, c.last5m, c.lastReceipt, c.pending} {
+		c.held, c.redeliveries, c.last5m, c.lastReceipt, c.pending, c.ready} {
 		ch <- d
 	}
 }
@@ -90,4 +91,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(c.pending, snap.Pending)
+	ready := int64(0)
+	if snap.Ready {
+		ready = 1
+	}
+	gauge(c.ready, ready)
 }

@@ -49,6 +49,12 @@ type Options struct {
 	// between stopping intake and disconnecting, so QoS 1 acknowledgements
 	// for the last group still reach the broker.
 	Spool Spool
+	// MaxPayloadBytes is the spool's payload limit (spool.maxPayloadBytes;
+	// zero means spool.DefaultMaxPayloadBytes). The receiver enforces it on
+	// each broker connection, before paho reads a message into memory: a
+	// larger message is discarded as it streams in and counted as an
+	// "oversized" drop.
+	MaxPayloadBytes int
 	// StatsFile is rewritten every second (shared.Config.Receiver.StatsFile).
 	StatsFile string
 	Log       zerolog.Logger
@@ -87,6 +93,20 @@ type Receiver struct {
 	statuses map[string]*sourceStatus // by name; outlive reloads that change a source
 
 	statsErr *shared.Throttle
+	ready    readiness
+}
+
+// readiness is whether the receiver can do its job: every source has tried
+// to connect once, and the spool can take a record. systemd gets READY=1
+// the first time both hold; after that, a spool that can take nothing (its
+// byte cap or free-disk floor reached) shows as NOT READY in the status
+// line, the stats file and the metrics, with an error logged once a minute.
+type readiness struct {
+	mu       sync.Mutex
+	tried    bool      // every source has made its first attempt
+	notified bool      // READY=1 was sent
+	blocked  string    // why the spool takes nothing; "" when it can
+	loggedAt time.Time // last "cannot append" error
 }
 
 // New checks every source and prepares the receiver; nothing connects
@@ -100,6 +120,9 @@ func New(opts Options) (*Receiver, error) {
 	}
 	if opts.Notifier == nil {
 		opts.Notifier = &shared.Notifier{}
+	}
+	if opts.MaxPayloadBytes <= 0 {
+		opts.MaxPayloadBytes = spool.DefaultMaxPayloadBytes
 	}
 	if opts.CloseTimeout <= 0 {
 		opts.CloseTimeout = 3 * time.Second
@@ -190,8 +213,10 @@ func (r *Receiver) Run(ctx context.Context) error {
 		}
 	}
 	if ctx.Err() == nil {
-		r.notifier.Ready(r.statusLine())
-		r.log.Info().Int("sources", len(firsts)).Msg("receiver ready")
+		r.ready.mu.Lock()
+		r.ready.tried = true
+		r.ready.mu.Unlock()
+		r.updateReadiness(time.Now())
 	}
 	<-ctx.Done()
 
@@ -208,7 +233,7 @@ func (r *Receiver) startSourceLocked(cfg shared.Source) *source {
 		st = newSourceStatus(cfg.Name)
 		r.statuses[cfg.Name] = st
 	}
-	s, err := newSource(cfg, st, r.opts.Spool, &r.progress, r.log)
+	s, err := newSource(cfg, st, r.opts.Spool, r.opts.MaxPayloadBytes, &r.progress, r.log)
 	if err != nil { // checked by checkSources already
 		panic(err)
 	}
@@ -349,6 +374,7 @@ func (r *Receiver) statsLoop(quit <-chan struct{}) {
 		case <-quit:
 			return
 		case now := <-t.C:
+			r.updateReadiness(now)
 			r.writeStats(now)
 			if line := r.statusLine(); line != lastStatus {
 				r.notifier.Status(line)
@@ -393,6 +419,48 @@ func (r *Receiver) watchdogLoop(quit <-chan struct{}, every time.Duration) {
 	}
 }
 
+// updateReadiness asks the spool whether it can take a record, sends
+// READY=1 the first time it can once every source has tried, and logs an
+// error (once a minute) while it cannot: QoS 0 messages are then dropped
+// and QoS 1 left with the broker until the writer or the operator frees
+// space.
+func (r *Receiver) updateReadiness(now time.Time) {
+	st := r.opts.Spool.Stats()
+	rd := &r.ready
+	rd.mu.Lock()
+	rd.blocked = st.Blocked
+	notify := rd.tried && !rd.notified && st.Blocked == ""
+	rd.notified = rd.notified || notify
+	logIt := rd.tried && st.Blocked != "" && now.Sub(rd.loggedAt) >= warnEvery
+	if logIt {
+		rd.loggedAt = now
+	}
+	wasReady := rd.notified
+	rd.mu.Unlock()
+	if notify {
+		r.notifier.Ready(r.statusLine())
+		r.log.Info().Int("sources", len(r.opts.Sources)).Msg("receiver ready")
+	}
+	if logIt {
+		r.log.Error().Str("reason", st.Blocked).Int64("disk_free_bytes", st.DiskFree).
+			Int64("min_free_bytes", st.MinFreeBytes).Int64("spool_bytes", st.SpoolBytes).Bool("reported_ready_before", wasReady).
+			Msg("NOT READY: the spool can take no message; QoS 0 messages are dropped (counted) and QoS 1 left with the broker until the writer drains the spool or disk space is freed (spool.maxBytes, spool.minFreeBytes)")
+	}
+}
+
+// notReady is why the receiver is not ready, "" when it is.
+func (r *Receiver) notReady() string {
+	r.ready.mu.Lock()
+	defer r.ready.mu.Unlock()
+	switch {
+	case r.ready.blocked != "":
+		return "the spool can take no message: " + r.ready.blocked
+	case !r.ready.tried:
+		return "starting: not every source has tried to connect"
+	}
+	return ""
+}
+
 // statusLine is the one line systemctl status shows.
 func (r *Receiver) statusLine() string {
 	snap := r.Snapshot(time.Now())
@@ -408,7 +476,11 @@ func (r *Receiver) statusLine() string {
 			dropped += n
 		}
 	}
-	return fmt.Sprintf("%d/%d sources connected; %d messages spooled, %d dropped", up, len(snap.SourceStatuses), snap.Durable, dropped)
+	line := fmt.Sprintf("%d/%d sources connected; %d messages spooled, %d dropped", up, len(snap.SourceStatuses), snap.Durable, dropped)
+	if snap.Spool.Blocked != "" {
+		line = "NOT READY (" + snap.Spool.Blocked + "); " + line
+	}
+	return line
 }
 
 func (r *Receiver) writeStats(now time.Time) {
@@ -434,6 +506,10 @@ type Snapshot struct {
 	// Spool is the appender's own view: bytes, groups, fsync latency,
 	// depth.
 	Spool spool.AppenderStats `json:"spool"`
+	// Ready is false while starting and while the spool can take no
+	// message; NotReady says why.
+	Ready    bool   `json:"ready"`
+	NotReady string `json:"notReady,omitempty"`
 }
 
 // Snapshot collects the current counters.
@@ -470,5 +546,7 @@ func (r *Receiver) Snapshot(now time.Time) Snapshot {
 		snap.Durable += counters.Durable
 	}
 	snap.Pending = r.progress.appended.Load() - r.progress.settled.Load()
+	snap.NotReady = r.notReady()
+	snap.Ready = snap.NotReady == ""
 	return snap
 }

@@ -48,6 +48,9 @@ type source struct {
 	progress *progress
 	log      zerolog.Logger
 	warn     *shared.Throttle
+	// maxPayload is the spool's payload limit, enforced on the connection
+	// (oversize.go) so that a larger message is never held in memory.
+	maxPayload int
 
 	// intake is cleared when the source stops taking messages; QoS 1
 	// messages that arrive after that stay with the broker.
@@ -82,9 +85,11 @@ type session struct {
 	held atomic.Bool
 	// stored counts the records this session got into the spool.
 	stored atomic.Int64
+	// nonce marks this connection's stand-ins for oversized publishes.
+	nonce [nonceLen]byte
 }
 
-func newSource(cfg shared.Source, status *sourceStatus, sp Spool, prog *progress, log zerolog.Logger) (*source, error) {
+func newSource(cfg shared.Source, status *sourceStatus, sp Spool, maxPayload int, prog *progress, log zerolog.Logger) (*source, error) {
 	ep, err := parseBroker(cfg)
 	if err != nil {
 		return nil, err
@@ -100,6 +105,7 @@ func newSource(cfg shared.Source, status *sourceStatus, sp Spool, prog *progress
 		progress:     prog,
 		log:          log.With().Str("source", cfg.Name).Str("broker", shared.MaskBrokerURL(cfg.Broker)).Logger(),
 		warn:         shared.NewThrottle(warnEvery),
+		maxPayload:   maxPayload,
 		redelivery:   redeliveryMin,
 		firstAttempt: make(chan struct{}),
 		stop:         make(chan struct{}),
@@ -188,9 +194,9 @@ func (s *source) sleep(d time.Duration) bool {
 // connect makes one attempt: connect, then subscribe to every topic.
 func (s *source) connect() (*session, error) {
 	attempt := s.status.connectAttempts.Add(1)
-	sess := &session{lost: make(chan error, 1), heldCh: make(chan struct{}, 1)}
+	sess := &session{lost: make(chan error, 1), heldCh: make(chan struct{}, 1), nonce: newNonce()}
 	sess.acks = newAckQueue(s.status)
-	opts := clientOptions(s.cfg, s.endpoint,
+	opts := clientOptions(s.cfg, s.endpoint, s.maxPayload, sess.nonce,
 		func(_ mqtt.Client, m mqtt.Message) { s.onMessage(sess, m) },
 		func(_ mqtt.Client, err error) {
 			select {
@@ -374,6 +380,21 @@ func (s *source) onMessage(sess *session, m mqtt.Message) {
 		}
 		return
 	}
+	if size, ok := oversized(m.Payload(), sess.nonce); ok {
+		// Discarded on the connection; it can never be stored, so a
+		// QoS 1 one is acknowledged, or the broker would resend it
+		// forever.
+		if qos1 {
+			sess.acks.pushAck(m)
+		}
+		s.status.countDrop(reasonOversized)
+		if allowed, suppressed := s.warn.Allow(reasonOversized, now); allowed {
+			s.log.Warn().Str("topic", m.Topic()).Int64("size_bytes", size).Int("limit_bytes", s.maxPayload).
+				Int("qos", int(m.Qos())).Int("suppressedLastMinute", suppressed).
+				Msg("dropped a message over spool.maxPayloadBytes as it arrived, without holding it in memory (counted as oversized; a QoS 1 one is acknowledged)")
+		}
+		return
+	}
 	if qos1 && sess.held.Load() {
 		s.status.countHeld(reasonBackpressure)
 		return
@@ -442,7 +463,7 @@ func (s *source) refused(sess *session, p *pendingAck, err error, now time.Time)
 		if p != nil {
 			sess.acks.resolve(p, ackSend)
 		}
-		reason := reasonPayloadTooLarge
+		reason := reasonOversized
 		if errors.Is(err, spool.ErrInvalidRecord) {
 			reason = reasonInvalidRecord
 		}

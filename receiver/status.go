@@ -14,12 +14,12 @@ import (
 // stored nor acknowledged a QoS 1 message, so the broker keeps it and
 // delivers it again on the next session.
 const (
-	reasonSpoolFull       = "spool_full"        // spool byte cap or free-disk floor reached
-	reasonQueueFull       = "queue_full"        // in-memory bound for records not yet on disk
-	reasonPayloadTooLarge = "payload_too_large" // over spool.maxPayloadBytes
-	reasonInvalidRecord   = "invalid_record"    // cannot be encoded (never for a valid MQTT message)
-	reasonWriteFailed     = "write_failed"      // the group holding it did not reach disk
-	reasonBackpressure    = "backpressure"      // QoS 1 after an earlier refusal, until the source reconnects
+	reasonSpoolFull     = "spool_full"     // spool byte cap or free-disk floor reached
+	reasonQueueFull     = "queue_full"     // in-memory bound for records not yet on disk
+	reasonOversized     = "oversized"      // payload over spool.maxPayloadBytes
+	reasonInvalidRecord = "invalid_record" // cannot be encoded (never for a valid MQTT message)
+	reasonWriteFailed   = "write_failed"   // the group holding it did not reach disk
+	reasonBackpressure  = "backpressure"   // QoS 1 after an earlier refusal, until the source reconnects
 )
 
 // sourceStatus is one source's counters. It outlives the source's

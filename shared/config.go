@@ -156,8 +156,9 @@ type SpoolConfig struct {
 	// SegmentMaxBytes and SegmentMaxAgeMs seal the active segment.
 	SegmentMaxBytes int64 `json:"segmentMaxBytes,omitempty"`
 	SegmentMaxAgeMs int   `json:"segmentMaxAgeMs,omitempty"`
-	// MaxBytes caps the spool folder; MinFreeBytes is the free-disk floor.
-	// Either one reached makes appends report "full".
+	// MaxBytes caps the spool folder; MinFreeBytes is the free-disk floor
+	// (default: the smaller of 512 MiB and 5 % of the disk). Either one
+	// reached makes appends report "full".
 	MaxBytes     int64 `json:"maxBytes,omitempty"`
 	MinFreeBytes int64 `json:"minFreeBytes,omitempty"`
 	// MaxPayloadBytes refuses larger MQTT payloads (default 64 KiB).
@@ -169,7 +170,11 @@ type SpoolConfig struct {
 
 // ReceiverConfig holds the receiver's own settings.
 type ReceiverConfig struct {
-	// StatsFile defaults to <spoolDir>/receiver-stats.json.
+	// StatsFile defaults to $RUNTIME_DIRECTORY/receiver-stats.json under
+	// systemd (RuntimeDirectory=, a tmpfs: the drop counters must stay
+	// fresh when the spool's disk is full), else to
+	// <spoolDir>/receiver-stats.json. The writer reads it from the same
+	// default, so both units need the same RuntimeDirectory=.
 	StatsFile string `json:"statsFile,omitempty"`
 	// MetricsListen is an optional address (e.g. "127.0.0.1:9465") for
 	// Prometheus metrics.
@@ -378,7 +383,11 @@ func (c *Config) applyDefaults() {
 		c.SpoolDir = filepath.Join(filepath.Dir(c.DBPath), "spool")
 	}
 	if c.Receiver.StatsFile == "" {
-		c.Receiver.StatsFile = filepath.Join(c.SpoolDir, "receiver-stats.json")
+		dir := c.SpoolDir
+		if rt, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":"); rt != "" {
+			dir = rt
+		}
+		c.Receiver.StatsFile = filepath.Join(dir, "receiver-stats.json")
 	}
 	if c.Writer.StatsFile == "" {
 		c.Writer.StatsFile = DefaultStatsPath

@@ -18,7 +18,7 @@ func writeConfig(t *testing.T, body string) string {
 }
 
 func clearEnv(t *testing.T) {
-	for _, k := range []string{"DB_PATH", "MQTT_BROKER", "MQTT_TOPIC", "MESHINGEST_SPOOL_DIR", "CORESCOPE_INGESTOR_STATS"} {
+	for _, k := range []string{"DB_PATH", "MQTT_BROKER", "MQTT_TOPIC", "MESHINGEST_SPOOL_DIR", "CORESCOPE_INGESTOR_STATS", "RUNTIME_DIRECTORY"} {
 		t.Setenv(k, "")
 	}
 }
@@ -103,5 +103,25 @@ func TestLoadConfig_ErrorsNameTheField(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "\n") {
 			t.Errorf("error is not one line: %q", err)
 		}
+	}
+}
+
+// Under systemd the receiver's stats default to the runtime directory (a
+// tmpfs), off the spool's disk, whose being full is when its drop counters
+// matter; an explicit statsFile is kept as it is.
+func TestLoadConfig_ReceiverStatsFile_RuntimeDirectory(t *testing.T) {
+	clearEnv(t)
+	path := writeConfig(t, `{"dbPath": "/srv/cs/meshcore.db"}`)
+	t.Setenv("RUNTIME_DIRECTORY", "/run/meshingest:/run/other")
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Receiver.StatsFile != "/run/meshingest/receiver-stats.json" {
+		t.Fatalf("receiver stats default %q under systemd", cfg.Receiver.StatsFile)
+	}
+	explicit := writeConfig(t, `{"dbPath": "/srv/cs/meshcore.db", "receiver": {"statsFile": "/srv/stats/rx.json"}}`)
+	if cfg, err = LoadConfig(explicit); err != nil || cfg.Receiver.StatsFile != "/srv/stats/rx.json" {
+		t.Fatalf("explicit statsFile: %v %q", err, cfg.Receiver.StatsFile)
 	}
 }

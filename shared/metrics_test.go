@@ -1,11 +1,16 @@
 package shared
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -36,5 +41,132 @@ func TestServeMetrics_ServesRegistry(t *testing.T) {
 func TestServeMetrics_BadAddressFailsAtStart(t *testing.T) {
 	if _, err := ServeMetrics(context.Background(), "256.0.0.1:99999", NewRegistry(), zerolog.Nop()); err == nil {
 		t.Fatal("want an error for an unusable address")
+	}
+}
+
+// countingListener counts the connections it accepted that are still open,
+// and the most open at once.
+type countingListener struct {
+	net.Listener
+	mu         sync.Mutex
+	open, peak int
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.open++
+	l.peak = max(l.peak, l.open)
+	l.mu.Unlock()
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+func (l *countingListener) counts() (open, peak int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.open, l.peak
+}
+
+type countedConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.l.mu.Lock(); c.l.open--; c.l.mu.Unlock() })
+	return c.Conn.Close()
+}
+
+// Many clients that scrape once and then keep their connection open idle:
+// the server holds at most MaxConns of them at once, serves every client in
+// turn as idle ones time out, and in the end holds none. Before the limits,
+// every idle connection stayed open for good.
+func TestServeMetrics_IdleKeepAliveConns_CappedAndClosed(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &countingListener{Listener: raw}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lim := metricsLimits{MaxConns: 4, ReadHeader: 200 * time.Millisecond, Idle: 200 * time.Millisecond, Write: 5 * time.Second}
+	serveMetricsOn(ctx, ln, NewRegistry(), zerolog.Nop(), lim)
+
+	const clients = 40
+	served := make(chan error, clients)
+	var conns []net.Conn
+	for range clients {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		go func() {
+			// One keep-alive request, its response read, then idle.
+			if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+				served <- err
+				return
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			served <- err
+		}()
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range clients {
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Fatalf("client %d: %v", i, err)
+			}
+		case <-time.After(60 * time.Second):
+			open, peak := ln.counts()
+			t.Fatalf("only %d of %d clients served; %d connections open, peak %d", i, clients, open, peak)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		open, peak := ln.counts()
+		if peak > lim.MaxConns {
+			t.Fatalf("%d connections were open at once, the cap is %d", peak, lim.MaxConns)
+		}
+		if open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle keep-alive connections still open", open)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A client that connects and never sends a request is closed too.
+func TestServeMetrics_SilentConn_Closed(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	serveMetricsOn(ctx, raw, NewRegistry(), zerolog.Nop(), metricsLimits{MaxConns: 4, ReadHeader: 100 * time.Millisecond, Idle: 100 * time.Millisecond, Write: time.Second})
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read = %v, want EOF (closed by the server)", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestWriteFileAtomic_Mode0600AndReplaces(t *testing.T) {
@@ -46,30 +47,82 @@ func TestWriteFileAtomic_RefusesSymlinkTmp(t *testing.T) {
 	}
 }
 
-func TestWriteFileAtomic_RefusesFIFOAndHardLink(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "stats.json")
+// A FIFO planted at the temporary path once blocked the open for writing
+// until a reader appeared, which was never: the stats loop and the shutdown
+// behind it hung. It must be refused at once, with no reader.
+func TestWriteFileAtomic_FIFOTmp_RefusedWithoutBlocking(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stats.json")
 	if err := syscall.Mkfifo(path+".tmp", 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Opening a FIFO for writing blocks until a reader appears; O_NONBLOCK
-	// is not used on purpose, so open it from a reader first.
-	go func() {
-		if f, err := os.OpenFile(path+".tmp", os.O_RDONLY, 0); err == nil {
-			f.Close()
+	done := make(chan error, 1)
+	go func() { done <- WriteFileAtomic(path, []byte("x")) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrUnsafeStatsPath) {
+			t.Fatalf("err = %v, want ErrUnsafeStatsPath", err)
 		}
-	}()
-	if err := WriteFileAtomic(path, []byte("x")); !errors.Is(err, ErrUnsafeStatsPath) {
-		t.Fatalf("FIFO: err = %v, want ErrUnsafeStatsPath", err)
+	case <-time.After(30 * time.Second):
+		// Unblock the stuck open so the test binary can exit.
+		if f, err := os.OpenFile(path+".tmp", os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			defer f.Close()
+		}
+		t.Fatal("WriteFileAtomic blocked on a FIFO at the temporary path")
 	}
-	os.Remove(path + ".tmp")
+}
 
+// A hard link planted at the temporary path once had its target truncated
+// (O_TRUNC ran before the link count was checked). The name is unlinked
+// instead: the other file keeps its content and the write goes through.
+func TestWriteFileAtomic_HardLinkTmp_TargetKept(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "stats.json")
 	other := filepath.Join(dir, "other")
-	os.WriteFile(other, []byte("keep"), 0o600)
+	if err := os.WriteFile(other, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Link(other, path+".tmp"); err != nil {
 		t.Fatal(err)
 	}
+	if err := WriteFileAtomic(path, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(other); string(got) != "keep" {
+		t.Fatalf("hard-linked file now holds %q, want %q", got, "keep")
+	}
+	if got, _ := os.ReadFile(path); string(got) != "new" {
+		t.Fatalf("stats file holds %q", got)
+	}
+}
+
+func TestWriteFileAtomic_DirectoryTmp_Refused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stats.json")
+	if err := os.Mkdir(path+".tmp", 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := WriteFileAtomic(path, []byte("x")); !errors.Is(err, ErrUnsafeStatsPath) {
-		t.Fatalf("hard link: err = %v, want ErrUnsafeStatsPath", err)
+		t.Fatalf("err = %v, want ErrUnsafeStatsPath", err)
+	}
+	if fi, err := os.Lstat(path + ".tmp"); err != nil || !fi.IsDir() {
+		t.Fatalf("the directory was not left alone: %v", err)
+	}
+}
+
+// A temporary file left by a crash (or planted, owned by anyone) is
+// replaced, never written through.
+func TestWriteFileAtomic_StaleTmp_Replaced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stats.json")
+	if err := os.WriteFile(path+".tmp", []byte("half a stats fi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(path, []byte("whole")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "whole" {
+		t.Fatalf("stats file holds %q", got)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
 	}
 }

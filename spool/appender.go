@@ -117,6 +117,9 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 	// goroutine does at once, so that a large backlog does not delay the
 	// receiver's start.
 	a.diskFree = statfsFree(dir)
+	if a.opts.MinFreeBytes == 0 {
+		a.opts.MinFreeBytes = defaultMinFree(statfsTotal(dir))
+	}
 	go a.run()
 	go a.housekeeping()
 	return a, nil

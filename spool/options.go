@@ -20,7 +20,12 @@ const (
 	DefaultMaxPayloadBytes = 64 << 10
 	DefaultQueueMaxBytes   = 32 << 20
 	DefaultMaxBytes        = 16 << 30
-	DefaultMinFreeBytes    = 512 << 20
+	// DefaultMinFreeBytes is the free-disk floor on a large disk; on one
+	// smaller than 10 GiB the default is DefaultMinFreePercent of its size
+	// instead, so that a small disk (an SD card, a 4 GiB VM volume) is not
+	// "full" from the start.
+	DefaultMinFreeBytes   = 512 << 20
+	DefaultMinFreePercent = 5
 )
 
 // Options tune an Appender. The zero value of a field means its default.
@@ -51,7 +56,9 @@ type Options struct {
 	QueueMaxBytes int64
 	// MaxBytes caps the spool folder (segments and quarantine); a negative
 	// value means no cap. MinFreeBytes is the free-disk floor; negative
-	// means none. Either one reached makes Append return ErrFull.
+	// means none, zero the default: the smaller of DefaultMinFreeBytes and
+	// DefaultMinFreePercent of the file system's size. Either one reached
+	// makes Append return ErrFull.
 	MaxBytes     int64
 	MinFreeBytes int64
 
@@ -107,10 +114,17 @@ func (o Options) withDefaults() Options {
 	if o.MaxBytes == 0 {
 		o.MaxBytes = DefaultMaxBytes
 	}
-	if o.MinFreeBytes == 0 {
-		o.MinFreeBytes = DefaultMinFreeBytes
-	}
 	return o
+}
+
+// defaultMinFree is the default free-disk floor for a file system of
+// total bytes (0 when unknown): DefaultMinFreeBytes, or
+// DefaultMinFreePercent of a smaller disk.
+func defaultMinFree(total int64) int64 {
+	if total <= 0 {
+		return DefaultMinFreeBytes
+	}
+	return min(DefaultMinFreeBytes, total/100*DefaultMinFreePercent)
 }
 
 // ReaderOptions tune a Reader.

@@ -41,11 +41,17 @@ type AppenderStats struct {
 	// SpoolBytes is what the byte cap counts: segments and quarantine.
 	SpoolBytes int64 `json:"spool_bytes"`
 	DiskFree   int64 `json:"disk_free_bytes"`
+	// MinFreeBytes is the free-disk floor in force (the default scaled to
+	// the file system); negative means none.
+	MinFreeBytes int64 `json:"min_free_bytes"`
 
 	// Full is true while a limit is reached, or since the last append was
 	// refused with ErrFull and until one succeeds.
 	Full       bool   `json:"full"`
 	FullReason string `json:"full_reason,omitempty"`
+	// Blocked says why no record at all can be appended now (the cap or
+	// the floor is reached, or the disk ran out); empty when one can.
+	Blocked string `json:"blocked,omitempty"`
 
 	// RecoveredSegments were left unsealed by a dead appender and sealed at
 	// open; QuarantinedRecords were damaged in them.
@@ -70,7 +76,9 @@ func (a *Appender) statsLocked() AppenderStats {
 	s.QueuedBytes = a.pendingBytes
 	s.SpoolBytes = a.spoolBytes
 	s.DiskFree = a.diskFree
-	s.FullReason = a.fullLocked(0)
+	s.MinFreeBytes = a.opts.MinFreeBytes
+	s.Blocked = a.fullLocked(0)
+	s.FullReason = s.Blocked
 	if s.FullReason == "" {
 		s.FullReason = a.refusedFull
 	}

@@ -157,6 +157,15 @@ func statfsFree(dir string) int64 {
 	return int64(fs.Bavail) * int64(fs.Bsize)
 }
 
+// statfsTotal is the size of dir's file system, -1 when unknown.
+func statfsTotal(dir string) int64 {
+	var fs syscall.Statfs_t
+	if syscall.Statfs(dir, &fs) != nil {
+		return -1
+	}
+	return int64(fs.Blocks) * int64(fs.Bsize)
+}
+
 func (a *Appender) housekeep() {
 	free := statfsFree(a.dir)
 	sealed, _ := scanSealed(a.dir, a.depth)

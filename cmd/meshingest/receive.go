@@ -50,11 +50,13 @@ func runReceive(args []string) int {
 		return 1
 	}
 	opts := receiver.Options{
-		Sources:   cfg.MQTTSources,
-		Spool:     app,
-		StatsFile: cfg.Receiver.StatsFile,
-		Log:       log,
-		Notifier:  shared.NewNotifier(),
+		Sources: cfg.MQTTSources,
+		Spool:   app,
+		// The same limit the spool was opened with (0: its default).
+		MaxPayloadBytes: cfg.Spool.MaxPayloadBytes,
+		StatsFile:       cfg.Receiver.StatsFile,
+		Log:             log,
+		Notifier:        shared.NewNotifier(),
 	}
 	if cfg.Receiver.MetricsListen != "" {
 		opts.Registry = shared.NewRegistry()
