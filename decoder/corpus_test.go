@@ -3,6 +3,7 @@ package decoder
 import (
 	"bufio"
 	"bytes"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -137,14 +138,19 @@ func checkExpectedCorpus(t *testing.T, opts Options) {
 func TestDescribe_Vectors_AllFieldsMatch(t *testing.T) {
 	opts := corpusOptions(t, false)
 	vectors := readJSONL(t, "testdata/vectors.jsonl")
-	if len(vectors) != 81 {
-		t.Fatalf("vectors.jsonl has %d lines, want 81", len(vectors))
+	if len(vectors) != 93 {
+		t.Fatalf("vectors.jsonl has %d lines, want 93", len(vectors))
 	}
 	framed := 0
+	dialects := map[string]map[string]any{}
 	for _, v := range vectors {
 		id := v["id"].(string)
-		if v["category"] == "channel_key" {
+		switch v["category"] {
+		case "channel_key":
 			checkKeyVector(t, v)
+			continue
+		case "dialect":
+			dialects[id] = v
 			continue
 		}
 		want, ok := v["expect"].(map[string]any)
@@ -172,6 +178,124 @@ func TestDescribe_Vectors_AllFieldsMatch(t *testing.T) {
 	}
 	if framed != 74 {
 		t.Errorf("checked %d frame vectors, want 74", framed)
+	}
+	if len(dialects) != 12 {
+		t.Errorf("%d dialect vectors, want 12", len(dialects))
+	}
+	for id, v := range dialects {
+		checkDialectVector(t, id, v, dialects)
+	}
+}
+
+// dialectPayload is a dialect vector's payload: `payload` as text, or
+// `payload_hex` for a binary one.
+func dialectPayload(t *testing.T, v map[string]any) []byte {
+	if p, ok := v["payload"].(string); ok {
+		return []byte(p)
+	}
+	b, err := hex.DecodeString(v["payload_hex"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// dialectOutcome is what the writer takes from one message: its kind, and
+// for a frame-carrying one its form, observer, frame and reception fields,
+// or the drop reason. The writer's own rules (the packets+raw pair, own
+// transmissions) are applied as doc.go specifies them.
+type dialectOutcome struct {
+	kind, form, observer, drop string
+	frame                      Frame
+	msg                        PacketMessage
+	status                     StatusMessage
+	neighbors                  NeighborsMessage
+}
+
+func dialectOutcomeOf(t *testing.T, v map[string]any) dialectOutcome {
+	tp := ParseTopic(v["topic"].(string))
+	payload := dialectPayload(t, v)
+	o := dialectOutcome{kind: tp.Kind.String()}
+	var origin sql.NullString
+	var err error
+	switch tp.Kind {
+	case KindStatus:
+		o.status, err = ParseStatusMessage(payload)
+		origin = o.status.OriginID
+	case KindNeighbors:
+		o.neighbors, err = ParseNeighborsMessage(payload)
+		origin = o.neighbors.OriginID
+	default:
+		o.msg, err = ParseObservation(tp, payload)
+		o.form = o.msg.Form.String()
+		origin = o.msg.OriginID()
+		if err == nil {
+			o.frame, err = DecodeFrame(o.msg.Raw)
+		}
+	}
+	if err == nil {
+		o.observer, err = ResolveObserver(tp, origin)
+	}
+	o.drop = DropReason(err)
+	if err == nil && o.frame.Bytes != nil && IsOwnTransmission(&o.frame, o.observer) {
+		o.drop = ReasonOwnTransmission
+	}
+	return o
+}
+
+func checkDialectVector(t *testing.T, id string, v map[string]any, all map[string]map[string]any) {
+	want := v["expect"].(map[string]any)
+	o := dialectOutcomeOf(t, v)
+	str := func(k string) string { s, _ := want[k].(string); return s }
+	if o.kind != str("kind") || o.drop != str("drop") {
+		t.Errorf("%s: kind %s drop %q, want %s %q", id, o.kind, o.drop, str("kind"), str("drop"))
+	}
+	if f := str("form"); f != "" && o.form != f {
+		t.Errorf("%s: form %s, want %s", id, o.form, f)
+	}
+	if w := str("observer"); w != "" && o.observer != w {
+		t.Errorf("%s: observer %q, want %q", id, o.observer, w)
+	}
+	if w := str("content_hash"); w != "" && o.frame.Hash.String() != w {
+		t.Errorf("%s: content hash %s, want %s", id, o.frame.Hash, w)
+	}
+	for k, got := range map[string]sql.NullFloat64{"snr": o.msg.SNR, "rssi": o.msg.RSSI} {
+		w, present := want[k]
+		if !present {
+			continue
+		}
+		if f, ok := w.(float64); (ok && got != num(f)) || (!ok && got.Valid) {
+			t.Errorf("%s: %s %+v, want %v", id, k, got, w)
+		}
+	}
+	for k, got := range map[string]sql.NullInt64{"battery_mv": o.status.BatteryMV, "uptime_secs": o.status.UptimeSecs} {
+		if w, ok := want[k].(float64); ok && got != (sql.NullInt64{Int64: int64(w), Valid: true}) {
+			t.Errorf("%s: %s %+v, want %v", id, k, got, w)
+		}
+	}
+	if w, ok := want["noise_floor"].(float64); ok && o.status.NoiseFloor != num(w) {
+		t.Errorf("%s: noise_floor %+v", id, o.status.NoiseFloor)
+	}
+	if w, ok := want["can_relay"].(bool); ok && o.status.Repeat != (sql.NullBool{Bool: w, Valid: true}) {
+		t.Errorf("%s: repeat %+v", id, o.status.Repeat)
+	}
+	if w, ok := want["neighbors"].(float64); ok {
+		confirmed := 0
+		for i := range o.neighbors.Neighbors {
+			if o.neighbors.Neighbors[i].ScopesConfirmed() {
+				confirmed++
+			}
+		}
+		if len(o.neighbors.Neighbors) != int(w) || float64(confirmed) != want["confirmed"] {
+			t.Errorf("%s: %d neighbours, %d confirmed", id, len(o.neighbors.Neighbors), confirmed)
+		}
+	}
+	if pair := str("same_reception_as"); pair != "" {
+		p := dialectOutcomeOf(t, all[pair])
+		if p.observer != o.observer || p.frame.Fingerprint() != o.frame.Fingerprint() || p.form == o.form {
+			t.Errorf("%s and %s: not one reception in two forms (%s/%x/%s, %s/%x/%s)", id, pair,
+				o.observer, o.frame.Fingerprint(), o.form, p.observer, p.frame.Fingerprint(), p.form)
+		}
 	}
 }
 

@@ -8,30 +8,104 @@
 //
 // # Per message (every observation)
 //
-//	t := decoder.ParseTopic(topic)               // Kind, Region, ObserverID: substrings, no allocation
-//	m, err := decoder.ParsePacketMessage(payload) // KindPacket, KindClientPacket
-//	s, err := decoder.ParseStatusMessage(payload) // KindStatus
+//	t := decoder.ParseTopic(topic)                // Kind, Region, ObserverID: substrings, no allocation
+//	m, err := decoder.ParseObservation(t, payload) // KindPacket, KindClientPacket, KindRawPacket, KindBinaryPacket
+//	id, err := m.Observer(t)                       // observers.id (ResolveObserver)
+//	s, err := decoder.ParseStatusMessage(payload)  // KindStatus
+//	n, err := decoder.ParseNeighborsMessage(payload) // KindNeighbors
 //	c, err := decoder.ParseCompanionMessage(t, payload) // KindChannelMessage, KindDirectMessage
-//	f, err := decoder.DecodeFrame(m.Raw)          // header, transport codes, path, payload, f.Hash
+//	f, err := decoder.DecodeFrame(m.Raw)           // header, transport codes, path, payload, f.Hash
+//	reason := decoder.DropReason(err)              // the stats/metrics name of any of these errors
 //
 // ParseTopic: `meshcore/status` and `meshcore/events/connection` (BR) and
 // every topic not listed below are KindIgnored; `<prefix>/<IATA>/<ID>/packets`
-// is KindPacket, `<prefix>/<IATA>/<ID>/status` KindStatus (ObserverID is
-// segment 2 verbatim, Region segment 1 as given); `meshcore/message/channel/<n>`
-// and `meshcore/message/direct/<pk>` are the companion kinds;
-// `meshcore/client/<pk>/packets` is KindClientPacket (CoreScope, with
-// clientRxCoverage off, would ingest it as an ordinary packet with region
-// "client"); PC's classic `<prefix>/packets` is KindPacket with no region and
-// no observer. CoreScope treats a `raw` on any other topic as a packet; no
+// is KindPacket, `…/status` KindStatus, `…/raw` KindRawPacket, `…/neighbors`
+// KindNeighbors (ObserverID is segment 2 verbatim, Region segment 1 as
+// given); `meshcore/message/channel/<n>` and `meshcore/message/direct/<pk>`
+// are the companion kinds; `meshcore/client/<pk>/packets` is KindClientPacket
+// (CoreScope, with clientRxCoverage off, would ingest it as an ordinary packet
+// with region "client"); PC's classic `<prefix>/packets` and `<prefix>/raw`
+// have no region and no observer; a three-segment custom template
+// `<prefix>/<X>/<kind>` has the observer X when X is a public key, else the
+// region X; `binary/<GATEWAY>` is KindBinaryPacket with the gateway in
+// ObserverID. CoreScope treats a `raw` on any other topic as a packet; no
 // publisher sends one, and this package does not.
+//
+// # Dialects
+//
+// mqtt-formats.md §1 lists every publisher and what it sends. Besides
+// CoreScope's `…/packets`:
+//
+//   - `…/raw` (PC, PY, OffbandMesh, agessaman firmware): the frame hex under
+//     `data` (else `raw`), no SNR/RSSI/direction; Form FormRaw.
+//   - `binary/<GATEWAY>`: the payload is the frame (at most 255 bytes, else
+//     a too_long *FrameError); Raw is its upper-case hex; Form FormBinary.
+//   - Numbers as strings (`"SNR":"12.5"`, `"len":"39"`, status stats) are
+//     read as numbers everywhere.
+//   - No packet bytes (an envelope of origin fields only, `data` empty, an
+//     empty binary payload): ErrNoRaw, reason no_raw, a drop and not an
+//     unreadable payload.
+//   - The observer (ResolveObserver): the topic's observer segment verbatim,
+//     as CoreScope; without one the payload's origin_id if it is a public key
+//     (upper-cased), else ErrNoObserver; for `binary/<GATEWAY>` the gateway
+//     if it is a public key, else ErrGatewayNotKey. IsOwnTransmission spots
+//     the observer's own zero-hop advert, which a publisher without a
+//     direction field (agessaman's `…/raw`) reports as if heard.
+//   - `…/neighbors` (agessaman's ESP32 observer firmware, PC; daily, up to
+//     10 KB, QoS 1, possibly retained): ParseNeighborsMessage. CoreScope
+//     a06ac8a has no place for it; later CoreScope stores the confirmed
+//     scopes (Neighbor.ScopesConfirmed) of each neighbour.
+//
+// # One reception, two forms
+//
+// OffbandMesh and PC publish every packet twice, on `…/packets` and
+// `…/raw`; agessaman firmware does when raw is enabled. Both give the same
+// observer (Observer) and the same frame bytes (Frame.Fingerprint), so the
+// same content hash and path_json; they differ in PacketMessage.Form, and
+// only the FormPacket one carries SNR, RSSI, score and direction. One such
+// pair is one observation and one packet_count increment. The rule the
+// writer applies (the decoder keeps no state):
+//
+//   - key: (observer id, Fingerprint); a FormPacket message matches one
+//     earlier unmatched FormRaw or FormBinary message of the same key
+//     received (spool receive time) at most 10 s before it, and a FormRaw
+//     or FormBinary message matches one earlier unmatched FormPacket message
+//     likewise. Matching is one to one, oldest first.
+//   - a matched message is the second form of a reception: it counts
+//     nothing (no observation, packet_count, last_seen or hooks) and is
+//     counted as duplicate_form. If it is the FormPacket one, pass it
+//     through the observation upsert all the same: the row (same
+//     transmission, observer and path_json, so the same dedup key) then
+//     gets its SNR, RSSI and score, which the upsert COALESCEs in, and its
+//     direction, which the upsert must COALESCE too.
+//   - two messages of the same form are never a pair: an observer can hear
+//     one frame twice (the firmware sends extra ACK copies, for one), and a
+//     second broker can deliver it again; both count, as in CoreScope.
+//   - a genuine double hearing published in both forms is four messages and
+//     two pairs, so it still counts twice. A form the publisher dropped
+//     (OffbandMesh skips `/raw` to a broker that is down but buffers
+//     `/packets`, which then arrives minutes late) finds no partner within
+//     10 s and counts on its own.
+//   - the unmatched entries are writer memory: at a restart the pairs in
+//     flight (at most 10 s of dual-form traffic) may count twice; to avoid
+//     it, keep them with the batch's spool position.
+//
+// # Drop reasons
+//
+// DropReason names every error above (no_raw, no_observer_id,
+// gateway_not_pubkey, no_neighbor_list, companion_no_text,
+// unreadable_payload, invalid_frame:<code>); ReasonOwnTransmission and
+// ReasonDuplicateForm are the writer's decisions; DropReasons lists them
+// all so counters can start at zero.
 //
 // The Parse*Message functions read payloads with a bounded scanner, not
 // encoding/json: a payload over MaxMessageBytes (64 KiB) is refused before
 // it is read, nesting deeper than MaxJSONDepth is refused where it starts,
 // and the whole payload is validated. Errors are *MessageError wrapping
-// ErrMessageTooLarge, ErrNotJSON, ErrNotObject, ErrTooDeep, ErrNoRaw or
-// ErrNoText. Optional values are sql.Null* (bindable as they are): numbers
-// may be JSON numbers or strings with a unit ("-110dBm", "7.5dB"); "Unknown",
+// ErrMessageTooLarge, ErrNotJSON, ErrNotObject, ErrTooDeep, ErrNoRaw,
+// ErrNoText or ErrNoNeighbors. Optional values are sql.Null* (bindable as
+// they are): numbers may be JSON numbers or strings, also with a unit
+// ("-110dBm", "7.5dB"); "Unknown",
 // "", null, NaN and infinities are NULL; SNR/RSSI take the upper-case key
 // when present even if it does not parse (CoreScope's rule); then `score`
 // over `Score` and `direction` over `Direction`. Status stats are read from

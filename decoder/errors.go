@@ -64,12 +64,81 @@ var (
 	ErrNotObject = errors.New("message payload is not a JSON object")
 	// ErrTooDeep: objects or arrays nested deeper than MaxJSONDepth.
 	ErrTooDeep = errors.New("message payload nests JSON deeper than allowed")
-	// ErrNoRaw: a packet message without a non-empty string `raw`;
-	// CoreScope ignores these.
-	ErrNoRaw = errors.New("packet message has no raw frame")
+	// ErrNoRaw: a message that carries no frame: a packet message without
+	// a non-empty string `raw`, a raw-form message without `data`, an empty
+	// binary payload. Real publishers send such envelopes (origin fields
+	// only); CoreScope ignores them. It is a drop (ReasonNoRaw), not an
+	// unreadable payload.
+	ErrNoRaw = errors.New("message carries no packet bytes")
 	// ErrNoText: a companion message without `text`; CoreScope ignores these.
 	ErrNoText = errors.New("companion message has no text")
+	// ErrNoNeighbors: a neighbors message without a `neighbors` array.
+	ErrNoNeighbors = errors.New("neighbors message has no neighbors array")
 )
+
+// Drop reasons: why a message produces no rows, as the stats file's
+// `meshingest.drops` and the reason label of meshingest_writer_drops_total
+// name it. A released name never changes (dashboards count on it); new ones
+// are snake_case like the ErrorCodes. DropReason maps the decoder's errors
+// to them; the writer adds its own (writer/ingest.go) for what only it can
+// tell.
+const (
+	ReasonUnreadable = "unreadable_payload" // *MessageError other than the ones below
+	// ReasonInvalidFrame is followed by ":" and the ErrorCode, e.g.
+	// invalid_frame:unsupported_version.
+	ReasonInvalidFrame  = "invalid_frame"
+	ReasonNoRaw         = "no_raw"            // ErrNoRaw, every form
+	ReasonNoText        = "companion_no_text" // ErrNoText
+	ReasonNoNeighbors   = "no_neighbor_list"  // ErrNoNeighbors
+	ReasonNoObserver    = "no_observer_id"    // ErrNoObserver
+	ReasonGatewayNotKey = "gateway_not_pubkey"
+	// ReasonOwnTransmission: IsOwnTransmission; the writer decides.
+	ReasonOwnTransmission = "own_transmission"
+	// ReasonDuplicateForm: the second form (`…/packets` and `…/raw`) of one
+	// reception; the writer recognises the pair (doc.go, "One reception,
+	// two forms").
+	ReasonDuplicateForm = "duplicate_form"
+)
+
+// DropReasons lists every reason the decoder names, so that counters can
+// be created at zero; invalid_frame appears once per ErrorCode.
+func DropReasons() []string {
+	r := []string{ReasonUnreadable, ReasonNoRaw, ReasonNoText, ReasonNoNeighbors, ReasonNoObserver,
+		ReasonGatewayNotKey, ReasonOwnTransmission, ReasonDuplicateForm}
+	for _, c := range []ErrorCode{CodeBadHex, CodeTooShort, CodeTooLong, CodeUnsupportedVersion,
+		CodePathHashSizeReserved, CodePathTooLong, CodeTruncatedPath, CodePayloadTooLong} {
+		r = append(r, ReasonInvalidFrame+":"+string(c))
+	}
+	return r
+}
+
+// DropReason is the drop reason of an error from the Parse* functions,
+// ParseObservation, DecodeFrame, ResolveObserver or PacketMessage.Observer,
+// and "" for nil or an error the decoder does not return.
+func DropReason(err error) string {
+	var fe *FrameError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrNoRaw):
+		return ReasonNoRaw
+	case errors.Is(err, ErrNoText):
+		return ReasonNoText
+	case errors.Is(err, ErrNoNeighbors):
+		return ReasonNoNeighbors
+	case errors.Is(err, ErrNoObserver):
+		return ReasonNoObserver
+	case errors.Is(err, ErrGatewayNotKey):
+		return ReasonGatewayNotKey
+	case errors.As(err, &fe):
+		return ReasonInvalidFrame + ":" + string(fe.Code)
+	}
+	var me *MessageError
+	if errors.As(err, &me) {
+		return ReasonUnreadable
+	}
+	return ""
+}
 
 // MessageError is an observer message that could not be read: Err is one
 // of the sentinels above, Offset the byte in the payload where reading

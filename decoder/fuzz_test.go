@@ -40,6 +40,12 @@ func FuzzParseMessage(f *testing.F) {
 	f.Add("meshcore/X/Y/status", []byte(`{"stats":{"battery_mv":"4000mV"},"repeat":"on"}`))
 	f.Add("meshcore/client/ab/packets", []byte(`{"raw":"0100","gps":{"lat":1,"lon":2}}`))
 	f.Add("a/b/c/packets", []byte(`{"raw":"\u0030\u0031","origin":"\ud83d"}`))
+	// One seed per publisher dialect (the dialect lines of vectors.jsonl).
+	for _, v := range dialectVectors(f) {
+		f.Add(v.Topic, v.Payload)
+	}
+	f.Add("binary/"+strings.Repeat("ab", 32), []byte{0x11, 0x00, 0x7e})
+	f.Add("meshcore/X/Y/neighbors", []byte(`{"neighbors":[{"pubkey":"0a"},{},[],7],"self":{"scopes":1},"truncated":"yes"}`))
 	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
 		tp := decoder.ParseTopic(topic)
 		if !strings.Contains(topic, tp.ObserverID) || !strings.Contains(topic, tp.Region) {
@@ -48,10 +54,47 @@ func FuzzParseMessage(f *testing.F) {
 		m, perr := decoder.ParsePacketMessage(payload)
 		_, serr := decoder.ParseStatusMessage(payload)
 		_, cerr := decoder.ParseCompanionMessage(tp, payload)
-		for _, err := range []error{perr, serr, cerr} {
+		n, nerr := decoder.ParseNeighborsMessage(payload)
+		for _, err := range []error{perr, serr, cerr, nerr} {
 			var me *decoder.MessageError
-			if err != nil && !errors.As(err, &me) {
-				t.Fatalf("error of type %T: %v", err, err)
+			if err != nil && (!errors.As(err, &me) || decoder.DropReason(err) == "") {
+				t.Fatalf("error of type %T without a reason: %v", err, err)
+			}
+		}
+		if nerr == nil {
+			if !json.Valid(payload) {
+				t.Fatalf("neighbors accepted non-JSON %q", payload)
+			}
+			for _, nb := range n.Neighbors {
+				if len(nb.PublicKey) < 2 || len(nb.PublicKey)%2 != 0 || strings.ToUpper(nb.PublicKey) != nb.PublicKey {
+					t.Fatalf("neighbour key %q", nb.PublicKey)
+				}
+			}
+		}
+		o, oerr := decoder.ParseObservation(tp, payload)
+		var fe *decoder.FrameError
+		var me *decoder.MessageError
+		if oerr != nil && !errors.As(oerr, &me) && !errors.As(oerr, &fe) {
+			t.Fatalf("observation error of type %T: %v", oerr, oerr)
+		}
+		if oerr == nil {
+			if tp.Kind == decoder.KindBinaryPacket {
+				fr, _ := decoder.DecodeFrame(o.Raw)
+				if !bytes.Equal(fr.Bytes, payload) && len(fr.Bytes) != 0 {
+					t.Fatalf("binary frame %x from payload %x", fr.Bytes, payload)
+				}
+			}
+			id, err := o.Observer(tp)
+			switch {
+			case err != nil && decoder.DropReason(err) == "":
+				t.Fatalf("observer error without a reason: %v", err)
+			case err == nil && !strings.Contains(topic, id) && !decoder.IsPublicKeyHex(id):
+				t.Fatalf("observer %q neither from the topic nor a key", id)
+			case err == nil:
+				if fr, ferr := decoder.DecodeFrame(o.Raw); ferr == nil {
+					_ = decoder.IsOwnTransmission(&fr, id)
+					_ = fr.Fingerprint()
+				}
 			}
 		}
 		if len(payload) <= decoder.MaxMessageBytes {
@@ -133,4 +176,39 @@ func FuzzDecodeFrame(f *testing.F) {
 		_ = p.FromPubkey()
 		_, _ = p.Node()
 	})
+}
+
+// dialectVector is a dialect line of vectors.jsonl: a topic and its
+// payload (`payload`, or `payload_hex` for a binary one).
+type dialectVector struct {
+	Topic   string
+	Payload []byte
+}
+
+func dialectVectors(f *testing.F) []dialectVector {
+	data, err := os.ReadFile("testdata/vectors.jsonl")
+	if err != nil {
+		f.Fatal(err)
+	}
+	var out []dialectVector
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		var v struct {
+			Category, Topic, Payload string
+			PayloadHex               string `json:"payload_hex"`
+		}
+		if json.Unmarshal(line, &v) != nil || v.Category != "dialect" {
+			continue
+		}
+		p := []byte(v.Payload)
+		if v.PayloadHex != "" {
+			if p, err = hex.DecodeString(v.PayloadHex); err != nil {
+				f.Fatal(err)
+			}
+		}
+		out = append(out, dialectVector{Topic: v.Topic, Payload: p})
+	}
+	if len(out) == 0 {
+		f.Fatal("no dialect vectors")
+	}
+	return out
 }

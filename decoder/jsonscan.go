@@ -133,6 +133,65 @@ func (s *scanner) next(it *objectIter) (key jsonValue, val jsonValue, done bool,
 	return key, val, false, err
 }
 
+// readObject reads payload, which must be one JSON object, calling fn for
+// each top-level member with its name (escapes decoded, see keyBytes; valid
+// until fn returns) and value, and validates the whole payload.
+func readObject(payload []byte, fn func(key []byte, val jsonValue)) error {
+	s, err := openTopObject(payload)
+	if err != nil {
+		return err
+	}
+	if err := s.members(1, fn); err != nil {
+		return err
+	}
+	return s.end()
+}
+
+// eachMember calls fn for each member of obj, an object value the scanner
+// has already validated, which sits at nesting depth depth.
+func eachMember(obj jsonValue, depth int, fn func(key []byte, val jsonValue)) error {
+	s := &scanner{b: obj.raw, pos: 1}
+	return s.members(depth, fn)
+}
+
+// members walks the object the scanner is inside (just after its '{').
+func (s *scanner) members(depth int, fn func(key []byte, val jsonValue)) error {
+	// One buffer for the decoded names of the whole walk: handed to fn,
+	// it lives on the heap, and one per member would be an allocation
+	// each.
+	kb := new([32]byte)
+	it := objectIter{depth: depth}
+	for {
+		key, val, done, err := s.next(&it)
+		if err != nil || done {
+			return err
+		}
+		fn(keyBytes(key, kb[:0]), val)
+	}
+}
+
+// nextElem returns the next element of the array the scanner is inside
+// (just after its '['); done is true after the closing bracket.
+func (s *scanner) nextElem(first *bool, depth int) (jsonValue, bool, error) {
+	s.ws()
+	if s.pos >= len(s.b) {
+		return jsonValue{}, false, s.fail(ErrNotJSON, "unterminated array")
+	}
+	if s.b[s.pos] == ']' {
+		s.pos++
+		return jsonValue{}, true, nil
+	}
+	if !*first {
+		if s.b[s.pos] != ',' {
+			return jsonValue{}, false, s.fail(ErrNotJSON, "expected ',' or ']'")
+		}
+		s.pos++
+	}
+	*first = false
+	v, err := s.value(depth)
+	return v, false, err
+}
+
 // end checks that nothing but whitespace follows the top-level value.
 func (s *scanner) end() error {
 	s.ws()

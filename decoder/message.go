@@ -13,18 +13,50 @@ import (
 // observer did not send the field or sent something that does not parse
 // ("Unknown", "", null), and the writer can bind them directly (NULL).
 
-// PacketMessage is a `…/packets` message (mqtt-formats.md §2), or a mobile
-// companion's client packet (then GPS is set too).
+// PacketForm says how a message carried its frame. One reception can
+// arrive in two forms (OffbandMesh and PC publish `…/packets` and `…/raw`
+// for every packet): the same observer and the same frame (Fingerprint)
+// in a FormPacket and a FormRaw/FormBinary message close together in time
+// are one observation (doc.go, "One reception, two forms").
+type PacketForm uint8
+
+const (
+	// FormPacket: a `…/packets` JSON message, the frame hex under `raw`,
+	// with the reception fields (SNR, RSSI, score, direction).
+	FormPacket PacketForm = iota
+	// FormRaw: a `…/raw` JSON message, the frame hex under `data`; real
+	// publishers send no reception fields there.
+	FormRaw
+	// FormBinary: a `binary/<GATEWAY>` message, the payload is the frame.
+	FormBinary
+)
+
+var formNames = [...]string{"packet", "raw", "binary"}
+
+func (f PacketForm) String() string {
+	if int(f) < len(formNames) {
+		return formNames[f]
+	}
+	return "unknown"
+}
+
+// PacketMessage is one reception of a frame: a `…/packets` message
+// (mqtt-formats.md §2), a mobile companion's client packet (then GPS is set
+// too), a `…/raw` message or a `binary/<GATEWAY>` payload (ParseObservation).
 type PacketMessage struct {
+	// Form is how the frame came (FormPacket for ParsePacketMessage).
+	Form PacketForm
 	// Raw is the frame as hex, exactly as published (case kept; CoreScope
-	// stores it verbatim).
+	// stores it verbatim); for FormBinary the bytes in upper-case hex, the
+	// publishers' usual case.
 	Raw string
 	// SNR (dB), RSSI (dBm) and Score (the firmware's score × 1000). The
 	// upper-case key (`SNR`, `RSSI`) wins when both are present, even if
 	// its value does not parse, as in CoreScope; then `score` over `Score`.
 	SNR, RSSI, Score sql.NullFloat64
 	// Direction is `direction` (else `Direction`): "rx", or "tx" from
-	// meshcoretomqtt, whose tx messages carry a stale raw.
+	// meshcoretomqtt (whose tx messages carry a stale raw) and agessaman
+	// firmware (its own transmissions).
 	Direction sql.NullString
 	// Origin is the observer's display name.
 	Origin sql.NullString
@@ -35,6 +67,26 @@ type PacketMessage struct {
 	Timestamp EnvelopeTime
 	// GPS is the `gps` object of a client packet.
 	GPS GPS
+
+	// originID is `origin_id`, left undecoded (a slice of the payload):
+	// only a topic without an observer segment needs it, and decoding it
+	// for every message would cost an allocation each (OriginID).
+	originID jsonValue
+}
+
+// OriginID is the payload's `origin_id`: normally the observer's key, but
+// `DEVICE`, `UNKNOWN` or a hash of the name exist. CoreScope never reads it;
+// Observer uses it when the topic names no observer. It is decoded on each
+// call.
+func (m *PacketMessage) OriginID() sql.NullString { return nonEmptyText(m.originID) }
+
+// Observer is ResolveObserver for this message: the observers.id of the
+// observer that heard it, or ErrNoObserver / ErrGatewayNotKey.
+func (m *PacketMessage) Observer(t Topic) (string, error) {
+	if t.Kind != KindBinaryPacket && t.ObserverID != "" {
+		return t.ObserverID, nil // the common case, without decoding origin_id
+	}
+	return ResolveObserver(t, m.OriginID())
 }
 
 // GPS is a mobile companion's position in a client packet.
@@ -46,13 +98,60 @@ type GPS struct {
 // *MessageError wrapping ErrMessageTooLarge, ErrNotJSON, ErrNotObject,
 // ErrTooDeep or ErrNoRaw; the frame in Raw is not checked (DecodeFrame).
 func ParsePacketMessage(payload []byte) (PacketMessage, error) {
-	var m PacketMessage
+	return parseEnvelope(payload, FormPacket)
+}
+
+// ParseRawMessage reads a `…/raw` payload: the frame hex under `data`
+// (PC, PY, OffbandMesh, agessaman firmware), or under `raw` if there is no
+// `data`. Every other field is read as in ParsePacketMessage (a viamatt
+// gateway sends lower-case `snr`/`rssi` there). Errors as ParsePacketMessage.
+func ParseRawMessage(payload []byte) (PacketMessage, error) {
+	return parseEnvelope(payload, FormRaw)
+}
+
+// ParseBinaryPacket reads a `binary/<GATEWAY>` payload, which is the frame
+// itself. An empty payload fails with ErrNoRaw (a *MessageError), one longer
+// than any frame with a *FrameError of class too_long, before it is
+// converted to hex.
+func ParseBinaryPacket(payload []byte) (PacketMessage, error) {
+	m := PacketMessage{Form: FormBinary}
+	if len(payload) == 0 {
+		return m, &MessageError{Err: ErrNoRaw, Offset: -1, Detail: "empty binary payload"}
+	}
+	if len(payload) > MaxFrameBytes {
+		return m, &FrameError{Code: CodeTooLong, Detail: "binary payload of " + itoa(len(payload)) + " bytes is longer than any frame (255 bytes)"}
+	}
+	m.Raw = hexUpperString(payload)
+	return m, nil
+}
+
+// ParseObservation reads the payload of any topic kind that carries one
+// reception of a frame: KindPacket and KindClientPacket (ParsePacketMessage),
+// KindRawPacket (ParseRawMessage), KindBinaryPacket (ParseBinaryPacket).
+// Other kinds fail with a *MessageError wrapping ErrNoRaw.
+func ParseObservation(t Topic, payload []byte) (PacketMessage, error) {
+	switch t.Kind {
+	case KindPacket, KindClientPacket:
+		return ParsePacketMessage(payload)
+	case KindRawPacket:
+		return ParseRawMessage(payload)
+	case KindBinaryPacket:
+		return ParseBinaryPacket(payload)
+	}
+	return PacketMessage{}, &MessageError{Err: ErrNoRaw, Offset: -1, Detail: "topic kind " + t.Kind.String() + " carries no frame"}
+}
+
+func parseEnvelope(payload []byte, form PacketForm) (PacketMessage, error) {
+	m := PacketMessage{Form: form}
 	s, err := openTopObject(payload)
 	if err != nil {
 		return m, err
 	}
-	var raw, gps jsonValue
+	var raw, data, gps jsonValue
 	var radio radioFields
+	// readObject's loop written out: this runs for every observation,
+	// and its callback is an indirect call per member that the compiler
+	// cannot inline.
 	it := objectIter{depth: 1}
 	for {
 		key, val, done, err := s.next(&it)
@@ -70,8 +169,12 @@ func ParsePacketMessage(payload []byte) (PacketMessage, error) {
 		switch string(k) {
 		case "raw":
 			raw = val
+		case "data":
+			data = val
 		case "origin":
 			m.Origin = nullText(val)
+		case "origin_id":
+			m.originID = val
 		case "region":
 			if r := nullText(val); r.Valid && r.String != "" {
 				m.Region = r
@@ -85,30 +188,27 @@ func ParsePacketMessage(payload []byte) (PacketMessage, error) {
 	if err := s.end(); err != nil {
 		return m, err
 	}
-	r, ok := raw.text()
+	frame := raw
+	if form == FormRaw && data.kind != kindNone {
+		frame = data
+	}
+	r, ok := frame.text()
 	if !ok || r == "" {
 		return m, &MessageError{Err: ErrNoRaw, Offset: -1}
 	}
 	m.Raw = r
 	m.SNR, m.RSSI, m.Score, m.Direction = radio.resolve()
 	if gps.kind == kindObject {
-		if err := parseGPS(gps.raw, &m.GPS); err != nil {
+		if err := parseGPS(gps, &m.GPS); err != nil {
 			return m, err
 		}
 	}
 	return m, nil
 }
 
-func parseGPS(obj []byte, g *GPS) error {
-	s := &scanner{b: obj, pos: 1}
-	it := objectIter{depth: 2}
-	for {
-		key, val, done, err := s.next(&it)
-		if err != nil || done {
-			return err
-		}
-		var kb [32]byte
-		switch string(keyBytes(key, kb[:0])) {
+func parseGPS(obj jsonValue, g *GPS) error {
+	return eachMember(obj, 2, func(k []byte, val jsonValue) {
+		switch string(k) {
 		case "lat":
 			g.Lat = nullNumber(val)
 		case "lon":
@@ -116,13 +216,37 @@ func parseGPS(obj []byte, g *GPS) error {
 		case "acc_m":
 			g.AccM = nullNumber(val)
 		}
+	})
+}
+
+// Envelope is what every observer message says about itself.
+type Envelope struct {
+	Origin sql.NullString // the observer's display name
+	// OriginID is the payload's `origin_id` (see PacketMessage.OriginID).
+	OriginID sql.NullString
+	// Timestamp is the envelope `timestamp`: the publisher's clock.
+	Timestamp EnvelopeTime
+}
+
+// take keeps val when key is an envelope field and says whether it did.
+func (e *Envelope) take(key []byte, val jsonValue) bool {
+	switch string(key) {
+	case "origin":
+		e.Origin = nullText(val)
+	case "origin_id":
+		e.OriginID = nonEmptyText(val)
+	case "timestamp":
+		e.Timestamp = parseEnvelopeTime(val)
+	default:
+		return false
 	}
+	return true
 }
 
 // StatusMessage is a `…/status` message (mqtt-formats.md §3).
 type StatusMessage struct {
+	Envelope
 	Status sql.NullString // "online", or "offline" from a last will
-	Origin sql.NullString
 	// Observer metadata; empty strings count as absent. firmware_version
 	// wins over firmware and clientVersion over client_version, in
 	// CoreScope's order.
@@ -138,36 +262,20 @@ type StatusMessage struct {
 	// HasMetadata is true when any of the metadata above was present:
 	// CoreScope then also writes an observer_metrics row.
 	HasMetadata bool
-	Timestamp   EnvelopeTime
 }
 
 // ParseStatusMessage reads a status message payload.
 func ParseStatusMessage(payload []byte) (StatusMessage, error) {
 	var m StatusMessage
-	s, err := openTopObject(payload)
-	if err != nil {
-		return m, err
-	}
 	var top, nested statFields
 	var firmware, firmwareVersion, clientVersion, clientVersionCamel, stats jsonValue
-	it := objectIter{depth: 1}
-	for {
-		key, val, done, err := s.next(&it)
-		if err != nil {
-			return m, err
+	err := readObject(payload, func(name []byte, val jsonValue) {
+		if m.take(name, val) {
+			return
 		}
-		if done {
-			break
-		}
-		var kb [32]byte
-		name := keyBytes(key, kb[:0])
 		switch string(name) {
 		case "status":
 			m.Status = nullText(val)
-		case "origin":
-			m.Origin = nullText(val)
-		case "timestamp":
-			m.Timestamp = parseEnvelopeTime(val)
 		case "radio":
 			m.Radio = nonEmptyText(val)
 		case "model":
@@ -181,29 +289,19 @@ func ParseStatusMessage(payload []byte) (StatusMessage, error) {
 		case "clientVersion":
 			clientVersionCamel = val
 		case "repeat":
-			m.Repeat = parseRepeat(val)
+			m.Repeat = parseFlag(val)
 		case "stats":
 			stats = val
 		default:
 			top.set(name, val)
 		}
-	}
-	if err := s.end(); err != nil {
+	})
+	if err != nil {
 		return m, err
 	}
 	if stats.kind == kindObject {
-		ns := &scanner{b: stats.raw, pos: 1}
-		it := objectIter{depth: 2}
-		for {
-			key, val, done, err := ns.next(&it)
-			if err != nil {
-				return m, err
-			}
-			if done {
-				break
-			}
-			var kb [32]byte
-			nested.set(keyBytes(key, kb[:0]), val)
+		if err := eachMember(stats, 2, nested.set); err != nil {
+			return m, err
 		}
 	}
 	m.Firmware = nonEmptyText(firmware)
@@ -270,7 +368,9 @@ func (f *statFields) set(name []byte, val jsonValue) {
 	}
 }
 
-func parseRepeat(v jsonValue) sql.NullBool {
+// parseFlag reads a flag the way CoreScope reads `repeat`: a bool,
+// on/off/true/false/1/0/yes/no in any case, or a number (non-zero is true).
+func parseFlag(v jsonValue) sql.NullBool {
 	switch v.kind {
 	case kindTrue:
 		return sql.NullBool{Bool: true, Valid: true}
@@ -315,32 +415,18 @@ func ParseCompanionMessage(t Topic, payload []byte) (CompanionMessage, error) {
 	if !m.Direct {
 		m.ChannelIdx = t.ChannelIdx
 	}
-	s, err := openTopObject(payload)
-	if err != nil {
-		return m, err
-	}
 	var text jsonValue
 	var radio radioFields
-	it := objectIter{depth: 1}
-	for {
-		key, val, done, err := s.next(&it)
-		if err != nil {
-			return m, err
-		}
-		if done {
-			break
-		}
-		var kb [32]byte
-		k := keyBytes(key, kb[:0])
+	err := readObject(payload, func(k []byte, val jsonValue) {
 		if radio.take(k, val) {
-			continue
+			return
 		}
 		switch string(k) {
 		case "text":
 			text = val
 		case "channel_idx":
 			if m.Direct {
-				continue
+				return
 			}
 			if val.kind == kindNumber {
 				if f, ok := val.number(); ok {
@@ -354,8 +440,8 @@ func ParseCompanionMessage(t Topic, payload []byte) (CompanionMessage, error) {
 				m.SenderTimestamp = sql.NullInt64{Int64: int64(f), Valid: true}
 			}
 		}
-	}
-	if err := s.end(); err != nil {
+	})
+	if err != nil {
 		return m, err
 	}
 	m.Text, _ = text.text()

@@ -6,14 +6,17 @@ import "strings"
 type TopicKind uint8
 
 const (
-	// KindIgnored: nothing CoreScope stores: BR's `meshcore/status` and
-	// `meshcore/events/connection`, `…/debug`, `…/raw`, `…/neighbors`,
-	// serial topics, and anything unrecognised.
+	// KindIgnored: nothing meshingest reads: BR's `meshcore/status` and
+	// `meshcore/events/connection`, `…/debug`, serial topics, and anything
+	// unrecognised.
 	KindIgnored TopicKind = iota
-	// KindPacket: `<prefix>/<IATA>/<OBSERVER>/packets`, or PC's classic
-	// `<prefix>/packets` (no region, no observer).
+	// KindPacket: `<prefix>/<IATA>/<OBSERVER>/packets`; PC's classic
+	// `<prefix>/packets` (no region, no observer); or a custom template's
+	// three segments, `<prefix>/<OBSERVER>/packets` when the middle
+	// segment is a public key, else `<prefix>/<IATA>/packets`.
 	KindPacket
-	// KindStatus: `<prefix>/<IATA>/<OBSERVER>/status` (also the LWT topic).
+	// KindStatus: `<prefix>/<IATA>/<OBSERVER>/status` (also the LWT topic),
+	// or the three-segment forms as for KindPacket.
 	KindStatus
 	// KindChannelMessage: BR's `meshcore/message/channel/<channel_idx>`.
 	KindChannelMessage
@@ -23,9 +26,22 @@ const (
 	// (CoreScope's opt-in clientRxCoverage). ObserverID is the companion's
 	// key as given; it is 2-64 hex digits, or the topic is KindIgnored.
 	KindClientPacket
+	// KindRawPacket: `…/raw` in the same topic shapes as KindPacket: the
+	// frame hex under `data`, no reception fields (PC, PY, OffbandMesh and
+	// agessaman firmware). OffbandMesh publishes every packet on both
+	// `…/packets` and `…/raw` (ParseObservation, PacketMessage.Form).
+	KindRawPacket
+	// KindBinaryPacket: `binary/<GATEWAY>`: the payload is the frame's
+	// bytes. ObserverID is the gateway segment as given; it identifies
+	// the observer only if it is a public key (ResolveObserver).
+	KindBinaryPacket
+	// KindNeighbors: `…/neighbors` in the same topic shapes as KindStatus:
+	// an observer's zero-hop neighbour table with each neighbour's region
+	// scopes (agessaman observer firmware, PC), ParseNeighborsMessage.
+	KindNeighbors
 )
 
-var kindNames = [...]string{"ignored", "packet", "status", "channel_message", "direct_message", "client_packet"}
+var kindNames = [...]string{"ignored", "packet", "status", "channel_message", "direct_message", "client_packet", "raw_packet", "binary_packet", "neighbors"}
 
 func (k TopicKind) String() string {
 	if int(k) < len(kindNames) {
@@ -39,11 +55,14 @@ func (k TopicKind) String() string {
 type Topic struct {
 	Kind TopicKind
 	// Region is segment 1, the IATA code, exactly as published (CoreScope
-	// upper-cases and trims it when storing). Empty for topics with fewer
-	// than three segments and for companion topics.
+	// upper-cases and trims it when storing). Empty for topics without a
+	// region segment and for companion topics.
 	Region string
-	// ObserverID is segment 2 verbatim: normally the observer's public key
-	// in hex, but any string (one real observer is `kpabap`).
+	// ObserverID is the observer segment verbatim (segment 2 of the
+	// four-segment forms): normally the observer's public key in hex, but
+	// any string (one real observer is `kpabap`). For KindBinaryPacket it
+	// is the gateway segment. Empty when the topic has no observer
+	// segment: ResolveObserver then looks at the payload's origin_id.
 	ObserverID string
 	// ChannelIdx is the last segment of a companion channel topic; a
 	// `channel_idx` in the payload overrides it.
@@ -52,11 +71,28 @@ type Topic struct {
 	DirectPeer string
 }
 
+// observerKind maps the last segment of an observer topic to its kind.
+func observerKind(leaf string) TopicKind {
+	switch leaf {
+	case "packets":
+		return KindPacket
+	case "status":
+		return KindStatus
+	case "raw":
+		return KindRawPacket
+	case "neighbors":
+		return KindNeighbors
+	}
+	return KindIgnored
+}
+
 // ParseTopic classifies an MQTT topic the way CoreScope's ingestor does
 // (mqtt-formats.md §5: BR status topics first, then companion and client
-// topics, then segment 3). The topic prefix of observer topics is free (it
-// is configurable in the publishers); the BR, companion and client topics
-// are recognised under `meshcore/` only, as CoreScope does.
+// topics, then segment 3), plus the dialects CoreScope does not read
+// (mqtt-formats.md §1): `…/raw`, `…/neighbors`, `binary/<GATEWAY>` and the
+// three-segment custom templates. The topic prefix of observer topics is
+// free (it is configurable in the publishers); the BR, companion and client
+// topics are recognised under `meshcore/` only, as CoreScope does.
 func ParseTopic(topic string) Topic {
 	if topic == "meshcore/status" || topic == "meshcore/events/connection" {
 		return Topic{Kind: KindIgnored}
@@ -86,17 +122,33 @@ func ParseTopic(topic string) Topic {
 		n++ // more than five segments
 	}
 	switch {
-	case n == 2 && seg[1] == "packets":
-		return Topic{Kind: KindPacket}
+	case n == 2 && seg[0] == "binary":
+		return Topic{Kind: KindBinaryPacket, ObserverID: seg[1]}
+	case n == 2 && (seg[1] == "packets" || seg[1] == "raw"):
+		// PC's classic flat topics; `<prefix>/status` is BR's plain
+		// text (handled above) or ambiguous, and stays ignored.
+		return Topic{Kind: observerKind(seg[1])}
+	case n == 3:
+		// A custom template without one of {iata} and {device}
+		// (agessaman firmware, PC): the middle segment is the observer
+		// when it is a public key, else the region.
+		k := observerKind(seg[2])
+		if k == KindIgnored {
+			return Topic{Kind: KindIgnored}
+		}
+		if IsPublicKeyHex(seg[1]) {
+			return Topic{Kind: k, ObserverID: seg[1]}
+		}
+		return Topic{Kind: k, Region: seg[1]}
 	case n == 4 && seg[0] == "meshcore" && seg[1] == "client" && seg[3] == "packets":
 		if !isClientKey(seg[2]) {
 			return Topic{Kind: KindIgnored}
 		}
 		return Topic{Kind: KindClientPacket, ObserverID: seg[2]}
-	case n == 4 && seg[3] == "packets":
-		return Topic{Kind: KindPacket, Region: seg[1], ObserverID: seg[2]}
-	case n == 4 && seg[3] == "status":
-		return Topic{Kind: KindStatus, Region: seg[1], ObserverID: seg[2]}
+	case n == 4:
+		if k := observerKind(seg[3]); k != KindIgnored {
+			return Topic{Kind: k, Region: seg[1], ObserverID: seg[2]}
+		}
 	}
 	return Topic{Kind: KindIgnored}
 }
