@@ -59,7 +59,7 @@ func runWrite(args []string) int {
 	var reg *prometheus.Registry
 	if cfg.Writer.MetricsListen != "" {
 		reg = shared.NewRegistry()
-		if _, err := shared.ServeMetrics(ctx, cfg.Writer.MetricsListen, reg, log); err != nil {
+		if _, err := shared.ServeMetrics(ctx, cfg.Writer.MetricsListen, reg, shared.Health{}, log); err != nil {
 			log.Error().Err(err).Msg("cannot serve metrics")
 			return 1
 		}
