@@ -22,24 +22,25 @@ func TestDispatch_StrayArgument_Refused(t *testing.T) {
 
 func TestParseFlagsOnly_Cases(t *testing.T) {
 	for _, c := range []struct {
-		args   []string
-		status int
-		ok     bool
-		output string
+		args           []string
+		status         int
+		ok             bool
+		stdout, stderr string
 	}{
-		{nil, 0, true, ""},
-		{[]string{"--config", "x.json"}, 0, true, ""},
-		{[]string{"-h"}, 0, false, "Usage"},
-		{[]string{"--nope"}, 2, false, "flag provided but not defined"},
-		{[]string{"x.json"}, 2, false, `meshingest write: unexpected argument "x.json"`},
+		{nil, 0, true, "", ""},
+		{[]string{"--config", "x.json"}, 0, true, "", ""},
+		{[]string{"-h"}, 0, false, "Usage", ""}, // asked for: standard output
+		{[]string{"--nope"}, 2, false, "", "flag provided but not defined"},
+		{[]string{"x.json"}, 2, false, "", `meshingest write: unexpected argument "x.json"`},
 	} {
-		var out bytes.Buffer
+		var out, errOut bytes.Buffer
 		fs := flag.NewFlagSet("write", flag.ContinueOnError)
-		fs.SetOutput(&out)
+		fs.SetOutput(&errOut)
 		fs.String("config", "", "")
-		status, ok := parseFlagsOnly(fs, c.args)
-		if status != c.status || ok != c.ok || !strings.Contains(out.String(), c.output) {
-			t.Errorf("%q: status %d ok %v output %q; want %d %v containing %q", c.args, status, ok, out.String(), c.status, c.ok, c.output)
+		status, ok := parseFlagsOnlyTo(fs, c.args, &out)
+		if status != c.status || ok != c.ok || !strings.Contains(out.String(), c.stdout) || !strings.Contains(errOut.String(), c.stderr) ||
+			(c.stdout == "" && out.Len() > 0) || (c.stderr == "" && errOut.Len() > 0) {
+			t.Errorf("%q: status %d ok %v stdout %q stderr %q; want %d %v, %q, %q", c.args, status, ok, out.String(), errOut.String(), c.status, c.ok, c.stdout, c.stderr)
 		}
 	}
 }

@@ -26,7 +26,7 @@ flags:
 func runReplay(args []string) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, replayUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), replayUsage); fs.PrintDefaults() }
 	brokerURL := fs.String("broker", "mqtt://127.0.0.1:1883", "broker `URL`; user:password@ in it is used for login")
 	username := fs.String("username", "", "MQTT username")
 	password := fs.String("password", "", "MQTT password (env MESHINGEST_REPLAY_PASSWORD keeps it out of ps)")

@@ -28,7 +28,7 @@ flags:
 
 func runWrite(args []string) int {
 	fs := flag.NewFlagSet("write", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, writeUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), writeUsage); fs.PrintDefaults() }
 	configPath := fs.String("config", "", "configuration `file` (CoreScope's config.json plus meshingest's keys); none: defaults and environment")
 	if status, ok := parseFlagsOnly(fs, args); !ok {
 		return status
