@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/rs/zerolog"
 )
 
@@ -60,26 +61,36 @@ type sourceRules struct {
 	region     string
 }
 
-// newIngestConfig builds the decoding options and filters from CoreScope's
-// configuration. It reads the channelKeysPath file, the one file the
-// decoder needs.
-func newIngestConfig(cfg *shared.Config) (ingestConfig, error) {
+// DecodeOptions are the options the writer decodes a new transmission
+// with: cfg's channel keys (it reads the channelKeysPath file, the one file
+// the decoder needs), transport regions and signature check. `meshingest
+// redecode` decodes stored rows again with them.
+func DecodeOptions(cfg *shared.Config) (decoder.Options, error) {
 	var rainbow []byte
 	if cfg.ChannelKeysPath != "" {
 		b, err := os.ReadFile(cfg.ChannelKeysPath)
 		if err != nil {
-			return ingestConfig{}, fmt.Errorf("read channelKeysPath %s: %w; fix the path or remove the key", cfg.ChannelKeysPath, err)
+			return decoder.Options{}, fmt.Errorf("read channelKeysPath %s: %w; fix the path or remove the key", cfg.ChannelKeysPath, err)
 		}
 		rainbow = b
 	}
 	ring, err := decoder.NewKeyRing(decoder.KeyRingConfig{ChannelKeys: cfg.ChannelKeys, HashChannels: cfg.HashChannels, Rainbow: rainbow})
 	if err != nil {
-		return ingestConfig{}, fmt.Errorf("channel keys: %w", err)
+		return decoder.Options{}, fmt.Errorf("channel keys: %w", err)
 	}
-	regions := decoder.NewRegionSet(cfg.HashRegions)
+	return decoder.Options{Keys: ring, Regions: decoder.NewRegionSet(cfg.HashRegions), VerifySignatures: cfg.ShouldValidateSignatures()}, nil
+}
+
+// newIngestConfig builds the decoding options and filters from CoreScope's
+// configuration.
+func newIngestConfig(cfg *shared.Config) (ingestConfig, error) {
+	decode, err := DecodeOptions(cfg)
+	if err != nil {
+		return ingestConfig{}, err
+	}
 	ic := ingestConfig{
-		decode:          decoder.Options{Keys: ring, Regions: regions, VerifySignatures: cfg.ShouldValidateSignatures()},
-		reread:          decoder.Options{Regions: regions},
+		decode:          decode,
+		reread:          decoder.Options{Regions: decode.Regions},
 		blacklist:       map[string]bool{},
 		sources:         map[string]sourceRules{},
 		geo:             newGeoFilter(cfg.GeoFilter),
@@ -123,7 +134,7 @@ type ingester struct {
 
 	// decoded remembers the content hashes prepare has fully decoded
 	// recently. Only the reader goroutine touches it.
-	decoded *recentCache[ContentKey, struct{}]
+	decoded *recent.Cache[ContentKey, struct{}]
 }
 
 // prepared is a record taken apart as far as possible without the
@@ -249,8 +260,8 @@ func (in *ingester) preparePacket(p *prepared) {
 	p.region = strings.ToUpper(strings.TrimSpace(firstNonEmpty(p.pkt.Region.String, p.topic.Region, in.cfg.sources[p.rec.Source].region)))
 	// The first observation of a transmission is decoded in full here, on
 	// the reader's core; its duplicates (27 on average) are not.
-	if _, seen := in.decoded.get(p.key); !seen {
-		in.decoded.put(p.key, struct{}{})
+	if _, seen := in.decoded.Get(p.key); !seen {
+		in.decoded.Put(p.key, struct{}{})
 		p.full = in.decodeFull(&p.frame)
 	}
 }
@@ -351,7 +362,7 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 	if !found {
 		full := p.full
 		if full == nil {
-			if bad, ok := b.s.badAdverts.get(p.key); ok {
+			if bad, ok := b.s.badAdverts.Get(p.key); ok {
 				// Known to fail its signature: no second Ed25519 check.
 				full = &decodedPacket{node: bad, isNode: true, pkt: &decoder.Packet{}}
 			} else {
@@ -362,7 +373,7 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 			n := &full.node
 			if !n.SignatureValid {
 				// The verdict is a property of the bytes: remember it.
-				b.s.badAdverts.put(p.key, *n)
+				b.s.badAdverts.Put(p.key, *n)
 				b.counts.sigDrops++
 				b.counts.drops[DropInvalidSignature]++
 				return b.insertDropped(&DroppedPacket{
@@ -405,7 +416,7 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 					advert.Foreign = !in.cfg.geo.passes(advert.Lat, advert.Lon)
 					// Node fields are a property of the bytes: keep them
 					// for the next duplicate.
-					b.s.transmissions.update(p.key, func(e *txEntry) { e.advert = advert })
+					b.s.transmissions.Update(p.key, func(e *txEntry) { e.advert = advert })
 				} else {
 					advert = nil
 				}

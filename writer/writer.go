@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -43,9 +44,15 @@ type Options struct {
 	Cache CacheOptions
 
 	// Hook sees every observation inside the batch's transaction (nil:
-	// none). Tasks run between batches; retention is always added.
+	// none). Tasks run between batches, after retention, which is always
+	// there. The writer registers nothing else itself: the caller passes
+	// CoreScope's jobs here (writer/jobs; cmd/meshingest does).
 	Hook  BatchHook
 	Tasks []Task
+	// Stats receive the writer's counters; nil: New makes them. Pass your
+	// own when something built before the writer counts into them (the
+	// jobs' backfills, Stats.AddBackfill).
+	Stats *Stats
 
 	// StatsFile is where the CoreScope stats file is written ("" to not
 	// write one); default Config.Writer.StatsFile. ReceiverStatsFile is
@@ -157,21 +164,19 @@ func New(src Source, opts Options) (*Writer, error) {
 	if notify == nil {
 		notify = shared.NewNotifier()
 	}
+	if opts.Stats == nil {
+		opts.Stats = NewStats()
+	}
 	w := &Writer{
 		opts:    opts,
 		src:     src,
 		log:     opts.Log,
-		stats:   newStats(),
+		stats:   opts.Stats,
 		trouble: newTroubleTracker(opts.Log, opts.RetryMax),
 		notify:  notify,
 	}
-	// CoreScope's jobs (jobs.go) ride on the batches and run as tasks.
-	if j := newJobs(cfg, opts.Log, w.stats); j != nil {
-		w.opts.Hook = chainHooks(j.hook(), opts.Hook)
-		w.opts.Tasks = append(j.tasks(), opts.Tasks...)
-	}
 	w.in = &ingester{cfg: ic, hook: w.opts.Hook, log: opts.Log, throttle: shared.NewThrottle(time.Minute),
-		decoded: newRecentCache[ContentKey, struct{}](opts.Cache.withDefaults().Transmissions)}
+		decoded: recent.New[ContentKey, struct{}](opts.Cache.withDefaults().Transmissions)}
 	tasks := append([]Task{newRetention(cfg, w.forgetTransmissions)}, w.opts.Tasks...)
 	for _, t := range tasks {
 		w.tasks = append(w.tasks, &taskRun{task: t})
@@ -579,7 +584,7 @@ func (w *Writer) depth() int64 {
 
 func (w *Writer) forgetTransmissions() {
 	if w.store != nil {
-		w.store.transmissions.clear()
+		w.store.transmissions.Clear()
 	}
 }
 

@@ -1,102 +1,75 @@
-package writer
+// Package jobs is the work CoreScope's ingestor does besides inserting,
+// whose output CoreScope's server reads (docs/reference/mqtt-formats.md
+// §8; ../JOBS.md). The jobs share the writer's batches and its lock
+// discipline, through the writer's two extension points:
+//
+//   - resolved_path and neighbor_edges ride on every batch (pathState, a
+//     writer.BatchHook): computed in memory as observations are inserted,
+//     written in the batch's own transaction, undone with it on a
+//     rollback;
+//   - the others are writer.Tasks, run between batches in small steps,
+//     each in its own short transaction: the node index follow-up
+//     (pathIndexTask), the multibyte capability snapshot (multibyteTask),
+//     geo-prune requests (pruneTask) and the backfills of databases older
+//     than their columns (backfillTask).
+//
+// The writer registers none of them itself: whoever builds the writer
+// passes New's Hook and Tasks in writer.Options (cmd/meshingest does).
+//
+// Redecode (`meshingest redecode`, redecode.go) is the one job that is not
+// part of the writer: it is run by hand after channel keys were added.
+package jobs
 
 import (
-	"context"
 	"path/filepath"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer"
 	"github.com/rs/zerolog"
 )
 
-// The jobs CoreScope's ingestor runs besides inserting, whose output
-// CoreScope's server reads (docs/reference/mqtt-formats.md §8), share the
-// writer's batches and its lock discipline:
-//
-//   - resolved_path and neighbor_edges ride on every batch (pathState, a
-//     BatchHook): computed in memory as observations are inserted, written
-//     in the batch's own transaction, undone with it on a rollback;
-//   - the others are Tasks, run between batches in small steps, each in its
-//     own short transaction: the node index follow-up (pathIndexTask), the
-//     multibyte capability snapshot (multibyteTask), geo-prune requests
-//     (pruneTask) and the backfills of databases older than their columns
-//     (backfillTask).
-//
-// `meshingest redecode` (redecode.go) is the one job that is not part of
-// the writer: it is run by hand after channel keys were added.
-//
-// They are on unless the configuration says writer.jobs = false.
-type jobs struct {
-	paths     *pathState
-	taskList  []Task
-	dataDir   string // the database's folder, where the server leaves its files
-	log       zerolog.Logger
-	backfills func(name string, n int64)
+// Jobs are CoreScope's jobs prepared for one writer.
+type Jobs struct {
+	paths *pathState
+	tasks []writer.Task
 }
 
-// newJobs prepares the jobs for a writer; nil when the configuration turns
-// them off. The writer's stats receive the rows each backfill updated.
-func newJobs(cfg *shared.Config, log zerolog.Logger, stats *Stats) *jobs {
+// New prepares the jobs for a writer with this configuration; nil when the
+// configuration says writer.jobs = false. stats (nil: none) receive the
+// rows each backfill updated; pass the writer's (writer.Options.Stats).
+func New(cfg *shared.Config, log zerolog.Logger, stats *writer.Stats) *Jobs {
 	if !cfg.Writer.JobsEnabled() {
 		return nil
 	}
-	countBackfill := stats.AddBackfill
-	j := &jobs{
-		paths:     newPathState(log.With().Str("job", "paths").Logger(), cfg.NeighborEdgesDays()),
-		dataDir:   filepath.Dir(cfg.DBPath),
-		log:       log,
-		backfills: countBackfill,
+	var countBackfill func(name string, n int64)
+	if stats != nil {
+		countBackfill = stats.AddBackfill
 	}
-	j.taskList = []Task{
+	dataDir := filepath.Dir(cfg.DBPath) // where the server leaves its files
+	j := &Jobs{paths: newPathState(log.With().Str("job", "paths").Logger(), cfg.NeighborEdgesDays())}
+	j.tasks = []writer.Task{
 		pathIndexTask{p: j.paths},
-		newPruneTask(j.dataDir, j.paths, log.With().Str("job", "prune").Logger()),
-		newMultibyteTask(j.dataDir, log.With().Str("job", "multibyte").Logger()),
+		newPruneTask(dataDir, j.paths, log.With().Str("job", "prune").Logger()),
+		newMultibyteTask(dataDir, log.With().Str("job", "multibyte").Logger()),
 		newBackfillTask(j.paths, log.With().Str("job", "backfill").Logger(), countBackfill),
 	}
 	return j
 }
 
-func (j *jobs) hook() BatchHook { return j.paths }
-func (j *jobs) tasks() []Task   { return j.taskList }
-
-// chainHooks runs first and then second (either may be nil).
-func chainHooks(first, second BatchHook) BatchHook {
-	switch {
-	case first == nil:
-		return second
-	case second == nil:
-		return first
+// Hook is the BatchHook that keeps resolved_path and neighbor_edges, for
+// writer.Options.Hook; nil when j is.
+func (j *Jobs) Hook() writer.BatchHook {
+	if j == nil {
+		return nil // not a nil *pathState in an interface: the writer tests for nil
 	}
-	return hookChain{first, second}
+	return j.paths
 }
 
-type hookChain []BatchHook
-
-func (c hookChain) BeforeObservation(ctx context.Context, tx Tx, obs *Observation, oc *ObservationContext) error {
-	for _, h := range c {
-		if err := h.BeforeObservation(ctx, tx, obs, oc); err != nil {
-			return err
-		}
+// Tasks are the jobs run between batches, for writer.Options.Tasks; nil
+// when j is.
+func (j *Jobs) Tasks() []writer.Task {
+	if j == nil {
+		return nil
 	}
-	return nil
-}
-
-func (c hookChain) Flush(ctx context.Context, tx Tx) error {
-	for _, h := range c {
-		if err := h.Flush(ctx, tx); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (c hookChain) Committed() {
-	for _, h := range c {
-		h.Committed()
-	}
-}
-
-func (c hookChain) RolledBack() {
-	for _, h := range c {
-		h.RolledBack()
-	}
+	return j.tasks
 }

@@ -1,57 +1,49 @@
-package writer
+package jobs
 
 import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/tests/loadgen"
+	"github.com/meshingest/meshingest/writer"
 	"github.com/rs/zerolog"
 )
 
 // BenchmarkPathState_Batch is the per-observation cost of resolved_path
-// and neighbor_edges on the catch-up benchmark's traffic (27 observers per
-// transmission, random paths over the corpus's 90 nodes): one op is one
-// observation; each batch of 4,000 is flushed and committed, as the writer
-// does.
+// and neighbor_edges on traffic shaped like the catch-up benchmark's (a
+// loadgen mesh of 90 nodes heard by 27 of 60 observers per transmission,
+// each over a path of its own): one op is one observation; each batch of
+// 4,000 is flushed and committed, as the writer does.
 //
-//	go test -run '^$' -bench PathState -benchmem ./writer/
+//	go test -run '^$' -bench PathState -benchmem ./writer/jobs/
 func BenchmarkPathState_Batch(b *testing.B) {
 	ctx := context.Background()
-	d, err := openDatabase(ctx, filepath.Join(b.TempDir(), "meshcore.db"), true, DBOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	d := openDatabase(b, newDatabase(b))
 	defer d.close()
-	if _, err := migrate(ctx, d.conn, zerolog.Nop()); err != nil {
-		b.Fatal(err)
-	}
-	g := newTrafficGen(b, benchSeed, benchObservers, benchFanout, benchFanout, benchStart)
-	for _, f := range g.adverts {
-		p := decoder.DecodePacket(f, decoder.Options{})
-		if n, ok := p.Node(); ok {
-			mustExecConn(b, d.conn, `INSERT OR IGNORE INTO nodes (public_key) VALUES (?)`, n.PublicKey)
-		}
-	}
+	g := loadgen.New(loadgen.Options{Seed: 1, Nodes: 90, Observers: 60, Fanout: 27, StatusEvery: -1})
 	type item struct {
-		obs Observation
-		oc  ObservationContext
+		obs writer.Observation
+		oc  writer.ObservationContext
 	}
 	observers := map[string]int64{}
+	at := time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)
 	lastTx := map[decoder.ContentHash]int64{}
 	var items []item
+	nodes := map[string]bool{}
 	for len(items) < 200_000 {
-		r := g.next()
-		parts := strings.Split(r.Topic, "/")
-		if parts[3] != "packets" {
+		m := g.Next()
+		parts := strings.Split(m.Topic, "/")
+		if len(parts) != 4 || parts[3] != "packets" {
 			continue
 		}
-		var m struct{ Raw string }
-		json.Unmarshal(r.Payload, &m)
-		f, err := decoder.DecodeFrame(m.Raw)
+		var msg struct{ Raw string }
+		json.Unmarshal(m.Payload, &msg)
+		f, err := decoder.DecodeFrame(msg.Raw)
 		if err != nil {
 			continue
 		}
@@ -65,16 +57,23 @@ func BenchmarkPathState_Batch(b *testing.B) {
 		}
 		fr := f
 		it := item{
-			obs: Observation{TransmissionID: tx, ObserverIdx: sql.NullInt64{Int64: observers[parts[2]], Valid: true},
-				PathJSON: f.PathJSON(), Timestamp: r.ReceivedAt.Unix()},
-			oc: ObservationContext{ReceivedAt: r.ReceivedAt, ObserverID: parts[2], Frame: &fr, NewTransmission: !seen},
+			obs: writer.Observation{TransmissionID: tx, ObserverIdx: sql.NullInt64{Int64: observers[parts[2]], Valid: true},
+				PathJSON: f.PathJSON(), Timestamp: at.Unix()},
+			oc: writer.ObservationContext{ReceivedAt: at, ObserverID: parts[2], Frame: &fr, NewTransmission: !seen},
 		}
+		at = at.Add(35 * time.Millisecond)
 		if f.Type == decoder.TypeAdvert {
 			if n, ok := decoder.DecodePacket(f, decoder.Options{}).Node(); ok {
 				it.oc.FromPubkey = n.PublicKey
+				nodes[n.PublicKey] = true
 			}
 		}
 		items = append(items, it)
+	}
+	// Every node is known from the start, as in a database that has heard
+	// the mesh for a while.
+	for k := range nodes {
+		mustExecConn(b, d.conn, `INSERT OR IGNORE INTO nodes (public_key) VALUES (?)`, k)
 	}
 	p := newPathState(zerolog.Nop(), 5)
 	const batch = 4000

@@ -1,39 +1,45 @@
-package writer
+// Package recent is the bounded map the writer and its jobs keep the
+// recent past in: content hash → transmission, observer id → rowid, the
+// observation keys of recent transmissions.
+package recent
 
-// recentCache is a bounded map that keeps the most recently used entries:
-// two generations of at most size entries each. A hit in the old
-// generation moves the entry to the current one; when the current one is
-// full it becomes the old one and the previous old one is dropped. Lookups
-// and inserts are O(1), memory is bounded by 2×size entries, and no entry
-// that was used within the last size insertions is ever evicted.
+// Cache is a bounded map that keeps the most recently used entries: two
+// generations of at most size entries each. A hit in the old generation
+// moves the entry to the current one; when the current one is full it
+// becomes the old one and the previous old one is dropped. Lookups and
+// inserts are O(1), memory is bounded by 2×size entries, and no entry that
+// was used within the last size insertions is ever evicted.
 //
-// The writer uses it for content hash → transmission and observer id →
-// rowid, where what matters is the recent past: the observations of one
-// transmission arrive within seconds of each other.
-type recentCache[K comparable, V any] struct {
+// What matters to its users is the recent past: the observations of one
+// transmission arrive within seconds of each other. It is not safe for
+// concurrent use.
+type Cache[K comparable, V any] struct {
 	size     int
 	cur, old map[K]V
 }
 
-func newRecentCache[K comparable, V any](size int) *recentCache[K, V] {
+// New returns an empty cache of size entries a generation (at least 16).
+func New[K comparable, V any](size int) *Cache[K, V] {
 	if size < 16 {
 		size = 16
 	}
-	return &recentCache[K, V]{size: size, cur: make(map[K]V, size)}
+	return &Cache[K, V]{size: size, cur: make(map[K]V, size)}
 }
 
-func (c *recentCache[K, V]) get(k K) (V, bool) {
+// Get returns the entry for k, and makes it recent.
+func (c *Cache[K, V]) Get(k K) (V, bool) {
 	if v, ok := c.cur[k]; ok {
 		return v, true
 	}
 	v, ok := c.old[k]
 	if ok {
-		c.put(k, v)
+		c.Put(k, v)
 	}
 	return v, ok
 }
 
-func (c *recentCache[K, V]) put(k K, v V) {
+// Put stores v under k.
+func (c *Cache[K, V]) Put(k K, v V) {
 	c.cur[k] = v
 	if len(c.cur) >= c.size {
 		c.old = c.cur
@@ -41,8 +47,8 @@ func (c *recentCache[K, V]) put(k K, v V) {
 	}
 }
 
-// update changes an entry only if it is cached.
-func (c *recentCache[K, V]) update(k K, f func(*V)) {
+// Update changes an entry only if it is cached.
+func (c *Cache[K, V]) Update(k K, f func(*V)) {
 	if v, ok := c.cur[k]; ok {
 		f(&v)
 		c.cur[k] = v
@@ -54,9 +60,11 @@ func (c *recentCache[K, V]) update(k K, f func(*V)) {
 	}
 }
 
-func (c *recentCache[K, V]) len() int { return len(c.cur) + len(c.old) }
+// Len is the number of entries held, both generations.
+func (c *Cache[K, V]) Len() int { return len(c.cur) + len(c.old) }
 
-func (c *recentCache[K, V]) clear() {
+// Clear forgets every entry.
+func (c *Cache[K, V]) Clear() {
 	c.cur = make(map[K]V, c.size)
 	c.old = nil
 }
