@@ -327,8 +327,8 @@ func (b *batch) insertDropped(d *DroppedPacket) error {
 	return nil
 }
 
-// flush writes the queued and aggregated rows. It runs once, just before
-// the commit.
+// flush writes the queued and aggregated rows. It runs once, at the end of
+// the batch (drain.go).
 func (b *batch) flush() error {
 	if err := b.writeObservations(); err != nil {
 		return err
@@ -378,7 +378,7 @@ func (b *batch) flush() error {
 			}
 		}
 	}
-	return b.saveDeliveries()
+	return nil
 }
 
 // committed moves what the batch learned into the store's caches. Call it
