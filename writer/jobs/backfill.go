@@ -13,7 +13,7 @@ import (
 )
 
 // The backfills CoreScope runs for databases older than some columns
-// (docs/reference/mqtt-formats.md §8), as one background writer.Task:
+// (docs/reference/mqtt-formats.md §8), as one background Task:
 //
 //  1. tx_last_seen_backfill_v1: transmissions.last_seen (added later,
 //     0 on old rows) from the newest observation of each transmission.

@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// pathState is the writer.BatchHook that fills observations.resolved_path and
+// pathState is the BatchHook that fills observations.resolved_path and
 // keeps neighbor_edges, from one in-memory copy of the nodes' keys and of
 // the neighbour graph.
 //
