@@ -4,15 +4,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/internal/capture"
-	"github.com/meshingest/meshingest/spool"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -22,22 +19,26 @@ var jobTasks = []string{"path-index", "prune-requests", "multibyte-capability", 
 
 // `meshingest write` runs CoreScope's jobs: writer.New registers none of
 // its own, so this fails when the command does not register them. The
-// real capture, spooled, is drained by the real binary; the observations
-// then carry resolved paths, neighbor_edges holds the graph, and the stats
-// file shows every job task. With writer.jobs = false there is none of
+// real capture goes through `meshingest run` (its embedded broker, the
+// receiver and the writer as children) from `meshingest replay`; then the
+// observations carry resolved paths, neighbor_edges holds the graph, and
+// the stats file shows every job task. With writer.jobs = false there is none of
 // them; the observations are the corpus's either way.
 func TestE2E_Write_RunsCoreScopesJobs(t *testing.T) {
 	for _, jobs := range []bool{true, false} {
 		t.Run(fmt.Sprintf("jobs=%v", jobs), func(t *testing.T) {
-			e := newEnv(t, nil)
+			port := freePort(t)
+			e := newEnv(t, map[string]any{"broker": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}})
 			e.setWriterJobs(jobs)
-			e.spoolCorpus()
-			writer := e.start("write", nil, "write", "--config", e.config)
+			run := e.start("run", nil, "run", "--config", e.config)
+			e.waitSubscribed(30 * time.Second)
+			e.replay(fmt.Sprintf("mqtt://127.0.0.1:%d", port), 1, e.writeCorpus())
+			e.waitTotals(60 * time.Second)
 			var perf []string
-			waitFor(t, "the writer to drain the corpus and run its retention", 60*time.Second, func() bool {
+			waitFor(t, "the writer's retention to run", 30*time.Second, func() bool {
 				s, err := e.readJobStats()
 				perf = s.components()
-				return err == nil && s.Meshingest.Messages == corpusMessages && s.Meshingest.CaughtUp && slices.Contains(perf, "retention")
+				return err == nil && slices.Contains(perf, "retention")
 			})
 			// Each task's first step follows retention's at once; give
 			// them a generous while on a busy machine.
@@ -46,8 +47,8 @@ func TestE2E_Write_RunsCoreScopesJobs(t *testing.T) {
 				s, _ := e.readJobStats()
 				perf = s.components()
 			}
-			if code := writer.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
-				t.Errorf("write exited %d after SIGTERM, want 0", code)
+			if code := run.stop(t, syscall.SIGTERM, 60*time.Second); code != 0 {
+				t.Errorf("run exited %d after SIGTERM, want 0", code)
 			}
 			for _, task := range jobTasks {
 				if ran := slices.Contains(perf, task); ran != jobs {
@@ -101,44 +102,9 @@ func (e *env) setWriterJobs(on bool) {
 	}
 }
 
-// spoolCorpus appends the real capture to the environment's spool, as the
-// receiver would have, and closes the appender (sealing its segments).
-func (e *env) spoolCorpus() {
-	e.t.Helper()
-	a, err := spool.OpenAppender(e.spool, spool.Options{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	r := capture.Demo()
-	for {
-		m, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		rec := spool.Record{ReceivedAt: m.ReceivedAt, Source: "capture", Topic: m.Topic, Payload: m.Payload, Retained: m.Retained}
-		if err := a.Append(rec, func(err error) {
-			if err != nil {
-				e.t.Errorf("spool: %v", err)
-			}
-		}); err != nil {
-			e.t.Fatal(err)
-		}
-	}
-	if err := a.Close(); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
 // jobStats is the part of the writer's stats file this test reads.
 type jobStats struct {
 	WriterPerf map[string]json.RawMessage `json:"writer_perf"`
-	Meshingest struct {
-		Messages int64 `json:"messages"`
-		CaughtUp bool  `json:"caught_up"`
-	} `json:"meshingest"`
 }
 
 func (e *env) readJobStats() (jobStats, error) {
