@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshingest/meshingest/internal/testkit"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -27,7 +28,7 @@ var jobTasks = []string{"path-index", "prune-requests", "multibyte-capability", 
 func TestE2E_Write_RunsCoreScopesJobs(t *testing.T) {
 	for _, jobs := range []bool{true, false} {
 		t.Run(fmt.Sprintf("jobs=%v", jobs), func(t *testing.T) {
-			port := freePort(t)
+			port := testkit.FreePort(t)
 			e := newEnv(t, map[string]any{"broker": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}})
 			e.setWriterJobs(jobs)
 			run := e.start("run", nil, "run", "--config", e.config)
@@ -35,7 +36,7 @@ func TestE2E_Write_RunsCoreScopesJobs(t *testing.T) {
 			e.replay(fmt.Sprintf("mqtt://127.0.0.1:%d", port), 1, e.writeCorpus())
 			e.waitTotals(60 * time.Second)
 			var perf []string
-			waitFor(t, "the writer's retention to run", 30*time.Second, func() bool {
+			testkit.WaitFor(t, 2*time.Minute, "the writer's retention to run", func() bool {
 				s, err := e.readJobStats()
 				perf = s.components()
 				return err == nil && slices.Contains(perf, "retention")
