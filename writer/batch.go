@@ -112,7 +112,7 @@ func (b *batch) transmission(key ContentKey, hash string) (txEntry, bool, error)
 func (b *batch) insertTransmission(tx *Transmission, t time.Time) (txEntry, error) {
 	sec := t.Unix()
 	res, err := b.s.stmt.insertTx.ExecContext(b.ctx,
-		tx.RawHex, tx.Hash, formatSeconds(sec), sec, tx.RouteType, tx.PayloadType, tx.PayloadVersion,
+		tx.RawHex, tx.Hash, FormatSeconds(sec), sec, tx.RouteType, tx.PayloadType, tx.PayloadVersion,
 		nullBytes(tx.DecodedJSON), tx.ChannelHash, tx.ScopeName, tx.FromPubkey)
 	if err != nil {
 		return txEntry{}, fmt.Errorf("insert transmission %s: %w", tx.Hash, err)
@@ -162,7 +162,7 @@ func (b *batch) observer(id string, name, iata sql.NullString, t time.Time, crea
 	if err != nil || ok || !create {
 		return rowid, ok, err
 	}
-	ts := formatSeconds(t.Unix())
+	ts := FormatSeconds(t.Unix())
 	res, err := b.s.stmt.insertObserver.ExecContext(b.ctx, id, name, iata, ts, ts)
 	if err != nil {
 		return 0, false, fmt.Errorf("insert observer %q: %w", id, err)
@@ -193,11 +193,11 @@ func (b *batch) observerLive(rowid int64, name, iata sql.NullString, t time.Time
 	sec := t.Unix()
 	if !d.lastSeen.Valid || sec > d.lastSeenUnix {
 		d.lastSeenUnix = sec
-		d.lastSeen = sql.NullString{String: formatSeconds(sec), Valid: true}
+		d.lastSeen = sql.NullString{String: FormatSeconds(sec), Valid: true}
 	}
 	if packet && (!d.lastPacketAt.Valid || sec > d.lastPktUnix) {
 		d.lastPktUnix = sec
-		d.lastPacketAt = sql.NullString{String: formatSeconds(sec), Valid: true}
+		d.lastPacketAt = sql.NullString{String: FormatSeconds(sec), Valid: true}
 	}
 	d.packets++
 	d.reactivate = true
@@ -222,8 +222,8 @@ func (b *batch) observerRetained(rowid int64, name, iata sql.NullString, meta *O
 // observerClockSkew records a naive envelope timestamp far from the receive
 // time. It is rare and order-dependent, so it is written at once.
 func (b *batch) observerClockSkew(rowid int64, skewSeconds int64, t time.Time) error {
-	now := formatSeconds(t.Unix())
-	cutoff := formatSeconds(t.Add(-24 * time.Hour).Unix())
+	now := FormatSeconds(t.Unix())
+	cutoff := FormatSeconds(t.Add(-24 * time.Hour).Unix())
 	if _, err := b.s.stmt.observerClock.ExecContext(b.ctx, skewSeconds, now, cutoff, rowid); err != nil {
 		return fmt.Errorf("record observer clock skew: %w", err)
 	}
@@ -307,7 +307,7 @@ func (b *batch) nodeAdvert(a *NodeAdvert, t time.Time, newTransmission bool) {
 // insertMetrics writes an observer_metrics sample (INSERT OR REPLACE on
 // observer and rounded time, as CoreScope).
 func (b *batch) insertMetrics(observerID string, m *ObserverMeta, t time.Time, interval time.Duration) error {
-	ts := formatSeconds(roundToInterval(t.Unix(), interval))
+	ts := FormatSeconds(roundToInterval(t.Unix(), interval))
 	_, err := b.s.stmt.insertMetrics.ExecContext(b.ctx, observerID, ts,
 		m.NoiseFloor, m.TxAirSecs, m.RxAirSecs, m.RecvErrors, m.BatteryMv, m.PacketsSent, m.PacketsRecv)
 	if err != nil {
@@ -327,16 +327,16 @@ func (b *batch) insertDropped(d *DroppedPacket) error {
 	return nil
 }
 
-// flush writes the queued and aggregated rows. It runs once, just before
-// the commit.
+// flush writes the queued and aggregated rows. It runs once, at the end of
+// the batch (drain.go).
 func (b *batch) flush() error {
 	if err := b.writeObservations(); err != nil {
 		return err
 	}
-	wall := formatSeconds(wallClock().Unix())
+	wall := FormatSeconds(wallClock().Unix())
 	for id, tt := range b.touchedTx {
 		if tt.minSeen < tt.storedFirst {
-			if _, err := b.s.stmt.txFirstSeen.ExecContext(b.ctx, formatSeconds(tt.minSeen), id); err != nil {
+			if _, err := b.s.stmt.txFirstSeen.ExecContext(b.ctx, FormatSeconds(tt.minSeen), id); err != nil {
 				return fmt.Errorf("lower first_seen of transmission %d: %w", id, err)
 			}
 		}
@@ -368,7 +368,7 @@ func (b *batch) flush() error {
 			scope = a.DefaultScope
 		}
 		if _, err := b.s.stmt.upsertNode.ExecContext(b.ctx,
-			a.PublicKey, a.Name, a.Role, a.Lat, a.Lon, formatSeconds(d.lastSeen), formatSeconds(d.firstSeen),
+			a.PublicKey, a.Name, a.Role, a.Lat, a.Lon, FormatSeconds(d.lastSeen), FormatSeconds(d.firstSeen),
 			d.adverts, a.BatteryMv, a.TemperatureC, foreign, scope, wall); err != nil {
 			return fmt.Errorf("upsert node %s: %w", a.PublicKey, err)
 		}
@@ -378,23 +378,23 @@ func (b *batch) flush() error {
 			}
 		}
 	}
-	return b.saveDeliveries()
+	return nil
 }
 
 // committed moves what the batch learned into the store's caches. Call it
 // only after COMMIT succeeded.
 func (b *batch) committed() {
 	for key, e := range b.newTx {
-		b.s.transmissions.put(key, e)
+		b.s.transmissions.Put(key, e)
 	}
 	for _, tt := range b.touchedTx {
-		b.s.transmissions.update(tt.key, func(e *txEntry) {
+		b.s.transmissions.Update(tt.key, func(e *txEntry) {
 			e.firstSeen = min(e.firstSeen, tt.minSeen)
 			e.lastSeen = max(e.lastSeen, tt.maxSeen)
 		})
 	}
 	for id, rowid := range b.newObs {
-		b.s.observers.put(id, rowid)
+		b.s.observers.Put(id, rowid)
 	}
 	b.commitDeliveries()
 }

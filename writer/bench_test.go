@@ -21,6 +21,7 @@ import (
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 	"github.com/rs/zerolog"
 )
 
@@ -251,7 +252,7 @@ func appendGenerated(b testing.TB, dir string, g *trafficGen, transmissions int)
 			tx++
 		}
 		if len(recs) == 20000 || tx == transmissions {
-			appendToSpool(b, dir, recs, spool.Options{})
+			writertest.AppendToSpool(b, dir, recs, spool.Options{})
 			recs = recs[:0]
 		}
 	}
@@ -294,11 +295,11 @@ var ceilingTables = []string{"observers", "nodes", "transmissions", "observation
 
 func tableMaxIDs(b testing.TB, path string) map[string]int64 {
 	b.Helper()
-	db := openRaw(b, path)
+	db := writertest.OpenRaw(b, path)
 	defer db.Close()
 	out := map[string]int64{}
 	for _, t := range ceilingTables {
-		out[t] = count(b, db, "SELECT COALESCE(MAX(rowid), 0) FROM "+t)
+		out[t] = writertest.Count(b, db, "SELECT COALESCE(MAX(rowid), 0) FROM "+t)
 	}
 	return out
 }
@@ -311,7 +312,7 @@ type tableRows struct {
 // newRows reads the rows the writer added (rowid above before's).
 func newRows(b testing.TB, path string, before map[string]int64) map[string]*tableRows {
 	b.Helper()
-	db := openRaw(b, path)
+	db := writertest.OpenRaw(b, path)
 	defer db.Close()
 	out := map[string]*tableRows{}
 	for _, t := range ceilingTables {
@@ -453,7 +454,7 @@ func buildPreloaded(b testing.TB, path string, txCount, fanout int) {
 	for i, id := range g.observers {
 		exec(`INSERT INTO observers (id, name, iata, first_seen, last_seen, packet_count, last_packet_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`, id, fmt.Sprintf("Observer %d", i), g.regions[i%len(g.regions)],
-			formatSeconds(first.Unix()), formatSeconds(benchStart.Add(-time.Hour).Unix()), txCount*fanout/benchObservers, formatSeconds(benchStart.Add(-time.Hour).Unix()))
+			FormatSeconds(first.Unix()), FormatSeconds(benchStart.Add(-time.Hour).Unix()), txCount*fanout/benchObservers, FormatSeconds(benchStart.Add(-time.Hour).Unix()))
 	}
 	insTx, err := conn.PrepareContext(ctx, `INSERT INTO transmissions (id, raw_hex, hash, first_seen, last_seen, route_type,
 		payload_type, payload_version, decoded_json, channel_hash) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)`)
@@ -483,7 +484,7 @@ func buildPreloaded(b testing.TB, path string, txCount, fanout int) {
 		if ch.Valid {
 			ch.String = "enc_" + strings.ToUpper(hex.EncodeToString(f.Payload[:1]))
 		}
-		if _, err := insTx.ExecContext(ctx, i, raw, f.Hash.String(), formatSeconds(at), at+int64(fanout),
+		if _, err := insTx.ExecContext(ctx, i, raw, f.Hash.String(), FormatSeconds(at), at+int64(fanout),
 			int(f.Route), int(f.Type), t.decoded, ch); err != nil {
 			b.Fatal(err)
 		}

@@ -6,14 +6,16 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // TestWriter_Corpus_Totals drains the real capture and checks the totals
 // a firmware-correct, CoreScope-compatible writer must end with
 // (docs/reference/corpus.md), and that every stored hash is the firmware's.
 func TestWriter_Corpus_Totals(t *testing.T) {
-	cfg := corpusConfig(t)
-	recs := corpusRecords(t)
+	cfg := writertest.CorpusConfig(t)
+	recs := writertest.CorpusRecords(t)
 	src := spoolOf(t, recs)
 	drain(t, src, Options{Config: cfg}, int64(len(recs)))
 	checkCorpusTotals(t, cfg.DBPath, recs)
@@ -25,7 +27,7 @@ func TestWriter_Corpus_Totals(t *testing.T) {
 
 func checkCorpusTotals(t *testing.T, dbPath string, recs []Record) {
 	t.Helper()
-	db := openRaw(t, dbPath)
+	db := writertest.OpenRaw(t, dbPath)
 	expected, valid := expectedHashes(t)
 	for _, c := range []struct {
 		what  string
@@ -61,7 +63,7 @@ func checkCorpusTotals(t *testing.T, dbPath string, recs []Record) {
 		{"last_seen before first_seen", `SELECT COUNT(*) FROM transmissions WHERE last_seen < strftime('%s', first_seen)`, 0},
 		{"iata not upper-case", `SELECT COUNT(*) FROM observers WHERE iata != UPPER(TRIM(iata))`, 0},
 	} {
-		if got := count(t, db, c.query); got != c.want {
+		if got := writertest.Count(t, db, c.query); got != c.want {
 			t.Errorf("%s = %d, want %d", c.what, got, c.want)
 		}
 	}
@@ -133,7 +135,7 @@ func checkCorpusTotals(t *testing.T, dbPath string, recs []Record) {
 		}
 	}
 	for id, n := range wantCount {
-		if got := count(t, db, `SELECT packet_count FROM observers WHERE id = ?`, id); got != n {
+		if got := writertest.Count(t, db, `SELECT packet_count FROM observers WHERE id = ?`, id); got != n {
 			t.Errorf("observer %s packet_count = %d, want %d", id, got, n)
 		}
 	}

@@ -243,6 +243,14 @@ func classify(err error) (kind troubleKind, reopen bool) {
 	return troubleOther, true
 }
 
+// IsBusy reports whether err is SQLite saying another connection holds the
+// write lock (busy or locked): worth waiting for and trying again. A second
+// writer on the database (`meshingest redecode`) retries on it.
+func IsBusy(err error) bool {
+	kind, _ := classify(err)
+	return kind == troubleBusy
+}
+
 // troubleHint is the operator advice printed with an episode's first line.
 func troubleHint(kind troubleKind) string {
 	switch kind {

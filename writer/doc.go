@@ -34,22 +34,28 @@
 //
 // # How a batch runs
 //
-// A pipeline goroutine reads the spool and prepares each record: topic,
-// JSON payload, frame and content hash, and for a hash it has not seen
-// recently the full decode (channel-key search, advert signature), which
-// the 26 other observations of a transmission then skip. The drain
-// goroutine owns the connection: BEGIN IMMEDIATE, then per record a cache
-// lookup (content hash → transmission, observer id → rowid; a duplicate
-// observation costs no SELECT), the rows, observations 32 at a time; at the
-// end the aggregated observer, node and transmission updates, the
-// position, COMMIT. A batch ends at Options.BatchMaxRecords records or
-// Options.BatchMaxTime, whichever comes first. Between batches, maintenance
-// tasks (retention) run one short step at a time.
+// A pipeline goroutine (pipeline.go) reads the spool and prepares each
+// record: topic, JSON payload, frame and content hash, and for a hash it
+// has not seen recently the full decode (channel-key search, advert
+// signature), which the 26 other observations of a transmission then
+// skip. The drain loop (drain.go) owns the connection and runs each batch
+// through the commit protocol: BEGIN IMMEDIATE; per record a cache lookup
+// (content hash → transmission, observer id → rowid; a duplicate
+// observation costs no SELECT) and the rows, observations 32 at a time
+// (ingest.go, batch.go); then the aggregated observer, node and
+// transmission updates and the hook's rows; the position and the delivery
+// memory; COMMIT; and only then the caches, the hook and the spool's
+// Release learn of it. A batch ends at Options.BatchMaxRecords records or
+// Options.BatchMaxTime, whichever comes first. Between batches,
+// maintenance tasks (retention) run one short step at a time.
 //
-// Extension points for the jobs CoreScope's server also expects of an
-// ingestor (resolved_path, neighbor_edges, multibyte capability, prune
-// requests): a BatchHook sees every observation inside the batch's
-// transaction; a Task runs between batches.
+// Extension points (hooks.go), for the jobs CoreScope's server also
+// expects of an ingestor: a BatchHook sees every observation inside the
+// batch's transaction; a Task runs between batches. The writer registers
+// none but retention itself: CoreScope's jobs (resolved_path,
+// neighbor_edges, multibyte capability, prune requests, backfills) are
+// package writer/jobs, which the caller passes in Options.Hook and
+// Options.Tasks (JOBS.md).
 //
 // # Operating it
 //

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // dumpedTables are the tables whose every row and column two runs must
@@ -16,8 +18,8 @@ var dumpedTables = []string{"transmissions", "observations", "observers", "nodes
 // dumpDB returns every row of the dumped tables, in rowid order, as text.
 func dumpDB(t testing.TB, path string) map[string][]string {
 	t.Helper()
-	checkForeignKeys(t, path)
-	db := openRaw(t, path)
+	writertest.CheckForeignKeys(t, path)
+	db := writertest.OpenRaw(t, path)
 	out := map[string][]string{}
 	for _, table := range dumpedTables {
 		cols := columnsOf(t, db, table)

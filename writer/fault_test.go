@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // faultTraffic is the stream the fault tests drain: n messages with 1 to
@@ -27,7 +28,7 @@ func faultTraffic(t *testing.T, n int) []Record {
 func referenceRun(t *testing.T, recs []Record) (map[string][]string, time.Duration) {
 	t.Helper()
 	p := newProcessSetup(t, filepath.Join(t.TempDir()), nil)
-	appendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
 	wantPos := lastRecordPosition(t, p.Spool)
 	start := time.Now()
 	cmd := p.start(t)
@@ -56,7 +57,7 @@ func lastRecordPosition(t *testing.T, dir string) Position {
 
 func storedPosition(t *testing.T, path string) Position {
 	t.Helper()
-	db := openRaw(t, path)
+	db := writertest.OpenRaw(t, path)
 	defer db.Close()
 	conn, _ := db.Conn(t.Context())
 	defer conn.Close()
@@ -84,7 +85,7 @@ func TestWriter_SIGKILL_ExactlyOnce(t *testing.T) {
 
 	// Small batches: many more commits for the kills to land next to.
 	p := newProcessSetup(t, t.TempDir(), map[string]any{"writer": map[string]any{"batchMaxRecords": 300}})
-	appendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
 	wantPos := lastRecordPosition(t, p.Spool)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	// Spread the kills over the drain: each run lives a random time around
@@ -155,7 +156,7 @@ func TestWriter_ExclusiveLock_ResumesAndReports(t *testing.T) {
 	want, _ := referenceRun(t, recs)
 
 	p := newProcessSetup(t, t.TempDir(), nil)
-	appendToSpool(t, p.Spool, early, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, early, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd := p.start(t)
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -181,7 +182,7 @@ func TestWriter_ExclusiveLock_ResumesAndReports(t *testing.T) {
 	sawBusy := false
 	var messagesDuringLock []int64
 	for i := 0; i < 5; i++ {
-		appendToSpool(t, p.Spool, late[i*len(late)/5:(i+1)*len(late)/5], spool.Options{SegmentMaxBytes: 1 << 20})
+		writertest.AppendToSpool(t, p.Spool, late[i*len(late)/5:(i+1)*len(late)/5], spool.Options{SegmentMaxBytes: 1 << 20})
 	}
 	for time.Since(lockedAt) < hold-500*time.Millisecond {
 		if f, ok := p.readStats(t); ok {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // trafficGen makes a realistic, deterministic stream of observer messages
@@ -40,7 +41,7 @@ func newTrafficGen(t testing.TB, seed uint64, observers, fanoutMin, fanoutMax in
 	t.Helper()
 	g := &trafficGen{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), fanoutMin: fanoutMin, fanoutMax: fanoutMax, at: start}
 	seen := map[decoder.ContentHash]bool{}
-	for _, r := range corpusRecords(t) {
+	for _, r := range writertest.CorpusRecords(t) {
 		if !strings.HasSuffix(r.Topic, "/packets") {
 			continue
 		}

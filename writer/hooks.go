@@ -30,8 +30,9 @@ type ObservationContext struct {
 
 // BatchHook lets per-observation jobs share the writer's batches: they see
 // every observation before it is written and can add rows of their own in
-// the same transaction (CoreScope's resolved_path and neighbor_edges are
-// such jobs). All methods run on the drain goroutine.
+// the same transaction (CoreScope's resolved_path and neighbor_edges,
+// package writer/jobs, are such jobs). All methods run on the drain
+// goroutine.
 type BatchHook interface {
 	// BeforeObservation runs for every observation about to be written; it
 	// may fill obs.ResolvedPath. The row itself is queued and written,
@@ -52,8 +53,9 @@ type BatchHook interface {
 	RolledBack()
 }
 
-// A Task is maintenance done between ingest batches (retention is one), in
-// steps short enough that the write lock is never held for long.
+// A Task is maintenance done between ingest batches (retention is the
+// writer's own; writer/jobs has CoreScope's), in steps short enough that
+// the write lock is never held for long.
 type Task interface {
 	// Name identifies the task in logs and in writer_perf.
 	Name() string

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/rs/zerolog"
 )
 
@@ -60,26 +61,36 @@ type sourceRules struct {
 	region     string
 }
 
-// newIngestConfig builds the decoding options and filters from CoreScope's
-// configuration. It reads the channelKeysPath file, the one file the
-// decoder needs.
-func newIngestConfig(cfg *shared.Config) (ingestConfig, error) {
+// DecodeOptions are the options the writer decodes a new transmission
+// with: cfg's channel keys (it reads the channelKeysPath file, the one file
+// the decoder needs), transport regions and signature check. `meshingest
+// redecode` decodes stored rows again with them.
+func DecodeOptions(cfg *shared.Config) (decoder.Options, error) {
 	var rainbow []byte
 	if cfg.ChannelKeysPath != "" {
 		b, err := os.ReadFile(cfg.ChannelKeysPath)
 		if err != nil {
-			return ingestConfig{}, fmt.Errorf("read channelKeysPath %s: %w; fix the path or remove the key", cfg.ChannelKeysPath, err)
+			return decoder.Options{}, fmt.Errorf("read channelKeysPath %s: %w; fix the path or remove the key", cfg.ChannelKeysPath, err)
 		}
 		rainbow = b
 	}
 	ring, err := decoder.NewKeyRing(decoder.KeyRingConfig{ChannelKeys: cfg.ChannelKeys, HashChannels: cfg.HashChannels, Rainbow: rainbow})
 	if err != nil {
-		return ingestConfig{}, fmt.Errorf("channel keys: %w", err)
+		return decoder.Options{}, fmt.Errorf("channel keys: %w", err)
 	}
-	regions := decoder.NewRegionSet(cfg.HashRegions)
+	return decoder.Options{Keys: ring, Regions: decoder.NewRegionSet(cfg.HashRegions), VerifySignatures: cfg.ShouldValidateSignatures()}, nil
+}
+
+// newIngestConfig builds the decoding options and filters from CoreScope's
+// configuration.
+func newIngestConfig(cfg *shared.Config) (ingestConfig, error) {
+	decode, err := DecodeOptions(cfg)
+	if err != nil {
+		return ingestConfig{}, err
+	}
 	ic := ingestConfig{
-		decode:          decoder.Options{Keys: ring, Regions: regions, VerifySignatures: cfg.ShouldValidateSignatures()},
-		reread:          decoder.Options{Regions: regions},
+		decode:          decode,
+		reread:          decoder.Options{Regions: decode.Regions},
 		blacklist:       map[string]bool{},
 		sources:         map[string]sourceRules{},
 		geo:             newGeoFilter(cfg.GeoFilter),
@@ -123,7 +134,7 @@ type ingester struct {
 
 	// decoded remembers the content hashes prepare has fully decoded
 	// recently. Only the reader goroutine touches it.
-	decoded *recentCache[ContentKey, struct{}]
+	decoded *recent.Cache[ContentKey, struct{}]
 }
 
 // prepared is a record taken apart as far as possible without the
@@ -249,14 +260,14 @@ func (in *ingester) preparePacket(p *prepared) {
 	p.region = strings.ToUpper(strings.TrimSpace(firstNonEmpty(p.pkt.Region.String, p.topic.Region, in.cfg.sources[p.rec.Source].region)))
 	// The first observation of a transmission is decoded in full here, on
 	// the reader's core; its duplicates (27 on average) are not.
-	if _, seen := in.decoded.get(p.key); !seen {
-		in.decoded.put(p.key, struct{}{})
-		p.full = in.decodeFull(&p.frame)
+	if _, seen := in.decoded.Get(p.key); !seen {
+		in.decoded.Put(p.key, struct{}{})
+		p.full = in.decode(&p.frame, true)
 	}
 }
 
-// decodedPacket is a full decode and the stored forms a new transmission
-// needs.
+// decodedPacket is a decode and, for a new transmission, the forms it is
+// stored in.
 type decodedPacket struct {
 	pkt     *decoder.Packet
 	node    decoder.Node
@@ -266,10 +277,21 @@ type decodedPacket struct {
 	from    sql.NullString
 }
 
-func (in *ingester) decodeFull(f *decoder.Frame) *decodedPacket {
-	pkt := decoder.DecodePacket(*f, in.cfg.decode)
-	d := &decodedPacket{pkt: pkt, decoded: pkt.DecodedJSON(), channel: pkt.ChannelHash(), from: pkt.FromPubkey()}
+// decode is the one place a frame is decoded. The frame of a new
+// transmission is decoded in full (channel keys, signature check) with its
+// stored forms; a stored one only for its advert's node fields again,
+// without the keys or the signature check the stored transmission passed.
+func (in *ingester) decode(f *decoder.Frame, newTransmission bool) *decodedPacket {
+	opts := in.cfg.reread
+	if newTransmission {
+		opts = in.cfg.decode
+	}
+	pkt := decoder.DecodePacket(*f, opts)
+	d := &decodedPacket{pkt: pkt}
 	d.node, d.isNode = pkt.Node()
+	if newTransmission {
+		d.decoded, d.channel, d.from = pkt.DecodedJSON(), pkt.ChannelHash(), pkt.FromPubkey()
+	}
 	return d
 }
 
@@ -287,10 +309,10 @@ func (in *ingester) apply(b *batch, p *prepared) error {
 
 func (in *ingester) applyRecord(b *batch, p *prepared) error {
 	if p.rec.Duplicate && b.isRedelivery(&p.rec) {
-		return in.drop(b, DropRedelivered, &p.rec, nil)
+		return in.drop(b, DropRedelivered, p, nil)
 	}
 	if p.drop != "" {
-		return in.drop(b, p.drop, &p.rec, p.cause)
+		return in.drop(b, p.drop, p, p.cause)
 	}
 	switch p.topic.Kind {
 	case decoder.KindStatus:
@@ -300,7 +322,7 @@ func (in *ingester) applyRecord(b *batch, p *prepared) error {
 	case decoder.KindChannelMessage, decoder.KindDirectMessage:
 		return in.applyCompanion(b, p)
 	}
-	return in.drop(b, DropIgnoredTopic, &p.rec, nil)
+	return in.drop(b, DropIgnoredTopic, p, nil)
 }
 
 func (in *ingester) applyStatus(b *batch, p *prepared) error {
@@ -342,87 +364,112 @@ func (in *ingester) applyStatus(b *batch, p *prepared) error {
 }
 
 func (in *ingester) applyPacket(b *batch, p *prepared) error {
-	t, f, m, topic := p.t, &p.frame, &p.pkt, &p.topic
 	e, found, err := b.transmission(p.key, p.hash)
 	if err != nil {
 		return err
 	}
 	var advert *NodeAdvert
+	var d *decodedPacket
+	if found {
+		b.counts.txDupes++
+		if p.frame.Type == decoder.TypeAdvert {
+			advert = in.storedAdvert(b, p, e.advert)
+		}
+	} else {
+		d = in.decodeNew(b, p)
+		if d.isNode {
+			if !d.node.SignatureValid {
+				return in.badSignature(b, p, &d.node)
+			}
+			if reason := advertProblem(&d.node); reason != "" {
+				return in.drop(b, reason, p, nil)
+			}
+			advert = in.advertOf(&d.node, d.pkt.Scope)
+		}
+	}
+	if advert != nil && advert.Foreign && in.cfg.dropForeign {
+		return in.drop(b, DropForeignAdvert, p, nil)
+	}
 	if !found {
-		full := p.full
-		if full == nil {
-			if bad, ok := b.s.badAdverts.get(p.key); ok {
-				// Known to fail its signature: no second Ed25519 check.
-				full = &decodedPacket{node: bad, isNode: true, pkt: &decoder.Packet{}}
-			} else {
-				full = in.decodeFull(f)
-			}
-		}
-		if full.isNode {
-			n := &full.node
-			if !n.SignatureValid {
-				// The verdict is a property of the bytes: remember it.
-				b.s.badAdverts.put(p.key, *n)
-				b.counts.sigDrops++
-				b.counts.drops[DropInvalidSignature]++
-				return b.insertDropped(&DroppedPacket{
-					Hash: nonEmptyString(p.hash), RawHex: nonEmptyString(m.Raw), Reason: DropInvalidSignature,
-					ObserverID: nonEmptyString(topic.ObserverID), ObserverName: nonEmpty(m.Origin),
-					NodePubkey: nonEmptyString(n.PublicKey), NodeName: nonEmptyString(n.Name), DroppedAt: t,
-				})
-			}
-			if reason := advertProblem(n); reason != "" {
-				return in.drop(b, reason, &p.rec, nil)
-			}
-			advert = nodeAdvertFrom(n, full.pkt.Scope)
-			advert.Foreign = !in.cfg.geo.passes(advert.Lat, advert.Lon)
-			if advert.Foreign && in.cfg.dropForeign {
-				return in.drop(b, DropForeignAdvert, &p.rec, nil)
-			}
-		}
+		f := &p.frame
 		e, err = b.insertTransmission(&Transmission{
-			Key: p.key, Hash: p.hash, RawHex: m.Raw,
+			Key: p.key, Hash: p.hash, RawHex: p.pkt.Raw,
 			RouteType: int(f.Route), PayloadType: int(f.Type), PayloadVersion: int(f.Version),
-			DecodedJSON: full.decoded, ChannelHash: full.channel, FromPubkey: full.from, ScopeName: full.pkt.Scope,
-		}, t)
+			DecodedJSON: d.decoded, ChannelHash: d.channel, FromPubkey: d.from, ScopeName: d.pkt.Scope,
+		}, p.t)
 		if err != nil {
 			return err
 		}
 		if advert != nil {
 			b.rememberAdvert(p.key, advert)
 		}
-	} else {
-		b.counts.txDupes++
-		if f.Type == decoder.TypeAdvert {
-			advert = e.advert
-			if advert == nil || !advert.Role.Valid {
-				// Known from the table only (after a restart): read the
-				// node fields again, without the signature check the
-				// stored transmission already passed.
-				full := decoder.DecodePacket(*f, in.cfg.reread)
-				if n, ok := full.Node(); ok && advertProblem(&n) == "" {
-					advert = nodeAdvertFrom(&n, full.Scope)
-					advert.Foreign = !in.cfg.geo.passes(advert.Lat, advert.Lon)
-					// Node fields are a property of the bytes: keep them
-					// for the next duplicate.
-					b.s.transmissions.update(p.key, func(e *txEntry) { e.advert = advert })
-				} else {
-					advert = nil
-				}
-			}
-			if advert != nil && advert.Foreign && in.cfg.dropForeign {
-				return in.drop(b, DropForeignAdvert, &p.rec, nil)
-			}
-		}
 	}
+	return in.observe(b, p, e, advert, !found)
+}
 
-	// The observer row exists before its observation, so observer_idx is
-	// never NULL (CoreScope upserts it afterwards).
+// decodeNew is the full decode of a new transmission: the one prepare made
+// ahead, else a bad-signature verdict remembered (no second Ed25519
+// check), else a decode now (prepare had seen the hash in a record that
+// did not store it: a dropped message, a rolled-back batch).
+func (in *ingester) decodeNew(b *batch, p *prepared) *decodedPacket {
+	if p.full != nil {
+		return p.full
+	}
+	if bad, ok := b.s.badAdverts.Get(p.key); ok {
+		return &decodedPacket{node: bad, isNode: true, pkt: &decoder.Packet{}}
+	}
+	return in.decode(&p.frame, true)
+}
+
+// storedAdvert is the node a stored advert announces: the fields the
+// cache kept, else (known from the table only, after a restart) the fields
+// read again from the frame and kept for the next duplicate, since they
+// are a property of the bytes. nil when it is no valid advert.
+func (in *ingester) storedAdvert(b *batch, p *prepared, cached *NodeAdvert) *NodeAdvert {
+	if cached != nil && cached.Role.Valid {
+		return cached
+	}
+	d := in.decode(&p.frame, false)
+	if !d.isNode || advertProblem(&d.node) != "" {
+		return nil
+	}
+	advert := in.advertOf(&d.node, d.pkt.Scope)
+	b.s.transmissions.Update(p.key, func(e *txEntry) { e.advert = advert })
+	return advert
+}
+
+// advertOf is the node row a valid advert gives, marked foreign when it is
+// outside geo_filter.
+func (in *ingester) advertOf(n *decoder.Node, scope sql.NullString) *NodeAdvert {
+	a := nodeAdvertFrom(n, scope)
+	a.Foreign = !in.cfg.geo.passes(a.Lat, a.Lon)
+	return a
+}
+
+// badSignature drops an advert whose signature fails with CoreScope's
+// dropped_packets row, and remembers the verdict: it is a property of the
+// bytes.
+func (in *ingester) badSignature(b *batch, p *prepared, n *decoder.Node) error {
+	b.s.badAdverts.Put(p.key, *n)
+	b.counts.sigDrops++
+	b.counts.drops[DropInvalidSignature]++
+	m := &p.pkt
+	return b.insertDropped(&DroppedPacket{
+		Hash: nonEmptyString(p.hash), RawHex: nonEmptyString(m.Raw), Reason: DropInvalidSignature,
+		ObserverID: nonEmptyString(p.topic.ObserverID), ObserverName: nonEmpty(m.Origin),
+		NodePubkey: nonEmptyString(n.PublicKey), NodeName: nonEmptyString(n.Name), DroppedAt: p.t,
+	})
+}
+
+// observe writes a packet's observation of the stored transmission e. The
+// observer row exists before its observation, so observer_idx is never
+// NULL (CoreScope upserts it afterwards).
+func (in *ingester) observe(b *batch, p *prepared, e txEntry, advert *NodeAdvert, newTransmission bool) error {
+	t, m, id := p.t, &p.pkt, p.topic.ObserverID
 	var observerIdx sql.NullInt64
-	name := nonEmpty(m.Origin)
-	iata := nonEmptyString(p.region)
-	if topic.ObserverID != "" {
-		rowid, _, err := b.observer(topic.ObserverID, name, iata, t, true)
+	name, iata := nonEmpty(m.Origin), nonEmptyString(p.region)
+	if id != "" {
+		rowid, _, err := b.observer(id, name, iata, t, true)
 		if err != nil {
 			return err
 		}
@@ -439,12 +486,12 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 		PathJSON: p.path, Timestamp: t.Unix(), RawHex: nonEmptyString(m.Raw),
 	}
 	if in.hook != nil {
-		oc := ObservationContext{ReceivedAt: t, ObserverID: topic.ObserverID, Frame: f, NewTransmission: !found}
+		oc := ObservationContext{ReceivedAt: t, ObserverID: id, Frame: &p.frame, NewTransmission: newTransmission}
 		if advert != nil {
 			oc.FromPubkey = advert.PublicKey
 		}
-		if err := in.hook.BeforeObservation(b.ctx, b.s.conn, &obs, &oc); err != nil {
-			return fmt.Errorf("observation hook: %w", err)
+		if err := in.beforeObservation(b, &obs, &oc); err != nil {
+			return err
 		}
 	}
 	if err := b.insertObservation(&obs); err != nil {
@@ -452,10 +499,17 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 	}
 	b.seeTransmission(p.key, e, t)
 	if advert != nil {
-		b.nodeAdvert(advert, t, !found)
+		b.nodeAdvert(advert, t, newTransmission)
 	}
 	if observerIdx.Valid {
 		b.observerLive(observerIdx.Int64, name, iata, t, true, nil)
+	}
+	return nil
+}
+
+func (in *ingester) beforeObservation(b *batch, obs *Observation, oc *ObservationContext) error {
+	if err := in.hook.BeforeObservation(b.ctx, b.s.conn, obs, oc); err != nil {
+		return fmt.Errorf("observation hook: %w", err)
 	}
 	return nil
 }
@@ -492,8 +546,8 @@ func (in *ingester) applyCompanion(b *batch, p *prepared) error {
 	}
 	if in.hook != nil {
 		oc := ObservationContext{ReceivedAt: t, ObserverID: "companion", NewTransmission: !found}
-		if err := in.hook.BeforeObservation(b.ctx, b.s.conn, &obs, &oc); err != nil {
-			return fmt.Errorf("observation hook: %w", err)
+		if err := in.beforeObservation(b, &obs, &oc); err != nil {
+			return err
 		}
 	}
 	if err := b.insertObservation(&obs); err != nil {
@@ -506,7 +560,8 @@ func (in *ingester) applyCompanion(b *batch, p *prepared) error {
 // drop counts a message that produces no rows (and, for an unreadable
 // payload, writes a dropped_packets row). It logs at most once a minute per
 // reason.
-func (in *ingester) drop(b *batch, reason string, rec *Record, cause error) error {
+func (in *ingester) drop(b *batch, reason string, p *prepared, cause error) error {
+	rec := &p.rec
 	b.counts.drops[reason]++
 	if ok, suppressed := in.throttle.Allow(reason, time.Now()); ok && reason != DropIgnoredTopic {
 		ev := in.log.Info().Str("reason", reason).Str("topic", rec.Topic).Str("source", rec.Source).Int("suppressed", suppressed)
@@ -518,10 +573,9 @@ func (in *ingester) drop(b *batch, reason string, rec *Record, cause error) erro
 	if reason != DropUnreadable {
 		return nil
 	}
-	topic := decoder.ParseTopic(rec.Topic)
 	return b.insertDropped(&DroppedPacket{
 		Reason:     DropUnreadable + ": " + causeText(cause),
-		ObserverID: nonEmptyString(topic.ObserverID),
+		ObserverID: nonEmptyString(p.topic.ObserverID),
 		DroppedAt:  rec.ReceivedAt,
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 const obsA = "AAAA000000000000000000000000000000000000000000000000000000000001"
@@ -35,7 +36,7 @@ func statusRecord(at time.Time, observer string, payload map[string]any, retaine
 // corpusRaw returns the raw of the first corpus packet of a payload type.
 func corpusRaw(t testing.TB, payloadType decoder.PayloadType) string {
 	t.Helper()
-	for _, r := range corpusRecords(t) {
+	for _, r := range writertest.CorpusRecords(t) {
 		if !strings.HasSuffix(r.Topic, "/packets") {
 			continue
 		}
@@ -58,10 +59,10 @@ func runRecords(t *testing.T, cfg *shared.Config, recs ...Record) {
 // counters and times gives the same rows as one statement per message,
 // whatever the batch size.
 func TestWriter_BatchBoundaries_SameRows(t *testing.T) {
-	recs := corpusRecords(t)
+	recs := writertest.CorpusRecords(t)
 	var dumps []map[string][]string
 	for _, size := range []int{1, 7, 100000} {
-		cfg := corpusConfig(t)
+		cfg := writertest.CorpusConfig(t)
 		drain(t, spoolOf(t, append([]Record(nil), recs...)), Options{Config: cfg, BatchMaxRecords: size}, int64(len(recs)))
 		dumps = append(dumps, dumpDB(t, cfg.DBPath))
 	}
@@ -72,7 +73,7 @@ func TestWriter_BatchBoundaries_SameRows(t *testing.T) {
 // TestWriter_BacklogSpooledYesterday_StoredWithYesterdaysTimes: every stored
 // time is the receive time the spool recorded, not the time of writing.
 func TestWriter_BacklogSpooledYesterday_StoredWithYesterdaysTimes(t *testing.T) {
-	cfg := corpusConfig(t)
+	cfg := writertest.CorpusConfig(t)
 	yesterday := time.Now().UTC().Add(-24 * time.Hour).Truncate(time.Second)
 	advert := corpusRaw(t, decoder.TypeAdvert)
 	runRecords(t, cfg,
@@ -80,7 +81,7 @@ func TestWriter_BacklogSpooledYesterday_StoredWithYesterdaysTimes(t *testing.T) 
 		packetRecord(yesterday.Add(time.Minute), obsA, advert, nil),
 		packetRecord(yesterday.Add(2*time.Minute), obsB, advert, nil),
 	)
-	db := openRaw(t, cfg.DBPath)
+	db := writertest.OpenRaw(t, cfg.DBPath)
 	ts := func(d time.Duration) string { return yesterday.Add(d).Format(rfc3339Seconds) }
 	var firstSeen string
 	var lastSeen int64
@@ -88,7 +89,7 @@ func TestWriter_BacklogSpooledYesterday_StoredWithYesterdaysTimes(t *testing.T) 
 	if firstSeen != ts(time.Minute) || lastSeen != yesterday.Add(2*time.Minute).Unix() {
 		t.Errorf("transmission first_seen %s last_seen %d; want %s and %d", firstSeen, lastSeen, ts(time.Minute), yesterday.Add(2*time.Minute).Unix())
 	}
-	if n := count(t, db, `SELECT COUNT(*) FROM observations WHERE timestamp IN (?, ?)`,
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM observations WHERE timestamp IN (?, ?)`,
 		yesterday.Add(time.Minute).Unix(), yesterday.Add(2*time.Minute).Unix()); n != 2 {
 		t.Errorf("%d observations stamped with their receive time, want 2", n)
 	}
@@ -104,13 +105,13 @@ func TestWriter_BacklogSpooledYesterday_StoredWithYesterdaysTimes(t *testing.T) 
 	}
 	var mts string
 	db.QueryRow(`SELECT timestamp FROM observer_metrics`).Scan(&mts)
-	if want := formatSeconds(roundToInterval(yesterday.Unix(), 300*time.Second)); mts != want {
+	if want := FormatSeconds(roundToInterval(yesterday.Unix(), 300*time.Second)); mts != want {
 		t.Errorf("observer_metrics timestamp %s, want %s (receive time rounded to 300 s)", mts, want)
 	}
 }
 
 func TestIngest_OutOfOrderObservation_LowersFirstSeen(t *testing.T) {
-	cfg := corpusConfig(t)
+	cfg := writertest.CorpusConfig(t)
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
 	raw := corpusRaw(t, decoder.TypeGrpTxt)
 	runRecords(t, cfg,
@@ -118,7 +119,7 @@ func TestIngest_OutOfOrderObservation_LowersFirstSeen(t *testing.T) {
 		packetRecord(t0.Add(-time.Hour), obsB, raw, nil),
 		packetRecord(t0.Add(time.Hour), obsB, raw, map[string]any{"SNR": "7.5", "RSSI": "-101dBm"}),
 	)
-	db := openRaw(t, cfg.DBPath)
+	db := writertest.OpenRaw(t, cfg.DBPath)
 	var firstSeen string
 	var lastSeen int64
 	db.QueryRow(`SELECT first_seen, last_seen FROM transmissions`).Scan(&firstSeen, &lastSeen)
@@ -127,7 +128,7 @@ func TestIngest_OutOfOrderObservation_LowersFirstSeen(t *testing.T) {
 	}
 	// B reported the same frame with the same path twice: one row, filled
 	// with the values the second report added.
-	if n := count(t, db, `SELECT COUNT(*) FROM observations`); n != 2 {
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM observations`); n != 2 {
 		t.Errorf("%d observations, want 2", n)
 	}
 	var snr, rssi float64
@@ -135,21 +136,21 @@ func TestIngest_OutOfOrderObservation_LowersFirstSeen(t *testing.T) {
 	if snr != 7.5 || rssi != -101 {
 		t.Errorf("snr %v rssi %v, want 7.5 and -101", snr, rssi)
 	}
-	if n := count(t, db, `SELECT packet_count FROM observers WHERE id = ?`, obsB); n != 2 {
+	if n := writertest.Count(t, db, `SELECT packet_count FROM observers WHERE id = ?`, obsB); n != 2 {
 		t.Errorf("packet_count %d, want 2 (every message counts)", n)
 	}
 }
 
 func TestIngest_RetainedStatus_UpdatesMetadataOnly(t *testing.T) {
-	cfg := corpusConfig(t)
+	cfg := writertest.CorpusConfig(t)
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
 	runRecords(t, cfg,
 		statusRecord(t0, obsB, map[string]any{"status": "online", "origin": "ghost", "model": "old"}, true),
 		statusRecord(t0, obsA, map[string]any{"status": "online", "origin": "A", "model": "v1"}, false),
 		statusRecord(t0.Add(time.Hour), obsA, map[string]any{"status": "online", "origin": "A2", "model": "v2", "repeat": "off"}, true),
 	)
-	db := openRaw(t, cfg.DBPath)
-	if n := count(t, db, `SELECT COUNT(*) FROM observers WHERE id = ?`, obsB); n != 0 {
+	db := writertest.OpenRaw(t, cfg.DBPath)
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM observers WHERE id = ?`, obsB); n != 0 {
 		t.Error("a retained status created an observer row")
 	}
 	var name, model, lastSeen string
@@ -162,7 +163,7 @@ func TestIngest_RetainedStatus_UpdatesMetadataOnly(t *testing.T) {
 	if lastSeen != t0.Format(rfc3339Seconds) || packets != 1 {
 		t.Errorf("retained status refreshed liveness: last_seen %s packet_count %d", lastSeen, packets)
 	}
-	if n := count(t, db, `SELECT COUNT(*) FROM observer_metrics`); n != 1 {
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM observer_metrics`); n != 1 {
 		t.Errorf("%d observer_metrics rows, want 1 (the live status only)", n)
 	}
 }
@@ -176,9 +177,9 @@ func TestIngest_InvalidSignature_OneDroppedRowAndNothingElse(t *testing.T) {
 	bad := strings.ToUpper(hex.EncodeToString(b))
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
 
-	cfg := corpusConfig(t)
+	cfg := writertest.CorpusConfig(t)
 	runRecords(t, cfg, packetRecord(t0, obsA, bad, nil))
-	db := openRaw(t, cfg.DBPath)
+	db := writertest.OpenRaw(t, cfg.DBPath)
 	var reason, hash, pubkey, observer, droppedAt string
 	db.QueryRow(`SELECT reason, hash, node_pubkey, observer_id, dropped_at || '' FROM dropped_packets`).Scan(&reason, &hash, &pubkey, &observer, &droppedAt)
 	if reason != "invalid signature" || len(hash) != 16 || len(pubkey) != 64 || observer != obsA {
@@ -188,17 +189,17 @@ func TestIngest_InvalidSignature_OneDroppedRowAndNothingElse(t *testing.T) {
 		t.Errorf("dropped_at %s, want the receive time %s", droppedAt, t0.Format(sqliteDateTime))
 	}
 	for _, table := range []string{"transmissions", "observations", "nodes", "observers"} {
-		if n := count(t, db, "SELECT COUNT(*) FROM "+table); n != 0 {
+		if n := writertest.Count(t, db, "SELECT COUNT(*) FROM "+table); n != 0 {
 			t.Errorf("%s has %d rows after a bad-signature advert", table, n)
 		}
 	}
 
 	off := false
-	cfg = corpusConfig(t)
+	cfg = writertest.CorpusConfig(t)
 	cfg.ValidateSignatures = &off
 	runRecords(t, cfg, packetRecord(t0, obsA, bad, nil))
-	db = openRaw(t, cfg.DBPath)
-	if n := count(t, db, `SELECT COUNT(*) FROM nodes`); n != 1 {
+	db = writertest.OpenRaw(t, cfg.DBPath)
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM nodes`); n != 1 {
 		t.Errorf("validateSignatures=false: %d nodes, want 1", n)
 	}
 }
@@ -206,7 +207,7 @@ func TestIngest_InvalidSignature_OneDroppedRowAndNothingElse(t *testing.T) {
 func TestIngest_Filters(t *testing.T) {
 	raw := corpusRaw(t, decoder.TypeGrpTxt)
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
-	cfg := corpusConfig(t)
+	cfg := writertest.CorpusConfig(t)
 	cfg.ObserverBlacklist = []string{strings.ToLower(obsB)}
 	cfg.ObserverIATAWhitelist = []string{"sjc"}
 	oak := packetRecord(t0, obsA, raw, nil)
@@ -218,8 +219,8 @@ func TestIngest_Filters(t *testing.T) {
 		{ReceivedAt: t0, Topic: "meshcore/SJC/" + obsA + "/packets", Payload: []byte("not json")},
 		{ReceivedAt: t0, Topic: "meshcore/SJC/" + obsA + "/debug", Payload: []byte(`{}`)},
 	}), Options{Config: cfg}, 5)
-	db := openRaw(t, cfg.DBPath)
-	if n := count(t, db, `SELECT COUNT(*) FROM transmissions`); n != 0 {
+	db := writertest.OpenRaw(t, cfg.DBPath)
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM transmissions`); n != 0 {
 		t.Errorf("%d transmissions stored from filtered messages", n)
 	}
 	drops := w.Stats().Drops()
@@ -236,7 +237,7 @@ func TestIngest_Filters(t *testing.T) {
 }
 
 func TestIngest_NaiveClock_RecordsSkew(t *testing.T) {
-	cfg := corpusConfig(t)
+	cfg := writertest.CorpusConfig(t)
 	raw := corpusRaw(t, decoder.TypeGrpTxt)
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
 	naive := func(at time.Time) map[string]any {
@@ -249,7 +250,7 @@ func TestIngest_NaiveClock_RecordsSkew(t *testing.T) {
 	}
 	recs = append(recs, packetRecord(t0.Add(49*time.Hour), obsA, raw, map[string]any{"timestamp": t0.Format(time.RFC3339)}))
 	runRecords(t, cfg, recs...)
-	db := openRaw(t, cfg.DBPath)
+	db := writertest.OpenRaw(t, cfg.DBPath)
 	var skew, n int64
 	var at string
 	db.QueryRow(`SELECT clock_skew_seconds, clock_skew_count_24h, clock_last_naive_at FROM observers`).Scan(&skew, &n, &at)
@@ -259,18 +260,18 @@ func TestIngest_NaiveClock_RecordsSkew(t *testing.T) {
 }
 
 func TestIngest_CompanionMessage(t *testing.T) {
-	cfg := corpusConfig(t)
+	cfg := writertest.CorpusConfig(t)
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
 	runRecords(t, cfg, Record{ReceivedAt: t0, Topic: "meshcore/message/channel/3",
 		Payload: []byte(`{"text":"Bob: hello","SNR":5}`)})
-	db := openRaw(t, cfg.DBPath)
+	db := writertest.OpenRaw(t, cfg.DBPath)
 	var raw, ch, decoded string
 	var pt int
 	db.QueryRow(`SELECT raw_hex, channel_hash, decoded_json, payload_type FROM transmissions`).Scan(&raw, &ch, &decoded, &pt)
 	if raw != "" || ch != "ch3" || pt != 5 || !strings.Contains(decoded, `"sender":"Bob"`) {
 		t.Errorf("companion transmission raw %q channel %q type %d decoded %s", raw, ch, pt, decoded)
 	}
-	if n := count(t, db, `SELECT COUNT(*) FROM observations WHERE observer_idx IS NULL AND path_json = '[]' AND snr = 5`); n != 1 {
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM observations WHERE observer_idx IS NULL AND path_json = '[]' AND snr = 5`); n != 1 {
 		t.Error("companion observation missing or wrong")
 	}
 }
@@ -285,12 +286,12 @@ func TestIngest_GeoFilter(t *testing.T) {
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
 	far := n.Lat.Float64 + 10
 	for _, mode := range []string{"flag", "drop"} {
-		cfg := corpusConfig(t)
+		cfg := writertest.CorpusConfig(t)
 		cfg.GeoFilter = &shared.GeoFilter{LatMin: &far}
 		cfg.ForeignAdverts = &shared.ForeignAdverts{Mode: mode}
 		runRecords(t, cfg, packetRecord(t0, obsA, raw, nil))
-		db := openRaw(t, cfg.DBPath)
-		got := fmt.Sprint(count(t, db, `SELECT COUNT(*) FROM nodes WHERE foreign_advert = 1`), count(t, db, `SELECT COUNT(*) FROM transmissions`))
+		db := writertest.OpenRaw(t, cfg.DBPath)
+		got := fmt.Sprint(writertest.Count(t, db, `SELECT COUNT(*) FROM nodes WHERE foreign_advert = 1`), writertest.Count(t, db, `SELECT COUNT(*) FROM transmissions`))
 		want := map[string]string{"flag": "1 1", "drop": "0 0"}[mode]
 		if got != want {
 			t.Errorf("mode %s: foreign nodes, transmissions = %s, want %s", mode, got, want)
@@ -341,9 +342,9 @@ func TestIngest_QoS1Redelivery_CountedOnce(t *testing.T) {
 		dup(qos1(packetRecord(t0.Add(4*time.Second), obsA, other, nil), 6, false), 10*time.Minute), // first delivery lost
 	}
 	for _, size := range []int{1, 1000} {
-		cfg := corpusConfig(t)
+		cfg := writertest.CorpusConfig(t)
 		w := drain(t, spoolOf(t, append([]Record(nil), recs...)), Options{Config: cfg, BatchMaxRecords: size}, int64(len(recs)))
-		db := openRaw(t, cfg.DBPath)
+		db := writertest.OpenRaw(t, cfg.DBPath)
 		for _, c := range []struct {
 			what, query string
 			want        int64
@@ -354,7 +355,7 @@ func TestIngest_QoS1Redelivery_CountedOnce(t *testing.T) {
 			{"observer_metrics", `SELECT COUNT(*) FROM observer_metrics`, 1},
 			{"dropped_packets", `SELECT COUNT(*) FROM dropped_packets`, 1},
 		} {
-			if got := count(t, db, c.query); got != c.want {
+			if got := writertest.Count(t, db, c.query); got != c.want {
 				t.Errorf("batch size %d: %s = %d, want %d", size, c.what, got, c.want)
 			}
 		}
@@ -380,13 +381,13 @@ func TestIngest_QoS1Redelivery_SecondCopyOfARepeat(t *testing.T) {
 	again := qos1(first, 1, true)                                                                      // the first copy redelivered
 	recs := []Record{older, first, second, again}
 	for _, size := range []int{1, 1000} {
-		cfg := corpusConfig(t)
+		cfg := writertest.CorpusConfig(t)
 		w := drain(t, spoolOf(t, append([]Record(nil), recs...)), Options{Config: cfg, BatchMaxRecords: size}, int64(len(recs)))
-		db := openRaw(t, cfg.DBPath)
-		if got := count(t, db, `SELECT packet_count FROM observers`); got != 3 {
+		db := writertest.OpenRaw(t, cfg.DBPath)
+		if got := writertest.Count(t, db, `SELECT packet_count FROM observers`); got != 3 {
 			t.Errorf("batch size %d: packet_count %d, want 3 (older, first, second)", size, got)
 		}
-		if got := count(t, db, `SELECT COUNT(*) FROM observations`); got != 2 {
+		if got := writertest.Count(t, db, `SELECT COUNT(*) FROM observations`); got != 2 {
 			t.Errorf("batch size %d: %d observations, want 2", size, got)
 		}
 		if n := w.Stats().Drops()[DropRedelivered]; n != 1 {
@@ -406,14 +407,14 @@ func TestIngest_QoS1Redelivery_AcrossWriterRestart(t *testing.T) {
 	first := qos1(packetRecord(t0, obsA, raw, map[string]any{"SNR": 7.5}), 1, false)
 	second := qos1(packetRecord(t0, obsA, raw, map[string]any{"SNR": 8.25}), 2, true) // its first delivery was lost
 	again := qos1(first, 1, true)
-	cfg := corpusConfig(t)
+	cfg := writertest.CorpusConfig(t)
 	dir := filepath.Join(t.TempDir(), "spool")
-	appendToSpool(t, dir, []Record{first}, spool.Options{})
+	writertest.AppendToSpool(t, dir, []Record{first}, spool.Options{})
 	drain(t, spoolOf2(t, dir), Options{Config: cfg}, 1)
-	appendToSpool(t, dir, []Record{second, again}, spool.Options{})
+	writertest.AppendToSpool(t, dir, []Record{second, again}, spool.Options{})
 	w := drain(t, spoolOf2(t, dir), Options{Config: cfg}, 2)
-	db := openRaw(t, cfg.DBPath)
-	if got := count(t, db, `SELECT packet_count FROM observers`); got != 2 {
+	db := writertest.OpenRaw(t, cfg.DBPath)
+	if got := writertest.Count(t, db, `SELECT packet_count FROM observers`); got != 2 {
 		t.Errorf("packet_count %d, want 2 (first, second)", got)
 	}
 	if n := w.Stats().Drops()[DropRedelivered]; n != 1 {

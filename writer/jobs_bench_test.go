@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // BenchmarkCatchUpJobs is BenchmarkCatchUp's writer run (the same backlog:
@@ -44,10 +46,10 @@ func benchCatchUpJobs(b *testing.B, base string) {
 				dir := filepath.Join(work, fmt.Sprintf("round%d-jobs-%v", round, jobs))
 				r := runCatchUpRound(b, dir, base, pristine, map[string]any{"writer": map[string]any{"jobs": jobs}})
 				before, io, cpuSec := r.before, r.io, r.cpuSeconds
-				db := openRaw(b, r.setup.DB)
-				n := count(b, db, `SELECT COUNT(*) FROM observations WHERE id > ?`, before["observations"])
-				resolved := count(b, db, `SELECT COUNT(*) FROM observations WHERE id > ? AND resolved_path IS NOT NULL`, before["observations"])
-				edges := count(b, db, `SELECT COUNT(*) FROM neighbor_edges`)
+				db := writertest.OpenRaw(b, r.setup.DB)
+				n := writertest.Count(b, db, `SELECT COUNT(*) FROM observations WHERE id > ?`, before["observations"])
+				resolved := writertest.Count(b, db, `SELECT COUNT(*) FROM observations WHERE id > ? AND resolved_path IS NOT NULL`, before["observations"])
+				edges := writertest.Count(b, db, `SELECT COUNT(*) FROM neighbor_edges`)
 				db.Close()
 				if obs == 0 {
 					obs = n

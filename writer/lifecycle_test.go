@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // TestWriter_Process_NotifiesSystemd runs the writer as systemd would
@@ -39,7 +40,7 @@ func TestWriter_Process_NotifiesSystemd(t *testing.T) {
 			m := string(buf[:n])
 			if strings.Contains(m, "READY=1") {
 				// At READY the schema must be in place.
-				db := openRaw(t, p.DB)
+				db := writertest.OpenRaw(t, p.DB)
 				var names int
 				err := db.QueryRow(`SELECT COUNT(*) FROM _migrations`).Scan(&names)
 				if err == nil && names != len(MigrationNames) {
@@ -53,7 +54,7 @@ func TestWriter_Process_NotifiesSystemd(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	appendToSpool(t, p.Spool, corpusRecords(t), spool.Options{})
+	writertest.AppendToSpool(t, p.Spool, writertest.CorpusRecords(t), spool.Options{})
 	cmd := p.start(t, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=300000")
 	select {
 	case err := <-readyChecked:
@@ -88,7 +89,7 @@ func TestWriter_Process_NotifiesSystemd(t *testing.T) {
 func TestWriter_Process_SIGTERMWhileDraining(t *testing.T) {
 	recs := faultTraffic(t, 30000)
 	p := newProcessSetup(t, t.TempDir(), map[string]any{"writer": map[string]any{"batchMaxRecords": 2000}})
-	appendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd := p.start(t)
 	for { // the first commit (the advisory position follows every commit)
 		if pos, err := spool.ReadWriterPosition(p.Spool); err == nil && pos.Seq > 0 {
@@ -114,8 +115,8 @@ func TestWriter_Process_SIGTERMWhileDraining(t *testing.T) {
 	cmd = p.start(t)
 	p.waitDrained(t, 5*time.Minute)
 	stopProcess(t, cmd)
-	db := openRaw(t, p.DB)
-	if n := count(t, db, `SELECT COUNT(*) FROM observations`); n < int64(len(recs))*9/10 {
+	db := writertest.OpenRaw(t, p.DB)
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM observations`); n < int64(len(recs))*9/10 {
 		t.Errorf("%d observations after the restart", n)
 	}
 }

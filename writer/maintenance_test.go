@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // The procedures of MAINTENANCE.md, done to real writer processes.
@@ -22,17 +23,17 @@ func TestMaintenance_StopVacuumMigrateStart(t *testing.T) {
 	want, _ := referenceRun(t, recs)
 
 	p := newProcessSetup(t, t.TempDir(), nil)
-	appendToSpool(t, p.Spool, partA, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, partA, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd := p.start(t)
 	p.waitDrained(t, 5*time.Minute)
 	stopProcess(t, cmd) // 1. stop the writer
 
 	// 2. the receiver keeps spooling while the writer is stopped
-	appendToSpool(t, p.Spool, partB, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, partB, spool.Options{SegmentMaxBytes: 1 << 20})
 
 	// 3. maintenance: VACUUM (observer rowids must survive it: observations
 	// reference them), a backup, a schema change
-	db := openRaw(t, p.DB)
+	db := writertest.OpenRaw(t, p.DB)
 	rowids := observerRowids(t, p.DB)
 	backup := filepath.Join(t.TempDir(), "backup.db")
 	for _, q := range []string{
@@ -54,13 +55,13 @@ func TestMaintenance_StopVacuumMigrateStart(t *testing.T) {
 	cmd = p.start(t)
 	p.waitDrained(t, 5*time.Minute)
 	stopProcess(t, cmd)
-	db = openRaw(t, p.DB)
+	db = writertest.OpenRaw(t, p.DB)
 	if _, err := db.Exec(`ALTER TABLE observers DROP COLUMN operator_note`); err != nil { // for the comparison
 		t.Fatal(err)
 	}
 	db.Close()
 	diffDumps(t, want, dumpDB(t, p.DB))
-	if n := count(t, openRaw(t, p.DB), `SELECT COUNT(*) FROM observations o LEFT JOIN observers b
+	if n := writertest.Count(t, writertest.OpenRaw(t, p.DB), `SELECT COUNT(*) FROM observations o LEFT JOIN observers b
 		ON b.rowid = o.observer_idx WHERE b.id IS NULL`); n != 0 {
 		t.Errorf("%d observations point at no observer", n)
 	}
@@ -77,18 +78,18 @@ func TestMaintenance_RestoreBackup(t *testing.T) {
 	want, _ := referenceRun(t, append(append([]Record(nil), partA...), partC...))
 
 	p := newProcessSetup(t, t.TempDir(), nil)
-	appendToSpool(t, p.Spool, partA, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, partA, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd := p.start(t)
 	p.waitDrained(t, 5*time.Minute)
 	stopProcess(t, cmd)
 	backup := filepath.Join(t.TempDir(), "backup.db")
-	db := openRaw(t, p.DB)
+	db := writertest.OpenRaw(t, p.DB)
 	if _, err := db.Exec(`VACUUM INTO '` + backup + `'`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
 
-	appendToSpool(t, p.Spool, partB, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, partB, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd = p.start(t)
 	p.waitDrained(t, 5*time.Minute)
 	stopProcess(t, cmd)
@@ -98,7 +99,7 @@ func TestMaintenance_RestoreBackup(t *testing.T) {
 		os.Remove(f)
 	}
 	copyFile(t, backup, p.DB)
-	appendToSpool(t, p.Spool, partC, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, partC, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd = p.start(t)
 	p.waitDrained(t, 5*time.Minute)
 	stopProcess(t, cmd)
@@ -112,7 +113,7 @@ func TestWriter_TableDroppedUnderIt_Recovers(t *testing.T) {
 	recs := faultTraffic(t, 20000)
 	want, _ := referenceRun(t, recs)
 	p := newProcessSetup(t, t.TempDir(), nil)
-	appendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, recs, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd := p.start(t)
 	for {
 		if f, ok := p.readStats(t); ok && f.Meshingest.Messages > 0 {
@@ -120,7 +121,7 @@ func TestWriter_TableDroppedUnderIt_Recovers(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	db := openRaw(t, p.DB)
+	db := writertest.OpenRaw(t, p.DB)
 	if _, err := db.ExecContext(context.Background(), `PRAGMA busy_timeout = 10000`); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func TestWriter_TableDroppedUnderIt_Recovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for count(t, db, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'observer_metrics'`) == 0 {
+	for writertest.Count(t, db, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'observer_metrics'`) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the writer did not put the dropped table back")
 		}
@@ -157,7 +158,7 @@ func TestWriter_TableDroppedUnderIt_Recovers(t *testing.T) {
 
 func observerRowids(t *testing.T, path string) map[string]int64 {
 	t.Helper()
-	db := openRaw(t, path)
+	db := writertest.OpenRaw(t, path)
 	defer db.Close()
 	rows, err := db.Query(`SELECT id, rowid FROM observers`)
 	if err != nil {
@@ -193,24 +194,24 @@ func TestWriter_DatabaseReplacedUnderIt(t *testing.T) {
 	recs := faultTraffic(t, 6000)
 	partA, partB := recs[:3000], recs[3000:]
 	p := newProcessSetup(t, t.TempDir(), nil)
-	appendToSpool(t, p.Spool, partA, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, partA, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd := p.start(t)
 	p.waitDrained(t, 5*time.Minute)
 	backup := filepath.Join(p.Dir, "copy.db")
-	db := openRaw(t, p.DB)
+	db := writertest.OpenRaw(t, p.DB)
 	if _, err := db.Exec(`VACUUM INTO '` + backup + `'`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
-	before := count(t, openRaw(t, backup), `SELECT COUNT(*) FROM observations`)
+	before := writertest.Count(t, writertest.OpenRaw(t, backup), `SELECT COUNT(*) FROM observations`)
 	if err := os.Rename(backup, p.DB); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond)
-	appendToSpool(t, p.Spool, partB, spool.Options{SegmentMaxBytes: 1 << 20})
+	writertest.AppendToSpool(t, p.Spool, partB, spool.Options{SegmentMaxBytes: 1 << 20})
 	p.waitDrained(t, 5*time.Minute)
 	stopProcess(t, cmd)
-	after := count(t, openRaw(t, p.DB), `SELECT COUNT(*) FROM observations`)
+	after := writertest.Count(t, writertest.OpenRaw(t, p.DB), `SELECT COUNT(*) FROM observations`)
 	if after <= before {
 		t.Errorf("observations in the file at dbPath: %d before, %d after part B", before, after)
 	}

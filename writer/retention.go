@@ -66,7 +66,7 @@ func (r *retention) phases() []retentionPhase {
 		{"inactive observer metrics", r.deleteInactiveObserverMetrics},
 		{"metrics", r.chunked(`DELETE FROM observer_metrics WHERE rowid IN
 			(SELECT rowid FROM observer_metrics WHERE timestamp < ? LIMIT ?)`, func(now time.Time) any {
-			return formatSeconds(now.AddDate(0, 0, -r.metricsDays).Unix())
+			return FormatSeconds(now.AddDate(0, 0, -r.metricsDays).Unix())
 		})},
 		{"dropped packets", r.chunked(`DELETE FROM dropped_packets WHERE id IN
 			(SELECT id FROM dropped_packets WHERE dropped_at < ? LIMIT ?)`, func(now time.Time) any {
@@ -75,7 +75,7 @@ func (r *retention) phases() []retentionPhase {
 		{"packets", r.deleteOldPackets},
 		{"neighbor edges", r.chunked(`DELETE FROM neighbor_edges WHERE rowid IN
 			(SELECT rowid FROM neighbor_edges WHERE last_seen < ? LIMIT ?)`, func(now time.Time) any {
-			return formatSeconds(now.AddDate(0, 0, -r.edgeDays).Unix())
+			return FormatSeconds(now.AddDate(0, 0, -r.edgeDays).Unix())
 		})},
 		{"client receptions", func(ctx context.Context, tx Tx, now time.Time) (bool, error) {
 			if r.clientRxDays <= 0 {
@@ -83,7 +83,7 @@ func (r *retention) phases() []retentionPhase {
 			}
 			return r.chunked(`DELETE FROM client_receptions WHERE id IN
 				(SELECT id FROM client_receptions WHERE rx_at < ? LIMIT ?)`, func(now time.Time) any {
-				return formatSeconds(now.AddDate(0, 0, -r.clientRxDays).Unix())
+				return FormatSeconds(now.AddDate(0, 0, -r.clientRxDays).Unix())
 			})(ctx, tx, now)
 		}},
 		{"incremental vacuum", func(ctx context.Context, tx Tx, now time.Time) (bool, error) {
@@ -130,7 +130,7 @@ func (r *retention) chunked(query string, cutoff func(time.Time) any) func(conte
 func (r *retention) moveStaleNodes(ctx context.Context, tx Tx, now time.Time) (bool, error) {
 	const cols = `public_key, name, role, lat, lon, last_seen, first_seen, advert_count, battery_mv,
 		temperature_c, foreign_advert, default_scope, multibyte_sup, multibyte_evidence`
-	cutoff := formatSeconds(now.AddDate(0, 0, -r.nodeDays).Unix())
+	cutoff := FormatSeconds(now.AddDate(0, 0, -r.nodeDays).Unix())
 	const pick = `SELECT rowid FROM nodes WHERE last_seen < ?1 ORDER BY rowid LIMIT ?2`
 	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO inactive_nodes (`+cols+`)
 		SELECT `+cols+` FROM nodes WHERE rowid IN (`+pick+`)`, cutoff, retentionChunk); err != nil {
@@ -148,7 +148,7 @@ func (r *retention) markStaleObservers(ctx context.Context, tx Tx, now time.Time
 	if r.observerDays < 0 {
 		return true, nil
 	}
-	cutoff := formatSeconds(now.AddDate(0, 0, -r.observerDays).Unix())
+	cutoff := FormatSeconds(now.AddDate(0, 0, -r.observerDays).Unix())
 	_, err := tx.ExecContext(ctx, `UPDATE observers SET inactive = 1
 		WHERE last_seen < ? AND (inactive IS NULL OR inactive = 0)`, cutoff)
 	return true, err
@@ -174,7 +174,7 @@ func (r *retention) deleteOldPackets(ctx context.Context, tx Tx, now time.Time) 
 	if r.packetDays <= 0 {
 		return true, nil
 	}
-	cutoff := formatSeconds(now.AddDate(0, 0, -r.packetDays).Unix())
+	cutoff := FormatSeconds(now.AddDate(0, 0, -r.packetDays).Unix())
 	// Fewer transmissions per step: each has tens of observations.
 	const txChunk = retentionChunk / 10
 	const pick = `SELECT id FROM transmissions WHERE first_seen < ?1 ORDER BY id LIMIT ?2`

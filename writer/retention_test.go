@@ -7,6 +7,7 @@ import (
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // TestRetention_StreamTime: with the receive time of the newest record 20
@@ -15,7 +16,7 @@ import (
 // metrics, and deletes old metrics and packets (with their observations),
 // in small steps between batches.
 func TestRetention_StreamTime(t *testing.T) {
-	cfg := corpusConfig(t)
+	cfg := writertest.CorpusConfig(t)
 	cfg.Retention = &shared.Retention{NodeDays: 7, ObserverDays: 14, MetricsDays: 15, PacketDays: 10}
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	later := t0.Add(20 * 24 * time.Hour)
@@ -34,13 +35,13 @@ func TestRetention_StreamTime(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	db := openRaw(t, cfg.DBPath)
+	db := writertest.OpenRaw(t, cfg.DBPath)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if w.Stats().Messages.Load() == int64(len(recs)) &&
-			count(t, db, `SELECT COUNT(*) FROM transmissions`) == 1 &&
-			count(t, db, `SELECT COUNT(*) FROM inactive_nodes`) == 1 &&
-			count(t, db, `SELECT COUNT(*) FROM observer_metrics`) == 1 {
+			writertest.Count(t, db, `SELECT COUNT(*) FROM transmissions`) == 1 &&
+			writertest.Count(t, db, `SELECT COUNT(*) FROM inactive_nodes`) == 1 &&
+			writertest.Count(t, db, `SELECT COUNT(*) FROM observer_metrics`) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -66,7 +67,7 @@ func TestRetention_StreamTime(t *testing.T) {
 		{"observations left", `SELECT COUNT(*) FROM observations`, 1},
 		{"orphan observations", `SELECT COUNT(*) FROM observations o LEFT JOIN transmissions t ON t.id = o.transmission_id WHERE t.id IS NULL`, 0},
 	} {
-		if got := count(t, db, c.query); got != c.want {
+		if got := writertest.Count(t, db, c.query); got != c.want {
 			t.Errorf("%s = %d, want %d", c.what, got, c.want)
 		}
 	}

@@ -91,11 +91,13 @@ const (
 	sqliteDateTime = "2006-01-02 15:04:05"  // CURRENT_TIMESTAMP, dropped_packets.dropped_at
 )
 
-func formatSeconds(unix int64) string { return time.Unix(unix, 0).UTC().Format(rfc3339Seconds) }
+// FormatSeconds is a unix time as CoreScope stores first_seen, last_seen
+// and the other RFC 3339 columns: UTC, whole seconds.
+func FormatSeconds(unix int64) string { return time.Unix(unix, 0).UTC().Format(rfc3339Seconds) }
 
-// parseSeconds reads a stored RFC3339 time; CoreScope has written it with
-// and without fractional seconds over the years.
-func parseSeconds(s string) (int64, bool) {
+// ParseSeconds reads a stored RFC 3339 time as unix seconds; CoreScope has
+// written it with and without fractional seconds over the years.
+func ParseSeconds(s string) (int64, bool) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return 0, false

@@ -290,14 +290,15 @@ var dataMigrations = []struct {
 		WHERE channel_hash = 'public' AND payload_type = 5`}},
 }
 
-// asyncMigrations are CoreScope's background migrations. The index one is
-// done synchronously by the writer. The last_seen backfill only matters for
-// rows older than the column; it is recorded as pending on an upgraded
-// database with such rows, for the backfill job to pick up.
-const (
-	asyncObserverTimestampIndex = "obs_observer_ts_idx_v1"
-	asyncTxLastSeenBackfill     = "tx_last_seen_backfill_v1"
-)
+// asyncObserverTimestampIndex is one of CoreScope's background migrations
+// (_async_migrations); the writer builds the index synchronously.
+const asyncObserverTimestampIndex = "obs_observer_ts_idx_v1"
+
+// TxLastSeenBackfill is CoreScope's background migration that fills
+// transmissions.last_seen of rows older than the column. The schema
+// migration records it as pending on an upgraded database with such rows;
+// the backfill job (writer/jobs) picks it up.
+const TxLastSeenBackfill = "tx_last_seen_backfill_v1"
 
 // schemaReport says what migrate found and did, for the start-up log.
 type schemaReport struct {
@@ -433,7 +434,7 @@ func migrateInTx(ctx context.Context, conn *sql.Conn, rep *schemaReport) error {
 		}
 	}
 	if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO _async_migrations (name, status, ended_at)
-		VALUES (?, ?, CASE WHEN ? = 'done' THEN datetime('now') END)`, asyncTxLastSeenBackfill, backfillStatus, backfillStatus); err != nil {
+		VALUES (?, ?, CASE WHEN ? = 'done' THEN datetime('now') END)`, TxLastSeenBackfill, backfillStatus, backfillStatus); err != nil {
 		return fmt.Errorf("record async migration: %w", err)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 	"github.com/rs/zerolog"
 	_ "modernc.org/sqlite"
 )
@@ -145,21 +146,10 @@ INSERT INTO transmissions (raw_hex, hash, first_seen, last_seen, route_type, pay
 INSERT INTO observations (transmission_id, observer_idx, path_json, timestamp, raw_hex) VALUES (1, 1, '[]', 1784545140, '1500AA');
 `
 
-func openRaw(t testing.TB, path string) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.SetMaxOpenConns(1)
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
 func fixtureDB(t *testing.T, ddl string, extra ...string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "meshcore.db")
-	db := openRaw(t, path)
+	db := writertest.OpenRaw(t, path)
 	if _, err := db.Exec(ddl); err != nil {
 		t.Fatalf("fixture DDL: %v", err)
 	}
@@ -192,7 +182,7 @@ func openMigrated(t *testing.T, path string) (*database, schemaReport) {
 // view, WAL.
 func checkSchema(t *testing.T, path string) {
 	t.Helper()
-	db := openRaw(t, path)
+	db := writertest.OpenRaw(t, path)
 	for _, c := range AssertedColumns {
 		var n int
 		if err := db.QueryRow(`SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?`, c.Table, c.Column).Scan(&n); err != nil || n != 1 {
@@ -252,7 +242,7 @@ func checkSchema(t *testing.T, path string) {
 	if mode != "wal" {
 		t.Errorf("journal_mode = %s, want wal", mode)
 	}
-	for _, name := range []string{asyncObserverTimestampIndex, asyncTxLastSeenBackfill} {
+	for _, name := range []string{asyncObserverTimestampIndex, TxLastSeenBackfill} {
 		var n int
 		db.QueryRow(`SELECT COUNT(*) FROM _async_migrations WHERE name = ?`, name).Scan(&n)
 		if n != 1 {
@@ -273,7 +263,7 @@ func TestMigrate_NewDatabase_CreatesCurrentSchema(t *testing.T) {
 	checkSchema(t, path)
 	// nodes and inactive_nodes must be column-compatible for CoreScope's
 	// `INSERT INTO inactive_nodes SELECT * FROM nodes`.
-	db := openRaw(t, path)
+	db := writertest.OpenRaw(t, path)
 	cols := func(table string) []string {
 		rows, _ := db.Query(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, table)
 		defer rows.Close()
@@ -327,7 +317,7 @@ func TestMigrate_E857e0bDatabase_UpgradesKeepingRows(t *testing.T) {
 		t.Error("transmissions.last_seen was added to rows: the backfill must be recorded as pending")
 	}
 	checkSchema(t, path)
-	db := openRaw(t, path)
+	db := writertest.OpenRaw(t, path)
 	// Rows and observer rowids are untouched; the data migrations did what
 	// CoreScope's do.
 	var rowid int64
@@ -355,9 +345,9 @@ func TestMigrate_E857e0bDatabase_UpgradesKeepingRows(t *testing.T) {
 		t.Errorf("observations = %d, advert_count = %d; want 2 and 3 (untouched)", count, adverts)
 	}
 	var status string
-	db.QueryRow(`SELECT status FROM _async_migrations WHERE name = ?`, asyncTxLastSeenBackfill).Scan(&status)
+	db.QueryRow(`SELECT status FROM _async_migrations WHERE name = ?`, TxLastSeenBackfill).Scan(&status)
 	if status != "pending_async" {
-		t.Errorf("%s status = %q, want pending_async", asyncTxLastSeenBackfill, status)
+		t.Errorf("%s status = %q, want pending_async", TxLastSeenBackfill, status)
 	}
 }
 
@@ -377,7 +367,7 @@ func TestMigrate_A06ac8aDatabase_NeedsNothing(t *testing.T) {
 		t.Errorf("added tables %v, want only meshingest_state and meshingest_deliveries", rep.AddedTables)
 	}
 	checkSchema(t, path)
-	db := openRaw(t, path)
+	db := writertest.OpenRaw(t, path)
 	var ch string
 	db.QueryRow(`SELECT channel_hash FROM transmissions`).Scan(&ch)
 	if ch != "public" {

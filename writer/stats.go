@@ -40,7 +40,8 @@ type Stats struct {
 	perf        map[string]*lockWindow
 }
 
-func newStats() *Stats {
+// NewStats returns zeroed counters, for Options.Stats.
+func NewStats() *Stats {
 	return &Stats{
 		drops:       map[string]int64{},
 		lastMessage: map[string]int64{},

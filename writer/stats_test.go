@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -17,8 +18,8 @@ import (
 // source_statuses and source_liveness merged in with the writer's
 // lastMessageUnix, the additions, and the same figures as metrics.
 func TestWriter_StatsFile_CoreScopeContract(t *testing.T) {
-	cfg := corpusConfig(t)
-	recs := corpusRecords(t)
+	cfg := writertest.CorpusConfig(t)
+	recs := writertest.CorpusRecords(t)
 	for i := range recs {
 		recs[i].Source = "bay-area"
 	}
@@ -151,8 +152,8 @@ func gatheredValue(t *testing.T, reg *prometheus.Registry, name string) float64 
 // TestWriter_StatsFile_WrittenOnStop: the counters of the last second are
 // published when the writer stops.
 func TestWriter_StatsFile_WrittenOnStop(t *testing.T) {
-	cfg := corpusConfig(t)
-	recs := corpusRecords(t)
+	cfg := writertest.CorpusConfig(t)
+	recs := writertest.CorpusRecords(t)
 	w, err := New(spoolOf(t, recs), Options{Config: cfg, StatsInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer/internal/recent"
 )
 
 // observationChunk is how many observations one multi-row INSERT writes.
@@ -21,11 +22,11 @@ type store struct {
 
 	// committed caches: they only ever hold what is durable in the
 	// database, so a rolled-back batch cannot leave a wrong id behind.
-	transmissions *recentCache[ContentKey, txEntry]
-	observers     *recentCache[string, int64] // observers.id → rowid
+	transmissions *recent.Cache[ContentKey, txEntry]
+	observers     *recent.Cache[string, int64] // observers.id → rowid
 	// badAdverts are adverts whose signature failed, by content hash: a
 	// verdict of the bytes, so each is checked once.
-	badAdverts *recentCache[ContentKey, decoder.Node]
+	badAdverts *recent.Cache[ContentKey, decoder.Node]
 	// memory is what committed batches applied under a QoS 1 packet id,
 	// to recognise a broker's redelivery (redelivery.go); nil until read
 	// from meshingest_deliveries.
@@ -96,9 +97,9 @@ func newStore(ctx context.Context, conn *sql.Conn, co CacheOptions) (*store, err
 	co = co.withDefaults()
 	s := &store{
 		conn:          conn,
-		transmissions: newRecentCache[ContentKey, txEntry](co.Transmissions),
-		observers:     newRecentCache[string, int64](co.Observers),
-		badAdverts:    newRecentCache[ContentKey, decoder.Node](1024),
+		transmissions: recent.New[ContentKey, txEntry](co.Transmissions),
+		observers:     recent.New[string, int64](co.Observers),
+		badAdverts:    recent.New[ContentKey, decoder.Node](1024),
 	}
 	if err := s.prepare(ctx); err != nil {
 		s.close()
@@ -218,15 +219,15 @@ func (s *store) close() {
 // whatever made the database refuse it (a restore, a table rebuilt by hand,
 // rows deleted by another process) may have invalidated ids.
 func (s *store) forget() {
-	s.transmissions.clear()
-	s.observers.clear()
+	s.transmissions.Clear()
+	s.observers.Clear()
 	s.memory = nil
 }
 
 // lookupTransmission finds a stored transmission by content hash: in the
 // cache, else with one indexed SELECT (whose answer is then cached).
 func (s *store) lookupTransmission(ctx context.Context, key ContentKey, hash string) (txEntry, bool, error) {
-	if e, ok := s.transmissions.get(key); ok {
+	if e, ok := s.transmissions.Get(key); ok {
 		return e, true, nil
 	}
 	var (
@@ -241,7 +242,7 @@ func (s *store) lookupTransmission(ctx context.Context, key ContentKey, hash str
 	if err != nil {
 		return txEntry{}, false, fmt.Errorf("look up transmission %s: %w", hash, err)
 	}
-	if fs, ok := parseSeconds(firstSeen); ok {
+	if fs, ok := ParseSeconds(firstSeen); ok {
 		e.firstSeen = fs
 	} else {
 		// An unreadable first_seen compares as "later than anything", so
@@ -252,14 +253,14 @@ func (s *store) lookupTransmission(ctx context.Context, key ContentKey, hash str
 		// The node fields are filled in by the caller when it needs them.
 		e.advert = &NodeAdvert{PublicKey: fromKey.String}
 	}
-	s.transmissions.put(key, e)
+	s.transmissions.Put(key, e)
 	return e, true, nil
 }
 
 // lookupObserver returns the rowid of an observer, from the cache or the
 // table; ok is false if there is no such row.
 func (s *store) lookupObserver(ctx context.Context, id string) (int64, bool, error) {
-	if rowid, ok := s.observers.get(id); ok {
+	if rowid, ok := s.observers.Get(id); ok {
 		return rowid, true, nil
 	}
 	var rowid int64
@@ -270,7 +271,7 @@ func (s *store) lookupObserver(ctx context.Context, id string) (int64, bool, err
 	if err != nil {
 		return 0, false, fmt.Errorf("look up observer %q: %w", id, err)
 	}
-	s.observers.put(id, rowid)
+	s.observers.Put(id, rowid)
 	return rowid, true, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -43,9 +44,15 @@ type Options struct {
 	Cache CacheOptions
 
 	// Hook sees every observation inside the batch's transaction (nil:
-	// none). Tasks run between batches; retention is always added.
+	// none). Tasks run between batches, after retention, which is always
+	// there. The writer registers nothing else itself: the caller passes
+	// CoreScope's jobs here (writer/jobs; cmd/meshingest does).
 	Hook  BatchHook
 	Tasks []Task
+	// Stats receive the writer's counters; nil: New makes them. Pass your
+	// own when something built before the writer counts into them (the
+	// jobs' backfills, Stats.AddBackfill).
+	Stats *Stats
 
 	// StatsFile is where the CoreScope stats file is written ("" to not
 	// write one); default Config.Writer.StatsFile. ReceiverStatsFile is
@@ -157,21 +164,19 @@ func New(src Source, opts Options) (*Writer, error) {
 	if notify == nil {
 		notify = shared.NewNotifier()
 	}
+	if opts.Stats == nil {
+		opts.Stats = NewStats()
+	}
 	w := &Writer{
 		opts:    opts,
 		src:     src,
 		log:     opts.Log,
-		stats:   newStats(),
+		stats:   opts.Stats,
 		trouble: newTroubleTracker(opts.Log, opts.RetryMax),
 		notify:  notify,
 	}
-	// CoreScope's jobs (jobs.go) ride on the batches and run as tasks.
-	if j := newJobs(cfg, opts.Log, w.stats); j != nil {
-		w.opts.Hook = chainHooks(j.hook(), opts.Hook)
-		w.opts.Tasks = append(j.tasks(), opts.Tasks...)
-	}
 	w.in = &ingester{cfg: ic, hook: w.opts.Hook, log: opts.Log, throttle: shared.NewThrottle(time.Minute),
-		decoded: newRecentCache[ContentKey, struct{}](opts.Cache.withDefaults().Transmissions)}
+		decoded: recent.New[ContentKey, struct{}](opts.Cache.withDefaults().Transmissions)}
 	tasks := append([]Task{newRetention(cfg, w.forgetTransmissions)}, w.opts.Tasks...)
 	for _, t := range tasks {
 		w.tasks = append(w.tasks, &taskRun{task: t})
@@ -213,21 +218,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		Int("batch_max_records", w.opts.BatchMaxRecords).Dur("batch_max_time", w.opts.BatchMaxTime).
 		Msg("writer ready; resuming after the position stored in the database")
 
-	for ctx.Err() == nil {
-		w.petWatchdog()
-		w.stats.LoopTickUnix.Store(time.Now().Unix())
-		n, err := w.ingestBatch(ctx)
-		if err != nil {
-			w.refused(ctx, err)
-			continue
-		}
-		w.trouble.succeeded(time.Now())
-		more := w.runTaskStep(ctx)
-		if n > 0 || more {
-			continue
-		}
-		w.waitForRecords(ctx)
-	}
+	w.drain(ctx)
 	w.shutdown()
 	return nil
 }
@@ -341,133 +332,6 @@ func (w *Writer) sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// ingestBatch commits one batch and returns how many records it held (0
-// when there was nothing to read).
-func (w *Writer) ingestBatch(ctx context.Context) (int, error) {
-	if err := w.ensureDB(ctx); err != nil {
-		return 0, err
-	}
-	if w.pipe == nil {
-		pl, err := startPipeline(w.src, w.state.Position, w.in)
-		if err != nil {
-			return 0, w.spoolTrouble(ctx, err)
-		}
-		w.pipe = pl
-	}
-	first := w.pipe.next()
-	switch {
-	case first.eof:
-		w.stopReading()
-		w.stats.CaughtUp.Store(true)
-		return 0, nil
-	case first.err != nil:
-		return 0, w.spoolTrouble(ctx, first.err)
-	}
-	w.stats.CaughtUp.Store(false)
-
-	// Statements run to completion even when ctx ends: a stop finishes
-	// the batch in progress and commits it.
-	sctx := context.WithoutCancel(ctx)
-	conn := w.db.conn
-	waitStart := time.Now()
-	if _, err := conn.ExecContext(sctx, "BEGIN IMMEDIATE"); err != nil {
-		return 0, fmt.Errorf("begin batch: %w", err)
-	}
-	holdStart := time.Now()
-	deadline := time.NewTimer(w.opts.BatchMaxTime)
-	defer deadline.Stop()
-	b := newBatch(sctx, w.store)
-	next := w.state
-	sources := map[string]struct{}{}
-	var lastReceived time.Time
-	var starved time.Duration
-	fail := func(err error) (int, error) {
-		conn.ExecContext(sctx, "ROLLBACK")
-		if w.opts.Hook != nil {
-			w.opts.Hook.RolledBack()
-		}
-		return 0, err
-	}
-	if err := w.store.loadDeliveries(sctx); err != nil {
-		return fail(err)
-	}
-	p := first.p
-	for full := false; !full; {
-		if err := w.in.apply(b, p); err != nil {
-			return fail(err)
-		}
-		next.Position = p.pos
-		if p.t.After(next.StreamTime) {
-			next.StreamTime = p.t
-		}
-		lastReceived = p.t
-		if p.rec.Source != "" {
-			sources[p.rec.Source] = struct{}{}
-		}
-		if b.counts.messages >= w.opts.BatchMaxRecords || ctx.Err() != nil || time.Since(holdStart) >= w.opts.BatchMaxTime {
-			break
-		}
-		it, ok := w.pipe.ready()
-		if !ok {
-			// The reader is behind: this wait is the spool's and the
-			// parser's, not SQLite's.
-			readWait := time.Now()
-			it, ok = w.pipe.nextBefore(deadline.C)
-			full = !ok
-			starved += time.Since(readWait)
-		}
-		if !full {
-			switch {
-			case it.eof:
-				w.stopReading()
-				w.stats.CaughtUp.Store(true)
-				full = true
-			case it.err != nil:
-				// Commit what was read; the next batch reopens the spool.
-				w.log.Warn().Err(it.err).Msg("spool read failed in the middle of a batch; committing what was read")
-				w.stopReading()
-				full = true
-			default:
-				p = it.p
-			}
-		}
-	}
-	if err := b.flush(); err != nil {
-		return fail(err)
-	}
-	if w.opts.Hook != nil {
-		if err := w.opts.Hook.Flush(sctx, conn); err != nil {
-			return fail(fmt.Errorf("batch hook flush: %w", err))
-		}
-	}
-	if err := w.store.saveState(sctx, next); err != nil {
-		return fail(err)
-	}
-	commitStart := time.Now()
-	if _, err := conn.ExecContext(sctx, "COMMIT"); err != nil {
-		return fail(fmt.Errorf("commit batch: %w", err))
-	}
-	now := time.Now()
-	w.state = next
-	b.committed()
-	if w.opts.Hook != nil {
-		w.opts.Hook.Committed()
-	}
-	w.setCommitted(next.Position)
-	w.stats.addBatch(&b.counts, sources, lastReceived, holdStart.Sub(waitStart), now.Sub(holdStart), now)
-	w.log.Debug().Int("records", b.counts.messages).Dur("wait", holdStart.Sub(waitStart)).Dur("hold", now.Sub(holdStart)).
-		Dur("commit", now.Sub(commitStart)).Dur("waited_for_records", starved).
-		Stringer("position", next.Position).Msg("batch committed")
-	// The rows are durable: the spool may forget the records.
-	if err := w.src.Release(next.Position); err != nil {
-		w.throttledWarn("release", err, "could not delete drained spool segments; they are retried after the next batch")
-	}
-	if err := w.src.SavePosition(next.Position); err != nil {
-		w.throttledWarn("position", err, "could not write the advisory writer-position.json")
-	}
-	return b.counts.messages, nil
-}
-
 // ensureDB (re)opens the database when it is closed, and once a second
 // checks what others did to it: a file replaced or removed under the writer
 // (a restore; writing on into the old, unlinked file would lose
@@ -504,44 +368,12 @@ func (w *Writer) ensureDB(ctx context.Context) error {
 	return nil
 }
 
-// spoolTrouble handles a spool that cannot be read (an unsafe file where
-// a segment should be, the folder gone): it is not the database's fault,
-// so it is no episode; the writer logs it, waits and reads again. The spool
-// quarantines damaged records itself.
-func (w *Writer) spoolTrouble(ctx context.Context, err error) error {
-	w.stopReading()
-	w.throttledWarn("spool", err, "reading the spool failed; retrying in a second")
-	w.sleep(ctx, time.Second)
-	return nil
-}
-
 var warnThrottle = shared.NewThrottle(time.Minute)
 
 func (w *Writer) throttledWarn(key string, err error, msg string) {
 	if ok, suppressed := warnThrottle.Allow(key, time.Now()); ok {
 		w.log.Warn().Err(err).Int("suppressed", suppressed).Msg(msg)
 	}
-}
-
-// waitForRecords blocks until the spool may have more, a task is due, or
-// at most a second (so the watchdog is petted and the file checked).
-func (w *Writer) waitForRecords(ctx context.Context) {
-	wait := time.Second
-	if iv := shared.WatchdogInterval(); iv > 0 {
-		wait = min(wait, iv)
-	}
-	now := time.Now()
-	for _, t := range w.tasks {
-		if !t.running {
-			wait = min(wait, max(t.next.Sub(now), 0))
-		}
-	}
-	if wait <= 0 {
-		return
-	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	w.src.WaitSealed(wctx)
 }
 
 func (w *Writer) petWatchdog() {
@@ -579,7 +411,7 @@ func (w *Writer) depth() int64 {
 
 func (w *Writer) forgetTransmissions() {
 	if w.store != nil {
-		w.store.transmissions.clear()
+		w.store.transmissions.Clear()
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
-	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/jobs"
 )
 
 const redecodeUsage = `usage: meshingest redecode [--config FILE] [--all] [--restart]
@@ -55,7 +55,7 @@ func redecodeCommand(args []string, stderr io.Writer) int {
 	defer stop()
 
 	line := redecodeLine{w: stderr}
-	prog, err := writer.Redecode(ctx, cfg, writer.RedecodeOptions{
+	prog, err := jobs.Redecode(ctx, cfg, jobs.RedecodeOptions{
 		All: *all, Restart: *restart, Log: log, Progress: line.print,
 	})
 	switch {
@@ -79,11 +79,11 @@ func redecodeCommand(args []string, stderr io.Writer) int {
 type redecodeLine struct {
 	w     io.Writer
 	last  time.Time
-	first *writer.RedecodeProgress
+	first *jobs.RedecodeProgress
 	at    time.Time
 }
 
-func (l *redecodeLine) print(p writer.RedecodeProgress) {
+func (l *redecodeLine) print(p jobs.RedecodeProgress) {
 	now := time.Now()
 	if l.first == nil {
 		first := p

@@ -10,6 +10,7 @@ import (
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/jobs"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -64,7 +65,11 @@ func runWrite(args []string) int {
 			return 1
 		}
 	}
-	opts := writer.Options{Config: cfg, Log: log}
+	// CoreScope's jobs are registered here, explicitly (writer.New runs
+	// none of its own); writer.jobs = false leaves them out.
+	stats := writer.NewStats()
+	j := jobs.New(cfg, log, stats)
+	opts := writer.Options{Config: cfg, Log: log, Stats: stats, Hook: j.Hook(), Tasks: j.Tasks()}
 	if reg != nil {
 		opts.Registry = reg
 	}

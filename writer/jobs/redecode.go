@@ -1,4 +1,4 @@
-package writer
+package jobs
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer"
 	"github.com/rs/zerolog"
 )
 
@@ -108,7 +109,7 @@ func Redecode(ctx context.Context, cfg *shared.Config, opts RedecodeOptions) (Re
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 5 * time.Second
 	}
-	ic, err := newIngestConfig(cfg)
+	decode, err := writer.DecodeOptions(cfg)
 	if err != nil {
 		return RedecodeProgress{}, err
 	}
@@ -121,7 +122,7 @@ func Redecode(ctx context.Context, cfg *shared.Config, opts RedecodeOptions) (Re
 		return RedecodeProgress{}, err
 	}
 	defer closeDB()
-	r := &redecoder{conn: conn, decode: ic.decode, opts: opts}
+	r := &redecoder{conn: conn, decode: decode, opts: opts}
 	if err := r.checkSchema(ctx); err != nil {
 		return RedecodeProgress{}, fmt.Errorf("redecode %s: %w", cfg.DBPath, err)
 	}
@@ -311,7 +312,7 @@ func (r *redecoder) inTx(ctx context.Context, fn func() error) error {
 			}
 			return nil
 		}
-		if kind, _ := classify(err); kind != troubleBusy {
+		if !writer.IsBusy(err) {
 			return err
 		}
 		if !r.busy {

@@ -1,4 +1,4 @@
-package writer
+package jobs
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshingest/meshingest/writer"
 	"github.com/rs/zerolog"
 )
 
@@ -78,7 +79,7 @@ func (t *multibyteTask) Name() string { return "multibyte-capability" }
 // minutes apart; a stat a minute notices a new snapshot soon enough.
 func (t *multibyteTask) Interval() time.Duration { return time.Minute }
 
-func (t *multibyteTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, error) {
+func (t *multibyteTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (bool, error) {
 	fi, err := os.Stat(t.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil // the server has not written one yet

@@ -1,4 +1,4 @@
-package writer
+package jobs
 
 import (
 	"context"
@@ -9,15 +9,17 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // withoutBot is the corpus configuration without the #bot channel: its
 // messages are stored as enc_CA.
 func withoutBot(t *testing.T) (noBot, full *cfgAndRecords) {
 	t.Helper()
-	noBot = &cfgAndRecords{cfg: corpusConfig(t), recs: corpusRecords(t)}
+	noBot = &cfgAndRecords{cfg: writertest.CorpusConfig(t), recs: writertest.CorpusRecords(t)}
 	noBot.cfg.HashChannels = slices.DeleteFunc(slices.Clone(noBot.cfg.HashChannels), func(s string) bool { return s == "#bot" })
-	drain(t, spoolOf(t, noBot.recs), Options{Config: noBot.cfg}, int64(len(noBot.recs)))
+	drainRecords(t, noBot.cfg, noBot.recs)
 	full = corpusDatabase(t)
 	return noBot, full
 }
@@ -28,7 +30,7 @@ type storedDecoding struct {
 
 func decodings(t *testing.T, path string) map[string]storedDecoding {
 	t.Helper()
-	db := openRaw(t, path)
+	db := writertest.OpenRaw(t, path)
 	rows, err := db.Query(`SELECT hash, decoded_json, channel_hash FROM transmissions`)
 	if err != nil {
 		t.Fatal(err)
@@ -49,12 +51,12 @@ func decodings(t *testing.T, path string) map[string]storedDecoding {
 // with it, row for row; a second run finds nothing to do.
 func TestRedecode_AddedKey_EncRowsBecomeChannelRows(t *testing.T) {
 	noBot, full := withoutBot(t)
-	db := openRaw(t, noBot.cfg.DBPath)
+	db := writertest.OpenRaw(t, noBot.cfg.DBPath)
 	botHash := "enc_CA"
 	if h := decoder.ChannelHash(func() []byte { k := decoder.HashtagKey("#bot"); return k[:] }()); h != 0xCA {
 		t.Fatalf("#bot's channel hash is %02X", h)
 	}
-	if n := count(t, db, `SELECT COUNT(*) FROM transmissions WHERE channel_hash = ?`, botHash); n != 15 {
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM transmissions WHERE channel_hash = ?`, botHash); n != 15 {
 		t.Fatalf("%d enc_CA rows without the #bot key, want 15 (14 #bot, 1 another channel)", n)
 	}
 
@@ -71,7 +73,7 @@ func TestRedecode_AddedKey_EncRowsBecomeChannelRows(t *testing.T) {
 	if !prog.Done || prog.Updated != 15 || prog.Cursor != prog.Upper || windows < 2 {
 		t.Errorf("progress %+v after %d windows; want done, 15 rows rewritten", prog, windows)
 	}
-	if n := count(t, db, `SELECT COUNT(*) FROM transmissions WHERE channel_hash = '#bot'
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM transmissions WHERE channel_hash = '#bot'
 		AND json_extract(decoded_json, '$.type') = 'CHAN' AND json_extract(decoded_json, '$.channel') = '#bot'`); n != 14 {
 		t.Errorf("%d decrypted #bot CHAN rows, want 14", n)
 	}
@@ -134,11 +136,8 @@ func TestRedecode_WhileTheWriterRuns(t *testing.T) {
 	// its records are numbered from 1 again, so the position the corpus
 	// left in the database is forgotten.
 	recs, _ := generatedRecords(t, 7, n, noBot.recs[len(noBot.recs)-1].ReceivedAt.Add(time.Minute))
-	mustExec(t, openRaw(t, noBot.cfg.DBPath), `DELETE FROM meshingest_state WHERE key = ?`, stateSpoolPosition)
-	w, err := New(spoolOf(t, recs), Options{Config: noBot.cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mustExec(t, writertest.OpenRaw(t, noBot.cfg.DBPath), `DELETE FROM meshingest_state WHERE key = 'spool_position'`)
+	w, _ := newWriter(t, spoolOf(t, recs), noBot.cfg)
 	cfg := *noBot.cfg
 	cfg.HashChannels = full.cfg.HashChannels
 	done := make(chan RedecodeProgress, 1)
@@ -153,10 +152,10 @@ func TestRedecode_WhileTheWriterRuns(t *testing.T) {
 		}
 		done <- prog
 	}()
-	runUntilDrained(t, w, int64(n), 5*time.Minute)
+	drain(t, w, int64(n))
 	prog := <-done
-	if tr := w.trouble.snapshot(time.Now()); tr.Episodes != 0 {
-		t.Errorf("the writer saw %d episodes of refused writes", tr.Episodes)
+	if n := w.Stats().WriteErrors.Load(); n != 0 {
+		t.Errorf("the database refused %d of the writer's batches", n)
 	}
 	if got := w.Stats().Messages.Load(); got != int64(n) {
 		t.Errorf("writer consumed %d messages, want %d", got, n)
@@ -164,11 +163,11 @@ func TestRedecode_WhileTheWriterRuns(t *testing.T) {
 	// Every channel message the run covered is decoded as the writer
 	// decodes with the new keys (the generated backlog has #bot messages
 	// too, stored as enc_CA by the writer without the key).
-	ic, err := newIngestConfig(&cfg)
+	decode, err := writer.DecodeOptions(&cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := openRaw(t, noBot.cfg.DBPath)
+	db := writertest.OpenRaw(t, noBot.cfg.DBPath)
 	rows, err := db.Query(`SELECT id, raw_hex, decoded_json, channel_hash FROM transmissions
 		WHERE payload_type = 5 AND id <= ?`, prog.Upper)
 	if err != nil {
@@ -180,7 +179,7 @@ func TestRedecode_WhileTheWriterRuns(t *testing.T) {
 		var raw, decoded, channel string
 		rows.Scan(&id, &raw, &decoded, &channel)
 		f, _ := decoder.DecodeFrame(raw)
-		p := decoder.DecodePacket(f, ic.decode)
+		p := decoder.DecodePacket(f, decode)
 		if string(p.DecodedJSON()) != decoded || p.ChannelHash().String != channel {
 			t.Errorf("transmission %d: %s %s, want %s %s", id, channel, decoded, p.ChannelHash().String, p.DecodedJSON())
 		}
@@ -194,5 +193,5 @@ func TestRedecode_WhileTheWriterRuns(t *testing.T) {
 		t.Errorf("%d #bot rows after %d rewritten, want at least the corpus's 14 and 15", bot, prog.Updated)
 	}
 	t.Logf("redecode covered %d transmissions while the writer stored %d more; %d rows rewritten, %d channel messages checked",
-		prog.Upper, count(t, db, `SELECT COUNT(*) FROM transmissions WHERE id > ?`, prog.Upper), prog.Updated, checked)
+		prog.Upper, writertest.Count(t, db, `SELECT COUNT(*) FROM transmissions WHERE id > ?`, prog.Upper), prog.Updated, checked)
 }

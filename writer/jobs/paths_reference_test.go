@@ -1,4 +1,4 @@
-package writer
+package jobs
 
 import (
 	"database/sql"
@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // referencePaths recomputes observations.resolved_path and neighbor_edges
@@ -180,9 +182,9 @@ func (r *referencePaths) repeatedRow(row *refRow, ts int64) {
 
 // checkPathJobs compares the database with the reference over the records
 // the writer drained, and returns the reference for further checks.
-func checkPathJobs(t *testing.T, dbPath string, recs []Record, maxAgeDays int) *referencePaths {
+func checkPathJobs(t *testing.T, dbPath string, recs []writer.Record, maxAgeDays int) *referencePaths {
 	t.Helper()
-	db := openRaw(t, dbPath)
+	db := writertest.OpenRaw(t, dbPath)
 	rows, err := db.Query(`SELECT o.id, t.hash, COALESCE(b.id, ''), COALESCE(o.path_json, ''), o.timestamp,
 			t.payload_type, COALESCE(t.from_pubkey, ''), o.resolved_path
 		FROM observations o JOIN transmissions t ON t.id = o.transmission_id
@@ -291,9 +293,9 @@ func checkPathJobs(t *testing.T, dbPath string, recs []Record, maxAgeDays int) *
 		if a > b {
 			t.Errorf("neighbor_edges row (%s, %s) is not ordered node_a ≤ node_b", a, b)
 		}
-		ts, _ := parseSeconds(seen)
+		ts, _ := writer.ParseSeconds(seen)
 		got[[2]string{a, b}] = refEdge{count: n, lastSeen: ts}
-		if seen != formatSeconds(ts) {
+		if seen != writer.FormatSeconds(ts) {
 			t.Errorf("neighbor_edges last_seen %q is not RFC 3339 seconds", seen)
 		}
 	}

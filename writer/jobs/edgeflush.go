@@ -1,6 +1,10 @@
-package writer
+package jobs
 
-import "context"
+import (
+	"context"
+
+	"github.com/meshingest/meshingest/writer"
+)
 
 // Flush writes the batch's neighbor_edges, one statement per pair, in the
 // batch's transaction: the counts commit with the observations that gave
@@ -13,7 +17,7 @@ import "context"
 // cent of its CPU time). Adding up several batches in memory would save
 // most of it but leave the table behind the committed observations after
 // every stop; that is not worth it.
-func (p *pathState) Flush(ctx context.Context, tx Tx) error {
+func (p *pathState) Flush(ctx context.Context, tx writer.Tx) error {
 	if p.edges.len() == 0 {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package writer
+package jobs
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshingest/meshingest/writer"
 	"github.com/rs/zerolog"
 )
 
@@ -112,7 +113,7 @@ func validPruneID(id string) bool {
 	return true
 }
 
-func (t *pruneTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, error) {
+func (t *pruneTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (bool, error) {
 	names, err := t.pendingRequests()
 	if err != nil || len(names) == 0 {
 		if err == nil {
@@ -169,7 +170,7 @@ func (t *pruneTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, error
 
 // deleteChunk deletes the next chunk of the request's nodes and records
 // the progress in the same transaction.
-func (t *pruneTask) deleteChunk(ctx context.Context, tx Tx, req *PruneRequest, stateKey string, prog pruneProgress) error {
+func (t *pruneTask) deleteChunk(ctx context.Context, tx writer.Tx, req *PruneRequest, stateKey string, prog pruneProgress) error {
 	if prog.Next == 0 {
 		t.log.Info().Str("id", req.ID).Int("pubkeys", len(req.Pubkeys)).Str("reason", req.Reason).Msg("prune request: deleting nodes")
 	}
@@ -204,7 +205,7 @@ func (t *pruneTask) deleteChunk(ctx context.Context, tx Tx, req *PruneRequest, s
 
 // forgetAnswered deletes progress rows whose request is gone (the result
 // was written but the step that would have deleted the row failed).
-func (t *pruneTask) forgetAnswered(ctx context.Context, tx Tx) error {
+func (t *pruneTask) forgetAnswered(ctx context.Context, tx writer.Tx) error {
 	rows, err := tx.QueryContext(ctx, `SELECT key FROM meshingest_state WHERE key LIKE 'prune\_request:%' ESCAPE '\'`)
 	if err != nil {
 		return fmt.Errorf("list prune progress: %w", err)

@@ -1,4 +1,4 @@
-package writer
+package jobs
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/meshingest/meshingest/writer"
 )
 
 // neighbor_edges (docs/reference/mqtt-formats.md §8): every stored
@@ -255,7 +257,7 @@ type edgeStatements struct {
 
 const edgeHoldsSQL = `SELECT EXISTS (SELECT 1 FROM neighbor_edges WHERE rowid = ? AND node_a = ? AND node_b = ?)`
 
-func prepareEdgeStatements(ctx context.Context, tx Tx) (*edgeStatements, error) {
+func prepareEdgeStatements(ctx context.Context, tx writer.Tx) (*edgeStatements, error) {
 	st := &edgeStatements{}
 	for _, p := range []struct {
 		dst **sql.Stmt
@@ -322,7 +324,7 @@ func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourG
 		known = known[edgeUpdateChunk:]
 		args := st.args[:0]
 		for _, d := range chunk {
-			args = append(args, g.names.name(d.a), g.names.name(d.b), d.count, formatSeconds(d.lastSeen), g.edges[d.key].rowid)
+			args = append(args, g.names.name(d.a), g.names.name(d.b), d.count, writer.FormatSeconds(d.lastSeen), g.edges[d.key].rowid)
 		}
 		st.args = args
 		n, err := rowsAffected(st.byRowids.ExecContext(ctx, args...))
@@ -360,7 +362,7 @@ func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourG
 // row the writer did not load) by its key.
 func flushOne(ctx context.Context, st *edgeStatements, g *neighbourGraph, d *edgeDelta) error {
 	a, b := g.names.name(d.a), g.names.name(d.b)
-	seen := formatSeconds(d.lastSeen)
+	seen := writer.FormatSeconds(d.lastSeen)
 	state := g.edges[d.key]
 	if state.rowid != 0 {
 		n, err := rowsAffected(st.byRowid.ExecContext(ctx, a, b, d.count, seen, state.rowid))

@@ -1,7 +1,6 @@
-package writer
+package jobs
 
 import (
-	"context"
 	"database/sql"
 	"encoding/json"
 	"os"
@@ -11,49 +10,33 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // corpusDatabase drains the real capture into a new database and returns
 // its configuration, the writer stopped.
 func corpusDatabase(t *testing.T) *cfgAndRecords {
 	t.Helper()
-	cfg := corpusConfig(t)
-	recs := corpusRecords(t)
-	drain(t, spoolOf(t, recs), Options{Config: cfg}, int64(len(recs)))
+	cfg := writertest.CorpusConfig(t)
+	recs := writertest.CorpusRecords(t)
+	drainRecords(t, cfg, recs)
 	return &cfgAndRecords{cfg: cfg, recs: recs}
 }
 
 type cfgAndRecords struct {
 	cfg  *shared.Config
-	recs []Record
+	recs []writer.Record
 }
 
-// runWriterUntil runs a writer over an empty spool (its tasks still run)
-// until done reports true, then stops it.
-func runWriterUntil(t *testing.T, cfg *shared.Config, what string, done func(db *sql.DB, w *Writer) bool) *Writer {
+// runWriterUntil runs a writer and the jobs over an empty spool (the tasks
+// still run) until done reports true, then stops it.
+func runWriterUntil(t *testing.T, cfg *shared.Config, what string, done func(db *sql.DB) bool) *Jobs {
 	t.Helper()
-	w, err := New(spoolOf(t, nil), Options{Config: cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- w.Run(ctx) }()
-	db := openRaw(t, cfg.DBPath)
-	deadline := time.Now().Add(60 * time.Second)
-	for !done(db, w) {
-		if time.Now().After(deadline) {
-			cancel()
-			<-stopped
-			t.Fatalf("%s: not done within 60 s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-stopped; err != nil {
-		t.Fatal(err)
-	}
-	return w
+	w, j := newWriter(t, spoolOf(t, nil), cfg)
+	db := writertest.OpenRaw(t, cfg.DBPath)
+	writertest.RunUntil(t, what, 60*time.Second, w.Run, func() bool { return done(db) })
+	return j
 }
 
 func nodeKeys(t *testing.T, db *sql.DB, table string, n int) []string {
@@ -88,8 +71,8 @@ func writeJSONFile(t *testing.T, path string, v any) {
 // answered with an error, and one whose name is not an id is set aside.
 func TestPruneTask_Requests_DeletedAndAnswered(t *testing.T) {
 	c := corpusDatabase(t)
-	db := openRaw(t, c.cfg.DBPath)
-	before := count(t, db, `SELECT COUNT(*) FROM nodes`)
+	db := writertest.OpenRaw(t, c.cfg.DBPath)
+	before := writertest.Count(t, db, `SELECT COUNT(*) FROM nodes`)
 	victims := nodeKeys(t, db, "nodes", 3)
 	dir := filepath.Join(filepath.Dir(c.cfg.DBPath), PruneDirName)
 	requested := time.Date(2026, 3, 29, 18, 0, 0, 0, time.UTC)
@@ -104,7 +87,7 @@ func TestPruneTask_Requests_DeletedAndAnswered(t *testing.T) {
 	writeJSONFile(t, filepath.Join(dir, "request-00ab14.json"), PruneRequest{ID: "ffff", Pubkeys: []string{victims[0]}})
 	writeJSONFile(t, filepath.Join(dir, "request-x.y.json"), PruneRequest{ID: "x.y"})
 
-	w := runWriterUntil(t, c.cfg, "prune requests", func(*sql.DB, *Writer) bool {
+	j := runWriterUntil(t, c.cfg, "prune requests", func(*sql.DB) bool {
 		_, err1 := os.Stat(filepath.Join(dir, "result-00ab14.json"))
 		_, err2 := os.Stat(filepath.Join(dir, "request-x.y.json.rejected"))
 		return err1 == nil && err2 == nil
@@ -115,14 +98,14 @@ func TestPruneTask_Requests_DeletedAndAnswered(t *testing.T) {
 	if res.ID != "00ab12" || !res.RequestedAt.Equal(requested) || res.Deleted != 3 || res.Error != "" || res.CompletedAt.IsZero() {
 		t.Errorf("result of the good request: %+v", res)
 	}
-	if n := count(t, db, `SELECT COUNT(*) FROM nodes`); n != before-3 {
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM nodes`); n != before-3 {
 		t.Errorf("%d nodes after the prune, want %d", n, before-3)
 	}
 	for _, k := range victims {
-		if count(t, db, `SELECT COUNT(*) FROM nodes WHERE public_key = ?`, k) != 0 {
+		if writertest.Count(t, db, `SELECT COUNT(*) FROM nodes WHERE public_key = ?`, k) != 0 {
 			t.Errorf("node %s still there", k)
 		}
-		if w.opts.Hook.(*pathState).index.remove(k) {
+		if j.paths.index.remove(k) {
 			t.Errorf("node %s still in the resolved_path index", k)
 		}
 	}
@@ -143,7 +126,7 @@ func TestPruneTask_Requests_DeletedAndAnswered(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "request-x.y.json.rejected")); err != nil {
 		t.Errorf("the request named with an invalid id was not set aside: %v", err)
 	}
-	if n := count(t, db, `SELECT COUNT(*) FROM meshingest_state WHERE key LIKE 'prune_request:%'`); n != 0 {
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM meshingest_state WHERE key LIKE 'prune_request:%'`); n != 0 {
 		t.Errorf("%d prune progress rows left", n)
 	}
 }
@@ -165,7 +148,7 @@ func readJSONFile(t *testing.T, path string, v any) {
 // again.
 func TestMultibyteTask_Snapshot_AppliedToNodesAndInactiveNodes(t *testing.T) {
 	c := corpusDatabase(t)
-	db := openRaw(t, c.cfg.DBPath)
+	db := writertest.OpenRaw(t, c.cfg.DBPath)
 	keys := nodeKeys(t, db, "nodes", 4)
 	// keys[3] is retired to inactive_nodes; keys[2] already has a verdict.
 	mustExec(t, db, `INSERT INTO inactive_nodes SELECT * FROM nodes WHERE public_key = ?`, keys[3])
@@ -179,7 +162,7 @@ func TestMultibyteTask_Snapshot_AppliedToNodesAndInactiveNodes(t *testing.T) {
 		map[string]any{"public_key": keys[3], "status": "confirmed"},
 		map[string]any{"public_key": "ab", "status": "bogus"},
 	}})
-	done := func(db *sql.DB, _ *Writer) bool {
+	done := func(db *sql.DB) bool {
 		var p multibyteProgress
 		var raw string
 		if db.QueryRow(`SELECT value FROM meshingest_state WHERE key = ?`, multibyteStateKey).Scan(&raw) != nil {
@@ -230,7 +213,7 @@ func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
 // rows each backfill changed are counted in the stats.
 func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 	c := corpusDatabase(t)
-	db := openRaw(t, c.cfg.DBPath)
+	db := writertest.OpenRaw(t, c.cfg.DBPath)
 	want := func(q string) map[int64]string {
 		rows, err := db.Query(q)
 		if err != nil {
@@ -261,27 +244,25 @@ func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 	mustExec(t, db, `UPDATE transmissions SET from_pubkey = NULL`)
 	mustExec(t, db, `UPDATE _async_migrations SET status = 'pending_async', ended_at = NULL WHERE name = ?`, backfillTxLastSeen)
 	mustExec(t, db, `DELETE FROM _async_migrations WHERE name IN (?, ?, ?)`, backfillPathJSON, backfillFromPubkey, backfillDefaultScope)
-	brokenPaths := count(t, db, `SELECT COUNT(*) FROM observations WHERE path_json IS NULL OR path_json = ''`)
+	brokenPaths := writertest.Count(t, db, `SELECT COUNT(*) FROM observations WHERE path_json IS NULL OR path_json = ''`)
 
 	wantCounts := map[string]int64{
 		backfillTxLastSeen: int64((len(lastSeen) + 2) / 3), backfillPathJSON: brokenPaths,
 		backfillFromPubkey: int64(len(froms)), backfillDefaultScope: 1,
 	}
-	counted := func(w *Writer) map[string]int64 {
-		w.stats.mu.Lock()
-		defer w.stats.mu.Unlock()
-		m := map[string]int64{}
-		for k, v := range w.stats.backfills {
-			m[k] = v
-		}
-		return m
+	// The stats file's figures, written every 20 ms and once more at the
+	// stop. They count only what is committed, so they trail the last
+	// committed step by one.
+	counted := func() map[string]int64 {
+		var f writer.StatsFile
+		b, _ := os.ReadFile(c.cfg.Writer.StatsFile)
+		json.Unmarshal(b, &f)
+		return f.BackfillUpdates
 	}
-	// Done, and the stats caught up with the last committed step (they
-	// count only what is committed, so one step behind).
-	w := runWriterUntil(t, c.cfg, "backfills", func(db *sql.DB, w *Writer) bool {
-		return count(t, db, `SELECT COUNT(*) FROM _async_migrations WHERE status = 'done' AND name IN (?, ?, ?, ?)`,
+	runWriterUntil(t, c.cfg, "backfills", func(db *sql.DB) bool {
+		return writertest.Count(t, db, `SELECT COUNT(*) FROM _async_migrations WHERE status = 'done' AND name IN (?, ?, ?, ?)`,
 			backfillTxLastSeen, backfillPathJSON, backfillFromPubkey, backfillDefaultScope) == 4 &&
-			counted(w)[backfillDefaultScope] > 0
+			counted()[backfillDefaultScope] > 0
 	})
 
 	for name, c := range map[string]struct {
@@ -304,10 +285,10 @@ func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 	if scope.String != "#bayarea" {
 		t.Errorf("default_scope of the scoped node: %q", scope.String)
 	}
-	if n := count(t, db, `SELECT COUNT(*) FROM nodes WHERE default_scope IS NOT NULL`); n != 1 {
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM nodes WHERE default_scope IS NOT NULL`); n != 1 {
 		t.Errorf("%d nodes with a default_scope, want 1", n)
 	}
-	got := counted(w)
+	got := counted()
 	for name, n := range wantCounts {
 		if got[name] != n {
 			t.Errorf("stats count %d rows for %s, want %d", got[name], name, n)

@@ -1,4 +1,4 @@
-package writer
+package jobs
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer"
 	"github.com/rs/zerolog"
 )
 
@@ -38,7 +39,7 @@ import (
 // the backlog comes first, these are one-time repairs.
 
 const (
-	backfillTxLastSeen   = asyncTxLastSeenBackfill // registered by the schema migration
+	backfillTxLastSeen   = writer.TxLastSeenBackfill // registered by the schema migration
 	backfillPathJSON     = "path_json_backfill_v1"
 	backfillFromPubkey   = "from_pubkey_backfill_v1"
 	backfillDefaultScope = "default_scope_backfill_v1"
@@ -65,11 +66,11 @@ type backfillPhase struct {
 	name string
 	// needed decides, the first time the backfill sees this database,
 	// whether there can be anything to do; it must be cheap.
-	needed func(ctx context.Context, tx Tx) (bool, error)
+	needed func(ctx context.Context, tx writer.Tx) (bool, error)
 	// upper is the last id worth scanning (0: the phase does not use it).
-	upper func(ctx context.Context, tx Tx) (int64, error)
+	upper func(ctx context.Context, tx writer.Tx) (int64, error)
 	// step advances p by one window; done when nothing is left.
-	step func(ctx context.Context, tx Tx, p *backfillProgress) (done bool, err error)
+	step func(ctx context.Context, tx writer.Tx, p *backfillProgress) (done bool, err error)
 }
 
 type backfillTask struct {
@@ -102,7 +103,7 @@ func (t *backfillTask) Interval() time.Duration {
 	return 100 * time.Millisecond
 }
 
-func (t *backfillTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, error) {
+func (t *backfillTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (bool, error) {
 	if t.paths.catchingUp() {
 		return false, nil
 	}
@@ -159,7 +160,7 @@ func (t *backfillTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, er
 // meshingest_state: a phase that starts again must measure the table again
 // (an old cursor at an old upper bound would end it at once, fixing
 // nothing).
-func forgetBackfillProgress(ctx context.Context, tx Tx, name string) error {
+func forgetBackfillProgress(ctx context.Context, tx writer.Tx, name string) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM meshingest_state WHERE key = ?`, backfillStatePrefix+name); err != nil {
 		return fmt.Errorf("restart backfill %s: %w", name, err)
 	}
@@ -167,7 +168,7 @@ func forgetBackfillProgress(ctx context.Context, tx Tx, name string) error {
 }
 
 // advance runs one window of a pending phase.
-func (t *backfillTask) advance(ctx context.Context, tx Tx, ph *backfillPhase) error {
+func (t *backfillTask) advance(ctx context.Context, tx writer.Tx, ph *backfillPhase) error {
 	key := backfillStatePrefix + ph.name
 	var p backfillProgress
 	found, err := readStateJSON(ctx, tx, key, &p)
@@ -197,7 +198,7 @@ func (t *backfillTask) advance(ctx context.Context, tx Tx, ph *backfillPhase) er
 }
 
 // report hands the committed progress of a phase to the stats.
-func (t *backfillTask) report(ctx context.Context, tx Tx, name string) error {
+func (t *backfillTask) report(ctx context.Context, tx writer.Tx, name string) error {
 	var p backfillProgress
 	found, err := readStateJSON(ctx, tx, backfillStatePrefix+name, &p)
 	if err != nil {
@@ -213,7 +214,7 @@ func (t *backfillTask) report(ctx context.Context, tx Tx, name string) error {
 	return nil
 }
 
-func asyncStatus(ctx context.Context, tx Tx, name string) (string, error) {
+func asyncStatus(ctx context.Context, tx writer.Tx, name string) (string, error) {
 	var s string
 	err := tx.QueryRowContext(ctx, `SELECT status FROM _async_migrations WHERE name = ?`, name).Scan(&s)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -225,23 +226,23 @@ func asyncStatus(ctx context.Context, tx Tx, name string) (string, error) {
 	return s, nil
 }
 
-func exists(query string) func(context.Context, Tx) (bool, error) {
-	return func(ctx context.Context, tx Tx) (bool, error) {
+func exists(query string) func(context.Context, writer.Tx) (bool, error) {
+	return func(ctx context.Context, tx writer.Tx) (bool, error) {
 		var b bool
 		err := tx.QueryRowContext(ctx, query).Scan(&b)
 		return b, err
 	}
 }
 
-func maxID(table string) func(context.Context, Tx) (int64, error) {
-	return func(ctx context.Context, tx Tx) (int64, error) {
+func maxID(table string) func(context.Context, writer.Tx) (int64, error) {
+	return func(ctx context.Context, tx writer.Tx) (int64, error) {
 		var n int64
 		err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM `+table).Scan(&n)
 		return n, err
 	}
 }
 
-func maxNodeRowid(ctx context.Context, tx Tx) (int64, error) {
+func maxNodeRowid(ctx context.Context, tx writer.Tx) (int64, error) {
 	var n int64
 	err := tx.QueryRowContext(ctx, `SELECT MAX((SELECT COALESCE(MAX(rowid), 0) FROM nodes),
 		(SELECT COALESCE(MAX(rowid), 0) FROM inactive_nodes))`).Scan(&n)
@@ -251,7 +252,7 @@ func maxNodeRowid(ctx context.Context, tx Tx) (int64, error) {
 // stepTxLastSeen fills last_seen for the next transmissions still at 0
 // (found through the partial index idx_tx_last_seen_zero). A transmission
 // without observations keeps 0; the cursor moves past it.
-func stepTxLastSeen(ctx context.Context, tx Tx, p *backfillProgress) (bool, error) {
+func stepTxLastSeen(ctx context.Context, tx writer.Tx, p *backfillProgress) (bool, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT id FROM transmissions WHERE last_seen = 0 AND id > ? ORDER BY id LIMIT ?`,
 		p.Cursor, backfillTxWindow)
 	if err != nil {
@@ -289,7 +290,7 @@ func stepTxLastSeen(ctx context.Context, tx Tx, p *backfillProgress) (bool, erro
 // needPathJSON: CoreScope records its own run of this backfill; a database
 // without observations has nothing to fix, and the writer fills path_json
 // on every row it inserts.
-func needPathJSON(ctx context.Context, tx Tx) (bool, error) {
+func needPathJSON(ctx context.Context, tx writer.Tx) (bool, error) {
 	var doneByCoreScope, any bool
 	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM _migrations WHERE name = 'backfill_path_json_from_raw_hex_v1')`).Scan(&doneByCoreScope); err != nil {
 		return false, err
@@ -307,7 +308,7 @@ func needPathJSON(ctx context.Context, tx Tx) (bool, error) {
 // observation ids. A row whose raw cannot be decoded is left as it is. The
 // update is OR IGNORE: should the path make the row equal to another one
 // of the same transmission and observer, the unique index keeps the other.
-func stepPathJSON(ctx context.Context, tx Tx, p *backfillProgress) (bool, error) {
+func stepPathJSON(ctx context.Context, tx writer.Tx, p *backfillProgress) (bool, error) {
 	return fillFromRaw(ctx, tx, p, backfillObsWindow,
 		`SELECT id, raw_hex FROM observations
 		WHERE id > ? AND id <= ? AND (path_json IS NULL OR path_json = '') AND raw_hex IS NOT NULL AND raw_hex != ''`,
@@ -317,7 +318,7 @@ func stepPathJSON(ctx context.Context, tx Tx, p *backfillProgress) (bool, error)
 
 // stepFromPubkey fills from_pubkey of the adverts in the next window of
 // transmission ids, from their raw_hex.
-func stepFromPubkey(ctx context.Context, tx Tx, p *backfillProgress) (bool, error) {
+func stepFromPubkey(ctx context.Context, tx writer.Tx, p *backfillProgress) (bool, error) {
 	return fillFromRaw(ctx, tx, p, backfillTxIDWindow,
 		`SELECT id, raw_hex FROM transmissions
 		WHERE id > ? AND id <= ? AND payload_type = 4 AND from_pubkey IS NULL AND raw_hex != ''`,
@@ -335,7 +336,7 @@ func stepFromPubkey(ctx context.Context, tx Tx, p *backfillProgress) (bool, erro
 // values with updateSQL (value, id), counts the rows changed and moves
 // the cursor. The reads finish before the writes begin: one connection
 // cannot update a table it is still reading.
-func fillFromRaw(ctx context.Context, tx Tx, p *backfillProgress, window int64, selectSQL, updateSQL string, derive func(decoder.Frame) (string, bool)) (bool, error) {
+func fillFromRaw(ctx context.Context, tx writer.Tx, p *backfillProgress, window int64, selectSQL, updateSQL string, derive func(decoder.Frame) (string, bool)) (bool, error) {
 	hi := min(p.Cursor+window, p.Upper)
 	rows, err := tx.QueryContext(ctx, selectSQL, p.Cursor, hi)
 	if err != nil {
@@ -380,7 +381,7 @@ func fillFromRaw(ctx context.Context, tx Tx, p *backfillProgress, window int64, 
 // stepDefaultScope gives the nodes of the next rowid window that have no
 // default_scope the scope of their newest scoped advert (found through the
 // from_pubkey index), in nodes and in inactive_nodes.
-func stepDefaultScope(ctx context.Context, tx Tx, p *backfillProgress) (bool, error) {
+func stepDefaultScope(ctx context.Context, tx writer.Tx, p *backfillProgress) (bool, error) {
 	hi := min(p.Cursor+backfillNodesWindow, p.Upper)
 	for _, table := range []string{"nodes", "inactive_nodes"} {
 		res, err := tx.ExecContext(ctx, `UPDATE `+table+` SET default_scope = (

@@ -1,6 +1,6 @@
 //go:build race
 
-package writer
+package jobs
 
 // raceEnabled: the race detector slows the writer about tenfold, so the
 // largest streams are shortened under it (see the tests that use it).

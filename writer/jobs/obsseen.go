@@ -1,4 +1,4 @@
-package writer
+package jobs
 
 import (
 	"context"
@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
+
+	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/internal/recent"
 )
 
 // observationRows tells whether an observation is about to become a new
@@ -22,7 +25,7 @@ type observationRows struct {
 	// complete maps a transmission id to the observation keys it has, for
 	// transmissions known since their first observation. Observations of
 	// one transmission arrive within seconds, so a recent window is enough.
-	complete *recentCache[int64, []obsKey]
+	complete *recent.Cache[int64, []obsKey]
 	// batch holds the keys of the open batch, per transmission it touched;
 	// they reach complete only after the commit. The writer queues
 	// observations and inserts them in chunks, so the open batch's rows
@@ -53,7 +56,7 @@ const observationRowsCache = 8192
 
 func newObservationRows() *observationRows {
 	return &observationRows{
-		complete: newRecentCache[int64, []obsKey](observationRowsCache),
+		complete: recent.New[int64, []obsKey](observationRowsCache),
 		batch:    map[int64]*batchKeys{},
 		seed:     maphash.MakeSeed(),
 	}
@@ -63,7 +66,7 @@ const observationExistsSQL = `SELECT EXISTS (SELECT 1 FROM observations
 	WHERE transmission_id = ? AND observer_idx = ? AND COALESCE(path_json, '') = ?)`
 
 // isNew reports whether the observation will insert a row, and records it.
-func (r *observationRows) isNew(ctx context.Context, o *Observation, newTransmission bool) (bool, error) {
+func (r *observationRows) isNew(ctx context.Context, o *writer.Observation, newTransmission bool) (bool, error) {
 	if !o.ObserverIdx.Valid {
 		return true, nil // NULL observer_idx never matches the unique index
 	}
@@ -71,7 +74,7 @@ func (r *observationRows) isNew(ctx context.Context, o *Observation, newTransmis
 	k := obsKey{observer: o.ObserverIdx.Int64, path: maphash.String(r.seed, o.PathJSON)}
 	b := r.batch[txid]
 	if b == nil {
-		switch stored, known := r.complete.get(txid); {
+		switch stored, known := r.complete.Get(txid); {
 		case newTransmission:
 			b = &batchKeys{complete: true}
 		case known:
@@ -105,7 +108,7 @@ func (r *observationRows) isNew(ctx context.Context, o *Observation, newTransmis
 func (r *observationRows) committed() {
 	for txid, b := range r.batch {
 		if b.complete {
-			r.complete.put(txid, b.keys)
+			r.complete.Put(txid, b.keys)
 		}
 	}
 	clear(r.batch)

@@ -1,4 +1,4 @@
-package writer
+package jobs
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer"
 	"github.com/rs/zerolog"
 )
 
@@ -27,8 +28,8 @@ import (
 // All methods run on the writer's drain goroutine.
 type pathState struct {
 	log     zerolog.Logger
-	maxAge  int // neighborEdgesMaxAgeDays
-	conn    Tx  // the connection the copy was loaded from; nil before
+	maxAge  int       // neighborEdgesMaxAgeDays
+	conn    writer.Tx // the connection the copy was loaded from; nil before
 	index   nodeIndex
 	nodeIDs []bool // by vertex id: the vertex is in the index
 	graph   *neighbourGraph
@@ -62,7 +63,7 @@ func newPathState(log zerolog.Logger, maxAgeDays int) *pathState {
 // ensure loads the copy when tx is a connection it was not loaded from.
 // now bounds the edges worth loading: those that cannot count for an
 // observation received at now or later are left in the table.
-func (p *pathState) ensure(ctx context.Context, tx Tx, now time.Time) error {
+func (p *pathState) ensure(ctx context.Context, tx writer.Tx, now time.Time) error {
 	if p.conn == tx && tx != nil {
 		return nil
 	}
@@ -77,7 +78,7 @@ func (p *pathState) ensure(ctx context.Context, tx Tx, now time.Time) error {
 		ids[i] = graph.names.id(k)
 	}
 	// A day of slack for observations a little older than the first one.
-	cutoff := formatSeconds(now.Unix() - graph.maxAge - 86400)
+	cutoff := writer.FormatSeconds(now.Unix() - graph.maxAge - 86400)
 	rows, err := tx.QueryContext(ctx, `SELECT rowid, node_a, node_b, last_seen FROM neighbor_edges
 		WHERE last_seen IS NULL OR last_seen >= ?`, cutoff)
 	if err != nil {
@@ -95,7 +96,7 @@ func (p *pathState) ensure(ctx context.Context, tx Tx, now time.Time) error {
 		ts := int64(1 << 62) // no last_seen: retention never removes it
 		if seen.Valid {
 			var ok bool
-			if ts, ok = parseSeconds(seen.String); !ok {
+			if ts, ok = writer.ParseSeconds(seen.String); !ok {
 				continue
 			}
 		}
@@ -142,7 +143,7 @@ func (p *pathState) ensure(ctx context.Context, tx Tx, now time.Time) error {
 	return nil
 }
 
-func loadNodeKeys(ctx context.Context, tx Tx) ([]string, error) {
+func loadNodeKeys(ctx context.Context, tx writer.Tx) ([]string, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT public_key FROM nodes`)
 	if err != nil {
 		return nil, fmt.Errorf("load node keys: %w", err)
@@ -203,7 +204,7 @@ func (p *pathState) observerVertex(id string) uint32 {
 }
 
 // BeforeObservation resolves the observation's path and counts its edges.
-func (p *pathState) BeforeObservation(ctx context.Context, tx Tx, obs *Observation, oc *ObservationContext) error {
+func (p *pathState) BeforeObservation(ctx context.Context, tx writer.Tx, obs *writer.Observation, oc *writer.ObservationContext) error {
 	if err := p.ensure(ctx, tx, oc.ReceivedAt); err != nil {
 		return err
 	}
@@ -311,7 +312,7 @@ type pathIndexTask struct{ p *pathState }
 func (t pathIndexTask) Name() string            { return "path-index" }
 func (t pathIndexTask) Interval() time.Duration { return 5 * time.Minute }
 
-func (t pathIndexTask) Step(ctx context.Context, tx Tx, now time.Time) (bool, error) {
+func (t pathIndexTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (bool, error) {
 	p := t.p
 	if err := p.ensure(ctx, tx, now); err != nil {
 		return false, err

@@ -1,5 +1,5 @@
 //go:build !race
 
-package writer
+package jobs
 
 const raceEnabled = false

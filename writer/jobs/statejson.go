@@ -1,4 +1,4 @@
-package writer
+package jobs
 
 import (
 	"context"
@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/meshingest/meshingest/writer"
 )
 
 // The jobs keep their progress in meshingest_state, as JSON values, in the
 // same transactions as the rows the progress stands for.
 
-func saveStateJSON(ctx context.Context, tx Tx, key string, v any) error {
+func saveStateJSON(ctx context.Context, tx writer.Tx, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("save %s: %w", key, err)
@@ -25,7 +27,7 @@ func saveStateJSON(ctx context.Context, tx Tx, key string, v any) error {
 
 // readStateJSON reads the value of key into v and reports whether there
 // was one.
-func readStateJSON(ctx context.Context, tx Tx, key string, v any) (bool, error) {
+func readStateJSON(ctx context.Context, tx writer.Tx, key string, v any) (bool, error) {
 	var raw string
 	err := tx.QueryRowContext(ctx, `SELECT value FROM meshingest_state WHERE key = ?`, key).Scan(&raw)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -1,16 +1,16 @@
-package writer
+package jobs
 
 import (
 	"context"
 	"database/sql"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer"
 	"github.com/rs/zerolog"
 )
 
@@ -160,14 +160,8 @@ func TestPathState_AppendResolvedPath_NullWhenNothingResolved(t *testing.T) {
 // committed write their edges once.
 func TestPathState_RolledBack_ForgetsTheBatch(t *testing.T) {
 	ctx := context.Background()
-	d, err := openDatabase(ctx, filepath.Join(t.TempDir(), "meshcore.db"), true, DBOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := openDatabase(t, newDatabase(t))
 	defer d.close()
-	if _, err := migrate(ctx, d.conn, zerolog.Nop()); err != nil {
-		t.Fatal(err)
-	}
 	known, advertiser := key64("aa"), key64("bb")
 	mustExecConn(t, d.conn, `INSERT INTO nodes (public_key, name) VALUES (?, 'known')`, known)
 	p := newPathState(zerolog.Nop(), 5)
@@ -178,14 +172,14 @@ func TestPathState_RolledBack_ForgetsTheBatch(t *testing.T) {
 		mustExecConn(t, d.conn, "BEGIN IMMEDIATE")
 		for i, o := range []struct {
 			path string
-			oc   ObservationContext
+			oc   writer.ObservationContext
 		}{
 			// A new node's advert heard through the known node.
-			{`["AA"]`, ObservationContext{ObserverID: observer, FromPubkey: advertiser, Frame: &advert, NewTransmission: true}},
+			{`["AA"]`, writer.ObservationContext{ObserverID: observer, FromPubkey: advertiser, Frame: &advert, NewTransmission: true}},
 			// A packet whose last hop is now the new node.
-			{`["AA","BB"]`, ObservationContext{ObserverID: observer, NewTransmission: true}},
+			{`["AA","BB"]`, writer.ObservationContext{ObserverID: observer, NewTransmission: true}},
 		} {
-			obs := &Observation{TransmissionID: int64(i + 1), ObserverIdx: sql.NullInt64{Int64: 1, Valid: true},
+			obs := &writer.Observation{TransmissionID: int64(i + 1), ObserverIdx: sql.NullInt64{Int64: 1, Valid: true},
 				PathJSON: o.path, Timestamp: 1_800_000_000 + int64(i)}
 			if err := p.BeforeObservation(ctx, d.conn, obs, &o.oc); err != nil {
 				t.Fatal(err)
@@ -221,7 +215,7 @@ func TestPathState_RolledBack_ForgetsTheBatch(t *testing.T) {
 	}
 }
 
-func mustExecConn(t testing.TB, conn Tx, q string, args ...any) {
+func mustExecConn(t testing.TB, conn writer.Tx, q string, args ...any) {
 	t.Helper()
 	if _, err := conn.ExecContext(context.Background(), q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
@@ -234,25 +228,15 @@ func mustExecConn(t testing.TB, conn Tx, q string, args ...any) {
 // touched.
 func TestPathState_NewConnection_Reloads(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "meshcore.db")
-	open := func() *database {
-		d, err := openDatabase(ctx, path, true, DBOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := migrate(ctx, d.conn, zerolog.Nop()); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	path := newDatabase(t)
 	p := newPathState(zerolog.Nop(), 5)
-	d1 := open()
+	d1 := openDatabase(t, path)
 	if err := p.ensure(ctx, d1.conn, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	mustExecConn(t, d1.conn, `INSERT INTO nodes (public_key) VALUES (?)`, key64("ab"))
 	d1.close()
-	d2 := open()
+	d2 := openDatabase(t, path)
 	defer d2.close()
 	if err := p.ensure(ctx, d2.conn, time.Now()); err != nil {
 		t.Fatal(err)
@@ -267,14 +251,8 @@ func TestPathState_NewConnection_Reloads(t *testing.T) {
 // two batches is written again, not lost and not double-counted.
 func TestPathState_Flush_RowsDeletedMeanwhile(t *testing.T) {
 	ctx := context.Background()
-	d, err := openDatabase(ctx, filepath.Join(t.TempDir(), "meshcore.db"), true, DBOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := openDatabase(t, newDatabase(t))
 	defer d.close()
-	if _, err := migrate(ctx, d.conn, zerolog.Nop()); err != nil {
-		t.Fatal(err)
-	}
 	mustExecConn(t, d.conn, `INSERT INTO nodes (public_key) VALUES (?)`, key64("ab"))
 	p := newPathState(zerolog.Nop(), 5)
 	const observers = 70
@@ -282,9 +260,9 @@ func TestPathState_Flush_RowsDeletedMeanwhile(t *testing.T) {
 		t.Helper()
 		mustExecConn(t, d.conn, "BEGIN IMMEDIATE")
 		for i := int64(0); i < observers; i++ {
-			obs := &Observation{TransmissionID: tx0 + i, ObserverIdx: sql.NullInt64{Int64: i + 1, Valid: true},
+			obs := &writer.Observation{TransmissionID: tx0 + i, ObserverIdx: sql.NullInt64{Int64: i + 1, Valid: true},
 				PathJSON: `["AB"]`, Timestamp: 1_800_000_000 + tx0}
-			oc := &ObservationContext{ObserverID: fmt.Sprintf("OBS%03d", i), NewTransmission: true}
+			oc := &writer.ObservationContext{ObserverID: fmt.Sprintf("OBS%03d", i), NewTransmission: true}
 			if err := p.BeforeObservation(ctx, d.conn, obs, oc); err != nil {
 				t.Fatal(err)
 			}
@@ -312,8 +290,8 @@ func TestPathState_Flush_RowsDeletedMeanwhile(t *testing.T) {
 		if strings.Contains("obs003 obs010 obs060 obs069", b) {
 			want = 1
 		}
-		if c != want || seen != formatSeconds(1_800_002_000) {
-			t.Errorf("edge to %s: count %d last_seen %s, want %d %s", b, c, seen, want, formatSeconds(1_800_002_000))
+		if c != want || seen != writer.FormatSeconds(1_800_002_000) {
+			t.Errorf("edge to %s: count %d last_seen %s, want %d %s", b, c, seen, want, writer.FormatSeconds(1_800_002_000))
 		}
 		n++
 	}

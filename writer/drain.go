@@ -1,0 +1,285 @@
+package writer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/meshingest/meshingest/shared"
+)
+
+// The drain loop reads a batch of records from the spool, applies them and
+// commits, on the one goroutine that owns the connection. A batch is one
+// transaction and follows the commit protocol step by step:
+//
+//	begin         BEGIN IMMEDIATE; the delivery memory is read inside it
+//	apply         each record's rows (observations queued, written in chunks)
+//	flush         the queued observations, the aggregated rows, the hook's rows
+//	save          the spool position and the deliveries applied
+//	commit        COMMIT
+//	after commit  caches, hook and stats learn the batch; the spool releases it
+//
+// An error in any step before the commit's success rolls everything back,
+// in the database and in the hook; the caller (refused) forgets the caches
+// and reads the same records again. Nothing the batch learned reaches
+// memory that outlives it before the commit.
+
+// drain runs batches, and maintenance steps between them, until ctx ends.
+func (w *Writer) drain(ctx context.Context) {
+	for ctx.Err() == nil {
+		w.petWatchdog()
+		w.stats.LoopTickUnix.Store(time.Now().Unix())
+		n, err := w.drainBatch(ctx)
+		if err != nil {
+			w.refused(ctx, err)
+			continue
+		}
+		w.trouble.succeeded(time.Now())
+		more := w.runTaskStep(ctx)
+		if n > 0 || more {
+			continue
+		}
+		w.waitForRecords(ctx)
+	}
+}
+
+// openBatch is a batch whose transaction is open.
+type openBatch struct {
+	ctx          context.Context // the statements': not cancelled by a stop
+	b            *batch
+	next         writerState // where the records applied so far bring the writer
+	sources      map[string]struct{}
+	lastReceived time.Time
+	// waitStart..holdStart is the wait for the write lock, holdStart on
+	// the time it is held; starved is the part of that the batch waited
+	// for the reader, commitStart when COMMIT was sent.
+	waitStart, holdStart, commitStart time.Time
+	starved                           time.Duration
+}
+
+// drainBatch commits one batch and returns how many records it held (0
+// when there was nothing to read).
+func (w *Writer) drainBatch(ctx context.Context) (int, error) {
+	first, err := w.firstRecord(ctx)
+	if err != nil || first == nil {
+		return 0, err
+	}
+	ob, err := w.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := w.fill(ctx, ob, first); err != nil {
+		return 0, w.rollback(ob, err)
+	}
+	if err := w.commit(ob); err != nil {
+		return 0, w.rollback(ob, err)
+	}
+	w.afterCommit(ob)
+	return ob.b.counts.messages, nil
+}
+
+// firstRecord (re)opens the database and the spool reader as needed and
+// waits for the batch's first record: nil when the spool has nothing more,
+// or could not be read (spoolTrouble has waited).
+func (w *Writer) firstRecord(ctx context.Context) (*prepared, error) {
+	if err := w.ensureDB(ctx); err != nil {
+		return nil, err
+	}
+	if w.pipe == nil {
+		pl, err := startPipeline(w.src, w.state.Position, w.in)
+		if err != nil {
+			return nil, w.spoolTrouble(ctx, err)
+		}
+		w.pipe = pl
+	}
+	it := w.pipe.next()
+	switch {
+	case it.eof:
+		w.stopReading()
+		w.stats.CaughtUp.Store(true)
+		return nil, nil
+	case it.err != nil:
+		return nil, w.spoolTrouble(ctx, it.err)
+	}
+	w.stats.CaughtUp.Store(false)
+	return it.p, nil
+}
+
+// begin opens the batch's transaction. Its statements run to completion
+// even when ctx ends: a stop finishes the batch in progress and commits it.
+func (w *Writer) begin(ctx context.Context) (*openBatch, error) {
+	sctx := context.WithoutCancel(ctx)
+	waitStart := time.Now()
+	if _, err := w.db.conn.ExecContext(sctx, "BEGIN IMMEDIATE"); err != nil {
+		return nil, fmt.Errorf("begin batch: %w", err)
+	}
+	return &openBatch{ctx: sctx, b: newBatch(sctx, w.store), next: w.state, sources: map[string]struct{}{},
+		waitStart: waitStart, holdStart: time.Now()}, nil
+}
+
+// fill writes the batch in its transaction: everything before the COMMIT.
+func (w *Writer) fill(ctx context.Context, ob *openBatch, first *prepared) error {
+	if err := w.store.loadDeliveries(ob.ctx); err != nil {
+		return err
+	}
+	if err := w.applyRecords(ctx, ob, first); err != nil {
+		return err
+	}
+	if err := w.flush(ob); err != nil {
+		return err
+	}
+	return w.save(ob)
+}
+
+// applyRecords applies p and the records after it until the batch is
+// full: Options.BatchMaxRecords records, Options.BatchMaxTime of holding
+// the lock, the end of what is sealed, or a stop.
+func (w *Writer) applyRecords(ctx context.Context, ob *openBatch, p *prepared) error {
+	deadline := time.NewTimer(w.opts.BatchMaxTime - time.Since(ob.holdStart))
+	defer deadline.Stop()
+	for p != nil {
+		if err := w.in.apply(ob.b, p); err != nil {
+			return err
+		}
+		ob.next.Position = p.pos
+		if p.t.After(ob.next.StreamTime) {
+			ob.next.StreamTime = p.t
+		}
+		ob.lastReceived = p.t
+		if p.rec.Source != "" {
+			ob.sources[p.rec.Source] = struct{}{}
+		}
+		if ob.b.counts.messages >= w.opts.BatchMaxRecords || ctx.Err() != nil || time.Since(ob.holdStart) >= w.opts.BatchMaxTime {
+			return nil
+		}
+		p = w.nextRecord(ob, deadline.C)
+	}
+	return nil
+}
+
+// nextRecord returns the batch's next record, or nil where the batch ends:
+// deadline fired while the reader was behind, the end of what is sealed, or
+// a spool error (what was read is committed; the next batch reopens the
+// spool).
+func (w *Writer) nextRecord(ob *openBatch, deadline <-chan time.Time) *prepared {
+	it, ok := w.pipe.ready()
+	if !ok {
+		// The reader is behind: this wait is the spool's and the
+		// parser's, not SQLite's.
+		readWait := time.Now()
+		it, ok = w.pipe.nextBefore(deadline)
+		ob.starved += time.Since(readWait)
+		if !ok {
+			return nil
+		}
+	}
+	switch {
+	case it.eof:
+		w.stopReading()
+		w.stats.CaughtUp.Store(true)
+		return nil
+	case it.err != nil:
+		w.log.Warn().Err(it.err).Msg("spool read failed in the middle of a batch; committing what was read")
+		w.stopReading()
+		return nil
+	}
+	return it.p
+}
+
+// flush writes what the batch queued and aggregated, then the hook's rows.
+func (w *Writer) flush(ob *openBatch) error {
+	if err := ob.b.flush(); err != nil {
+		return err
+	}
+	if w.opts.Hook != nil {
+		if err := w.opts.Hook.Flush(ob.ctx, w.db.conn); err != nil {
+			return fmt.Errorf("batch hook flush: %w", err)
+		}
+	}
+	return nil
+}
+
+// save stores where the batch brings the writer and the deliveries it
+// applied, in its transaction: the rows, the position and the delivery
+// memory commit together or not at all.
+func (w *Writer) save(ob *openBatch) error {
+	if err := w.store.saveState(ob.ctx, ob.next); err != nil {
+		return err
+	}
+	return ob.b.saveDeliveries()
+}
+
+func (w *Writer) commit(ob *openBatch) error {
+	ob.commitStart = time.Now()
+	if _, err := w.db.conn.ExecContext(ob.ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("commit batch: %w", err)
+	}
+	return nil
+}
+
+// rollback undoes the open batch, in the database and in the hook, and
+// returns err.
+func (w *Writer) rollback(ob *openBatch, err error) error {
+	w.db.conn.ExecContext(ob.ctx, "ROLLBACK")
+	if w.opts.Hook != nil {
+		w.opts.Hook.RolledBack()
+	}
+	return err
+}
+
+// afterCommit hands the committed batch on: the writer's position, the
+// caches and the hook learn it, the stats count it, and the spool may
+// forget its records.
+func (w *Writer) afterCommit(ob *openBatch) {
+	now := time.Now()
+	w.state = ob.next
+	ob.b.committed()
+	if w.opts.Hook != nil {
+		w.opts.Hook.Committed()
+	}
+	w.setCommitted(ob.next.Position)
+	wait, hold := ob.holdStart.Sub(ob.waitStart), now.Sub(ob.holdStart)
+	w.stats.addBatch(&ob.b.counts, ob.sources, ob.lastReceived, wait, hold, now)
+	w.log.Debug().Int("records", ob.b.counts.messages).Dur("wait", wait).Dur("hold", hold).
+		Dur("commit", now.Sub(ob.commitStart)).Dur("waited_for_records", ob.starved).
+		Stringer("position", ob.next.Position).Msg("batch committed")
+	// The rows are durable: the spool may forget the records.
+	if err := w.src.Release(ob.next.Position); err != nil {
+		w.throttledWarn("release", err, "could not delete drained spool segments; they are retried after the next batch")
+	}
+	if err := w.src.SavePosition(ob.next.Position); err != nil {
+		w.throttledWarn("position", err, "could not write the advisory writer-position.json")
+	}
+}
+
+// spoolTrouble handles a spool that cannot be read (an unsafe file where
+// a segment should be, the folder gone): it is not the database's fault,
+// so it is no episode; the writer logs it, waits and reads again. The spool
+// quarantines damaged records itself.
+func (w *Writer) spoolTrouble(ctx context.Context, err error) error {
+	w.stopReading()
+	w.throttledWarn("spool", err, "reading the spool failed; retrying in a second")
+	w.sleep(ctx, time.Second)
+	return nil
+}
+
+// waitForRecords blocks until the spool may have more, a task is due, or
+// at most a second (so the watchdog is petted and the file checked).
+func (w *Writer) waitForRecords(ctx context.Context) {
+	wait := time.Second
+	if iv := shared.WatchdogInterval(); iv > 0 {
+		wait = min(wait, iv)
+	}
+	now := time.Now()
+	for _, t := range w.tasks {
+		if !t.running {
+			wait = min(wait, max(t.next.Sub(now), 0))
+		}
+	}
+	if wait <= 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	w.src.WaitSealed(wctx)
+}
