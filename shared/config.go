@@ -202,6 +202,10 @@ type WriterConfig struct {
 	BatchMaxMs      int `json:"batchMaxMs,omitempty"`
 	// RetryMaxMs caps the back-off while the database refuses writes.
 	RetryMaxMs int `json:"retryMaxMs,omitempty"`
+	// NotReadyAfterSec is how long records may wait while the database
+	// refuses writes before the writer reports itself not ready
+	// (/-/ready, `meshingest status`). Zero means the writer's default.
+	NotReadyAfterSec int `json:"notReadyAfterSec,omitempty"`
 	// CacheKiB is SQLite's page cache for the writer's connection. More
 	// cache keeps more index pages of a very large database in memory,
 	// but it is resident memory (about 1.8 KiB per KiB of cache with the
@@ -443,6 +447,7 @@ func (c *Config) Validate(path string) error {
 		{"writer.batchMaxMs", int64(c.Writer.BatchMaxMs)},
 		{"writer.retryMaxMs", int64(c.Writer.RetryMaxMs)},
 		{"writer.cacheKiB", int64(c.Writer.CacheKiB)},
+		{"writer.notReadyAfterSec", int64(c.Writer.NotReadyAfterSec)},
 		{"neighborEdgesMaxAgeDays", int64(c.NeighborEdgesMaxAgeDays)},
 	}
 	for i, src := range c.MQTTSources {

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -191,5 +194,37 @@ func TestDecay_Allow_OneMinuteDoublingToAnHour(t *testing.T) {
 	}
 	if ok, _, since := d.Allow(t0.Add(25 * time.Hour)); !ok || !since.Equal(t0.Add(25*time.Hour)) {
 		t.Fatal("after Reset the next failure must be logged at once and start a new run")
+	}
+}
+
+// Durations in log lines carry their unit in the field name: zerolog's
+// Dur writes milliseconds, so its field must end in _ms ("retryIn": 2500
+// read as seconds was a 40-minute back-off). Every non-test file of the
+// module is checked.
+func TestLogFields_DurationsNameTheirUnit(t *testing.T) {
+	dur := regexp.MustCompile(`\.Dur\("([^"]*)"`)
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range dur.FindAllSubmatch(src, -1) {
+			if !strings.HasSuffix(string(m[1]), "_ms") {
+				t.Errorf("%s: the duration field %q does not end in _ms", path, m[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

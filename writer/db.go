@@ -49,7 +49,7 @@ type DBOptions struct {
 
 func (o DBOptions) withDefaults() DBOptions {
 	if o.CacheKiB <= 0 {
-		o.CacheKiB = 2 << 10
+		o.CacheKiB = DefaultCacheKiB
 	}
 	if o.BusyTimeoutMs <= 0 {
 		o.BusyTimeoutMs = 1000

@@ -14,6 +14,7 @@ import (
 	"github.com/meshingest/meshingest/deploy"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer"
 )
 
 const configUsage = `usage: meshingest config check [--config FILE]
@@ -96,17 +97,6 @@ func checkFiles(cfg *shared.Config, stderr io.Writer) error {
 	return nil
 }
 
-// Writer defaults the configuration leaves to the code. They mirror
-// writer.New's; the configuration reference test (configdoc_test.go)
-// checks docs/configuration.md against effectiveConfig, and the writer's
-// tests check the writer against these.
-const (
-	writerBatchMaxRecords = 16000
-	writerBatchMaxMs      = 1000
-	writerRetryMaxMs      = 1000
-	writerCacheKiB        = 2 << 10
-)
-
 // effectiveConfig is cfg with every default the code applies filled in,
 // as the processes run it. spool.minFreeBytes stays 0 when unset: its
 // default depends on the size of the spool's file system (the smaller of
@@ -138,16 +128,19 @@ func effectiveConfig(cfg *shared.Config) *shared.Config {
 	}
 	w := &c.Writer
 	if w.BatchMaxRecords <= 0 {
-		w.BatchMaxRecords = writerBatchMaxRecords
+		w.BatchMaxRecords = writer.DefaultBatchMaxRecords
 	}
 	if w.BatchMaxMs <= 0 {
-		w.BatchMaxMs = writerBatchMaxMs
+		w.BatchMaxMs = ms(writer.DefaultBatchMaxTime)
 	}
 	if w.RetryMaxMs <= 0 {
-		w.RetryMaxMs = writerRetryMaxMs
+		w.RetryMaxMs = ms(writer.DefaultRetryMax)
 	}
 	if w.CacheKiB <= 0 {
-		w.CacheKiB = writerCacheKiB
+		w.CacheKiB = writer.DefaultCacheKiB
+	}
+	if w.NotReadyAfterSec <= 0 {
+		w.NotReadyAfterSec = int(writer.DefaultNotReadyAfter / time.Second)
 	}
 	jobs := w.JobsEnabled()
 	w.Jobs = &jobs

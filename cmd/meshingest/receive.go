@@ -120,17 +120,18 @@ func reloadReceiver(log zerolog.Logger, lvl *shared.LogLevel, rcv *receiver.Rece
 	}
 	apply, restart := receiverReload.split(shared.ChangedKeys(cur, next))
 	inForce := *cur
-	if err := rcv.Reload(next.MQTTSources); err != nil {
-		log.Error().Err(err).Msg("SIGHUP: sources not reloaded; the running sources are unchanged")
-	} else {
-		inForce.MQTTSources, inForce.MQTT = next.MQTTSources, next.MQTT
-	}
+	// The level first, so that the lines about the rest are logged at it.
 	switch {
 	case levelFlag == "":
 		reloadLogLevel(log, lvl, next.LogLevel)
 		inForce.LogLevel = next.LogLevel
 	case matchKey("logLevel", apply):
 		log.Warn().Str("logLevel", next.LogLevel).Str("flag", levelFlag).Msg("SIGHUP: logLevel changed in the config, but --log-level sets the level; not changed")
+	}
+	if err := rcv.Reload(next.MQTTSources); err != nil {
+		log.Error().Err(err).Msg("SIGHUP: sources not reloaded; the running sources are unchanged")
+	} else {
+		inForce.MQTTSources, inForce.MQTT = next.MQTTSources, next.MQTT
 	}
 	reportRestart(log, "receiver", restart)
 	return &inForce
