@@ -1,13 +1,13 @@
 package spool
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -20,10 +20,14 @@ type Reader struct {
 	dir  string
 	opts ReaderOptions
 
-	mu    sync.Mutex
-	tmpl  []byte // segment template for repairs, built on first use
-	seen  uint64 // highest sealed segment id listed so far
-	stats ReaderStats
+	mu     sync.Mutex
+	tmpl   []byte // segment template for repairs, built on first use
+	seen   uint64 // highest sealed segment id listed so far
+	stats  ReaderStats
+	watch  watcher // WaitSealed's watch on the folder (watch.go)
+	closed bool
+
+	listings atomic.Uint64 // folder listings, for the tests of idle waiting
 }
 
 // ReaderStats counts what a Reader did.
@@ -44,8 +48,12 @@ type ReaderStats struct {
 // ever ran) and removes repairs a crashed reader left half done.
 func OpenReader(dir string, opts ReaderOptions) (*Reader, error) {
 	if opts.PollInterval <= 0 {
-		opts.PollInterval = 50 * time.Millisecond
+		opts.PollInterval = defaultPollInterval
 	}
+	if opts.PollMaxInterval <= 0 {
+		opts.PollMaxInterval = defaultPollMaxInterval
+	}
+	opts.PollMaxInterval = max(opts.PollMaxInterval, opts.PollInterval)
 	if opts.Inspect {
 		fi, err := os.Stat(dir)
 		if err != nil {
@@ -77,6 +85,12 @@ func (r *Reader) Stats() ReaderStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stats
+}
+
+// listSealed lists the sealed segments, counting the listing.
+func (r *Reader) listSealed() ([]segmentFile, error) {
+	r.listings.Add(1)
+	return listSegments(r.dir, sealedExt)
 }
 
 func (r *Reader) noteListed(segs []segmentFile) {
@@ -157,7 +171,7 @@ func (c *Cursor) Next() (Record, Position, error) {
 // first record, so a segment is behind pos when the next one starts at or
 // before pos.Seq+1.
 func (c *Cursor) list() error {
-	segs, err := listSegments(c.r.dir, sealedExt)
+	segs, err := c.r.listSealed()
 	if err != nil {
 		return err
 	}
@@ -394,7 +408,7 @@ func (sr *segmentReader) close() {
 // not synced: a segment that reappears after a power loss is skipped by
 // position.
 func (r *Reader) Release(pos Position) error {
-	segs, err := listSegments(r.dir, sealedExt)
+	segs, err := r.listSealed()
 	if err != nil {
 		return err
 	}
@@ -424,29 +438,4 @@ func (r *Reader) Release(pos Position) error {
 		r.mu.Unlock()
 	}
 	return nil
-}
-
-// WaitSealed returns when a sealed segment newer than the newest one this
-// reader has listed appears, or when ctx ends.
-func (r *Reader) WaitSealed(ctx context.Context) error {
-	t := time.NewTicker(r.opts.PollInterval)
-	defer t.Stop()
-	for {
-		segs, err := listSegments(r.dir, sealedExt)
-		if err != nil {
-			return err
-		}
-		r.mu.Lock()
-		seen := r.seen
-		r.mu.Unlock()
-		if n := len(segs); n > 0 && segs[n-1].ID > seen {
-			r.noteListed(segs)
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 }

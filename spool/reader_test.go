@@ -171,3 +171,60 @@ func TestRequeue_PutsQuarantinedRecordBack(t *testing.T) {
 	}
 	checkSpool(t, dir)
 }
+
+func TestReader_WaitSealed_IdleDoesNotRelistInALoop(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool") // never used: no file in it
+	r, err := OpenReader(dir, ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, _ := r.Cursor(Position{})
+	defer c.Close()
+	// The writer's idle loop: read to the end, wait up to a second, again.
+	for i := 0; i < 3; i++ {
+		if _, _, err := c.Next(); err != io.EOF {
+			t.Fatalf("empty spool: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := r.WaitSealed(ctx); err != context.DeadlineExceeded {
+			t.Fatalf("nothing sealed, WaitSealed returned %v", err)
+		}
+		cancel()
+	}
+	// A 50 ms poll would list the folder about 60 times in these three
+	// seconds; the backing-off poll about 8, a slow machine fewer.
+	if n := r.listings.Load(); n > 15 {
+		t.Fatalf("an idle reader listed the folder %d times in 3 s", n)
+	}
+}
+
+func TestReader_WaitSealed_WakesOnTheWatchEvent(t *testing.T) {
+	dir := t.TempDir()
+	a, err := OpenAppender(dir, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	// A poll that never comes within the test: only the folder watch can
+	// wake the reader.
+	r, _ := OpenReader(dir, ReaderOptions{PollInterval: time.Hour, PollMaxInterval: time.Hour})
+	defer r.Close()
+	ready := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		ready <- r.WaitSealed(ctx)
+	}()
+	// The first listing is done before WaitSealed waits; an append sealed
+	// before it would return at once, which is fine too.
+	appendAll(t, a, []Record{testRecord(1, 10)})
+	if err := <-ready; err != nil {
+		t.Fatalf("WaitSealed: %v (the watch did not wake it)", err)
+	}
+	c, _ := r.Cursor(Position{})
+	defer c.Close()
+	if rec, _, err := c.Next(); err != nil || !sameContent(rec, testRecord(1, 10)) {
+		t.Fatalf("after WaitSealed: %v %v", rec, err)
+	}
+}

@@ -532,7 +532,10 @@ func (w *Writer) waitForRecords(ctx context.Context) {
 	}
 	now := time.Now()
 	for _, t := range w.tasks {
-		if !t.running {
+		// A task due but not runnable (no record written yet) must not cut
+		// the wait short: it made an idle writer on a never-used spool
+		// re-list the folder in a loop, a whole core.
+		if !t.running && w.tasksRunnable() {
 			wait = min(wait, max(t.next.Sub(now), 0))
 		}
 	}
@@ -583,10 +586,14 @@ func (w *Writer) forgetTransmissions() {
 	}
 }
 
+// tasksRunnable reports whether a task may run: tasks need the database
+// and the stream time, which the first record written sets.
+func (w *Writer) tasksRunnable() bool { return w.db != nil && !w.state.StreamTime.IsZero() }
+
 // runTaskStep runs one step of a maintenance task that is due, in its own
 // short transaction, and reports whether a task has more to do now.
 func (w *Writer) runTaskStep(ctx context.Context) (more bool) {
-	if w.db == nil || w.state.StreamTime.IsZero() || ctx.Err() != nil {
+	if !w.tasksRunnable() || ctx.Err() != nil {
 		return false
 	}
 	now := time.Now()
