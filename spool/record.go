@@ -65,6 +65,9 @@ const (
 	flagDuplicate = 1 << 1
 
 	maxStringLen = 1<<16 - 1
+	// maxPayloadLen bounds the u32 payload length well inside it; compared
+	// as uint64 so that the constant fits a 32-bit int's platforms too.
+	maxPayloadLen = 1 << 31
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -82,7 +85,7 @@ func checkEncodable(rec *Record) error {
 		return fmt.Errorf("%w: broker is %d bytes, over %d", ErrInvalidRecord, len(rec.Broker), maxStringLen)
 	case len(rec.Topic) > maxStringLen:
 		return fmt.Errorf("%w: topic is %d bytes, over %d", ErrInvalidRecord, len(rec.Topic), maxStringLen)
-	case len(rec.Payload) > 1<<31:
+	case uint64(len(rec.Payload)) > maxPayloadLen:
 		return fmt.Errorf("%w: payload is %d bytes", ErrInvalidRecord, len(rec.Payload))
 	case rec.QoS > 2:
 		return fmt.Errorf("%w: QoS %d", ErrInvalidRecord, rec.QoS)
