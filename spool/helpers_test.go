@@ -128,8 +128,8 @@ func checkSpool(t testing.TB, dir string) {
 	var last uint64
 	segs, _ := listSegments(dir, sealedExt)
 	for _, s := range segs {
-		r := &Reader{dir: dir, opts: ReaderOptions{Inspect: true}}
-		sr, err := r.openSegment(s, 0)
+		r, _ := OpenReader(dir, ReaderOptions{Inspect: true})
+		sr, err := r.openSegment(s, Position{})
 		if err != nil {
 			t.Fatalf("segment %s does not open: %v", s.Name, err)
 		}
@@ -138,7 +138,7 @@ func checkSpool(t testing.TB, dir string) {
 		}
 		var sum segmentSummary
 		for {
-			rec, err := sr.next()
+			rec, err := sr.next(0)
 			if err == io.EOF {
 				break
 			}
