@@ -288,8 +288,10 @@ func AdoptCopiedFolder(dir string) (IdentityInfo, error) {
 // writeSyncedTemp writes b to a temporary file beside path and syncs it;
 // the caller links or renames it into place and syncs the folder.
 func writeSyncedTemp(path string, b []byte) (string, error) {
-	tmp := path + ".tmp." + strconv.Itoa(os.Getpid())
-	f, err := openSpoolFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	var r [4]byte
+	rand.Read(r[:])
+	tmp := path + ".tmp." + strconv.Itoa(os.Getpid()) + "." + hex.EncodeToString(r[:])
+	f, err := openSpoolFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", &Error{Op: "write", Path: tmp, Err: err}
 	}

@@ -282,12 +282,18 @@ type segmentReader struct {
 	tx   *bbolt.Tx
 	c    *bbolt.Cursor
 	k, v []byte // next key/value, nil at the end
+	// boltFile is the file bbolt reads (bbolt closes it, unless poisoned)
+	boltFile *os.File
 	// salvage path
 	f    *os.File
 	salv *salvageResult
 	idx  int
 	r    *Reader
 	seg  segmentFile
+	// poisoned: bbolt panicked or faulted on this file. Its locks may be
+	// held and its state is unknown, so it is never called again (Close
+	// could wait forever); the file is closed and the mapping left.
+	poisoned bool
 }
 
 // placement says why a segment whose records run from first to last (n of
@@ -385,21 +391,22 @@ func (sr *segmentReader) openBolt(f *os.File, afterSeq uint64) error {
 			err = fmt.Errorf("%w: no records bucket", ErrCorrupt)
 			return
 		}
-		sr.db, sr.c = db, b.Cursor()
+		sr.db, sr.c, sr.boltFile = db, b.Cursor(), f
 		sr.k, sr.v = sr.c.Seek(seqKey(afterSeq + 1))
 	})
-	if err == nil {
-		err = gerr
+	if gerr != nil {
+		err, sr.poisoned = gerr, true
 	}
 	if err != nil {
-		if sr.tx != nil {
-			guardBolt(func() { sr.tx.Rollback() })
-			sr.tx = nil
+		if !sr.poisoned {
+			if sr.tx != nil {
+				sr.tx.Rollback()
+			}
+			if db != nil {
+				db.Close()
+			}
 		}
-		if db != nil {
-			guardBolt(func() { db.Close() })
-		}
-		sr.db, sr.c = nil, nil
+		sr.tx, sr.db, sr.c = nil, nil, nil
 		f.Close() // closed already unless a panic cut bbolt short
 		if !errors.Is(err, ErrCorrupt) {
 			err = fmt.Errorf("%w: verified, but bbolt cannot read it: %v", ErrCorrupt, err)
@@ -600,8 +607,12 @@ func (sr *segmentReader) next(afterSeq uint64) (Record, error) {
 			}
 		}
 		if ferr := guardBolt(func() { sr.k, sr.v = sr.c.Next() }); ferr != nil {
+			sr.poisoned = true
 			if ferr = sr.fallBack(ferr); ferr != nil {
 				return Record{}, ferr
+			}
+			if err != nil {
+				return sr.next(afterSeq) // on from the salvage
 			}
 		}
 		if err != nil {
@@ -679,15 +690,19 @@ func recordSeqKey(k []byte) uint64 {
 }
 
 func (sr *segmentReader) closeBolt() {
-	if sr.tx != nil {
-		guardBolt(func() { sr.tx.Rollback() })
-		sr.tx = nil
+	if sr.poisoned {
+		if sr.boltFile != nil {
+			sr.boltFile.Close()
+		}
+	} else {
+		if sr.tx != nil {
+			guardBolt(func() { sr.tx.Rollback() })
+		}
+		if sr.db != nil {
+			guardBolt(func() { sr.db.Close() })
+		}
 	}
-	if sr.db != nil {
-		guardBolt(func() { sr.db.Close() })
-		sr.db = nil
-	}
-	sr.c, sr.k, sr.v = nil, nil, nil
+	sr.tx, sr.db, sr.c, sr.k, sr.v, sr.boltFile = nil, nil, nil, nil, nil, nil
 }
 
 func (sr *segmentReader) close() {

@@ -10,7 +10,7 @@ import (
 )
 
 func TestReader_Cursor_ResumesAfterPosition(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "spool")
+	dir := newSpoolDir(t)
 	orig := buildSpool(t, dir, 2000)
 	all, poss := readAll(t, dir, ReaderOptions{Inspect: true})
 	r, _ := OpenReader(dir, ReaderOptions{})
@@ -42,11 +42,10 @@ func TestReader_Cursor_ResumesAfterPosition(t *testing.T) {
 		t.Fatalf("resume after release: %d", rec.Seq)
 	}
 	c.Close()
-	checkSpool(t, dir)
 }
 
 func TestReader_WaitSealed_ReturnsOnNewSegment(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	a, err := OpenAppender(dir, fastOptions())
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +77,7 @@ func TestReader_WaitSealed_ReturnsOnNewSegment(t *testing.T) {
 }
 
 func TestOpenAppender_RecoversDamagedUnsealedSegment(t *testing.T) {
-	src := filepath.Join(t.TempDir(), "spool")
+	src := newSpoolDir(t)
 	orig := buildSpool(t, src, 1000)
 	// Make the last sealed segment look like the active one a dead
 	// appender left, torn at the end and with a flipped byte inside.
@@ -139,11 +138,10 @@ func TestOpenAppender_RecoversDamagedUnsealedSegment(t *testing.T) {
 	if !original || kept == 0 || len(recs) >= len(orig) {
 		t.Fatalf("kept %d of the damaged segment, %d of %d in all, quarantine %+v", kept, len(recs), len(orig), items)
 	}
-	checkSpool(t, src)
 }
 
 func TestRequeue_PutsQuarantinedRecordBack(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	a, _ := OpenAppender(dir, fastOptions())
 	rec := testRecord(7, 50)
 	rec.Seq = 3
@@ -169,11 +167,10 @@ func TestRequeue_PutsQuarantinedRecordBack(t *testing.T) {
 	if len(items) != 1 || items[0].Seq != 4 || items[0].Reason != "test: flipped" {
 		t.Fatalf("quarantine after requeue: %+v", items)
 	}
-	checkSpool(t, dir)
 }
 
 func TestReader_WaitSealed_IdleDoesNotRelistInALoop(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "spool") // never used: no file in it
+	dir := newSpoolDir(t) // never used: no file in it
 	r, err := OpenReader(dir, ReaderOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +197,7 @@ func TestReader_WaitSealed_IdleDoesNotRelistInALoop(t *testing.T) {
 }
 
 func TestReader_WaitSealed_WakesOnTheWatchEvent(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	a, err := OpenAppender(dir, fastOptions())
 	if err != nil {
 		t.Fatal(err)
