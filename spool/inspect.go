@@ -9,6 +9,9 @@ import (
 // appender's status file only, so it never waits on the appender.
 type Status struct {
 	Dir string `json:"dir"`
+	// Identity is the folder's identity file; nil when it has none yet
+	// (the receiver or the writer gives it one when it opens the folder).
+	Identity *IdentityInfo `json:"identity"`
 	// Segments, Records and Bytes count what the writer has not drained
 	// (as far as writer-position.json tells), the active segment included.
 	Segments int        `json:"segments"`
@@ -76,6 +79,9 @@ func Inspect(dir string) (Status, error) {
 	segs, err := ListSegments(dir)
 	if err != nil {
 		return s, err
+	}
+	if id, err := ReadIdentity(dir); err == nil {
+		s.Identity = &id
 	}
 	pos, err := ReadWriterPosition(dir)
 	if err == nil && !pos.IsZero() {
