@@ -3,12 +3,15 @@ package spool
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"hash/crc32"
 	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // resealed returns a segment file whose bbolt data is data, sealed with a
@@ -222,4 +225,27 @@ func FuzzSegmentFile(f *testing.F) {
 		}
 		_ = st
 	})
+}
+
+// A fault on a mapping (here SIGBUS: the mapped file was cut short under
+// it) is an error inside guardBolt, not the end of the process.
+func TestGuardBolt_FaultOnMappingIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(path, make([]byte, 2*os.Getpagesize()), 0o600)
+	f, _ := os.Open(path)
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, 2*os.Getpagesize(), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	os.Truncate(path, 0)
+	var b byte
+	err = guardBolt(func() { b = m[os.Getpagesize()+1] })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read past a truncated mapping: %v (byte %d)", err, b)
+	}
+	if err := guardBolt(func() { panic("inside bbolt") }); !errors.Is(err, ErrCorrupt) || !contains(err.Error(), "inside bbolt") {
+		t.Fatalf("a panic: %v", err)
+	}
 }

@@ -85,6 +85,27 @@ func damageAndRead(t *testing.T, src string, orig map[uint64]Record, seed uint64
 			t.Fatalf("seed %d: record %d of an undamaged segment is missing", seed, seq)
 		}
 	}
+	// Every record the victim held is counted once: returned, quarantined
+	// one by one, set aside or lost; exactly when its trailer survived,
+	// and at least the Seqs missing up to the last record found when not.
+	held := 0
+	for seq := range orig {
+		if seq >= victim.ID && (victim == segs[len(segs)-1] || seq < nextID(segs, victim)) {
+			held++
+		}
+	}
+	for _, e := range events {
+		if e.Segment != victim.ID {
+			continue
+		}
+		counted := e.Kept + e.Damaged + e.SetAside + e.Lost
+		if e.Held >= 0 && (!e.LostExact && e.SetAside == 0 || e.Held != held || counted != held) {
+			t.Fatalf("seed %d: the trailer held %d (truth %d) records, counted %d: %+v", seed, e.Held, held, counted, e)
+		}
+		if e.Held < 0 && (e.LostExact || counted > held) {
+			t.Fatalf("seed %d: no trailer, counted %d of %d: %+v", seed, counted, held, e)
+		}
+	}
 	// A second read is clean: the damage was repaired and quarantined.
 	var again []QuarantineEvent
 	got2, _ := readAll(t, dir, ReaderOptions{OnQuarantine: func(e QuarantineEvent) { again = append(again, e) }})

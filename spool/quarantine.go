@@ -15,7 +15,10 @@ import (
 // ".reason" file (JSON) beside it:
 //
 //	SEGMENTID-SEQ.rec    one damaged record's bytes, as found
-//	SEGMENTID.seg[.N]    the original of a damaged segment, as found
+//	SEGMENTID.seg[.N]    the original of a damaged segment, as found, or a
+//	                     segment set aside whole (of another spool, or out
+//	                     of place: its .reason gives set_aside_records and
+//	                     the Seqs it holds; none of them is in the spool)
 //	SEGMENTID.active[.N] the original of a damaged unsealed segment
 //
 // The intact records of a damaged segment are kept in a rebuilt segment of
