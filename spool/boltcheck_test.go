@@ -96,22 +96,9 @@ func readSegmentFile(t testing.TB, file []byte, id Identity, inspect bool) ([]Re
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := r.Cursor(Position{})
-	defer c.Close()
-	var recs []Record
-	for {
-		rec, pos, err := c.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("read: %v", err)
-		}
-		recs = append(recs, rec)
-		if inspect {
-			continue
-		}
-		if err := r.Release(pos); err != nil {
+	recs, poss := readFrom(t, r, Position{})
+	if !inspect && len(poss) > 0 {
+		if err := r.Release(poss[len(poss)-1]); err != nil {
 			t.Fatal(err)
 		}
 	}

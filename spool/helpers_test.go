@@ -72,14 +72,20 @@ func appendAll(t testing.TB, a *Appender, recs []Record) {
 	}
 }
 
-// readAll reads every sealed record after pos.
+// readAll reads every sealed record of the spool in dir.
 func readAll(t testing.TB, dir string, opts ReaderOptions) ([]Record, []Position) {
 	t.Helper()
 	r, err := OpenReader(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := r.Cursor(Position{})
+	return readFrom(t, r, Position{})
+}
+
+// readFrom reads every sealed record after pos through r.
+func readFrom(t testing.TB, r *Reader, after Position) ([]Record, []Position) {
+	t.Helper()
+	c, err := r.Cursor(after)
 	if err != nil {
 		t.Fatal(err)
 	}

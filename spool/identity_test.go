@@ -2,7 +2,6 @@ package spool
 
 import (
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,22 +12,9 @@ import (
 // position.
 func drainAfter(t *testing.T, r *Reader, pos Position) ([]Record, Position) {
 	t.Helper()
-	c, err := r.Cursor(pos)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var recs []Record
-	for {
-		rec, p, err := c.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, rec)
-		pos = p
+	recs, poss := readFrom(t, r, pos)
+	if len(poss) > 0 {
+		pos = poss[len(poss)-1]
 	}
 	if err := r.Release(pos); err != nil {
 		t.Fatal(err)
@@ -215,5 +201,21 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 	if err := os.WriteFile(dst, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The advisory writer position of another spool (left by a writer that
+// drained the folder this one replaced) drains nothing of this one.
+func TestInspect_WriterPositionOfAnotherSpool_CountsNothingDrained(t *testing.T) {
+	dir := newSpoolDir(t)
+	buildSpool(t, dir, 300)
+	other, _ := newIdentity()
+	WriteWriterPosition(dir, Position{Spool: other, Segment: 1, Seq: 1 << 40})
+	st, err := Inspect(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Records != 300 {
+		t.Fatalf("%d records to drain, want 300", st.Records)
 	}
 }

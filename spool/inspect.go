@@ -87,6 +87,9 @@ func Inspect(dir string) (Status, error) {
 	if err == nil && !pos.IsZero() {
 		s.WriterPosition = &pos
 	}
+	if s.Identity != nil && !pos.Spool.IsZero() && pos.Spool != s.Identity.ID {
+		pos = Position{} // another spool's: nothing of this one is drained
+	}
 	s.AppenderRunning = AppenderAlive(dir)
 	s.AppenderPID, _ = ReadAppenderPID(dir)
 	if st, err := ReadAppenderStatus(dir); err == nil {

@@ -168,6 +168,9 @@ func (a *Appender) housekeep() {
 		bytes += s.Bytes
 	}
 	pos, _ := ReadWriterPosition(a.dir)
+	if !pos.Spool.IsZero() && pos.Spool != a.id.ID {
+		pos = Position{} // a position in another spool drained nothing of this one
+	}
 
 	a.mu.Lock()
 	if a.activeInfo != nil {
