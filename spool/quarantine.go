@@ -47,13 +47,16 @@ type QuarantineEvent struct {
 	// segment's first Seq and the last record found (a lower bound).
 	Lost      int
 	LostExact bool
-	Entries   int       // leaf elements that could not even be delimited
-	Moved     string    // where the original went in quarantine/, "" when nothing was moved
-	At        time.Time // when it was found
+	// Whole: the segment was set aside whole, unread (another spool's, or
+	// out of place); SetAside counts its records.
+	Whole   bool
+	Entries int       // leaf elements that could not even be delimited
+	Moved   string    // where the original went in quarantine/, "" when nothing was moved
+	At      time.Time // when it was found
 }
 
 func (e QuarantineEvent) String() string {
-	if e.SetAside > 0 || e.Held >= 0 && e.Kept+e.Damaged+e.Lost == 0 {
+	if e.Whole {
 		return fmt.Sprintf("segment %d (%s): %s; set aside whole with its %d records", e.Segment, e.Path, e.Reason, e.SetAside)
 	}
 	lost := fmt.Sprintf("%d records lost", e.Lost)

@@ -35,6 +35,8 @@ type Reader struct {
 	stats  ReaderStats
 	watch  watcher // WaitSealed's watch on the folder (watch.go)
 	closed bool
+	// reported: segments an inspecting reader reported set aside
+	reported map[string]bool
 
 	listings atomic.Uint64 // folder listings, for the tests of idle waiting
 }
@@ -429,8 +431,21 @@ func (r *Reader) setAsideErr(s segmentFile, reason string, spool Identity, recor
 // only inspects), reports it and counts its records.
 func (r *Reader) setAside(s segmentFile, reason string, spool Identity, records int) error {
 	path := filepath.Join(r.dir, s.Name)
-	ev := QuarantineEvent{Segment: s.ID, Spool: spool, Path: path, Reason: reason, Held: records, SetAside: records, At: time.Now().UTC()}
-	if !r.opts.Inspect {
+	ev := QuarantineEvent{Segment: s.ID, Spool: spool, Path: path, Reason: reason, Held: records, SetAside: records, Whole: true, LostExact: true, At: time.Now().UTC()}
+	if r.opts.Inspect {
+		// Nothing moves, so a cursor meets the segment again at every
+		// listing: report it once.
+		r.mu.Lock()
+		again := r.reported[s.Name]
+		if r.reported == nil {
+			r.reported = map[string]bool{}
+		}
+		r.reported[s.Name] = true
+		r.mu.Unlock()
+		if again {
+			return nil
+		}
+	} else {
 		moved, err := quarantineFile(r.dir, path, reasonFile{Segment: s.ID, Reason: reason, At: ev.At, SetAside: records, Spool: spool})
 		if err != nil {
 			return err
@@ -645,7 +660,7 @@ func (sr *segmentReader) quarantineValue(k, v []byte, damage error) error {
 	r.stats.RecordsQuarantined++
 	r.mu.Unlock()
 	if r.opts.OnQuarantine != nil {
-		r.opts.OnQuarantine(QuarantineEvent{Segment: sr.id, Spool: r.id.ID, Path: sr.path, Reason: damage.Error(), Held: -1, Damaged: 1, At: at})
+		r.opts.OnQuarantine(QuarantineEvent{Segment: sr.id, Spool: r.id.ID, Path: sr.path, Reason: damage.Error(), Held: -1, Damaged: 1, LostExact: true, At: at})
 	}
 	return nil
 }

@@ -56,7 +56,7 @@ func Verify(dir string) (VerifyReport, error) {
 	alive := AppenderAlive(dir)
 	var setAside *QuarantineEvent
 	r, err := OpenReader(dir, ReaderOptions{Inspect: true, OnQuarantine: func(e QuarantineEvent) {
-		if e.SetAside > 0 || e.Held >= 0 && e.Kept+e.Damaged+e.Lost == 0 {
+		if e.Whole {
 			setAside = &e
 		}
 	}})
