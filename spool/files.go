@@ -21,6 +21,7 @@ const (
 	lockFile      = "appender.lock"
 	statusFile    = "appender-status.json"
 	sequenceFile  = "sequence"
+	identityFile  = "identity"
 	positionFile  = "writer-position.json"
 	quarantineDir = "quarantine"
 
