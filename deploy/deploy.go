@@ -9,8 +9,14 @@
 // from the state directory /var/lib/meshingest (where the configuration's
 // relative paths land) and are hardened (ProtectSystem=strict, an empty
 // capability set, a system-call filter, UMask=0077). A database or spool
-// outside the state directory is made writable with ReadWritePaths=, which
-// Render adds from the configuration.
+// outside the state directory is made writable with ReadWritePaths=, and
+// every unit requires the mounts of the folders it writes
+// (RequiresMountsFor=): Params.FromConfig computes both from the
+// configuration. Both share RuntimeDirectory=meshingest, preserved.
+//
+// Beside it: deploy/package builds the Debian packages from the same
+// templates (go run ./deploy/package), deploy/docker holds the Dockerfile
+// and the compose file. docs/install.md is the operator's guide to all three.
 package deploy
 
 import (
