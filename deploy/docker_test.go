@@ -104,6 +104,14 @@ func TestCompose_ServicesShareOneDataFolder(t *testing.T) {
 	if a, b := wr.Environment["CORESCOPE_INGESTOR_STATS"], cs.Environment["CORESCOPE_INGESTOR_STATS"]; a == "" || a != b || !strings.HasPrefix(a, "/app/data/") {
 		t.Errorf("stats file: writer %q, corescope %q, want one file in /app/data", a, b)
 	}
+	// Compose's own reading of the file (schema, anchors, profiles), where
+	// a compose tool is installed; it pulls and starts nothing.
+	if _, err := exec.LookPath("docker-compose"); err == nil {
+		cmd := exec.Command("docker-compose", "-f", "docker/compose.yaml", "--profile", "broker", "config", "-q")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("docker-compose config: %v\n%s", err, out)
+		}
+	}
 }
 
 // dockerReady says whether a Docker engine answers here.
@@ -149,7 +157,11 @@ func TestDockerfile_Image_RunsTheDemo(t *testing.T) {
 	}
 	tag := "meshingest-test-" + strings.ToLower(filepath.Base(t.TempDir()))
 	goImage, image := tag+"-go:local", tag+":local"
-	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", image, goImage).Run() })
+	t.Cleanup(func() {
+		exec.Command("docker", "rmi", "-f", image, goImage).Run()
+		// The build stage's image (800 MB) is left untagged by the classic builder.
+		exec.Command("docker", "image", "prune", "-f", "--filter", "label=org.meshingest.stage=build").Run()
+	})
 
 	// The build stage's image: the Go toolchain, a shell, CA certificates.
 	stage := t.TempDir()
