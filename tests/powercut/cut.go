@@ -69,10 +69,8 @@ func (c *cutter) dir(o *object, path string) error {
 	}
 	k := c.keep(len(o.dirChanges))
 	for _, ch := range o.dirChanges[:k] {
-		if ch.obj == nil {
-			delete(entries, ch.name)
-		} else {
-			entries[ch.name] = ch.obj
+		for _, e := range ch {
+			e.apply(entries)
 		}
 	}
 	c.counts.discardedChanges += uint64(len(o.dirChanges) - k)

@@ -41,7 +41,8 @@
 //     is not a durability call either.
 //   - CutOptions.KeepPrefix keeps, per file and per folder, a random prefix
 //     of the changes made since its last sync, as a disk does that had
-//     written part of its queue; CutOptions.TearLastPage writes the first
+//     written part of its queue (a rename within one folder is one change:
+//     the old name or the new survives, never neither); CutOptions.TearLastPage writes the first
 //     change not kept (when it is a write) in part: a random number of its
 //     leading 512-byte sectors, as a disk that lost power mid-page leaves
 //     it. The choices come from CutOptions.Seed.

@@ -51,8 +51,13 @@ type fileChange struct {
 	data     []byte
 }
 
-// entryChange sets name to obj in a folder, or removes it when obj is nil.
-type entryChange struct {
+// entryChange is one change of a folder's entries, made whole or not at
+// all: one entry made or removed, or the two of a rename within the
+// folder (rename(2) is atomic, so a cut leaves the old name or the new).
+type entryChange []entrySet
+
+// entrySet sets name to obj, or removes name when obj is nil.
+type entrySet struct {
 	name string
 	obj  *object
 }
@@ -73,14 +78,24 @@ func (m *model) newObject(k kind, mode uint32) *object {
 	return o
 }
 
-// setEntry records a change of a folder's entry.
-func (o *object) setEntry(name string, child *object) {
-	if child == nil {
-		delete(o.live, name)
-	} else {
-		o.live[name] = child
+// setEntries records one change of a folder's entries.
+func (o *object) setEntries(sets ...entrySet) {
+	for _, e := range sets {
+		e.apply(o.live)
 	}
-	o.dirChanges = append(o.dirChanges, entryChange{name: name, obj: child})
+	o.dirChanges = append(o.dirChanges, entryChange(sets))
+}
+
+func (o *object) setEntry(name string, child *object) {
+	o.setEntries(entrySet{name: name, obj: child})
+}
+
+func (e entrySet) apply(entries map[string]*object) {
+	if e.obj == nil {
+		delete(entries, e.name)
+	} else {
+		entries[e.name] = e.obj
+	}
 }
 
 func (o *object) write(data []byte, off int64) {

@@ -362,15 +362,20 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	if err := unix.Renameat2(unix.AT_FDCWD, n.childPath(name), unix.AT_FDCWD, np.childPath(newName), uint(flags)); err != nil {
 		return fusefs.ToErrno(err)
 	}
+	// Within one folder a rename is one change; between two, one in each,
+	// each durable with its own folder's fsync.
+	from, to := entrySet{name: name}, entrySet{name: newName, obj: src}
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		from.obj = dst
+	}
 	switch {
-	case flags&unix.RENAME_EXCHANGE != 0:
-		n.obj.setEntry(name, dst)
-		np.obj.setEntry(newName, src)
-	case src == dst:
+	case src == dst && flags&unix.RENAME_EXCHANGE == 0:
 		// Two names of one file: rename(2) does nothing.
+	case n.obj == np.obj:
+		n.obj.setEntries(from, to)
 	default:
-		n.obj.setEntry(name, nil)
-		np.obj.setEntry(newName, src)
+		n.obj.setEntries(from)
+		np.obj.setEntries(to)
 	}
 	return 0
 }

@@ -3,6 +3,7 @@ package powercut
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -308,6 +309,39 @@ func TestFS_Cut_KeepPrefix(t *testing.T) {
 	}
 	if !seen[0] || !seen[writes] || len(seen) < 4 {
 		t.Fatalf("prefix lengths kept over 40 seeds: %v; want none, all, and some between", seen)
+	}
+}
+
+// A rename within a folder is atomic in every cut: a kept prefix of the
+// folder's changes holds all of it or none of it.
+func TestFS_Cut_KeepPrefixKeepsRenamesWhole(t *testing.T) {
+	pfs := Mount(t, t.TempDir())
+	a, b := filepath.Join(pfs.Dir(), "a"), filepath.Join(pfs.Dir(), "b")
+	durableFile(t, a, []byte("a"))
+	seen := map[string]bool{}
+	for seed := uint64(1); seed <= 30; seed++ {
+		from, to := a, b
+		if _, err := os.Stat(a); err != nil {
+			from, to = b, a
+		}
+		writeFile(t, filepath.Join(pfs.Dir(), "before"), nil, false)
+		if err := os.Rename(from, to); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(pfs.Dir(), "after"), nil, false)
+		cut(t, pfs, CutOptions{KeepPrefix: true, Seed: seed})
+		_, errA := os.Stat(a)
+		_, errB := os.Stat(b)
+		if (errA == nil) == (errB == nil) {
+			t.Fatalf("seed %d: a: %v, b: %v; want exactly one of them", seed, errA, errB)
+		}
+		seen[filepath.Base(from)+"→"+filepath.Base(to)+fmt.Sprint(errA == nil)] = true
+		os.Remove(filepath.Join(pfs.Dir(), "before"))
+		os.Remove(filepath.Join(pfs.Dir(), "after"))
+		syncDir(t, pfs.Dir())
+	}
+	if len(seen) < 3 {
+		t.Fatalf("outcomes over 30 seeds: %v; want the rename both kept and undone", seen)
 	}
 }
 

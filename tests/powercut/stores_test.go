@@ -27,12 +27,14 @@ import (
 const (
 	childEnv     = "POWERCUT_SQLITE_CHILD" // database path: run as the SQLite child
 	childSyncEnv = "POWERCUT_SQLITE_SYNC"  // its synchronous setting
+	childCkptEnv = "POWERCUT_SQLITE_CKPT"  // its wal_autocheckpoint, in pages
 	rowsPerTx    = 20
 )
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
-		sqliteChild(path, os.Getenv(childSyncEnv))
+		pages, _ := strconv.Atoi(os.Getenv(childCkptEnv))
+		sqliteChild(path, os.Getenv(childSyncEnv), pages)
 		return
 	}
 	os.Exit(m.Run())
@@ -136,13 +138,12 @@ func TestFS_Cut_BboltNoSyncLosesCommits(t *testing.T) {
 }
 
 // openSQLite opens path with the writer's connection settings
-// (writer/db.go), synchronous as given.
-func openSQLite(path, synchronous string) (*sql.DB, error) {
+// (writer/db.go), synchronous and wal_autocheckpoint as given.
+func openSQLite(path, synchronous string, checkpointPages int) (*sql.DB, error) {
 	q := url.Values{}
 	for _, p := range []string{"auto_vacuum(INCREMENTAL)", "journal_mode(WAL)", "synchronous(" + synchronous + ")",
 		"foreign_keys(OFF)", "busy_timeout(5000)", "temp_store(MEMORY)", "journal_size_limit(67108864)",
-		// Checkpoint often, so that cuts also land in and after checkpoints.
-		"wal_autocheckpoint(50)"} {
+		fmt.Sprintf("wal_autocheckpoint(%d)", checkpointPages)} {
 		q.Add("_pragma", p)
 	}
 	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
@@ -159,8 +160,8 @@ func openSQLite(path, synchronous string) (*sql.DB, error) {
 
 // sqliteChild commits transactions of rowsPerTx rows until it is killed,
 // printing "C k" once the transaction ending with row k is committed.
-func sqliteChild(path, synchronous string) {
-	db, err := openSQLite(path, synchronous)
+func sqliteChild(path, synchronous string, checkpointPages int) {
+	db, err := openSQLite(path, synchronous, checkpointPages)
 	if err != nil {
 		fmt.Println("E", err)
 		os.Exit(1)
@@ -193,14 +194,14 @@ func sqliteChild(path, synchronous string) {
 // runSQLiteChild runs the child until it has reported at least minCommits
 // commits, kills it at a random moment after that, and returns the last
 // row it reported committed.
-func runSQLiteChild(t *testing.T, path, synchronous string, minCommits int, rng *rand.Rand) int64 {
+func runSQLiteChild(t *testing.T, path, synchronous string, checkpointPages, minCommits int, rng *rand.Rand) int64 {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+path, childSyncEnv+"="+synchronous)
+	cmd.Env = append(os.Environ(), childEnv+"="+path, childSyncEnv+"="+synchronous, childCkptEnv+"="+strconv.Itoa(checkpointPages))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +263,7 @@ func sqliteRows(t *testing.T, path string) (n, maxK int64, integrity string) {
 	if _, err := os.Stat(path); err != nil {
 		return 0, 0, "missing"
 	}
-	db, err := openSQLite(path, "FULL")
+	db, err := openSQLite(path, "FULL", 1000)
 	if err != nil {
 		return 0, 0, err.Error()
 	}
@@ -293,7 +294,9 @@ func TestFS_Cut_SQLiteWALFullCommitsSurvive(t *testing.T) {
 	}
 	for round := 0; round < rounds; round++ {
 		seed := rng.Uint64()
-		last := runSQLiteChild(t, path, "FULL", 10+rng.IntN(60), rng)
+		// Checkpoints every few commits (a transaction is about 8 pages),
+		// so that cuts land in and after them too.
+		last := runSQLiteChild(t, path, "FULL", 50, 10+rng.IntN(60), rng)
 		opts := CutOptions{KeepPrefix: round%2 == 1, TearLastPage: round%3 != 0, Seed: seed}
 		cut(t, pfs, opts)
 		n, maxK, integrity := sqliteRows(t, path)
@@ -315,7 +318,8 @@ func TestFS_Cut_SQLiteWALFullCommitsSurvive(t *testing.T) {
 // synchronous=OFF SQLite never syncs, with NORMAL it syncs the WAL only at
 // checkpoints, and commits it reported are gone after a cut, which a
 // SIGKILL alone would never show. (A kill just after a checkpoint loses
-// nothing under NORMAL, so each setting gets a few tries.)
+// nothing under NORMAL: checkpoints are rare here, about every 125
+// commits, and each setting gets a few tries.)
 func TestFS_Cut_SQLiteWeakerSyncLosesCommits(t *testing.T) {
 	for _, synchronous := range []string{"OFF", "NORMAL"} {
 		t.Run(synchronous, func(t *testing.T) {
@@ -325,7 +329,7 @@ func TestFS_Cut_SQLiteWeakerSyncLosesCommits(t *testing.T) {
 			for try := 1; ; try++ {
 				// No look at the database before the cut: the last
 				// connection to close checkpoints, and that syncs.
-				last := runSQLiteChild(t, path, synchronous, 30, rng)
+				last := runSQLiteChild(t, path, synchronous, 1000, 30, rng)
 				cut(t, pfs, CutOptions{})
 				n, _, integrity := sqliteRows(t, path)
 				if integrity != "ok" && integrity != "missing" {
