@@ -174,7 +174,8 @@ func (f *FS) call(req request) (Stats, error) {
 // the rest), and the mount comes back on the same Dir with nothing cached.
 // Kill the processes using the mount first and close what the test itself
 // has open there; files still open after a moment are cut off (package
-// documentation).
+// documentation). When the model is out of step with the lower folder (see
+// Verify) Cut fails and leaves the mount failing every operation.
 func (f *FS) Cut(opts CutOptions) error {
 	_, err := f.call(request{Op: "cut", Opts: opts})
 	return err

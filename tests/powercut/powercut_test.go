@@ -264,6 +264,38 @@ func TestFS_Cut_FdatasyncAndSyncOpens(t *testing.T) {
 	wantContent(t, b, []byte("O_DSYNC"))
 }
 
+// fallocate and copy_file_range change content too: the model follows
+// them (Verify, run at every cut, would fail otherwise), and a cut undoes
+// them unless synced.
+func TestFS_Cut_FallocateAndCopyFileRange(t *testing.T) {
+	pfs := Mount(t, t.TempDir())
+	a, b := filepath.Join(pfs.Dir(), "a"), filepath.Join(pfs.Dir(), "b")
+	durableFile(t, a, bytes.Repeat([]byte("A"), 8192))
+	durableFile(t, b, nil)
+	f, _ := os.OpenFile(a, os.O_RDWR, 0)
+	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fallocate(int(f.Fd()), 0, 8192, 4096); err != nil { // grows the file
+		t.Fatal(err)
+	}
+	g, _ := os.OpenFile(b, os.O_RDWR, 0)
+	if n, err := unix.CopyFileRange(int(f.Fd()), nil, int(g.Fd()), nil, 8192, 0); err != nil || n != 8192 {
+		t.Fatalf("copy_file_range: %d, %v", n, err)
+	}
+	g.Sync()
+	g.Close()
+	f.Close()
+	want := append(make([]byte, 4096), bytes.Repeat([]byte("A"), 4096)...)
+	wantContent(t, b, want)
+	if err := pfs.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	cut(t, pfs, CutOptions{})
+	wantContent(t, a, bytes.Repeat([]byte("A"), 8192))
+	wantContent(t, b, want)
+}
+
 func TestFS_Cut_HardLinks(t *testing.T) {
 	pfs := Mount(t, t.TempDir())
 	a, b := filepath.Join(pfs.Dir(), "a"), filepath.Join(pfs.Dir(), "b")
@@ -458,4 +490,27 @@ func TestFS_Close_KeepsEverything(t *testing.T) {
 	if err := pfs.Cut(CutOptions{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Cut after Close: %v, want ErrClosed", err)
 	}
+}
+
+// A change made to the lower folder behind the mount's back puts the model
+// out of step, and Verify (run by every Cut) says so.
+func TestFS_Verify_ChangeBehindTheMount(t *testing.T) {
+	lower := t.TempDir()
+	pfs := Mount(t, lower)
+	durableFile(t, filepath.Join(pfs.Dir(), "a"), []byte("model"))
+	if err := pfs.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(lower, "a"), []byte("behind"), 0o600)
+	if err := pfs.Verify(); err == nil {
+		t.Fatal("Verify passed a file changed behind the mount")
+	}
+	if err := pfs.Cut(CutOptions{}); err == nil {
+		t.Fatal("Cut passed a file changed behind the mount")
+	}
+	if _, err := os.ReadFile(filepath.Join(pfs.Dir(), "a")); err == nil {
+		t.Fatal("the mount still serves after a failed Cut")
+	}
+	// In step again for the Verify at the end of the test.
+	os.WriteFile(filepath.Join(lower, "a"), []byte("model"), 0o600)
 }
