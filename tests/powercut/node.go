@@ -255,18 +255,26 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, syscall.EIO
 	}
 	defer n.g.mu.Unlock()
-	p := n.childPath(name)
-	if err := os.Mkdir(p, os.FileMode(mode&0o777)); err != nil {
+	if err := os.Mkdir(n.childPath(name), os.FileMode(mode&0o777)); err != nil {
 		return nil, fusefs.ToErrno(err)
 	}
+	ino, _, errno := n.add(ctx, name, kindDir, syscall.Rmdir, out)
+	return ino, errno
+}
+
+// add models what was just made at name in n's lower folder: a new object,
+// a change of n's entries, an inode. undo removes the lower entry when it
+// cannot even be looked at.
+func (n *node) add(ctx context.Context, name string, k kind, undo func(string) error, out *fuse.EntryOut) (*fusefs.Inode, *object, syscall.Errno) {
+	p := n.childPath(name)
 	var st syscall.Stat_t
 	if err := syscall.Lstat(p, &st); err != nil {
-		syscall.Rmdir(p)
-		return nil, fusefs.ToErrno(err)
+		undo(p)
+		return nil, nil, fusefs.ToErrno(err)
 	}
-	o := n.g.m.newObject(kindDir, st.Mode)
+	o := n.g.m.newObject(k, st.Mode)
 	n.obj.setEntry(name, o)
-	return n.child(ctx, o, &st, &out.Attr), 0
+	return n.child(ctx, o, &st, &out.Attr), o, 0
 }
 
 // Mknod is refused: device nodes and FIFOs are not modelled (regular files
@@ -280,19 +288,14 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, syscall.EIO
 	}
 	defer n.g.mu.Unlock()
-	p := n.childPath(name)
-	if err := syscall.Symlink(target, p); err != nil {
+	if err := syscall.Symlink(target, n.childPath(name)); err != nil {
 		return nil, fusefs.ToErrno(err)
 	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(p, &st); err != nil {
-		syscall.Unlink(p)
-		return nil, fusefs.ToErrno(err)
+	ino, o, errno := n.add(ctx, name, kindSymlink, syscall.Unlink, out)
+	if o != nil {
+		o.target = target
 	}
-	o := n.g.m.newObject(kindSymlink, st.Mode)
-	o.target = target
-	n.obj.setEntry(name, o)
-	return n.child(ctx, o, &st, &out.Attr), 0
+	return ino, errno
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {

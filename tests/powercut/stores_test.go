@@ -42,6 +42,18 @@ func TestMain(m *testing.M) {
 
 var bucket = []byte("b")
 
+// boltCreate creates a bbolt database and syncs its folder, which bbolt
+// never does: without it the file itself is not durable.
+func boltCreate(t *testing.T, path string) *bbolt.DB {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, filepath.Dir(path))
+	return db
+}
+
 func boltPut(t *testing.T, db *bbolt.DB, from, to int) {
 	t.Helper()
 	for i := from; i < to; i++ {
@@ -88,11 +100,7 @@ func boltKeys(t *testing.T, path string) int {
 func TestFS_Cut_BboltCommitsSurvive(t *testing.T) {
 	pfs := Mount(t, t.TempDir())
 	path := filepath.Join(pfs.Dir(), "b.db")
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syncDir(t, pfs.Dir())
+	db := boltCreate(t, path)
 	boltPut(t, db, 0, 200)
 	db.Close()
 	for seed := uint64(1); seed <= 3; seed++ {
@@ -104,7 +112,7 @@ func TestFS_Cut_BboltCommitsSurvive(t *testing.T) {
 
 	// Without the folder sync the whole database is gone.
 	lost := filepath.Join(pfs.Dir(), "lost.db")
-	db, err = bbolt.Open(lost, 0o600, nil)
+	db, err := bbolt.Open(lost, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,11 +127,7 @@ func TestFS_Cut_BboltCommitsSurvive(t *testing.T) {
 func TestFS_Cut_BboltNoSyncLosesCommits(t *testing.T) {
 	pfs := Mount(t, t.TempDir())
 	path := filepath.Join(pfs.Dir(), "b.db")
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syncDir(t, pfs.Dir())
+	db := boltCreate(t, path)
 	boltPut(t, db, 0, 50)
 	db.NoSync, db.NoGrowSync = true, true
 	boltPut(t, db, 50, 250)
