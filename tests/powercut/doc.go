@@ -69,7 +69,7 @@
 //
 // # Processes using the mount at a Cut
 //
-// Kill them first (SIGKILL, then wait for them). Cut waits a moment for the
+// Kill them first (SIGKILL, then wait for them). Cut waits up to 5 s for the
 // kernel to release their files; if files are still open then (a process
 // still running, a descriptor or a mapping the test forgot), the cut goes
 // ahead anyway, as a real one would: every later operation on those files
