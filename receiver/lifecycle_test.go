@@ -388,6 +388,20 @@ func TestReceiver_Metrics_Served(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	// Nothing drains this spool: its depth holds the three records, and
+	// the oldest one's age grows (the appender scans once a second).
+	age := regexp.MustCompile(`(?m)^meshingest_receiver_spool_oldest_record_age_seconds (\S+)`)
+	depth := regexp.MustCompile(`(?m)^meshingest_receiver_spool_depth_records (\d+)`)
+	waitFor(t, 10*time.Second, "the depth and the oldest record's age", func() bool {
+		resp, err := http.Get("http://" + addr.String() + "/metrics")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		a, d := age.FindSubmatch(b), depth.FindSubmatch(b)
+		return a != nil && d != nil && string(a[1]) != "0" && string(d[1]) == "3"
+	})
 	if fsyncs := regexp.MustCompile(`(?m)^meshingest_receiver_spool_fsyncs_total (\d+)`).FindStringSubmatch(string(body)); fsyncs == nil || fsyncs[1] == "0" {
 		t.Errorf("fsyncs_total %v after 3 durable messages", fsyncs)
 	}

@@ -19,7 +19,7 @@ type collector struct {
 	filtered, appended, appendedBytes, durable, acked, dropped, held,
 	redeliveries, last5m, lastReceipt, pending, ready, healthy *prometheus.Desc
 
-	depthRecords, depthBytes, depthSegments, spoolBytes, diskFree, minFree,
+	depthRecords, depthBytes, depthSegments, oldestAge, spoolBytes, maxBytes, diskFree, minFree,
 	fsyncs, fsyncP50, fsyncP99, commitP50, commitP99, groups, failedGroups, sealed,
 	queuedRecords, queuedBytes, quarantined *prometheus.Desc
 }
@@ -55,7 +55,9 @@ func newCollector(r *Receiver) *collector {
 		depthRecords:  d("spool_depth_records", "Records on disk the writer has not drained yet (by its advisory position), the active segment included."),
 		depthBytes:    d("spool_depth_bytes", "Bytes of the segments holding those records."),
 		depthSegments: d("spool_depth_segments", "Segments holding those records."),
+		oldestAge:     d("spool_oldest_record_age_seconds", "Age of the oldest record the writer has not drained (0 when none), to within a segment's span."),
 		spoolBytes:    d("spool_bytes", "Bytes the spool's cap counts: segments and quarantine."),
+		maxBytes:      d("spool_max_bytes", "The spool's byte cap in force (spool.maxBytes; -1 none)."),
 		diskFree:      d("spool_disk_free_bytes", "Free bytes on the spool's file system (-1 unknown)."),
 		minFree:       d("spool_min_free_bytes", "The free-disk floor in force (spool.minFreeBytes, scaled to the disk; -1 none)."),
 		fsyncs:        d("spool_fsyncs_total", "fsync and fdatasync calls the appender made (segments, the sequence file, the folder)."),
@@ -76,7 +78,7 @@ func (c *collector) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{c.connected, c.connects, c.disconnects, c.attempts, c.messages,
 		c.retained, c.duplicates, c.filtered, c.appended, c.appendedBytes, c.durable, c.acked, c.dropped,
 		c.held, c.redeliveries, c.last5m, c.lastReceipt, c.pending, c.ready, c.healthy,
-		c.depthRecords, c.depthBytes, c.depthSegments, c.spoolBytes, c.diskFree, c.minFree,
+		c.depthRecords, c.depthBytes, c.depthSegments, c.oldestAge, c.spoolBytes, c.maxBytes, c.diskFree, c.minFree,
 		c.fsyncs, c.fsyncP50, c.fsyncP99, c.commitP50, c.commitP99, c.groups, c.failedGroups, c.sealed,
 		c.queuedRecords, c.queuedBytes, c.quarantined}
 }
@@ -135,7 +137,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.depthRecords, float64(sp.DepthRecords))
 	gauge(c.depthBytes, float64(sp.DepthBytes))
 	gauge(c.depthSegments, float64(sp.DepthSegments))
+	gauge(c.oldestAge, oldestAge(sp.DepthOldest, sp.DepthRecords, now))
 	gauge(c.spoolBytes, float64(sp.SpoolBytes))
+	gauge(c.maxBytes, float64(max(sp.MaxBytes, -1)))
 	gauge(c.diskFree, float64(sp.DiskFree))
 	gauge(c.minFree, float64(sp.MinFreeBytes))
 	counter(c.fsyncs, float64(sp.Fsyncs))
@@ -149,4 +153,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.queuedRecords, float64(sp.QueuedRecords))
 	gauge(c.queuedBytes, float64(sp.QueuedBytes))
 	gauge(c.quarantined, float64(sp.QuarantinedRecords))
+}
+
+// oldestAge is the age of the oldest undrained record, 0 when there is
+// none.
+func oldestAge(oldest time.Time, records uint64, now time.Time) float64 {
+	if records == 0 || oldest.IsZero() {
+		return 0
+	}
+	return max(now.Sub(oldest).Seconds(), 0)
 }

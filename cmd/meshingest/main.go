@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/meshingest/meshingest/shared"
 )
 
 // command is one subcommand: its name, a one-line summary for the usage
@@ -38,6 +40,9 @@ func commands() []command {
 }
 
 func main() {
+	// meshingest_build_info says what `meshingest version` says.
+	v := currentVersion()
+	shared.SetBuildInfo(shared.BuildInfo{Version: v.Version, Commit: v.Commit})
 	os.Exit(dispatch(os.Args[1:]))
 }
 
