@@ -595,6 +595,23 @@ func (c *Config) PacketDays() int {
 	return 0
 }
 
+// ClientRxDays is retention.clientRxDays (0: keep client receptions).
+func (c *Config) ClientRxDays() int {
+	if c.Retention != nil && c.Retention.ClientRxDays > 0 {
+		return c.Retention.ClientRxDays
+	}
+	return 0
+}
+
+// VacuumPages is db.incrementalVacuumPages: the free pages given back to
+// the file system after each retention pass (default 1024, CoreScope's).
+func (c *Config) VacuumPages() int {
+	if c.DB != nil && c.DB.IncrementalVacuumPages > 0 {
+		return c.DB.IncrementalVacuumPages
+	}
+	return 1024
+}
+
 // NeighborEdgesDays is neighborEdgesMaxAgeDays (default 5).
 func (c *Config) NeighborEdgesDays() int {
 	if c.NeighborEdgesMaxAgeDays > 0 {
