@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,24 +14,6 @@ import (
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
-
-// syncBuffer collects log lines from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // Records that wait longer than NotReadyAfter while the database refuses
 // writes make the writer not ready, with the kind and the hint in one
@@ -103,9 +84,9 @@ func TestWriter_Reload_ChannelKeysFromNextBatch(t *testing.T) {
 	half := len(recs) / 2
 	dir := t.TempDir() + "/spool"
 	writertest.AppendToSpool(t, dir, recs[:half], spool.Options{})
-	logs := &syncBuffer{}
+	var logs bytes.Buffer // read once the writer has stopped
 	reg := prometheus.NewRegistry()
-	w, err := New(spoolOf2(t, dir), Options{Config: cfg, Log: zerolog.New(logs), Registry: reg})
+	w, err := New(spoolOf2(t, dir), Options{Config: cfg, Log: zerolog.New(zerolog.SyncWriter(&logs)), Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -201,7 +201,7 @@ func TestConfigDoc_DefaultsAreTheCodes(t *testing.T) {
 		},
 		"spool.minFreeBytes": func() bool {
 			want := fmt.Sprintf("%d MiB or %d %% of the disk, whichever is smaller", spool.DefaultMinFreeBytes>>20, spool.DefaultMinFreePercent)
-			return byKeyDefault(rows, "spool.minFreeBytes") == want && eff.Spool.MinFreeBytes == 0
+			return row(rows, "spool.minFreeBytes").def == want && eff.Spool.MinFreeBytes == 0
 		},
 	}
 	for _, r := range rows {
@@ -244,11 +244,11 @@ func TestConfigDoc_DefaultsAreTheCodes(t *testing.T) {
 		}
 	}
 	// The defaults inside the sources' row, and the memory limit.
-	srcRow := byKeyMeaning(rows, "mqttSources[]")
+	srcRow := row(rows, "mqttSources[]").meaning
 	for re, want := range map[string]string{
-		"`topics` \\(default `([^`]+)`\\)":           shared.DefaultTopic,
-		"`connectTimeoutSec` \\(default (\\d+)\\)":   strconv.Itoa(int(receiver.DefaultConnectTimeout.Seconds())),
-		"`rejectUnauthorized` \\(default (\\w+):":    strconv.FormatBool(shared.Source{}.VerifyTLS()),
+		"`topics` \\(default `([^`]+)`\\)":          shared.DefaultTopic,
+		"`connectTimeoutSec` \\(default (\\d+)\\)":  strconv.Itoa(int(receiver.DefaultConnectTimeout.Seconds())),
+		"`rejectUnauthorized` \\(default (\\w+):":   strconv.FormatBool(shared.Source{}.VerifyTLS()),
 		"`clientId` \\(default `meshingest-<host>-": "",
 	} {
 		m := regexp.MustCompile(re).FindStringSubmatch(srcRow)
@@ -271,24 +271,14 @@ func normalize(v any) any {
 	return v
 }
 
-func byKeyDefault(rows []docRow, key string) string {
+// row is the row documenting key (the zero row when there is none).
+func row(rows []docRow, key string) docRow {
 	for _, r := range rows {
 		for _, k := range r.keys {
 			if k == key {
-				return r.def
+				return r
 			}
 		}
 	}
-	return ""
-}
-
-func byKeyMeaning(rows []docRow, key string) string {
-	for _, r := range rows {
-		for _, k := range r.keys {
-			if k == key {
-				return r.meaning
-			}
-		}
-	}
-	return ""
+	return docRow{}
 }

@@ -87,17 +87,8 @@ func runReceive(args []string) int {
 			return 1
 		}
 	}
-	go func() {
-		cur := cfg
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-reload:
-				cur = reloadReceiver(log, lvl, rcv, *configPath, *logLevel, cur)
-			}
-		}
-	}()
+	cur := cfg
+	onSIGHUP(ctx, reload, func() { cur = reloadReceiver(log, lvl, rcv, *configPath, *logLevel, cur) })
 	if err := rcv.Run(ctx); err != nil {
 		return 1
 	}
@@ -110,13 +101,9 @@ func runReceive(args []string) int {
 // is logged as needing a restart, at every reload until it is restarted.
 // A configuration that does not load changes nothing.
 func reloadReceiver(log zerolog.Logger, lvl *shared.LogLevel, rcv *receiver.Receiver, path, levelFlag string, cur *shared.Config) *shared.Config {
-	next, err := shared.LoadConfig(path)
-	if err != nil {
-		log.Error().Err(err).Msg("SIGHUP: configuration not reloaded; the running sources and settings are unchanged")
+	next, ok := loadForReload(log, path)
+	if !ok {
 		return cur
-	}
-	for _, w := range next.Warnings {
-		log.Warn().Msg(w)
 	}
 	apply, restart := receiverReload.split(shared.ChangedKeys(cur, next))
 	inForce := *cur

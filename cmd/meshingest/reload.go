@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -93,4 +94,32 @@ func startLogging(component, level string, cfg *shared.Config) (zerolog.Logger, 
 		log.Warn().Msg(w)
 	}
 	return log, lvl, nil
+}
+
+// onSIGHUP calls reload for every SIGHUP until ctx ends, one at a time.
+func onSIGHUP(ctx context.Context, sighup <-chan os.Signal, reload func()) {
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sighup:
+				reload()
+			}
+		}
+	}()
+}
+
+// loadForReload loads the configuration again and logs its warnings; a
+// configuration that does not load is logged and changes nothing.
+func loadForReload(log zerolog.Logger, path string) (*shared.Config, bool) {
+	next, err := shared.LoadConfig(path)
+	if err != nil {
+		log.Error().Err(err).Msg("SIGHUP: configuration not reloaded; the running settings are unchanged")
+		return nil, false
+	}
+	for _, w := range next.Warnings {
+		log.Warn().Msg(w)
+	}
+	return next, true
 }

@@ -96,17 +96,8 @@ func runWrite(args []string) int {
 			return 1
 		}
 	}
-	go func() {
-		cur := cfg
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-reload:
-				cur = reloadWriter(log, lvl, w, *configPath, cur)
-			}
-		}
-	}()
+	cur := cfg
+	onSIGHUP(ctx, reload, func() { cur = reloadWriter(log, lvl, w, *configPath, cur) })
 	if err := w.Run(ctx); err != nil {
 		var de *writer.DBError
 		if errors.As(err, &de) && de.Permanent() {
@@ -132,13 +123,9 @@ const writerMemoryLimit = 24 << 20
 // restart, at every reload until it is restarted. A configuration that
 // does not load changes nothing.
 func reloadWriter(log zerolog.Logger, lvl *shared.LogLevel, w *writer.Writer, path string, cur *shared.Config) *shared.Config {
-	next, err := shared.LoadConfig(path)
-	if err != nil {
-		log.Error().Err(err).Msg("SIGHUP: configuration not reloaded; the running settings are unchanged")
+	next, ok := loadForReload(log, path)
+	if !ok {
 		return cur
-	}
-	for _, warning := range next.Warnings {
-		log.Warn().Msg(warning)
 	}
 	_, restart := writerReload.split(shared.ChangedKeys(cur, next))
 	inForce := *cur
