@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"flag"
+	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 // A long-running command given its config file without --config must
@@ -54,5 +57,28 @@ func TestLoadConfig_BadFile_NamesCommandAndFile(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "meshingest write:") || !strings.Contains(out.String(), "/nonexistent/config.json") {
 		t.Errorf("error %q should name the command and the file", out.String())
+	}
+}
+
+// Every command's -h goes to standard output, as help asked for should.
+func TestCommands_Help_OnStandardOutput(t *testing.T) {
+	exe := testkit.BinaryPath(t)
+	for _, c := range commands() {
+		args := []string{c.name, "-h"}
+		switch c.name {
+		case "systemd":
+			args = []string{"systemd", "print", "-h"}
+		case "config":
+			args = []string{"config", "check", "-h"}
+		case "version":
+			continue
+		}
+		var out, errOut bytes.Buffer
+		cmd := exec.Command(exe, args...)
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		if err != nil || !strings.Contains(strings.ToLower(out.String()), "usage") || errOut.Len() > 0 {
+			t.Errorf("meshingest %s: %v; stdout %d bytes, stderr %q", strings.Join(args, " "), err, out.Len(), errOut.String())
+		}
 	}
 }
