@@ -273,9 +273,13 @@ func (c *bufferedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// DefaultConnectTimeout bounds a connection attempt, and then the
+// subscription, when a source sets no connectTimeoutSec.
+const DefaultConnectTimeout = 10 * time.Second
+
 func connectTimeout(src shared.Source) time.Duration {
 	if src.ConnectTimeoutSec > 0 {
 		return time.Duration(src.ConnectTimeoutSec) * time.Second
 	}
-	return 10 * time.Second
+	return DefaultConnectTimeout
 }

@@ -188,3 +188,15 @@ func waitQuiet(t *testing.T, r *running, name string) {
 		return time.Since(since) > time.Second && r.Snapshot(time.Now()).Pending == 0
 	})
 }
+
+// nonZero is the reasons of counters that counted something: every
+// reason's counter exists from the start, at zero.
+func nonZero(m map[string]int64) map[string]int64 {
+	out := map[string]int64{}
+	for k, v := range m {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}

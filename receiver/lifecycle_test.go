@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -83,7 +84,7 @@ func TestReceiver_BrokerRestart_ReconnectsWithin5s(t *testing.T) {
 	if s.PacketsTotal != c.Appended || c.Appended != c.Durable || c.Durable != recs || c.Acked > recs || c.Acked < n {
 		t.Errorf("counters do not add up: packetsTotal %d appended %d durable %d acked %d records %d", s.PacketsTotal, c.Appended, c.Durable, c.Acked, recs)
 	}
-	if len(c.Dropped)+len(c.Held) != 0 {
+	if len(nonZero(c.Dropped))+len(nonZero(c.Held)) != 0 {
 		t.Errorf("drops %v held %v", c.Dropped, c.Held)
 	}
 }
@@ -343,7 +344,7 @@ func TestReceiver_Metrics_Served(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, err := shared.ServeMetrics(ctx, "127.0.0.1:0", reg, r.log)
+	addr, err := shared.ServeMetrics(ctx, "127.0.0.1:0", reg, r.Health(), r.log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,10 +367,43 @@ func TestReceiver_Metrics_Served(t *testing.T) {
 		`meshingest_receiver_source_connected{source="local"} 1`,
 		`meshingest_receiver_source_connects_total{source="local"} 1`,
 		`meshingest_receiver_pending_records 0`,
+		`meshingest_receiver_ready 1`,
+		`meshingest_receiver_healthy 1`,
+		`meshingest_receiver_spool_depth_records `,
+		`meshingest_receiver_spool_disk_free_bytes `,
+		`meshingest_receiver_spool_fsync_p99_seconds `,
+		`meshingest_build_info{commit=`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+	for _, reason := range DropReasons() {
+		if want := `meshingest_receiver_dropped_messages_total{reason="` + reason + `",source="local"} 0`; !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	for _, reason := range HeldReasons() {
+		if want := `meshingest_receiver_held_messages_total{reason="` + reason + `",source="local"} 0`; !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// Nothing drains this spool: its depth holds the three records, and
+	// the oldest one's age grows (the appender scans once a second).
+	age := regexp.MustCompile(`(?m)^meshingest_receiver_spool_oldest_record_age_seconds (\S+)`)
+	depth := regexp.MustCompile(`(?m)^meshingest_receiver_spool_depth_records (\d+)`)
+	waitFor(t, 10*time.Second, "the depth and the oldest record's age", func() bool {
+		resp, err := http.Get("http://" + addr.String() + "/metrics")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		a, d := age.FindSubmatch(b), depth.FindSubmatch(b)
+		return a != nil && d != nil && string(a[1]) != "0" && string(d[1]) == "3"
+	})
+	if fsyncs := regexp.MustCompile(`(?m)^meshingest_receiver_spool_fsyncs_total (\d+)`).FindStringSubmatch(string(body)); fsyncs == nil || fsyncs[1] == "0" {
+		t.Errorf("fsyncs_total %v after 3 durable messages", fsyncs)
 	}
 }
 

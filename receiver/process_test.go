@@ -352,3 +352,53 @@ func TestProcess_BadConfig_OneLineNamingTheField(t *testing.T) {
 		})
 	}
 }
+
+// SIGHUP reloads logLevel and the sources; a changed setting the receiver
+// cannot apply while it runs is named in a warning (by key, never its
+// value), and an unknown top-level key is warned about at start.
+func TestProcess_SIGHUP_LogLevelAndRestartNotice(t *testing.T) {
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
+	dir := t.TempDir()
+	stats := filepath.Join(dir, "receiver-stats.json")
+	config := filepath.Join(dir, "config.json")
+	base := map[string]any{
+		"mqttSources":  []map[string]any{{"name": "local", "broker": b.MQTTURL()}},
+		"spoolDir":     filepath.Join(dir, "spool"),
+		"receiver":     map[string]any{"statsFile": stats},
+		"logLevel":     "warn",
+		"someOtherKey": 1,
+	}
+	writeConfig(t, config, base)
+	c := startChild(t, config)
+	waitFor(t, 10*time.Second, "connected", func() bool {
+		s, ok := readStats(stats)
+		return ok && len(s.SourceStatuses) == 1 && s.SourceStatuses[0].Connected
+	})
+	if strings.Contains(c.stderr.String(), "connected and subscribed") {
+		t.Fatal("an info line at logLevel warn")
+	}
+	if n := strings.Count(c.stderr.String(), `unknown top-level key \"someOtherKey\"`); n != 1 {
+		t.Fatalf("%d warnings about someOtherKey, want 1:\n%s", n, c.stderr)
+	}
+	base["logLevel"] = "debug"
+	base["spool"] = map[string]any{"groupWindowMs": 200}
+	base["mqttSources"] = []map[string]any{{"name": "local", "broker": b.MQTTURL()}, {"name": "second", "broker": b.MQTTURL(), "password": "s3cret"}}
+	writeConfig(t, config, base)
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the reload lines", func() bool {
+		out := c.stderr.String()
+		return strings.Contains(out, `"from":"warn","to":"debug"`) && strings.Contains(out, "SIGHUP: log level changed") &&
+			strings.Contains(out, `"keys":["spool.groupWindowMs"]`) && strings.Contains(out, "take effect when the receiver is restarted")
+	})
+	waitFor(t, 10*time.Second, "the second source", func() bool {
+		s, ok := readStats(stats)
+		return ok && len(s.SourceStatuses) == 2 && s.SourceStatuses[1].Connected
+	})
+	if strings.Contains(c.stderr.String(), "s3cret") {
+		t.Fatal("the reload logged a password")
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	if code, _ := c.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}

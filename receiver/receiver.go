@@ -77,6 +77,46 @@ type Options struct {
 type progress struct {
 	appended atomic.Int64
 	settled  atomic.Int64
+	// failing is set when the last record the spool settled did not reach
+	// disk, and cleared by the next that does; failure is why.
+	failing atomic.Bool
+	failure atomic.Pointer[string]
+}
+
+func (p *progress) settle(err error) {
+	p.settled.Add(1)
+	if err == nil {
+		if p.failing.Load() {
+			p.failing.Store(false)
+		}
+		return
+	}
+	msg := err.Error()
+	p.failure.Store(&msg)
+	p.failing.Store(true)
+}
+
+// stall tells a spool that settles nothing while records wait: that is
+// what the watchdog and /-/healthy vouch for.
+type stall struct {
+	mu           sync.Mutex
+	lastSettled  int64
+	lastProgress time.Time
+}
+
+// check returns how many records wait and for how long nothing was
+// settled; records legitimately wait up to a group window, so only a
+// wait past StuckAfter is a stall.
+func (st *stall) check(p *progress, now time.Time) (pending int64, still time.Duration) {
+	settled := p.settled.Load()
+	pending = p.appended.Load() - settled
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if pending <= 0 || settled != st.lastSettled || st.lastProgress.IsZero() {
+		st.lastProgress = now
+	}
+	st.lastSettled = settled
+	return pending, now.Sub(st.lastProgress)
 }
 
 // Receiver runs the sources of one process.
@@ -85,7 +125,10 @@ type Receiver struct {
 	log      zerolog.Logger
 	notifier *shared.Notifier
 	progress progress
+	stall    stall
 	started  time.Time
+	// loopTick is when the stats loop last ran (Unix ns; 0 before Run).
+	loopTick atomic.Int64
 
 	mu       sync.Mutex
 	closing  bool
@@ -281,7 +324,7 @@ func (r *Receiver) shutdown() error {
 		r.log.Error().Err(closeErr).Msg("spool close failed")
 		return closeErr
 	}
-	r.log.Info().Dur("took", time.Since(start)).Msg("stopped cleanly")
+	r.log.Info().Int64("took_ms", time.Since(start).Milliseconds()).Msg("stopped cleanly")
 	return nil
 }
 
@@ -374,6 +417,8 @@ func (r *Receiver) statsLoop(quit <-chan struct{}) {
 		case <-quit:
 			return
 		case now := <-t.C:
+			r.loopTick.Store(now.UnixNano())
+			r.stall.check(&r.progress, now)
 			r.updateReadiness(now)
 			r.writeStats(now)
 			if line := r.statusLine(); line != lastStatus {
@@ -385,33 +430,25 @@ func (r *Receiver) statsLoop(quit <-chan struct{}) {
 }
 
 // watchdogLoop pets the systemd watchdog only while the spool makes
-// progress: nothing is waiting for it, or it settled something within
-// StuckAfter. Records legitimately wait up to a group window, so a single
-// quiet tick proves nothing; a spool stuck longer lets systemd restart us.
+// progress (stall.check); a spool stuck longer than StuckAfter lets systemd
+// restart us.
 func (r *Receiver) watchdogLoop(quit <-chan struct{}, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	lastSettled := r.progress.settled.Load()
-	lastProgress := time.Now()
 	stuck := false
 	for {
 		select {
 		case <-quit:
 			return
 		case now := <-t.C:
-			settled := r.progress.settled.Load()
-			pending := r.progress.appended.Load() - settled
-			if pending <= 0 || settled != lastSettled {
-				lastProgress = now
-			}
-			lastSettled = settled
-			if now.Sub(lastProgress) <= r.opts.StuckAfter {
+			pending, still := r.stall.check(&r.progress, now)
+			if still <= r.opts.StuckAfter {
 				r.notifier.Watchdog()
 				stuck = false
 				continue
 			}
 			if !stuck {
-				r.log.Error().Int64("pending", pending).Dur("noProgressFor", now.Sub(lastProgress)).
+				r.log.Error().Int64("pending", pending).Int64("no_progress_ms", still.Milliseconds()).
 					Msg("the spool settles nothing while records wait; no longer petting the systemd watchdog")
 				stuck = true
 			}
@@ -419,17 +456,44 @@ func (r *Receiver) watchdogLoop(quit <-chan struct{}, every time.Duration) {
 	}
 }
 
+// loopStale is how long the stats loop, which runs every second, may be
+// silent before the receiver reports itself unhealthy.
+const loopStale = 10 * time.Second
+
+// Health is the receiver's /-/healthy and /-/ready: healthy while its loop
+// runs and the spool settles what it is given; ready as Snapshot says.
+func (r *Receiver) Health() shared.Health {
+	return shared.Health{
+		Healthy: func() string { return r.unhealthy(time.Now()) },
+		Ready:   func() string { return r.notReady(time.Now()) },
+	}
+}
+
+// unhealthy is why the receiver is not healthy, "" when it is.
+func (r *Receiver) unhealthy(now time.Time) string {
+	if t := r.loopTick.Load(); t != 0 && now.Sub(time.Unix(0, t)) > loopStale {
+		return fmt.Sprintf("the receiver's loop last ran %s ago", now.Sub(time.Unix(0, t)).Round(time.Second))
+	}
+	if pending, still := r.stall.check(&r.progress, now); still > r.opts.StuckAfter {
+		return fmt.Sprintf("the spool settled nothing for %s while %d records wait (a stalled disk?)", still.Round(time.Second), pending)
+	}
+	return ""
+}
+
 // updateReadiness asks the spool whether it can take a record, sends
-// READY=1 the first time it can once every source has tried, and logs an
-// error (once a minute) while it cannot: QoS 0 messages are then dropped
-// and QoS 1 left with the broker until the writer or the operator frees
-// space.
+// READY=1 the first time the receiver is ready (notReady), and logs an
+// error (once a minute) while the spool can take nothing: QoS 0 messages
+// are then dropped and QoS 1 left with the broker until the writer or the
+// operator frees space.
 func (r *Receiver) updateReadiness(now time.Time) {
 	st := r.opts.Spool.Stats()
 	rd := &r.ready
 	rd.mu.Lock()
 	rd.blocked = st.Blocked
-	notify := rd.tried && !rd.notified && st.Blocked == ""
+	rd.mu.Unlock()
+	reason := r.notReady(now)
+	rd.mu.Lock()
+	notify := rd.tried && !rd.notified && reason == ""
 	rd.notified = rd.notified || notify
 	logIt := rd.tried && st.Blocked != "" && now.Sub(rd.loggedAt) >= warnEvery
 	if logIt {
@@ -448,15 +512,33 @@ func (r *Receiver) updateReadiness(now time.Time) {
 	}
 }
 
-// notReady is why the receiver is not ready, "" when it is.
-func (r *Receiver) notReady() string {
+// notReady is why the receiver is not ready, "" when it is: it is ready
+// once every source has tried to connect, while the spool can take a
+// record and the last group it wrote reached disk, and while every source
+// is connected or retrying within its back-off.
+func (r *Receiver) notReady(now time.Time) string {
 	r.ready.mu.Lock()
-	defer r.ready.mu.Unlock()
+	blocked, tried := r.ready.blocked, r.ready.tried
+	r.ready.mu.Unlock()
 	switch {
-	case r.ready.blocked != "":
-		return "the spool can take no message: " + r.ready.blocked
-	case !r.ready.tried:
+	case blocked != "":
+		return "the spool can take no message: " + blocked
+	case !tried:
 		return "starting: not every source has tried to connect"
+	case r.progress.failing.Load():
+		return "spool writes fail: " + *r.progress.failure.Load()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, 0, len(r.sources))
+	for name := range r.sources {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if late := r.sources[name].overdue(now); late > overdueAfter {
+			return fmt.Sprintf("source %s: its connection loop is %s overdue (stuck connecting?)", name, late.Round(time.Second))
+		}
 	}
 	return ""
 }
@@ -477,8 +559,14 @@ func (r *Receiver) statusLine() string {
 		}
 	}
 	line := fmt.Sprintf("%d/%d sources connected; %d messages spooled, %d dropped", up, len(snap.SourceStatuses), snap.Durable, dropped)
-	if snap.Spool.Blocked != "" {
-		line = "NOT READY (" + snap.Spool.Blocked + "); " + line
+	r.ready.mu.Lock()
+	tried := r.ready.tried
+	r.ready.mu.Unlock()
+	if !snap.Ready && (tried || snap.Spool.Blocked != "") {
+		line = "NOT READY (" + snap.NotReady + "); " + line
+	}
+	if !snap.Healthy {
+		line = "UNHEALTHY (" + snap.Unhealthy + "); " + line
 	}
 	return line
 }
@@ -506,10 +594,10 @@ type Snapshot struct {
 	// Spool is the appender's own view: bytes, groups, fsync latency,
 	// depth.
 	Spool spool.AppenderStats `json:"spool"`
-	// Ready is false while starting and while the spool can take no
-	// message; NotReady says why.
-	Ready    bool   `json:"ready"`
-	NotReady string `json:"notReady,omitempty"`
+	// HealthState is what /-/healthy and /-/ready answer (Health):
+	// Ready is false while starting, while the spool can take no message
+	// or its writes fail, and NotReady says why.
+	shared.HealthState
 }
 
 // Snapshot collects the current counters.
@@ -546,7 +634,6 @@ func (r *Receiver) Snapshot(now time.Time) Snapshot {
 		snap.Durable += counters.Durable
 	}
 	snap.Pending = r.progress.appended.Load() - r.progress.settled.Load()
-	snap.NotReady = r.notReady()
-	snap.Ready = snap.NotReady == ""
+	snap.HealthState = r.Health().State()
 	return snap
 }

@@ -32,6 +32,14 @@ const (
 	redeliveryMax = 30 * time.Second
 	// warnEvery is the most a repeated drop or refusal is logged.
 	warnEvery = time.Minute
+	// A broker that stays unreachable is logged at its first failure, then
+	// after connectLogFirst, doubling up to connectLogMost between lines.
+	connectLogFirst = time.Minute
+	connectLogMost  = time.Hour
+	// overdueAfter is how long past its due time a source's loop may be
+	// before the receiver reports it not ready (a connection loop that
+	// does not move on is a bug or a wedged library, never a broker).
+	overdueAfter = 10 * time.Second
 )
 
 // source is one MQTT broker. Its loop goroutine owns the connections: it
@@ -62,6 +70,13 @@ type source struct {
 	// redelivery is the wait before the next reconnect that fetches held
 	// QoS 1 messages; only the loop goroutine uses it.
 	redelivery time.Duration
+	// connectLog spaces the lines about a broker that stays unreachable;
+	// only the loop goroutine uses it.
+	connectLog *shared.Decay
+	// due is when the loop will have moved on from what it waits for now
+	// (a connection attempt, a back-off), Unix ns; 0 while a connection is
+	// up, which may last for ever. Readiness reads it.
+	due atomic.Int64
 
 	firstAttempt chan struct{} // closed once the first connection attempt has ended
 	stop         chan struct{} // closed to end the loop
@@ -107,6 +122,7 @@ func newSource(cfg shared.Source, status *sourceStatus, sp Spool, maxPayload int
 		warn:         shared.NewThrottle(warnEvery),
 		maxPayload:   maxPayload,
 		redelivery:   redeliveryMin,
+		connectLog:   shared.NewDecay(connectLogFirst, connectLogMost),
 		firstAttempt: make(chan struct{}),
 		stop:         make(chan struct{}),
 		stopped:      make(chan struct{}),
@@ -146,6 +162,8 @@ func (s *source) loop() {
 	first := true
 	delay := reconnectMin
 	for !s.stopping() {
+		// An attempt waits for the connection, then the subscription.
+		s.setDue(2*connectTimeout(s.cfg) + time.Second)
 		sess, err := s.connect()
 		if first {
 			close(s.firstAttempt)
@@ -157,8 +175,9 @@ func (s *source) loop() {
 			}
 			s.status.setError(err)
 			wait := jitter(delay)
-			s.log.Warn().Err(err).Int64("attempt", s.status.connectAttempts.Load()).Dur("retryIn", wait).Msg("cannot connect to broker; retrying")
+			s.connectFailed(err, wait)
 			delay = min(2*delay, reconnectMax)
+			s.setDue(wait)
 			if !s.sleep(wait) {
 				return
 			}
@@ -167,10 +186,39 @@ func (s *source) loop() {
 		// Reconnect at once after a drop: the backoff grows only while
 		// attempts fail.
 		delay = reconnectMin
+		s.due.Store(0)
 		if s.serve(sess) == endStop {
 			return
 		}
 	}
+}
+
+// connectFailed logs a failed attempt: the first of a run, then once a
+// minute, two, four … up to hourly with the count held back, so that a
+// broker down for a week does not fill the journal.
+func (s *source) connectFailed(err error, wait time.Duration) {
+	now := time.Now()
+	ok, suppressed, since := s.connectLog.Allow(now)
+	if !ok {
+		return
+	}
+	ev := s.log.Warn().Err(err).Int64("attempt", s.status.connectAttempts.Load()).Int64("retry_ms", wait.Milliseconds())
+	if suppressed > 0 {
+		ev = ev.Int("failures_not_logged", suppressed).Int64("failing_for_s", int64(now.Sub(since).Seconds()))
+	}
+	ev.Msg("cannot connect to broker; retrying every few seconds (logged again after 1 min, then at doubling intervals up to hourly, while it fails)")
+}
+
+// setDue says the loop moves on within d.
+func (s *source) setDue(d time.Duration) { s.due.Store(time.Now().Add(d).UnixNano()) }
+
+// overdue is how long past its due time the loop is, 0 when it is not.
+func (s *source) overdue(now time.Time) time.Duration {
+	due := s.due.Load()
+	if due == 0 {
+		return 0
+	}
+	return max(now.Sub(time.Unix(0, due)), 0)
 }
 
 // jitter spreads d by ±20 % (never past reconnectMax), so receivers
@@ -232,8 +280,12 @@ func (s *source) connect() (*session, error) {
 		}
 	}
 	s.status.markConnected(time.Now())
-	s.log.Info().Int64("attempt", attempt).Bool("sessionPresent", ct.SessionPresent()).
-		Strs("topics", s.cfg.Topics).Int("qos", s.cfg.QoS).Msg("connected and subscribed")
+	ev := s.log.Info().Int64("attempt", attempt).Bool("sessionPresent", ct.SessionPresent()).
+		Strs("topics", s.cfg.Topics).Int("qos", s.cfg.QoS)
+	if failures, since := s.connectLog.Reset(); failures > 0 {
+		ev = ev.Int("failed_attempts", failures).Int64("failed_for_s", int64(time.Since(since).Seconds()))
+	}
+	ev.Msg("connected and subscribed")
 	return sess, nil
 }
 
@@ -291,7 +343,7 @@ func (s *source) redeliver(sess *session) sessionEnd {
 	}
 	wait := s.redelivery
 	s.redelivery = min(2*s.redelivery, redeliveryMax)
-	s.log.Warn().Int64("storedThisSession", sess.stored.Load()).Dur("reconnectIn", wait).
+	s.log.Warn().Int64("storedThisSession", sess.stored.Load()).Int64("reconnect_in_ms", wait.Milliseconds()).
 		Msg("spool refused QoS 1 messages; leaving them unacknowledged with the broker and reconnecting to have them redelivered")
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -347,7 +399,7 @@ func (s *source) disconnect(sess *session) {
 		wait = s.drain
 	}
 	if !sess.acks.waitIdle(wait) {
-		s.log.Warn().Dur("waited", wait).Msg("closing the connection with QoS 1 acknowledgements still pending; the broker will redeliver those messages")
+		s.log.Warn().Int64("waited_ms", wait.Milliseconds()).Msg("closing the connection with QoS 1 acknowledgements still pending; the broker will redeliver those messages")
 	}
 	sess.client.Disconnect(250)
 	sess.acks.stop()
@@ -430,7 +482,7 @@ func (s *source) onMessage(sess *session, m mqtt.Message) {
 // onWritten runs on the spool's goroutine when the group holding a record
 // is on disk (err nil) or failed. It must not block either.
 func (s *source) onWritten(sess *session, p *pendingAck, err error) {
-	s.progress.settled.Add(1)
+	s.progress.settle(err)
 	if err == nil {
 		s.status.durable.Add(1)
 		if p != nil {

@@ -22,6 +22,19 @@ const (
 	reasonBackpressure  = "backpressure"   // QoS 1 after an earlier refusal, until the source reconnects
 )
 
+// DropReasons are every reason a message can be dropped for, and
+// HeldReasons every reason a QoS 1 message can be left with the broker:
+// each source's counters start at zero for each of them, so a rate or an
+// alert over a reason works before its first drop.
+func DropReasons() []string {
+	return []string{reasonSpoolFull, reasonQueueFull, reasonOversized, reasonInvalidRecord, reasonWriteFailed}
+}
+
+// HeldReasons: see DropReasons.
+func HeldReasons() []string {
+	return []string{reasonSpoolFull, reasonQueueFull, reasonWriteFailed, reasonBackpressure}
+}
+
 // sourceStatus is one source's counters. It outlives the source's
 // connections and survives a reload that changes the source, so counters are
 // "since start" as CoreScope's contract wants. The hot path (one call per
@@ -59,6 +72,12 @@ type sourceStatus struct {
 
 func newSourceStatus(name string) *sourceStatus {
 	s := &sourceStatus{name: name, dropped: map[string]int64{}, held: map[string]int64{}}
+	for _, r := range DropReasons() {
+		s.dropped[r] = 0
+	}
+	for _, r := range HeldReasons() {
+		s.held[r] = 0
+	}
 	empty := ""
 	s.broker.Store(&empty)
 	return s

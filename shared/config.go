@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -66,6 +70,10 @@ type Config struct {
 	// Broker is the embedded MQTT broker `meshingest run` starts when no
 	// source is configured, or on a configured address for observers.
 	Broker EmbeddedBroker `json:"broker,omitempty"`
+
+	// Warnings are what LoadConfig found questionable but not wrong (an
+	// unknown top-level key): each process logs them once at start.
+	Warnings []string `json:"-"`
 }
 
 // LegacyMQTT is CoreScope's old `mqtt` object.
@@ -194,6 +202,10 @@ type WriterConfig struct {
 	BatchMaxMs      int `json:"batchMaxMs,omitempty"`
 	// RetryMaxMs caps the back-off while the database refuses writes.
 	RetryMaxMs int `json:"retryMaxMs,omitempty"`
+	// NotReadyAfterSec is how long records may wait while the database
+	// refuses writes before the writer reports itself not ready
+	// (/-/ready, `meshingest status`). Zero means the writer's default.
+	NotReadyAfterSec int `json:"notReadyAfterSec,omitempty"`
 	// CacheKiB is SQLite's page cache for the writer's connection. More
 	// cache keeps more index pages of a very large database in memory,
 	// but it is resident memory (about 1.8 KiB per KiB of cache with the
@@ -274,54 +286,21 @@ func LoadConfig(path string) (*Config, error) {
 	return cfg, nil
 }
 
-// decodeConfig parses the file. Unknown top-level keys are allowed (the file
-// is shared with CoreScope's server), but unknown keys inside a source or a
-// meshingest section are refused: a typo there would silently lose data.
+// decodeConfig parses the file and checks its keys (checkKeys): unknown
+// top-level keys are allowed, with a warning (the file is shared with
+// CoreScope's server, whose keys meshingest knows), but one close to a
+// known key, and any unknown key inside a source or a section meshingest
+// acts on, is refused: a typo there would silently lose data or start an
+// empty database.
 func decodeConfig(path string, data []byte, cfg *Config) error {
 	if err := json.Unmarshal(data, cfg); err != nil {
 		return &ConfigError{Path: path, Msg: describeJSONError(data, err)}
 	}
-	var raw struct {
-		MQTTSources []json.RawMessage `json:"mqttSources"`
-		Spool       json.RawMessage   `json:"spool"`
-		Receiver    json.RawMessage   `json:"receiver"`
-		Writer      json.RawMessage   `json:"writer"`
-		Broker      json.RawMessage   `json:"broker"`
+	warnings, err := checkKeys(path, data)
+	if err != nil {
+		return err
 	}
-	_ = json.Unmarshal(data, &raw) // already parsed once above
-	for i, s := range raw.MQTTSources {
-		if err := strictDecode(s, &Source{}); err != nil {
-			return &ConfigError{Path: path, Field: fmt.Sprintf("mqttSources[%d]", i), Msg: err.Error()}
-		}
-	}
-	sections := []struct {
-		name string
-		raw  json.RawMessage
-		into any
-	}{
-		{"spool", raw.Spool, &SpoolConfig{}},
-		{"receiver", raw.Receiver, &ReceiverConfig{}},
-		{"writer", raw.Writer, &WriterConfig{}},
-		{"broker", raw.Broker, &EmbeddedBroker{}},
-	}
-	for _, s := range sections {
-		if len(s.raw) == 0 || string(s.raw) == "null" {
-			continue
-		}
-		if err := strictDecode(s.raw, s.into); err != nil {
-			return &ConfigError{Path: path, Field: s.name, Msg: err.Error()}
-		}
-	}
-	return nil
-}
-
-func strictDecode(data []byte, into any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
-		// encoding/json says `json: unknown field "x"`; keep the field name.
-		return errors.New(strings.TrimPrefix(err.Error(), "json: "))
-	}
+	cfg.Warnings = warnings
 	return nil
 }
 
@@ -421,10 +400,29 @@ func (c *Config) Validate(path string) error {
 			}
 		}
 	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		return bad("logLevel", "%v", err)
+	}
 	for name, key := range c.ChannelKeys {
 		if !validChannelKeyHex(key) {
 			return bad("channelKeys."+name, "must be 32 or 64 hex digits (a 16- or 32-byte secret)")
 		}
+	}
+	for i, name := range c.HashChannels {
+		if strings.TrimSpace(strings.TrimPrefix(name, "#")) == "" {
+			return bad(fmt.Sprintf("hashChannels[%d]", i), "empty channel name")
+		}
+	}
+	for i, name := range c.HashRegions {
+		if strings.TrimSpace(strings.TrimPrefix(name, "#")) == "" {
+			return bad(fmt.Sprintf("hashRegions[%d]", i), "empty region name")
+		}
+	}
+	if err := c.validateGeoFilter(bad); err != nil {
+		return err
+	}
+	if r := c.Retention; r != nil && r.ObserverDays < -1 {
+		return bad("retention.observerDays", "%d: use a number of days, or -1 to keep observers for ever", r.ObserverDays)
 	}
 	if c.ForeignAdverts != nil {
 		switch strings.ToLower(strings.TrimSpace(c.ForeignAdverts.Mode)) {
@@ -449,11 +447,75 @@ func (c *Config) Validate(path string) error {
 		{"writer.batchMaxMs", int64(c.Writer.BatchMaxMs)},
 		{"writer.retryMaxMs", int64(c.Writer.RetryMaxMs)},
 		{"writer.cacheKiB", int64(c.Writer.CacheKiB)},
+		{"writer.notReadyAfterSec", int64(c.Writer.NotReadyAfterSec)},
+		{"neighborEdgesMaxAgeDays", int64(c.NeighborEdgesMaxAgeDays)},
+	}
+	for i, src := range c.MQTTSources {
+		nonNegative = append(nonNegative, struct {
+			field string
+			v     int64
+		}{fmt.Sprintf("mqttSources[%d].connectTimeoutSec", i), int64(src.ConnectTimeoutSec)})
+	}
+	if r := c.Retention; r != nil {
+		nonNegative = append(nonNegative, []struct {
+			field string
+			v     int64
+		}{{"retention.nodeDays", int64(r.NodeDays)}, {"retention.metricsDays", int64(r.MetricsDays)},
+			{"retention.packetDays", int64(r.PacketDays)}, {"retention.clientRxDays", int64(r.ClientRxDays)}}...)
+	}
+	if c.Metrics != nil {
+		nonNegative = append(nonNegative, struct {
+			field string
+			v     int64
+		}{"metrics.sampleIntervalSec", int64(c.Metrics.SampleIntervalSec)})
+	}
+	if c.DB != nil {
+		nonNegative = append(nonNegative, struct {
+			field string
+			v     int64
+		}{"db.incrementalVacuumPages", int64(c.DB.IncrementalVacuumPages)})
 	}
 	for _, n := range nonNegative {
 		if n.v < 0 {
 			return bad(n.field, "must not be negative")
 		}
+	}
+	return nil
+}
+
+// validateGeoFilter checks geo_filter's polygon (three points or more,
+// each a [lat, lon] on the globe) and box (all four bounds, min below max).
+func (c *Config) validateGeoFilter(bad func(field, format string, args ...any) error) error {
+	g := c.GeoFilter
+	if g == nil {
+		return nil
+	}
+	if len(g.Polygon) > 0 && len(g.Polygon) < 3 {
+		return bad("geo_filter.polygon", "%d points; a polygon needs at least 3 [lat, lon] pairs", len(g.Polygon))
+	}
+	for i, p := range g.Polygon {
+		if math.Abs(p[0]) > 90 || math.Abs(p[1]) > 180 {
+			return bad(fmt.Sprintf("geo_filter.polygon[%d]", i), "[%g, %g] is not a [lat, lon] pair (lat within ±90, lon within ±180)", p[0], p[1])
+		}
+	}
+	if g.BufferKm < 0 {
+		return bad("geo_filter.bufferKm", "must not be negative")
+	}
+	bounds := []*float64{g.LatMin, g.LatMax, g.LonMin, g.LonMax}
+	given := 0
+	for _, b := range bounds {
+		if b != nil {
+			given++
+		}
+	}
+	switch {
+	case given == 0:
+	case given != 4:
+		return bad("geo_filter", "a box needs all of latMin, latMax, lonMin, lonMax")
+	case *g.LatMin > *g.LatMax || math.Abs(*g.LatMin) > 90 || math.Abs(*g.LatMax) > 90:
+		return bad("geo_filter", "latMin %g, latMax %g: want -90 ≤ latMin ≤ latMax ≤ 90", *g.LatMin, *g.LatMax)
+	case *g.LonMin > *g.LonMax || math.Abs(*g.LonMin) > 180 || math.Abs(*g.LonMax) > 180:
+		return bad("geo_filter", "lonMin %g, lonMax %g: want -180 ≤ lonMin ≤ lonMax ≤ 180", *g.LonMin, *g.LonMax)
 	}
 	return nil
 }
@@ -533,6 +595,23 @@ func (c *Config) PacketDays() int {
 	return 0
 }
 
+// ClientRxDays is retention.clientRxDays (0: keep client receptions).
+func (c *Config) ClientRxDays() int {
+	if c.Retention != nil && c.Retention.ClientRxDays > 0 {
+		return c.Retention.ClientRxDays
+	}
+	return 0
+}
+
+// VacuumPages is db.incrementalVacuumPages: the free pages given back to
+// the file system after each retention pass (default 1024, CoreScope's).
+func (c *Config) VacuumPages() int {
+	if c.DB != nil && c.DB.IncrementalVacuumPages > 0 {
+		return c.DB.IncrementalVacuumPages
+	}
+	return 1024
+}
+
 // NeighborEdgesDays is neighborEdgesMaxAgeDays (default 5).
 func (c *Config) NeighborEdgesDays() int {
 	if c.NeighborEdgesMaxAgeDays > 0 {
@@ -544,4 +623,56 @@ func (c *Config) NeighborEdgesDays() int {
 // DropForeignAdverts reports foreignAdverts.mode == "drop".
 func (c *Config) DropForeignAdverts() bool {
 	return c.ForeignAdverts != nil && strings.EqualFold(strings.TrimSpace(c.ForeignAdverts.Mode), "drop")
+}
+
+// ChangedKeys lists the keys whose values differ between two
+// configurations, by name only (never a value: some are secrets): the
+// top-level keys, and inside meshingest's sections (spool, receiver,
+// writer, broker) the section's keys, e.g. "spool.groupWindowMs". A reload
+// logs them, and which of them need a restart.
+func ChangedKeys(a, b *Config) []string {
+	ma, mb := asMap(a), asMap(b)
+	var changed []string
+	for _, key := range unionKeys(ma, mb) {
+		va, vb := ma[key], mb[key]
+		if reflect.DeepEqual(va, vb) {
+			continue
+		}
+		sa, okA := va.(map[string]any)
+		sb, okB := vb.(map[string]any)
+		if slices.Contains([]string{"spool", "receiver", "writer", "broker"}, key) && (okA || va == nil) && (okB || vb == nil) {
+			for _, sub := range unionKeys(sa, sb) {
+				if !reflect.DeepEqual(sa[sub], sb[sub]) {
+					changed = append(changed, key+"."+sub)
+				}
+			}
+			continue
+		}
+		changed = append(changed, key)
+	}
+	return changed
+}
+
+func asMap(c *Config) map[string]any {
+	m := map[string]any{}
+	if c == nil {
+		return m
+	}
+	data, _ := json.Marshal(c)
+	json.Unmarshal(data, &m)
+	return m
+}
+
+func unionKeys(a, b map[string]any) []string {
+	var keys []string
+	for k := range a {
+		keys = append(keys, k)
+	}
+	for k := range b {
+		if _, dup := a[k]; !dup {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
 }

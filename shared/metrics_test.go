@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ func TestServeMetrics_ServesRegistry(t *testing.T) {
 	c.Add(3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, err := ServeMetrics(ctx, "127.0.0.1:0", reg, zerolog.Nop())
+	addr, err := ServeMetrics(ctx, "127.0.0.1:0", reg, Health{}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +40,7 @@ func TestServeMetrics_ServesRegistry(t *testing.T) {
 }
 
 func TestServeMetrics_BadAddressFailsAtStart(t *testing.T) {
-	if _, err := ServeMetrics(context.Background(), "256.0.0.1:99999", NewRegistry(), zerolog.Nop()); err == nil {
+	if _, err := ServeMetrics(context.Background(), "256.0.0.1:99999", NewRegistry(), Health{}, zerolog.Nop()); err == nil {
 		t.Fatal("want an error for an unusable address")
 	}
 }
@@ -94,7 +95,7 @@ func TestServeMetrics_IdleKeepAliveConns_CappedAndClosed(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	lim := metricsLimits{MaxConns: 4, ReadHeader: 200 * time.Millisecond, Idle: 200 * time.Millisecond, Write: 5 * time.Second}
-	serveMetricsOn(ctx, ln, NewRegistry(), zerolog.Nop(), lim)
+	serveMetricsOn(ctx, ln, NewRegistry(), Health{}, zerolog.Nop(), lim)
 
 	const clients = 40
 	served := make(chan error, clients)
@@ -159,7 +160,7 @@ func TestServeMetrics_SilentConn_Closed(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	serveMetricsOn(ctx, raw, NewRegistry(), zerolog.Nop(), metricsLimits{MaxConns: 4, ReadHeader: 100 * time.Millisecond, Idle: 100 * time.Millisecond, Write: time.Second})
+	serveMetricsOn(ctx, raw, NewRegistry(), Health{}, zerolog.Nop(), metricsLimits{MaxConns: 4, ReadHeader: 100 * time.Millisecond, Idle: 100 * time.Millisecond, Write: time.Second})
 	c, err := net.Dial("tcp", raw.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -168,5 +169,49 @@ func TestServeMetrics_SilentConn_Closed(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("read = %v, want EOF (closed by the server)", err)
+	}
+}
+
+// /-/healthy and /-/ready answer 200 "OK" or 503 with a one-line reason,
+// on the metrics listener; the registry carries meshingest_build_info.
+func TestServeMetrics_HealthEndpointsAndBuildInfo(t *testing.T) {
+	SetBuildInfo(BuildInfo{Version: "1.2.3", Commit: "abc"})
+	defer SetBuildInfo(BuildInfo{Version: "unknown", Commit: "unknown"})
+	var reason atomic.Pointer[string]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, err := ServeMetrics(ctx, "127.0.0.1:0", NewRegistry(), Health{Ready: func() string {
+		if r := reason.Load(); r != nil {
+			return *r
+		}
+		return ""
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr.String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, path := range []string{"/-/healthy", "/-/ready"} {
+		if code, body := get(path); code != 200 || body != "OK\n" {
+			t.Errorf("%s = %d %q, want 200 OK", path, code, body)
+		}
+	}
+	why := "the database has refused writes for 61s (locked)"
+	reason.Store(&why)
+	if code, body := get("/-/ready"); code != 503 || body != why+"\n" {
+		t.Errorf("/-/ready = %d %q, want 503 with the reason", code, body)
+	}
+	if code, _ := get("/-/healthy"); code != 200 {
+		t.Errorf("/-/healthy = %d while only not ready", code)
+	}
+	if _, body := get("/metrics"); !strings.Contains(body, `meshingest_build_info{commit="abc",goversion="go`) || !strings.Contains(body, `version="1.2.3"} 1`) {
+		t.Errorf("no meshingest_build_info with the set version:\n%s", body)
 	}
 }

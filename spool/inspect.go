@@ -1,6 +1,9 @@
 package spool
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"time"
 )
 
@@ -39,6 +42,40 @@ type Status struct {
 	TotalBytes       int64     `json:"total_bytes"` // every segment file, drained or not
 	NextSeq          uint64    `json:"next_seq,omitempty"`
 	At               time.Time `json:"at"`
+}
+
+// ErrNotSpool marks a folder that holds nothing of a spool.
+var ErrNotSpool = errors.New("spool: not a spool folder")
+
+// CheckFolder reports whether dir is a spool folder: a folder holding a
+// file only a spool has (its identity, a segment, the sequence, the
+// writer's position, the appender's lock or status, quarantine/). The
+// inspection commands check it first, since a typo in a path would
+// otherwise read as a healthy, empty spool.
+func CheckFolder(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return &Error{Op: "open spool", Path: dir, Err: err, Hint: "check --dir, or spoolDir in the configuration"}
+	}
+	if !fi.IsDir() {
+		return &Error{Op: "open spool", Path: dir, Err: fmt.Errorf("%w: a file, not a folder", ErrNotSpool), Hint: "give the spool's folder"}
+	}
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return &Error{Op: "open spool", Path: dir, Err: err}
+	}
+	for _, e := range names {
+		switch n := e.Name(); n {
+		case identityFile, sequenceFile, positionFile, lockFile, statusFile, quarantineDir:
+			return nil
+		default:
+			if _, ext, ok := parseSegmentName(n); ok && (ext == sealedExt || ext == activeExt) {
+				return nil
+			}
+		}
+	}
+	return &Error{Op: "open spool", Path: dir, Err: fmt.Errorf("%w: no identity, no segment, no writer position in it", ErrNotSpool),
+		Hint: "check --dir, or spoolDir in the configuration; the receiver makes the spool when it first opens the folder"}
 }
 
 // ListSegments lists every segment file: sealed ones with their trailer

@@ -38,6 +38,12 @@ type AppenderStats struct {
 	DepthSegments int    `json:"depth_segments"`
 	DepthRecords  uint64 `json:"depth_records"`
 	DepthBytes    int64  `json:"depth_bytes"`
+	// DepthOldest is the receive time of the oldest record in those
+	// segments, to within a segment's span (a partly drained segment
+	// counts from its first record); zero when there is none.
+	DepthOldest time.Time `json:"depth_oldest_received_at,omitzero"`
+	// MaxBytes is the byte cap in force (negative: none).
+	MaxBytes int64 `json:"max_bytes"`
 	// SpoolBytes is what the byte cap counts: segments and quarantine.
 	SpoolBytes int64 `json:"spool_bytes"`
 	DiskFree   int64 `json:"disk_free_bytes"`
@@ -77,6 +83,7 @@ func (a *Appender) statsLocked() AppenderStats {
 	s.SpoolBytes = a.spoolBytes
 	s.DiskFree = a.diskFree
 	s.MinFreeBytes = a.opts.MinFreeBytes
+	s.MaxBytes = a.opts.MaxBytes
 	s.Blocked = a.fullLocked(0)
 	s.FullReason = s.Blocked
 	if s.FullReason == "" {

@@ -190,6 +190,12 @@ func (a *Appender) housekeep() {
 		a.noSpace, a.noSpaceNeed = false, 0
 	}
 	a.stats.DepthSegments, a.stats.DepthRecords, a.stats.DepthBytes = 0, 0, 0
+	a.stats.DepthOldest = time.Time{}
+	older := func(t time.Time) {
+		if !t.IsZero() && (a.stats.DepthOldest.IsZero() || t.Before(a.stats.DepthOldest)) {
+			a.stats.DepthOldest = t
+		}
+	}
 	for _, s := range sealed {
 		if s.LastSeq != 0 && s.LastSeq <= pos.Seq {
 			continue // drained; the writer deletes it soon
@@ -197,11 +203,13 @@ func (a *Appender) housekeep() {
 		a.stats.DepthSegments++
 		a.stats.DepthRecords += undrained(s, pos)
 		a.stats.DepthBytes += s.Bytes
+		older(s.Oldest)
 	}
 	if ai := a.activeInfo; ai != nil {
 		a.stats.DepthSegments++
 		a.stats.DepthRecords += ai.Records
 		a.stats.DepthBytes += ai.Bytes
+		older(ai.Oldest)
 	}
 	st := AppenderStatus{PID: os.Getpid(), UpdatedAt: time.Now().UTC(), Closed: a.closed, Stats: a.statsLocked()}
 	if a.activeInfo != nil {

@@ -10,6 +10,14 @@ import (
 	"github.com/meshingest/meshingest/shared"
 )
 
+// Drop reasons of CoreScope's ValidateAdvert (advertProblem).
+const (
+	dropAdvertPubkey = "invalid_advert_pubkey"
+	dropAdvertLat    = "invalid_advert_lat"
+	dropAdvertLon    = "invalid_advert_lon"
+	dropAdvertName   = "invalid_advert_name"
+)
+
 // advertProblem applies CoreScope's ValidateAdvert to a node the firmware
 // accepted: a usable public key, a position on the globe, a printable name
 // of at most 64 bytes. CoreScope drops an advert that fails (no row at
@@ -17,20 +25,20 @@ import (
 // characters. It returns "" for a good advert.
 func advertProblem(n *decoder.Node) string {
 	if len(n.PublicKey) < 16 || strings.Trim(n.PublicKey, "0") == "" {
-		return "invalid_advert_pubkey"
+		return dropAdvertPubkey
 	}
 	if n.Lat.Valid && (math.IsNaN(n.Lat.Float64) || n.Lat.Float64 < -90 || n.Lat.Float64 > 90) {
-		return "invalid_advert_lat"
+		return dropAdvertLat
 	}
 	if n.Lon.Valid && (math.IsNaN(n.Lon.Float64) || n.Lon.Float64 < -180 || n.Lon.Float64 > 180) {
-		return "invalid_advert_lon"
+		return dropAdvertLon
 	}
 	if len(n.Name) > 64 {
-		return "invalid_advert_name"
+		return dropAdvertName
 	}
 	for _, r := range n.Name {
 		if unicode.IsControl(r) {
-			return "invalid_advert_name"
+			return dropAdvertName
 		}
 	}
 	return ""

@@ -1,10 +1,13 @@
 package writer
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -46,7 +49,7 @@ type DBOptions struct {
 
 func (o DBOptions) withDefaults() DBOptions {
 	if o.CacheKiB <= 0 {
-		o.CacheKiB = 2 << 10
+		o.CacheKiB = DefaultCacheKiB
 	}
 	if o.BusyTimeoutMs <= 0 {
 		o.BusyTimeoutMs = 1000
@@ -62,6 +65,108 @@ func (o DBOptions) withDefaults() DBOptions {
 // a new, empty database in its place: it waits for the file to come back.
 var ErrDatabaseMissing = errors.New("database file missing")
 
+// DBError is a database file the writer cannot use: what it was doing, the
+// path, what is wrong (Kind, one of the trouble kinds below) and, in the
+// message, what the operator can do about it.
+type DBError struct {
+	Op   string // "open database", "create the database folder"
+	Path string
+	Kind string
+	Err  error
+}
+
+func (e *DBError) Error() string {
+	return e.Op + " " + e.Path + ": " + e.Err.Error() + " (" + troubleHint(troubleKind(e.Kind)) + ")"
+}
+
+func (e *DBError) Unwrap() error { return e.Err }
+
+// Hint is what the operator can do.
+func (e *DBError) Hint() string { return troubleHint(troubleKind(e.Kind)) }
+
+// Permanent reports a database that retrying cannot fix: a folder, a file
+// that is not a database, one this user may not write, a read-only file
+// system, a damaged file. At start the writer exits with the hint instead
+// of retrying without ever being ready.
+func (e *DBError) Permanent() bool { return permanent(troubleKind(e.Kind)) }
+
+func permanent(k troubleKind) bool {
+	switch k {
+	case troublePermission, troubleIsDir, troubleNotADB, troubleReadOnlyFS, troubleCorrupt:
+		return true
+	}
+	return false
+}
+
+// sqliteHeader starts every SQLite database file.
+var sqliteHeader = []byte("SQLite format 3\x00")
+
+// checkDatabaseFile looks at path before SQLite does, which says "unable
+// to open database file" for a folder, a missing folder and a permission
+// problem alike, and "file is not a database" only at the first query. It
+// reports whether the database does not exist yet (created by the open,
+// with create) and, for an existing one, whether it is a SQLite file this
+// user can read and write in a folder it can write (SQLite creates the
+// -wal and -shm files beside it).
+func checkDatabaseFile(path string, create bool) (isNew bool, err error) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		dir := filepath.Dir(path)
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			if !create {
+				return false, &DBError{Op: "open database", Path: path, Kind: string(troubleNoFolder), Err: fmt.Errorf("the folder %s is gone: %w", dir, ErrDatabaseMissing)}
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return false, fileError("create the database folder", dir, err)
+			}
+		}
+		if !create {
+			return false, &DBError{Op: "open database", Path: path, Kind: string(troubleMissing), Err: ErrDatabaseMissing}
+		}
+		if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
+			return false, fileError("create database", path, fmt.Errorf("the folder %s is not writable: %w", dir, err))
+		}
+		return true, nil
+	case err != nil:
+		return false, fileError("open database", path, err)
+	case fi.IsDir():
+		return false, &DBError{Op: "open database", Path: path, Kind: string(troubleIsDir), Err: errors.New("this is a folder, not a database file")}
+	case !fi.Mode().IsRegular():
+		return false, &DBError{Op: "open database", Path: path, Kind: string(troubleNotADB), Err: fmt.Errorf("not a regular file (%s)", fi.Mode().Type())}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return false, fileError("open database", path, err)
+	}
+	defer f.Close()
+	head := make([]byte, len(sqliteHeader))
+	n, _ := io.ReadFull(f, head)
+	if n > 0 && (n < len(head) || !bytes.Equal(head, sqliteHeader)) {
+		return false, &DBError{Op: "open database", Path: path, Kind: string(troubleNotADB), Err: fmt.Errorf("the file does not start with the SQLite header (%d bytes)", fi.Size())}
+	}
+	if err := syscall.Access(filepath.Dir(path), 2 /* W_OK */); err != nil {
+		return false, fileError("open database", path, fmt.Errorf("its folder is not writable (SQLite creates the -wal and -shm files there): %w", err))
+	}
+	return false, nil
+}
+
+// fileError classifies a system call's failure on the database's path.
+func fileError(op, path string, err error) error {
+	kind := troubleIO
+	switch {
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		kind = troublePermission
+	case errors.Is(err, syscall.EROFS):
+		kind = troubleReadOnlyFS
+	case errors.Is(err, syscall.ENOSPC):
+		kind = troubleDiskFull
+	case errors.Is(err, syscall.ENOTDIR):
+		kind = troubleNoFolder
+	}
+	return &DBError{Op: op, Path: path, Kind: string(kind), Err: err}
+}
+
 // database is the writer's one SQLite connection and what it needs to know
 // about the file under it.
 type database struct {
@@ -72,6 +177,8 @@ type database struct {
 	// replaced under the writer (a restore) is noticed and reopened
 	// instead of written into the unlinked old inode.
 	dev, ino uint64
+	// created is set when the open created the file.
+	created bool
 }
 
 // openDatabase opens (creating it when create is true) the SQLite file at
@@ -82,16 +189,9 @@ type database struct {
 // journals in memory, and one connection.
 func openDatabase(ctx context.Context, path string, create bool, opts DBOptions) (*database, error) {
 	opts = opts.withDefaults()
-	if _, err := os.Stat(path); err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("open database %s: %w", path, err)
-		}
-		if !create {
-			return nil, fmt.Errorf("open database %s: %w", path, ErrDatabaseMissing)
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return nil, fmt.Errorf("open database %s: create folder: %w", path, err)
-		}
+	isNew, err := checkDatabaseFile(path, create)
+	if err != nil {
+		return nil, err
 	}
 	q := url.Values{}
 	// Order matters: auto_vacuum only takes effect before the first table
@@ -129,9 +229,9 @@ func openDatabase(ctx context.Context, path string, create bool, opts DBOptions)
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open database %s: %w; check the file's permissions and that it is a SQLite database", path, err)
+		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	d := &database{path: path, db: db, conn: conn}
+	d := &database{path: path, db: db, conn: conn, created: isNew}
 	if err := d.checkJournalMode(ctx); err != nil {
 		d.close()
 		return nil, err
@@ -194,19 +294,30 @@ func fileIdentity(path string) (dev, ino uint64, err error) {
 type troubleKind string
 
 const (
-	troubleBusy     troubleKind = "busy"      // another connection holds the write lock
-	troubleReadOnly troubleKind = "read_only" // file or folder not writable, or opened read-only
-	troubleDiskFull troubleKind = "disk_full"
-	troubleSchema   troubleKind = "schema"  // a table or column missing or altered under us
-	troubleIO       troubleKind = "io"      // an I/O error from the file system
-	troubleMissing  troubleKind = "missing" // the database file is gone
-	troubleOther    troubleKind = "other"
+	troubleBusy       troubleKind = "busy"      // another connection holds the write lock
+	troubleReadOnly   troubleKind = "read_only" // SQLite opened the file read-only
+	troubleDiskFull   troubleKind = "disk_full"
+	troubleSchema     troubleKind = "schema"  // a table or column missing or altered under us
+	troubleIO         troubleKind = "io"      // an I/O error from the file system
+	troubleMissing    troubleKind = "missing" // the database file is gone
+	troubleOther      troubleKind = "other"
+	troublePermission troubleKind = "permission_denied" // the file or its folder is not ours to write
+	troubleIsDir      troubleKind = "is_directory"      // dbPath names a folder
+	troubleNotADB     troubleKind = "not_a_database"    // the file is something else
+	troubleReadOnlyFS troubleKind = "read_only_fs"      // mounted read-only (or ProtectSystem=)
+	troubleNoFolder   troubleKind = "missing_folder"    // the database's folder is gone
+	troubleCantOpen   troubleKind = "cannot_open"       // SQLite could not open it, for a reason it does not say
+	troubleCorrupt    troubleKind = "corrupt"           // SQLite found the file damaged
 )
 
 // classify maps an error from SQLite (or from opening the file) to a
 // troubleKind, and says whether the connection must be reopened and the
 // schema checked again before the retry.
 func classify(err error) (kind troubleKind, reopen bool) {
+	var de *DBError
+	if errors.As(err, &de) {
+		return troubleKind(de.Kind), true
+	}
 	if errors.Is(err, ErrDatabaseMissing) {
 		return troubleMissing, true
 	}
@@ -219,12 +330,16 @@ func classify(err error) (kind troubleKind, reopen bool) {
 			return troubleReadOnly, true
 		case sqlite3.SQLITE_FULL:
 			return troubleDiskFull, false
-		case sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN:
+		case sqlite3.SQLITE_IOERR:
 			return troubleIO, true
+		case sqlite3.SQLITE_CANTOPEN:
+			return troubleCantOpen, true
 		case sqlite3.SQLITE_SCHEMA:
 			return troubleSchema, true
-		case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
-			return troubleOther, true
+		case sqlite3.SQLITE_NOTADB:
+			return troubleNotADB, true
+		case sqlite3.SQLITE_CORRUPT:
+			return troubleCorrupt, true
 		case sqlite3.SQLITE_ERROR:
 			msg := se.Error()
 			if strings.Contains(msg, "no such table") || strings.Contains(msg, "no such column") ||
@@ -237,8 +352,11 @@ func classify(err error) (kind troubleKind, reopen bool) {
 	if errors.Is(err, syscall.ENOSPC) {
 		return troubleDiskFull, false
 	}
-	if errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
-		return troubleReadOnly, true
+	if errors.Is(err, syscall.EROFS) {
+		return troubleReadOnlyFS, true
+	}
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		return troublePermission, true
 	}
 	return troubleOther, true
 }
@@ -257,7 +375,21 @@ func troubleHint(kind troubleKind) string {
 	case troubleBusy:
 		return "another process holds the database write lock (VACUUM, a backup, a migration); the writer retries and catches up when it is released"
 	case troubleReadOnly:
-		return "the database or its folder is not writable by this user, or the file system is read-only; fix the permissions"
+		return "SQLite opened the database read-only: the file or its folder is not writable by this user; fix the permissions"
+	case troublePermission:
+		return "this user may not read and write the database file or create files in its folder (SQLite needs the -wal and -shm files beside it); fix the owner or the mode (the writer runs as the meshingest user under systemd)"
+	case troubleIsDir:
+		return "dbPath names a folder; give the path of the database file inside it, e.g. .../meshcore.db"
+	case troubleNotADB:
+		return "the file is not a SQLite database; check dbPath (it names another file?) or restore the database from a backup"
+	case troubleReadOnlyFS:
+		return "the file system holding the database is read-only: remount it read-write, or under systemd add its folder to ReadWritePaths= (ProtectSystem=strict makes the rest read-only)"
+	case troubleNoFolder:
+		return "the database's folder is gone or a part of the path is not a folder (an unmounted disk?); the writer waits for it and never creates an empty database in its place"
+	case troubleCantOpen:
+		return "SQLite cannot open the file: check that it is a database file this user can read and write, in a folder it can write"
+	case troubleCorrupt:
+		return "SQLite found the database damaged; restore it from a backup (writer/MAINTENANCE.md)"
 	case troubleDiskFull:
 		return "the disk holding the database is full; free space (the spool keeps every message meanwhile)"
 	case troubleSchema:

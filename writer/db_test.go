@@ -3,8 +3,12 @@ package writer
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -76,5 +80,86 @@ func TestClassify_RealSQLiteErrors(t *testing.T) {
 		if kind != c.want || reopen != c.reopen {
 			t.Errorf("classify(%v) = %s, %v; want %s, %v", err, kind, reopen, c.want, c.reopen)
 		}
+	}
+}
+
+// Each thing that is wrong with dbPath gets its own kind and hint, from
+// real files; SQLite said "unable to open database file" (classified as an
+// I/O error, "check the disk") for most of them.
+func TestOpenDatabase_WrongFiles_KindAndHint(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "notes.txt")
+	os.WriteFile(garbage, []byte("this is not a database, it is a shopping list\n"), 0o600)
+	fifo := filepath.Join(dir, "fifo")
+	syscall.Mkfifo(fifo, 0o600)
+	fileAsFolder := filepath.Join(dir, "plain")
+	os.WriteFile(fileAsFolder, nil, 0o600)
+	cases := []struct {
+		name      string
+		path      string
+		create    bool
+		kind      troubleKind
+		permanent bool
+		hint      string
+	}{
+		{"a folder", dir, true, troubleIsDir, true, "dbPath names a folder"},
+		{"not a database", garbage, true, troubleNotADB, true, "not a SQLite database"},
+		{"a FIFO", fifo, true, troubleNotADB, true, "not a SQLite database"},
+		{"a file where a folder should be", filepath.Join(fileAsFolder, "meshcore.db"), true, troubleNoFolder, false, "not a folder"},
+		{"folder gone while running", filepath.Join(dir, "unmounted", "meshcore.db"), false, troubleNoFolder, false, "folder is gone"},
+		{"file gone while running", filepath.Join(dir, "gone.db"), false, troubleMissing, false, "never creates an empty one"},
+	}
+	for _, c := range cases {
+		_, err := openDatabase(ctx, c.path, c.create, DBOptions{})
+		if err == nil {
+			t.Errorf("%s: opened", c.name)
+			continue
+		}
+		kind, _ := classify(err)
+		var de *DBError
+		isDB := errors.As(err, &de)
+		if kind != c.kind || (isDB && de.Permanent()) != c.permanent || !strings.Contains(err.Error(), c.hint) {
+			t.Errorf("%s: kind %s permanent %v, error %q; want %s, %v, a hint containing %q", c.name, kind, isDB && de.Permanent(), err, c.kind, c.permanent, c.hint)
+		}
+	}
+}
+
+// A database on a read-only file system (or one systemd's ProtectSystem=
+// made read-only) is read_only_fs, permanent, with the ReadWritePaths=
+// hint. Needs root to mount a read-only tmpfs.
+func TestOpenDatabase_ReadOnlyFileSystem_Permanent(t *testing.T) {
+	ro := t.TempDir()
+	if err := syscall.Mount("none", ro, "tmpfs", syscall.MS_RDONLY, "size=1m"); err != nil {
+		t.Skipf("cannot mount a read-only tmpfs here (%v)", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(ro, 0) })
+	for _, path := range []string{filepath.Join(ro, "meshcore.db"), filepath.Join(ro, "data", "meshcore.db")} {
+		_, err := openDatabase(context.Background(), path, true, DBOptions{})
+		var de *DBError
+		if !errors.As(err, &de) || de.Kind != string(troubleReadOnlyFS) || !de.Permanent() || !strings.Contains(err.Error(), "ReadWritePaths=") {
+			t.Errorf("%s: %v; want a permanent read_only_fs error with the ReadWritePaths= hint", path, err)
+		}
+	}
+}
+
+// A database that does not exist is created with its folder, and says so.
+func TestOpenDatabase_Missing_CreatedWithFolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "new", "data", "meshcore.db")
+	d, err := openDatabase(context.Background(), path, true, DBOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	if !d.created {
+		t.Error("a new database not reported as created")
+	}
+	d2, err := openDatabase(context.Background(), path, true, DBOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.close()
+	if d2.created {
+		t.Error("an existing database reported as created")
 	}
 }

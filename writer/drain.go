@@ -29,6 +29,7 @@ func (w *Writer) drain(ctx context.Context) {
 	for ctx.Err() == nil {
 		w.petWatchdog()
 		w.stats.LoopTickUnix.Store(time.Now().Unix())
+		w.applyReload()
 		n, err := w.drainBatch(ctx)
 		if err != nil {
 			w.refused(ctx, err)
@@ -240,8 +241,8 @@ func (w *Writer) afterCommit(ob *openBatch) {
 	w.setCommitted(ob.next.Position)
 	wait, hold := ob.holdStart.Sub(ob.waitStart), now.Sub(ob.holdStart)
 	w.stats.addBatch(&ob.b.counts, ob.sources, ob.lastReceived, wait, hold, now)
-	w.log.Debug().Int("records", ob.b.counts.messages).Dur("wait", wait).Dur("hold", hold).
-		Dur("commit", now.Sub(ob.commitStart)).Dur("waited_for_records", ob.starved).
+	w.log.Debug().Int("records", ob.b.counts.messages).Int64("wait_ms", wait.Milliseconds()).Int64("hold_ms", hold.Milliseconds()).
+		Int64("commit_ms", now.Sub(ob.commitStart).Milliseconds()).Int64("waited_for_records_ms", ob.starved.Milliseconds()).
 		Stringer("position", ob.next.Position).Msg("batch committed")
 	// The rows are durable: the spool may forget the records.
 	if err := w.src.Release(ob.next.Position); err != nil {

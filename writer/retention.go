@@ -38,14 +38,9 @@ func newRetention(cfg *shared.Config, onPacketsDeleted func()) *retention {
 		metricsDays:      cfg.MetricsDays(),
 		packetDays:       cfg.PacketDays(),
 		edgeDays:         cfg.NeighborEdgesDays(),
-		vacuumPages:      1024,
+		clientRxDays:     cfg.ClientRxDays(),
+		vacuumPages:      cfg.VacuumPages(),
 		onPacketsDeleted: onPacketsDeleted,
-	}
-	if cfg.Retention != nil && cfg.Retention.ClientRxDays > 0 {
-		r.clientRxDays = cfg.Retention.ClientRxDays
-	}
-	if cfg.DB != nil && cfg.DB.IncrementalVacuumPages > 0 {
-		r.vacuumPages = cfg.DB.IncrementalVacuumPages
 	}
 	return r
 }

@@ -81,7 +81,7 @@ func (t *troubleTracker) succeeded(now time.Time) {
 	e := t.current
 	e.Ended = now
 	e.Seconds = now.Sub(e.Started).Seconds()
-	t.log.Info().Str("kind", e.Kind).Dur("length", now.Sub(e.Started).Round(time.Millisecond)).
+	t.log.Info().Str("kind", e.Kind).Int64("length_ms", now.Sub(e.Started).Milliseconds()).
 		Int("attempts", e.Attempts).Msg("database accepts writes again; catching up")
 	t.last = e
 	t.current = nil

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +17,21 @@ import (
 	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+)
+
+// Defaults of the options the configuration can set (writer.*). `meshingest
+// config check` prints them and docs/configuration.md is tested against
+// them.
+const (
+	DefaultBatchMaxRecords = 16000
+	DefaultBatchMaxTime    = time.Second
+	DefaultRetryMax        = time.Second
+	DefaultCacheKiB        = 2 << 10
+	// DefaultNotReadyAfter is how long records may wait while the
+	// database refuses writes before /-/ready answers 503: longer than a
+	// VACUUM or a backup of a mid-sized database holds the lock, shorter
+	// than anyone waiting for the map notices.
+	DefaultNotReadyAfter = time.Minute
 )
 
 // Options configure a Writer. Config is required; zero values elsewhere
@@ -33,12 +51,17 @@ type Options struct {
 	// other writer from waiting long for the lock and makes progress
 	// visible to CoreScope's poller (its readers never wait: WAL).
 	// Defaults: config writer.batchMaxRecords / writer.batchMaxMs, else
-	// 16000 and 1 s.
+	// DefaultBatchMaxRecords and DefaultBatchMaxTime.
 	BatchMaxRecords int
 	BatchMaxTime    time.Duration
 	// RetryMax caps the back-off while the database refuses writes.
-	// Default: config writer.retryMaxMs, else 1 s.
+	// Default: config writer.retryMaxMs, else DefaultRetryMax.
 	RetryMax time.Duration
+	// NotReadyAfter is how long records may wait while the database
+	// refuses writes before the writer reports itself not ready (/-/ready,
+	// the stats file, `meshingest status`). Default: config
+	// writer.notReadyAfterSec, else DefaultNotReadyAfter.
+	NotReadyAfter time.Duration
 
 	DB    DBOptions
 	Cache CacheOptions
@@ -115,6 +138,14 @@ type Writer struct {
 	posMu     sync.Mutex // guards committedPos for the stats goroutine
 	committed Position
 	ready     atomic.Bool
+
+	// reloads hands a reloaded ingest configuration (channel keys,
+	// regions) to the drain goroutine, which applies it between batches.
+	reloads chan ingestConfig
+	// keys is the configuration whose keys are in force; only Reload uses
+	// it.
+	keysMu sync.Mutex
+	keys   *shared.Config
 }
 
 type taskRun struct {
@@ -133,16 +164,25 @@ func New(src Source, opts Options) (*Writer, error) {
 		opts.BatchMaxRecords = cfg.Writer.BatchMaxRecords
 	}
 	if opts.BatchMaxRecords <= 0 {
-		opts.BatchMaxRecords = 16000
+		opts.BatchMaxRecords = DefaultBatchMaxRecords
 	}
 	if opts.BatchMaxTime <= 0 {
 		opts.BatchMaxTime = time.Duration(cfg.Writer.BatchMaxMs) * time.Millisecond
 	}
 	if opts.BatchMaxTime <= 0 {
-		opts.BatchMaxTime = time.Second
+		opts.BatchMaxTime = DefaultBatchMaxTime
 	}
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = time.Duration(cfg.Writer.RetryMaxMs) * time.Millisecond
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = DefaultRetryMax
+	}
+	if opts.NotReadyAfter <= 0 {
+		opts.NotReadyAfter = time.Duration(cfg.Writer.NotReadyAfterSec) * time.Second
+	}
+	if opts.NotReadyAfter <= 0 {
+		opts.NotReadyAfter = DefaultNotReadyAfter
 	}
 	if opts.DB.CacheKiB <= 0 {
 		opts.DB.CacheKiB = cfg.Writer.CacheKiB
@@ -174,6 +214,8 @@ func New(src Source, opts Options) (*Writer, error) {
 		stats:   opts.Stats,
 		trouble: newTroubleTracker(opts.Log, opts.RetryMax),
 		notify:  notify,
+		reloads: make(chan ingestConfig, 1),
+		keys:    cfg,
 	}
 	w.in = &ingester{cfg: ic, hook: w.opts.Hook, log: opts.Log, throttle: shared.NewThrottle(time.Minute),
 		decoded: recent.New[ContentKey, struct{}](opts.Cache.withDefaults().Transmissions)}
@@ -182,7 +224,7 @@ func New(src Source, opts Options) (*Writer, error) {
 		w.tasks = append(w.tasks, &taskRun{task: t})
 	}
 	if opts.Registry != nil {
-		w.stats.registerMetrics(opts.Registry, w.depth, func() troubleSnapshot { return w.trouble.snapshot(time.Now()) })
+		w.stats.registerMetrics(opts.Registry, w.depth, func() troubleSnapshot { return w.trouble.snapshot(time.Now()) }, w.Health())
 	}
 	return w, nil
 }
@@ -193,8 +235,11 @@ func (w *Writer) Stats() *Stats { return w.stats }
 // Run opens the database (creating and migrating it as needed), reports
 // ready, and drains the spool until ctx ends. Then it finishes the batch in
 // progress, closes the database and returns nil. A database that cannot be
-// opened or migrated is retried, as an episode, until it can or ctx ends;
-// configuration errors are New's.
+// opened or migrated is retried, as an episode, until it can or ctx ends,
+// unless retrying cannot help (a *DBError that is Permanent: a folder, not
+// a database, permission denied, a read-only file system): then Run
+// returns that error, whose message carries the hint. Configuration
+// errors are New's.
 func (w *Writer) Run(ctx context.Context) error {
 	statsCtx, stopStats := context.WithCancel(context.WithoutCancel(ctx))
 	statsDone := make(chan struct{})
@@ -207,7 +252,11 @@ func (w *Writer) Run(ctx context.Context) error {
 		<-statsDone
 	}()
 
-	w.start(ctx)
+	if err := w.start(ctx); err != nil {
+		w.notify.Status("cannot use the database: " + err.Error())
+		w.shutdown()
+		return err
+	}
 	if ctx.Err() != nil {
 		w.shutdown()
 		return nil
@@ -215,7 +264,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	w.notify.Ready(fmt.Sprintf("database %s open; draining the spool", w.opts.Config.DBPath))
 	w.ready.Store(true)
 	w.log.Info().Str("db", w.opts.Config.DBPath).Uint64("segment", w.state.Position.Segment).Uint64("seq", w.state.Position.Seq).
-		Int("batch_max_records", w.opts.BatchMaxRecords).Dur("batch_max_time", w.opts.BatchMaxTime).
+		Int("batch_max_records", w.opts.BatchMaxRecords).Int64("batch_max_ms", w.opts.BatchMaxTime.Milliseconds()).
 		Msg("writer ready; resuming after the position stored in the database")
 
 	w.drain(ctx)
@@ -224,16 +273,22 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 // start opens and migrates the database, retrying (as an episode) while it
-// is locked or otherwise refuses, until it succeeds or ctx ends.
-func (w *Writer) start(ctx context.Context) {
+// is locked or otherwise refuses, until it succeeds or ctx ends. A
+// database retrying cannot fix is returned at once.
+func (w *Writer) start(ctx context.Context) error {
 	for ctx.Err() == nil {
+		w.stats.LoopTickUnix.Store(time.Now().Unix())
 		err := w.openDB(ctx, true)
 		if err == nil {
 			w.trouble.succeeded(time.Now())
-			return
+			return nil
+		}
+		if de := (*DBError)(nil); errors.As(err, &de) && de.Permanent() {
+			return err
 		}
 		w.refused(ctx, err)
 	}
+	return nil
 }
 
 // openDB opens the database, migrates it and reads the writer's position.
@@ -241,6 +296,12 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 	d, err := openDatabase(ctx, w.opts.Config.DBPath, create, w.opts.DB)
 	if err != nil {
 		return err
+	}
+	if d.created {
+		// Right for a new installation, wrong after a typo in dbPath
+		// (CoreScope would go on reading the old file): say where.
+		abs, _ := filepath.Abs(d.path)
+		w.log.Warn().Str("db", abs).Msg("no database at dbPath: created a new, empty one here")
 	}
 	if _, err := migrate(ctx, d.conn, w.log); err != nil {
 		d.close()
@@ -459,6 +520,147 @@ func (w *Writer) runTaskStep(ctx context.Context) (more bool) {
 	return false
 }
 
+// loopStale is how long the drain loop, which goes round at least every
+// second or two (a batch, a retry, a wait for records), may be silent
+// before the writer reports itself unhealthy.
+const loopStale = 30 * time.Second
+
+// Health is the writer's /-/healthy and /-/ready: healthy while its drain
+// loop goes round; ready once the database is open, unless records have
+// waited longer than NotReadyAfter while the database refuses writes.
+func (w *Writer) Health() shared.Health {
+	return shared.Health{
+		Healthy: func() string { return w.unhealthy(time.Now()) },
+		Ready:   func() string { return w.notReady(time.Now()) },
+	}
+}
+
+func (w *Writer) unhealthy(now time.Time) string {
+	if t := w.stats.LoopTickUnix.Load(); t != 0 && now.Sub(time.Unix(t, 0)) > loopStale {
+		return fmt.Sprintf("the drain loop last ran %s ago", now.Sub(time.Unix(t, 0)).Round(time.Second))
+	}
+	return ""
+}
+
+func (w *Writer) notReady(now time.Time) string {
+	tr := w.trouble.snapshot(now)
+	if e := tr.Current; e != nil && time.Duration(e.Seconds*float64(time.Second)) > w.opts.NotReadyAfter && w.depth() != 0 {
+		return fmt.Sprintf("records have waited %s while the database refuses writes (%s: %s); %s",
+			time.Duration(e.Seconds*float64(time.Second)).Round(time.Second), e.Kind, e.LastError, troubleHint(troubleKind(e.Kind)))
+	}
+	if !w.ready.Load() {
+		return "starting: opening and checking the database " + w.opts.Config.DBPath
+	}
+	return ""
+}
+
+// Reload applies the channel keys (channelKeys, hashChannels,
+// channelKeysPath) and transport regions (hashRegions) of cfg, from the
+// next batch on; the log says which keys and regions were added, removed
+// or changed, by name, never a key. What else differs from the running
+// configuration is the caller's to report. An unreadable channelKeysPath
+// or a bad key changes nothing.
+func (w *Writer) Reload(cfg *shared.Config) error {
+	w.keysMu.Lock()
+	defer w.keysMu.Unlock()
+	next := *w.keys
+	next.ChannelKeys, next.HashChannels, next.ChannelKeysPath, next.HashRegions = cfg.ChannelKeys, cfg.HashChannels, cfg.ChannelKeysPath, cfg.HashRegions
+	ic, err := newIngestConfig(&next)
+	if err != nil {
+		return err
+	}
+	changes := keyChanges(w.keys, &next)
+	if len(changes) == 0 {
+		return nil
+	}
+	select {
+	case <-w.reloads: // replaced by this newer one
+	default:
+	}
+	w.reloads <- ic
+	w.keys = &next
+	ev := w.log.Info()
+	for _, c := range changes {
+		ev = ev.Strs(c.field, c.names)
+	}
+	ev.Msg("SIGHUP: channel keys and regions reloaded; they decode new transmissions from the next batch (meshingest redecode decodes stored ones again)")
+	return nil
+}
+
+// applyReload puts a reloaded configuration in force, on the drain
+// goroutine between batches: the reader is stopped first (it prepares
+// records with the configuration) and restarts from the committed
+// position, so no record is prepared with one set of keys and applied
+// with another.
+func (w *Writer) applyReload() {
+	select {
+	case ic := <-w.reloads:
+		w.stopReading()
+		w.in.cfg = ic
+		w.in.decoded.Clear()
+	default:
+	}
+}
+
+// keyChange is what changed in one of the reloadable lists, by name.
+type keyChange struct {
+	field string
+	names []string
+}
+
+// keyChanges names the channels and regions added, removed or changed
+// between two configurations.
+func keyChanges(a, b *shared.Config) []keyChange {
+	var out []keyChange
+	add := func(field string, names []string) {
+		if len(names) > 0 {
+			sort.Strings(names)
+			out = append(out, keyChange{field, names})
+		}
+	}
+	var added, removed, changed []string
+	for name, k := range b.ChannelKeys {
+		if old, ok := a.ChannelKeys[name]; !ok {
+			added = append(added, name)
+		} else if old != k {
+			changed = append(changed, name)
+		}
+	}
+	for name := range a.ChannelKeys {
+		if _, ok := b.ChannelKeys[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	add("channelKeys_added", added)
+	add("channelKeys_removed", removed)
+	add("channelKeys_changed", changed)
+	for _, l := range []struct {
+		field string
+		a, b  []string
+	}{{"hashChannels", a.HashChannels, b.HashChannels}, {"hashRegions", a.HashRegions, b.HashRegions}} {
+		add(l.field+"_added", minus(l.b, l.a))
+		add(l.field+"_removed", minus(l.a, l.b))
+	}
+	if a.ChannelKeysPath != b.ChannelKeysPath {
+		add("channelKeysPath", []string{b.ChannelKeysPath})
+	} else if b.ChannelKeysPath != "" {
+		// The file's contents may have changed: it is read again.
+		add("channelKeysPath_reread", []string{b.ChannelKeysPath})
+	}
+	return out
+}
+
+// minus is the names in a that are not in b.
+func minus(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 // statsLoop writes the stats file every interval until ctx ends.
 func (w *Writer) statsLoop(ctx context.Context) {
 	if w.opts.StatsFile == "" {
@@ -474,6 +676,7 @@ func (w *Writer) statsLoop(ctx context.Context) {
 		rx, rxErr := shared.ReadReceiverSnapshot(w.opts.ReceiverStatsFile, 5*time.Second, now)
 		f := w.stats.snapshot(now, rx, w.depth(), w.trouble.snapshot(now))
 		f.Meshingest.PID = os.Getpid()
+		f.Meshingest.Health = w.Health().State()
 		if rxErr != nil {
 			f.Meshingest.ReceiverStats = rxErr.Error()
 		}
@@ -515,7 +718,7 @@ func (w *Writer) statsLoop(ctx context.Context) {
 }
 
 func statusKey(f *StatsFile) string {
-	return fmt.Sprint(f.Meshingest.CaughtUp, f.Meshingest.Database.State)
+	return fmt.Sprint(f.Meshingest.CaughtUp, f.Meshingest.Database.State, f.Meshingest.Health.Ready, f.Meshingest.Health.Healthy)
 }
 
 // statusLine is the one line `systemctl status` shows.
@@ -529,7 +732,14 @@ func statusLine(f *StatsFile) string {
 	if ex.Database.Current != nil {
 		db = fmt.Sprintf("database refuses writes (%s) for %.0fs", ex.Database.Current.Kind, ex.Database.Current.Seconds)
 	}
-	return fmt.Sprintf("%s; lag %.0fs; %d messages written; %s", state, ex.LagSeconds, ex.Messages, db)
+	line := fmt.Sprintf("%s; lag %.0fs; %d messages written; %s", state, ex.LagSeconds, ex.Messages, db)
+	if !ex.Health.Ready {
+		line = "NOT READY; " + line
+	}
+	if !ex.Health.Healthy {
+		line = "UNHEALTHY (" + ex.Health.Unhealthy + "); " + line
+	}
+	return line
 }
 
 func schemaVersion(ctx context.Context, conn *sql.Conn) (int64, error) {

@@ -36,7 +36,7 @@ func runDecode(args []string) int {
 func decodeCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("decode", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, decodeUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), decodeUsage); fs.PrintDefaults() }
 	configPath := fs.String("config", "", "CoreScope config.json `FILE` with the channel keys")
 	useStdin := fs.Bool("stdin", false, "read frames from standard input, one hex frame per line")
 

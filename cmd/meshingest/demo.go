@@ -23,7 +23,7 @@ flags:
 
 func runDemo(args []string) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, demoUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), demoUsage); fs.PrintDefaults() }
 	dir := fs.String("dir", "", "new or empty `folder` for the database, spool and logs (default: a new temporary folder, kept)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up when the writer has not drained everything by then")
 	if status, ok := parseFlagsOnly(fs, args); !ok {

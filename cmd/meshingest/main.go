@@ -6,7 +6,10 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+
+	"github.com/meshingest/meshingest/shared"
 )
 
 // command is one subcommand: its name, a one-line summary for the usage
@@ -25,6 +28,8 @@ func commands() []command {
 		{"receive", "subscribe to the MQTT sources and append every message to the spool", runReceive},
 		{"run", "run the receiver and the writer as supervised children (embedded broker if none is configured)", runRun},
 		{"write", "drain the spool into CoreScope's SQLite database until SIGTERM", runWrite},
+		{"status", "print the receiver's and the writer's health from their stats files (exit status for cron)", runStatus},
+		{"config", "config check: validate the configuration and print it with every default, passwords masked", runConfig},
 		{"redecode", "decode stored transmissions again after channel keys were added", runRedecode},
 		{"spool", "inspect and maintain the spool: status, ls, peek, dump, verify, export, import, quarantine", runSpool},
 		{"replay", "publish a JSONL capture to an MQTT broker", runReplay},
@@ -35,15 +40,19 @@ func commands() []command {
 }
 
 func main() {
+	// meshingest_build_info says what `meshingest version` says.
+	v := currentVersion()
+	shared.SetBuildInfo(shared.BuildInfo{Version: v.Version, Commit: v.Commit})
 	os.Exit(dispatch(os.Args[1:]))
 }
 
 func dispatch(args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage()
-		if len(args) == 0 {
-			return 2
-		}
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return 2
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(os.Stdout) // asked for: on standard output, for a pager
 		return 0
 	}
 	if args[0] == "--version" || args[0] == "-version" {
@@ -58,14 +67,14 @@ func dispatch(args []string) int {
 	return 2
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "meshingest: MeshCore MQTT packets into CoreScope's SQLite database, through a durable spool")
-	fmt.Fprintln(os.Stderr)
-	fmt.Fprintln(os.Stderr, "usage: meshingest <command> [flags] [args]")
-	fmt.Fprintln(os.Stderr)
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "meshingest: MeshCore MQTT packets into CoreScope's SQLite database, through a durable spool")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "usage: meshingest <command> [flags] [args]")
+	fmt.Fprintln(w)
 	for _, c := range commands() {
-		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(os.Stderr)
-	fmt.Fprintln(os.Stderr, "'meshingest <command> -h' shows a command's flags.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "'meshingest <command> -h' shows a command's flags.")
 }

@@ -6,10 +6,19 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/rs/zerolog"
+
 	"github.com/meshingest/meshingest/receiver"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 )
+
+// receiverReload: on SIGHUP the receiver applies its sources and the log
+// level; the rest it reads needs a restart.
+var receiverReload = reloadScope{
+	used:       []string{"mqttSources", "mqtt", "logLevel", "spoolDir", "spool.*", "receiver.*"},
+	reloadable: []string{"mqttSources", "mqtt", "logLevel"},
+}
 
 // runReceive is `meshingest receive`: MQTT sources into the spool.
 // Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on a runtime
@@ -17,11 +26,11 @@ import (
 func runReceive(args []string) int {
 	fs := flag.NewFlagSet("receive", flag.ContinueOnError)
 	configPath := fs.String("config", "", "CoreScope `config.json` with meshingest's keys (environment overrides apply)")
-	logLevel := fs.String("log-level", "", "log level (debug, info, warn, error); overrides logLevel in the config")
+	logLevel := fs.String("log-level", "", "log level (debug, info, warn, error); overrides logLevel in the config, also on reload")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: meshingest receive [--config FILE] [--log-level LEVEL]")
 		fmt.Fprintln(fs.Output(), "Subscribes to the configured MQTT sources and appends every message to the spool.")
-		fmt.Fprintln(fs.Output(), "SIGTERM stops cleanly; SIGHUP reloads the sources from the config file.")
+		fmt.Fprintln(fs.Output(), "SIGTERM stops cleanly; SIGHUP reloads the sources and logLevel from the config file.")
 		fs.PrintDefaults()
 	}
 	if status, ok := parseFlagsOnly(fs, args); !ok {
@@ -35,7 +44,11 @@ func runReceive(args []string) int {
 	if *logLevel != "" {
 		level = *logLevel
 	}
-	log := shared.NewLogger(os.Stderr, "receiver", level, shared.LogAuto)
+	log, lvl, err := startLogging("receiver", level, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshingest receive: --log-level:", err)
+		return 2
+	}
 	if len(cfg.MQTTSources) == 0 {
 		fmt.Fprintln(os.Stderr, "meshingest receive: config: mqttSources: no MQTT source configured; add one (or set mqtt.broker or MQTT_BROKER)")
 		return 2
@@ -68,31 +81,45 @@ func runReceive(args []string) int {
 		return 2
 	}
 	if opts.Registry != nil {
-		if _, err := shared.ServeMetrics(ctx, cfg.Receiver.MetricsListen, opts.Registry, log); err != nil {
+		if _, err := shared.ServeMetrics(ctx, cfg.Receiver.MetricsListen, opts.Registry, rcv.Health(), log); err != nil {
 			app.Close()
 			log.Error().Err(err).Msg("cannot serve metrics")
 			return 1
 		}
 	}
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-reload:
-				next, err := shared.LoadConfig(*configPath)
-				if err != nil {
-					log.Error().Err(err).Msg("SIGHUP: configuration not reloaded; the running sources are unchanged")
-					continue
-				}
-				if err := rcv.Reload(next.MQTTSources); err != nil {
-					log.Error().Err(err).Msg("SIGHUP: sources not reloaded; the running sources are unchanged")
-				}
-			}
-		}
-	}()
+	cur := cfg
+	onSIGHUP(ctx, reload, func() { cur = reloadReceiver(log, lvl, rcv, *configPath, *logLevel, cur) })
 	if err := rcv.Run(ctx); err != nil {
 		return 1
 	}
 	return 0
+}
+
+// reloadReceiver applies the configuration file again (SIGHUP) and returns
+// the configuration now in force: the sources and the log level (unless
+// --log-level fixed it) change; what else changed that the receiver reads
+// is logged as needing a restart, at every reload until it is restarted.
+// A configuration that does not load changes nothing.
+func reloadReceiver(log zerolog.Logger, lvl *shared.LogLevel, rcv *receiver.Receiver, path, levelFlag string, cur *shared.Config) *shared.Config {
+	next, ok := loadForReload(log, path)
+	if !ok {
+		return cur
+	}
+	apply, restart := receiverReload.split(shared.ChangedKeys(cur, next))
+	inForce := *cur
+	// The level first, so that the lines about the rest are logged at it.
+	switch {
+	case levelFlag == "":
+		reloadLogLevel(log, lvl, next.LogLevel)
+		inForce.LogLevel = next.LogLevel
+	case matchKey("logLevel", apply):
+		log.Warn().Str("logLevel", next.LogLevel).Str("flag", levelFlag).Msg("SIGHUP: logLevel changed in the config, but --log-level sets the level; not changed")
+	}
+	if err := rcv.Reload(next.MQTTSources); err != nil {
+		log.Error().Err(err).Msg("SIGHUP: sources not reloaded; the running sources are unchanged")
+	} else {
+		inForce.MQTTSources, inForce.MQTT = next.MQTTSources, next.MQTT
+	}
+	reportRestart(log, "receiver", restart)
+	return &inForce
 }

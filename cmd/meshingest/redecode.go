@@ -39,7 +39,7 @@ func runRedecode(args []string) int { return redecodeCommand(args, os.Stderr) }
 func redecodeCommand(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("redecode", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, redecodeUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), redecodeUsage); fs.PrintDefaults() }
 	configPath := fs.String("config", "", "configuration `file` (CoreScope's config.json plus meshingest's keys); none: defaults and environment")
 	all := fs.Bool("all", false, "decode every transmission again, not only channel messages that were not decrypted")
 	restart := fs.Bool("restart", false, "ignore the stored progress and start from the first row")

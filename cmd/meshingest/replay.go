@@ -26,7 +26,7 @@ flags:
 func runReplay(args []string) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, replayUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), replayUsage); fs.PrintDefaults() }
 	brokerURL := fs.String("broker", "mqtt://127.0.0.1:1883", "broker `URL`; user:password@ in it is used for login")
 	username := fs.String("username", "", "MQTT username")
 	password := fs.String("password", "", "MQTT password (env MESHINGEST_REPLAY_PASSWORD keeps it out of ps)")
@@ -41,8 +41,11 @@ func runReplay(args []string) int {
 
 	path, err := parseWithOnePositional(fs, args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		switch {
+		case errors.Is(err, flag.ErrHelp):
 			return 0
+		case errors.Is(err, errUsagePrinted):
+			return 2
 		}
 		fmt.Fprintln(os.Stderr, "meshingest replay:", err)
 		fs.Usage()
@@ -146,9 +149,15 @@ func (l *loopFlag) Set(s string) error {
 
 // parseWithOnePositional parses flags placed before or after the one
 // positional argument.
+// errUsagePrinted: the flag package has said what is wrong, with the usage.
+var errUsagePrinted = errors.New("bad flag")
+
 func parseWithOnePositional(fs *flag.FlagSet, args []string) (string, error) {
-	if err := fs.Parse(args); err != nil {
-		return "", err
+	if status, ok := parseFlags(fs, args); !ok { // help on stdout, a bad flag on stderr
+		if status == 0 {
+			return "", flag.ErrHelp
+		}
+		return "", errUsagePrinted
 	}
 	if fs.NArg() == 0 {
 		return "", errors.New("missing the capture FILE (or - for standard input)")

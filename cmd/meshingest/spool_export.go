@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync"
 	"time"
@@ -15,7 +16,7 @@ import (
 
 // spoolExport writes the sealed records as capture JSONL to stdout.
 func spoolExport(args []string, stdout, stderr io.Writer) int {
-	f := newSpoolFlags("export", "export [--dir DIR | --config FILE] [--pending] > FILE.jsonl", stderr, false)
+	f := newSpoolFlags("export", "export [--dir DIR | --config FILE] [--pending] > FILE.jsonl", stdout, stderr, noJSON)
 	pending := f.fs.Bool("pending", false, "only the records the writer has not drained yet")
 	if code := f.parse(args); code >= 0 {
 		return code
@@ -70,14 +71,19 @@ func spoolExport(args []string, stdout, stderr io.Writer) int {
 // spoolImport appends a capture through an appender of its own, so the
 // receiver must be stopped (one appender per spool).
 func spoolImport(args []string, stdout, stderr io.Writer) int {
-	f := newSpoolFlags("import", "import [--dir DIR | --config FILE] [--source NAME] FILE.jsonl|-", stderr, false)
+	f := newSpoolFlags("import", "import [--dir DIR | --config FILE] [--source NAME] FILE.jsonl|-", stdout, stderr, noJSON)
+	f.args, f.mayCreate = oneFile, true
 	source := f.fs.String("source", "import", "source name for lines without one")
 	if code := f.parse(args); code >= 0 {
 		return code
 	}
-	if f.fs.NArg() != 1 {
-		f.fs.Usage()
-		return 2
+	if err := spool.CheckFolder(f.dir); err != nil {
+		// A new spool may be made where there is nothing, never in a
+		// folder that holds someone else's files.
+		if names, rerr := os.ReadDir(f.dir); !errors.Is(err, fs.ErrNotExist) && (rerr != nil || len(names) > 0) {
+			return f.fail(err)
+		}
+		fmt.Fprintf(stderr, "meshingest spool import: %s holds no spool; making a new one there\n", f.dir)
 	}
 	in := io.Reader(os.Stdin)
 	if name := f.fs.Arg(0); name != "-" {

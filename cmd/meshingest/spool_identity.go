@@ -14,7 +14,7 @@ import (
 // gone) as the home of its identity, so that the receiver appends to it
 // again.
 func spoolIdentity(args []string, stdout, stderr io.Writer) int {
-	f := newSpoolFlags("identity", "identity [--dir DIR | --config FILE] [--adopt] [--json]", stderr, true)
+	f := newSpoolFlags("identity", "identity [--dir DIR | --config FILE] [--adopt] [--json]", stdout, stderr, jsonDoc)
 	adopt := f.fs.Bool("adopt", false, "this folder was moved, not copied: the original is gone; let the receiver append to it")
 	if code := f.parse(args); code >= 0 {
 		return code

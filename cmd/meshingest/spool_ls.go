@@ -10,7 +10,7 @@ import (
 )
 
 func spoolLs(args []string, stdout, stderr io.Writer) int {
-	f := newSpoolFlags("ls", "ls [--dir DIR | --config FILE] [--json]", stderr, true)
+	f := newSpoolFlags("ls", "ls [--dir DIR | --config FILE] [--json]", stdout, stderr, jsonDoc)
 	if code := f.parse(args); code >= 0 {
 		return code
 	}

@@ -24,7 +24,7 @@ func spoolDump(args []string, stdout, stderr io.Writer) int {
 // spoolRecords prints records: peek the next -n the writer will read (after
 // its position), dump every sealed record (or those after --after).
 func spoolRecords(name string, args []string, stdout, stderr io.Writer) int {
-	f := newSpoolFlags(name, name+" [--dir DIR | --config FILE] [--json] [--decode] [-n N] [--after SEGMENT:SEQ]", stderr, true)
+	f := newSpoolFlags(name, name+" [--dir DIR | --config FILE] [--json] [--decode] [-n N] [--after SEGMENT:SEQ]", stdout, stderr, jsonLines)
 	n := f.fs.Int("n", 10, "records to print (0: all)")
 	if name == "dump" {
 		f.fs.Lookup("n").DefValue = "0"

@@ -11,8 +11,13 @@ import (
 )
 
 func spoolQuarantine(args []string, stdout, stderr io.Writer) int {
+	const usage = "usage: meshingest spool quarantine ls|requeue [--dir DIR | --config FILE] [--json] [NAME...]"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintln(stdout, usage)
+		return 0
+	}
 	if len(args) == 0 || (args[0] != "ls" && args[0] != "requeue") {
-		fmt.Fprintln(stderr, "usage: meshingest spool quarantine ls|requeue [--dir DIR | --config FILE] [--json] [NAME...]")
+		fmt.Fprintln(stderr, usage)
 		return 2
 	}
 	if args[0] == "ls" {
@@ -22,7 +27,7 @@ func spoolQuarantine(args []string, stdout, stderr io.Writer) int {
 }
 
 func quarantineLs(args []string, stdout, stderr io.Writer) int {
-	f := newSpoolFlags("quarantine ls", "quarantine ls [--dir DIR | --config FILE] [--json]", stderr, true)
+	f := newSpoolFlags("quarantine ls", "quarantine ls [--dir DIR | --config FILE] [--json]", stdout, stderr, jsonDoc)
 	if code := f.parse(args); code >= 0 {
 		return code
 	}
@@ -47,7 +52,8 @@ func quarantineLs(args []string, stdout, stderr io.Writer) int {
 }
 
 func quarantineRequeue(args []string, stdout, stderr io.Writer) int {
-	f := newSpoolFlags("quarantine requeue", "quarantine requeue [--dir DIR | --config FILE] [--json] [NAME...]", stderr, true)
+	f := newSpoolFlags("quarantine requeue", "quarantine requeue [--dir DIR | --config FILE] [--json] [NAME...]", stdout, stderr, jsonDoc)
+	f.args = itemNames
 	if code := f.parse(args); code >= 0 {
 		return code
 	}
@@ -67,12 +73,18 @@ func quarantineRequeue(args []string, stdout, stderr io.Writer) int {
 		return f.fail(err)
 	}
 	status := 0
+	if f.json {
+		if results == nil {
+			results = []spool.RequeueResult{}
+		}
+		writeJSON(stdout, results)
+	}
 	for _, r := range results {
 		if r.Err != "" {
 			status = 1
 		}
 		if f.json {
-			writeJSON(stdout, r)
+			continue
 		} else if r.Err != "" {
 			fmt.Fprintf(stdout, "%s: kept in quarantine: %s\n", r.Name, r.Err)
 		} else {

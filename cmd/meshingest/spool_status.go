@@ -10,8 +10,8 @@ import (
 )
 
 func spoolStatus(args []string, stdout, stderr io.Writer) int {
-	f := newSpoolFlags("status", "status [--dir DIR | --config FILE] [--json] [--watch]", stderr, true)
-	watch := f.fs.Bool("watch", false, "refresh every second with append and drain rates and the time to empty")
+	f := newSpoolFlags("status", "status [--dir DIR | --config FILE] [--json] [--watch]", stdout, stderr, jsonDoc)
+	watch := f.fs.Bool("watch", false, "refresh every second with append and drain rates and the time to empty (with --json: a document a line, JSON Lines)")
 	if code := f.parse(args); code >= 0 {
 		return code
 	}

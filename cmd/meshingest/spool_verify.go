@@ -8,7 +8,7 @@ import (
 )
 
 func spoolVerify(args []string, stdout, stderr io.Writer) int {
-	f := newSpoolFlags("verify", "verify [--dir DIR | --config FILE] [--json]", stderr, true)
+	f := newSpoolFlags("verify", "verify [--dir DIR | --config FILE] [--json]", stdout, stderr, jsonDoc)
 	if code := f.parse(args); code >= 0 {
 		return code
 	}

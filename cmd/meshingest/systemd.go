@@ -30,7 +30,7 @@ func runSystemd(args []string) int {
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("systemd "+sub, flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, systemdUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), systemdUsage); fs.PrintDefaults() }
 	binary := fs.String("binary", deploy.DefaultBinary, "absolute `path` of the meshingest binary the units run")
 	config := fs.String("config", deploy.DefaultConfig, "absolute `path` of the configuration file (CoreScope's config.json works)")
 	user := fs.String("user", deploy.DefaultUser, "the user both services run as")

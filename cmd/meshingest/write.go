@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"runtime/debug"
+
+	"github.com/rs/zerolog"
 
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
@@ -27,9 +30,20 @@ see writer/MAINTENANCE.md.
 flags:
 `
 
+// writerReload: on SIGHUP the writer applies the channel keys, the
+// transport regions and the log level; the rest it reads needs a restart.
+// (It reads every key but the receiver's own: mqttSources only for their
+// iataFilter and region.)
+var writerReload = reloadScope{
+	used: []string{"dbPath", "mqttSources", "mqtt", "logLevel", "channelKeys", "hashChannels", "channelKeysPath", "hashRegions",
+		"validateSignatures", "geo_filter", "foreignAdverts", "retention", "metrics", "clientRxCoverage", "db",
+		"observerBlacklist", "observerIATAWhitelist", "neighborEdgesMaxAgeDays", "spoolDir", "writer.*", "receiver.statsFile"},
+	reloadable: []string{"logLevel", "channelKeys", "hashChannels", "channelKeysPath", "hashRegions"},
+}
+
 func runWrite(args []string) int {
 	fs := flag.NewFlagSet("write", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, writeUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), writeUsage); fs.PrintDefaults() }
 	configPath := fs.String("config", "", "configuration `file` (CoreScope's config.json plus meshingest's keys); none: defaults and environment")
 	if status, ok := parseFlagsOnly(fs, args); !ok {
 		return status
@@ -38,15 +52,19 @@ func runWrite(args []string) int {
 	if !ok {
 		return 2
 	}
-	log := shared.NewLogger(os.Stderr, "writer", cfg.LogLevel, shared.LogAuto)
+	log, lvl, err := startLogging("writer", cfg.LogLevel, cfg)
+	if err != nil { // LoadConfig checked logLevel
+		fmt.Fprintln(os.Stderr, "meshingest write:", err)
+		return 2
+	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// Keeps the whole writer within 64 MiB (SQLite's cache is
 		// outside the Go heap). A tighter limit makes the collector run
 		// all the time: 16 MiB cost a third of the CPU.
-		debug.SetMemoryLimit(24 << 20)
+		debug.SetMemoryLimit(writerMemoryLimit)
 	}
 
-	ctx, _, stop := shared.SignalContext(context.Background())
+	ctx, reload, stop := shared.SignalContext(context.Background())
 	defer stop()
 	reader, err := spool.OpenReader(cfg.SpoolDir, spool.ReaderOptions{
 		OnQuarantine: func(ev spool.QuarantineEvent) {
@@ -57,20 +75,14 @@ func runWrite(args []string) int {
 		log.Error().Err(err).Msg("cannot open the spool")
 		return 1
 	}
-	var reg *prometheus.Registry
-	if cfg.Writer.MetricsListen != "" {
-		reg = shared.NewRegistry()
-		if _, err := shared.ServeMetrics(ctx, cfg.Writer.MetricsListen, reg, log); err != nil {
-			log.Error().Err(err).Msg("cannot serve metrics")
-			return 1
-		}
-	}
 	// CoreScope's jobs are registered here, explicitly (writer.New runs
 	// none of its own); writer.jobs = false leaves them out.
 	stats := writer.NewStats()
 	j := jobs.New(cfg, log, stats)
 	opts := writer.Options{Config: cfg, Log: log, Stats: stats, Hook: j.Hook(), Tasks: j.Tasks()}
-	if reg != nil {
+	var reg *prometheus.Registry
+	if cfg.Writer.MetricsListen != "" {
+		reg = shared.NewRegistry()
 		opts.Registry = reg
 	}
 	w, err := writer.New(writer.NewSpoolSource(reader), opts)
@@ -78,9 +90,53 @@ func runWrite(args []string) int {
 		log.Error().Err(err).Msg("cannot start")
 		return 2
 	}
+	if reg != nil {
+		if _, err := shared.ServeMetrics(ctx, cfg.Writer.MetricsListen, reg, w.Health(), log); err != nil {
+			log.Error().Err(err).Msg("cannot serve metrics")
+			return 1
+		}
+	}
+	cur := cfg
+	onSIGHUP(ctx, reload, func() { cur = reloadWriter(log, lvl, w, *configPath, cur) })
 	if err := w.Run(ctx); err != nil {
+		var de *writer.DBError
+		if errors.As(err, &de) && de.Permanent() {
+			// Retrying cannot fix it: exit with the hint rather than
+			// retry for ever without being ready. 2, like a bad
+			// configuration, so that systemd's restarts stop soon.
+			log.Error().Err(de.Err).Str("db", de.Path).Str("kind", de.Kind).Str("hint", de.Hint()).Msg("cannot use the database: " + de.Op)
+			return 2
+		}
 		log.Error().Err(err).Msg("writer stopped")
 		return 1
 	}
 	return 0
+}
+
+// writerMemoryLimit is the Go memory limit the writer sets unless
+// GOMEMLIMIT is set (docs/configuration.md).
+const writerMemoryLimit = 24 << 20
+
+// reloadWriter applies the configuration file again (SIGHUP) and returns
+// the configuration now in force: channel keys, regions and the log level
+// change; what else changed that the writer reads is logged as needing a
+// restart, at every reload until it is restarted. A configuration that
+// does not load changes nothing.
+func reloadWriter(log zerolog.Logger, lvl *shared.LogLevel, w *writer.Writer, path string, cur *shared.Config) *shared.Config {
+	next, ok := loadForReload(log, path)
+	if !ok {
+		return cur
+	}
+	_, restart := writerReload.split(shared.ChangedKeys(cur, next))
+	inForce := *cur
+	// The level first, so that the lines about the rest are logged at it.
+	reloadLogLevel(log, lvl, next.LogLevel)
+	inForce.LogLevel = next.LogLevel
+	if err := w.Reload(next); err != nil {
+		log.Error().Err(err).Msg("SIGHUP: channel keys and regions not reloaded; the running ones are unchanged")
+	} else {
+		inForce.ChannelKeys, inForce.HashChannels, inForce.ChannelKeysPath, inForce.HashRegions = next.ChannelKeys, next.HashChannels, next.ChannelKeysPath, next.HashRegions
+	}
+	reportRestart(log, "writer", restart)
+	return &inForce
 }

@@ -148,7 +148,7 @@ func Redecode(ctx context.Context, cfg *shared.Config, opts RedecodeOptions) (Re
 	if err := r.inTx(ctx, func() error { return saveStateJSON(ctx, r.conn, stateRedecode, prog) }); err != nil {
 		return prog, err
 	}
-	opts.Log.Info().Int64("scanned", prog.Scanned).Int64("updated", prog.Updated).Dur("took", time.Since(prog.Started)).
+	opts.Log.Info().Int64("scanned", prog.Scanned).Int64("updated", prog.Updated).Int64("took_ms", time.Since(prog.Started).Milliseconds()).
 		Msg("redecode finished")
 	return prog, nil
 }
