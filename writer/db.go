@@ -82,6 +82,7 @@ type database struct {
 // journals in memory, and one connection.
 func openDatabase(ctx context.Context, path string, create bool, opts DBOptions) (*database, error) {
 	opts = opts.withDefaults()
+	created := false
 	if _, err := os.Stat(path); err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -89,9 +90,10 @@ func openDatabase(ctx context.Context, path string, create bool, opts DBOptions)
 		if !create {
 			return nil, fmt.Errorf("open database %s: %w", path, ErrDatabaseMissing)
 		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		if err := makeFolder(filepath.Dir(path)); err != nil {
 			return nil, fmt.Errorf("open database %s: create folder: %w", path, err)
 		}
+		created = true
 	}
 	q := url.Values{}
 	// Order matters: auto_vacuum only takes effect before the first table
@@ -136,8 +138,62 @@ func openDatabase(ctx context.Context, path string, create bool, opts DBOptions)
 		d.close()
 		return nil, err
 	}
+	if created {
+		// SQLite creates the file but syncs its folder only for the
+		// journal and the WAL it creates (os_unix.c, UNIXFILE_DIRSYNC),
+		// which covers the database's entry only by the accident of
+		// sharing the folder: sync it here.
+		if err := syncFolder(filepath.Dir(path)); err != nil {
+			d.close()
+			return nil, fmt.Errorf("open database %s: %w", path, err)
+		}
+	}
 	d.dev, d.ino, _ = fileIdentity(path)
 	return d, nil
+}
+
+// makeFolder creates dir and its missing parents (0755), and syncs the
+// parent of each folder it created, so that a new folder survives a power
+// cut before anything is written into it. SQLite syncs a folder only when it
+// creates a journal or WAL file in it, never the folders above.
+func makeFolder(dir string) error {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := syncFolder(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncFolder fsyncs a folder: the entries created in it are durable.
+func syncFolder(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync folder %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync folder %s: %w", dir, err)
+	}
+	return nil
 }
 
 func (d *database) checkJournalMode(ctx context.Context) error {
@@ -200,7 +256,9 @@ const (
 	troubleSchema   troubleKind = "schema"  // a table or column missing or altered under us
 	troubleIO       troubleKind = "io"      // an I/O error from the file system
 	troubleMissing  troubleKind = "missing" // the database file is gone
-	troubleOther    troubleKind = "other"
+	// troubleOtherWriter: another writer committed a batch (checkPosition).
+	troubleOtherWriter troubleKind = "another_writer"
+	troubleOther       troubleKind = "other"
 )
 
 // classify maps an error from SQLite (or from opening the file) to a
@@ -209,6 +267,9 @@ const (
 func classify(err error) (kind troubleKind, reopen bool) {
 	if errors.Is(err, ErrDatabaseMissing) {
 		return troubleMissing, true
+	}
+	if errors.Is(err, errPositionMoved) {
+		return troubleOtherWriter, true
 	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -264,6 +325,8 @@ func troubleHint(kind troubleKind) string {
 		return "a table or column the writer needs is missing or was altered; the writer re-checks the schema before each retry"
 	case troubleIO:
 		return "the file system reported an I/O error; check the disk and the kernel log"
+	case troubleOtherWriter:
+		return "another writer is writing this database (reached through another path, or its lock file was deleted); the writer reads the position again, but stop the other one"
 	case troubleMissing:
 		return "the database file is gone; the writer waits for it to come back and never creates an empty one in its place"
 	default:

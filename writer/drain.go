@@ -2,6 +2,7 @@ package writer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 // commits, on the one goroutine that owns the connection. A batch is one
 // transaction and follows the commit protocol step by step:
 //
-//	begin         BEGIN IMMEDIATE; the delivery memory is read inside it
+//	begin         BEGIN IMMEDIATE; the stored position must still be the
+//	              writer's (checkPosition); the delivery memory is read
+//	              inside the transaction
 //	apply         each record's rows (observations queued, written in chunks)
 //	flush         the queued observations, the aggregated rows, the hook's rows
 //	save          the spool position and the deliveries applied
@@ -24,12 +27,17 @@ import (
 // and reads the same records again. Nothing the batch learned reaches
 // memory that outlives it before the commit.
 
-// drain runs batches, and maintenance steps between them, until ctx ends.
-func (w *Writer) drain(ctx context.Context) {
+// drain runs batches, and maintenance steps between them, until ctx ends,
+// or until another writer took the database's lock over (that error).
+func (w *Writer) drain(ctx context.Context) error {
 	for ctx.Err() == nil {
 		w.petWatchdog()
 		w.stats.LoopTickUnix.Store(time.Now().Unix())
 		n, err := w.drainBatch(ctx)
+		if errors.Is(err, ErrLocked) {
+			w.log.Error().Err(err).Msg("another writer took the database's lock over; stopping")
+			return err
+		}
 		if err != nil {
 			w.refused(ctx, err)
 			continue
@@ -41,6 +49,7 @@ func (w *Writer) drain(ctx context.Context) {
 		}
 		w.waitForRecords(ctx)
 	}
+	return nil
 }
 
 // openBatch is a batch whose transaction is open.
@@ -112,6 +121,10 @@ func (w *Writer) begin(ctx context.Context) (*openBatch, error) {
 	waitStart := time.Now()
 	if _, err := w.db.conn.ExecContext(sctx, "BEGIN IMMEDIATE"); err != nil {
 		return nil, fmt.Errorf("begin batch: %w", err)
+	}
+	if err := checkPosition(sctx, w.db.conn, w.state.Position); err != nil {
+		w.db.conn.ExecContext(sctx, "ROLLBACK")
+		return nil, err
 	}
 	return &openBatch{ctx: sctx, b: newBatch(sctx, w.store), next: w.state, sources: map[string]struct{}{},
 		waitStart: waitStart, holdStart: time.Now()}, nil

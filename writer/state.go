@@ -26,22 +26,51 @@ type positionJSON struct {
 	Seq     uint64 `json:"seq"`
 }
 
-// readState reads the position the last committed batch reached.
-func readState(ctx context.Context, conn *sql.Conn) (writerState, error) {
-	var st writerState
+// errPositionMoved is a batch that found another position stored than the
+// one the writer started it from: another writer committed meanwhile.
+var errPositionMoved = errors.New("the spool position stored in the database moved under the writer")
+
+// readPosition reads the position the last committed batch reached; the
+// zero Position when none is stored.
+func readPosition(ctx context.Context, conn *sql.Conn) (Position, error) {
 	var raw string
 	err := conn.QueryRowContext(ctx, `SELECT value FROM meshingest_state WHERE key = ?`, stateSpoolPosition).Scan(&raw)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return st, nil
+		return Position{}, nil
 	case err != nil:
-		return st, fmt.Errorf("read writer position from meshingest_state: %w", err)
+		return Position{}, fmt.Errorf("read writer position from meshingest_state: %w", err)
 	}
 	var p positionJSON
 	if err := json.Unmarshal([]byte(raw), &p); err != nil {
-		return st, fmt.Errorf("read writer position from meshingest_state: %q: %w; fix or delete the row (deleting it re-reads the whole spool)", raw, err)
+		return Position{}, fmt.Errorf("read writer position from meshingest_state: %q: %w; fix or delete the row (deleting it re-reads the whole spool)", raw, err)
 	}
-	st.Position = Position{Segment: p.Segment, Seq: p.Seq}
+	return Position{Segment: p.Segment, Seq: p.Seq}, nil
+}
+
+// checkPosition fails with errPositionMoved unless the stored position is
+// want. Run inside the batch's transaction (BEGIN IMMEDIATE): two writers
+// that meet on one database despite the lock (lock.go) then never apply the
+// same records twice; the one that finds the position moved reads it again.
+func checkPosition(ctx context.Context, conn *sql.Conn, want Position) error {
+	got, err := readPosition(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("%w (stored %v, expected %v)", errPositionMoved, got, want)
+	}
+	return nil
+}
+
+// readState reads the position the last committed batch reached.
+func readState(ctx context.Context, conn *sql.Conn) (writerState, error) {
+	var st writerState
+	var err error
+	if st.Position, err = readPosition(ctx, conn); err != nil || st.Position == (Position{}) {
+		return st, err
+	}
+	var raw string
 	err = conn.QueryRowContext(ctx, `SELECT value FROM meshingest_state WHERE key = ?`, stateStreamTime).Scan(&raw)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):

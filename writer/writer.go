@@ -102,6 +102,7 @@ type Writer struct {
 	tasks   []*taskRun
 
 	// Owned by the drain goroutine.
+	dbLock    *fileLock // the database's writer lock, held for all of Run
 	db        *database
 	store     *store
 	pipe      *pipeline // reads and prepares records ahead; nil between reads
@@ -190,11 +191,14 @@ func New(src Source, opts Options) (*Writer, error) {
 // Stats returns the writer's counters.
 func (w *Writer) Stats() *Stats { return w.stats }
 
-// Run opens the database (creating and migrating it as needed), reports
-// ready, and drains the spool until ctx ends. Then it finishes the batch in
-// progress, closes the database and returns nil. A database that cannot be
-// opened or migrated is retried, as an episode, until it can or ctx ends;
-// configuration errors are New's.
+// Run takes the database's writer lock, opens the database (creating and
+// migrating it as needed), reports ready, and drains the spool until ctx
+// ends. Then it finishes the batch in progress, closes the database and
+// returns nil. A database that cannot be opened or migrated is retried, as
+// an episode, until it can or ctx ends; configuration errors are New's.
+// When another writer holds the database (lock.go), Run returns a
+// *LockError (errors.Is ErrLocked) at once, or, if another process takes
+// the lock file over while it runs, after the batch in progress.
 func (w *Writer) Run(ctx context.Context) error {
 	statsCtx, stopStats := context.WithCancel(context.WithoutCancel(ctx))
 	statsDone := make(chan struct{})
@@ -207,6 +211,11 @@ func (w *Writer) Run(ctx context.Context) error {
 		<-statsDone
 	}()
 
+	if err := w.lock(ctx); err != nil {
+		w.log.Error().Err(err).Str("lock_file", DatabaseLockPath(w.opts.Config.DBPath)).Msg("another writer holds the database; not starting")
+		return err
+	}
+	defer w.dbLock.release()
 	w.start(ctx)
 	if ctx.Err() != nil {
 		w.shutdown()
@@ -218,8 +227,26 @@ func (w *Writer) Run(ctx context.Context) error {
 		Int("batch_max_records", w.opts.BatchMaxRecords).Dur("batch_max_time", w.opts.BatchMaxTime).
 		Msg("writer ready; resuming after the position stored in the database")
 
-	w.drain(ctx)
+	err := w.drain(ctx)
 	w.shutdown()
+	return err
+}
+
+// lock takes the database's writer lock. Another writer holding it is an
+// error at once; a lock file that cannot be created (a folder not yet
+// writable) is retried as an episode until ctx ends.
+func (w *Writer) lock(ctx context.Context) error {
+	for ctx.Err() == nil {
+		l, err := lockDatabase(w.opts.Config.DBPath)
+		if err == nil {
+			w.dbLock = l
+			return nil
+		}
+		if errors.Is(err, ErrLocked) {
+			return err
+		}
+		w.refused(ctx, err)
+	}
 	return nil
 }
 
@@ -340,6 +367,11 @@ func (w *Writer) sleep(ctx context.Context, d time.Duration) {
 func (w *Writer) ensureDB(ctx context.Context) error {
 	if w.db != nil && time.Since(w.dbChecked) >= time.Second {
 		w.dbChecked = time.Now()
+		if renewed, err := w.dbLock.check(); err != nil {
+			return err
+		} else if renewed {
+			w.log.Warn().Str("lock_file", w.dbLock.path).Msg("the writer's lock file was deleted or replaced; locked it again")
+		}
 		replaced, err := w.db.replaced()
 		if err != nil {
 			w.closeDB()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -24,8 +25,18 @@ loses and repeats nothing. While the database refuses writes (locked,
 read-only, disk full) the writer retries and the spool keeps everything;
 see writer/MAINTENANCE.md.
 
+One writer per database and per spool folder: a second one exits at once
+with status 3 (exitLocked), naming the lock file and the pid holding it. The
+systemd unit does not restart on that status (RestartPreventExitStatus=3):
+restarting would not make the other writer go away.
+
 flags:
 `
+
+// exitLocked is the status of a writer that another writer keeps out of
+// its database or spool folder: distinct, so that systemd's
+// RestartPreventExitStatus= can tell it from a crash, which it restarts.
+const exitLocked = 3
 
 func runWrite(args []string) int {
 	fs := flag.NewFlagSet("write", flag.ContinueOnError)
@@ -48,15 +59,20 @@ func runWrite(args []string) int {
 
 	ctx, _, stop := shared.SignalContext(context.Background())
 	defer stop()
-	reader, err := spool.OpenReader(cfg.SpoolDir, spool.ReaderOptions{
+	src, err := writer.OpenSpoolSource(cfg.SpoolDir, spool.ReaderOptions{
 		OnQuarantine: func(ev spool.QuarantineEvent) {
 			log.Warn().Str("event", ev.String()).Msg("damaged spool records moved to quarantine")
 		},
 	})
+	if errors.Is(err, writer.ErrLocked) {
+		log.Error().Err(err).Msg("another writer drains this spool folder; not starting")
+		return exitLocked
+	}
 	if err != nil {
 		log.Error().Err(err).Msg("cannot open the spool")
 		return 1
 	}
+	defer src.Close()
 	var reg *prometheus.Registry
 	if cfg.Writer.MetricsListen != "" {
 		reg = shared.NewRegistry()
@@ -73,12 +89,14 @@ func runWrite(args []string) int {
 	if reg != nil {
 		opts.Registry = reg
 	}
-	w, err := writer.New(writer.NewSpoolSource(reader), opts)
+	w, err := writer.New(src, opts)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return 2
 	}
-	if err := w.Run(ctx); err != nil {
+	if err := w.Run(ctx); errors.Is(err, writer.ErrLocked) {
+		return exitLocked // Run logged it
+	} else if err != nil {
 		log.Error().Err(err).Msg("writer stopped")
 		return 1
 	}
