@@ -9,8 +9,14 @@
 // from the state directory /var/lib/meshingest (where the configuration's
 // relative paths land) and are hardened (ProtectSystem=strict, an empty
 // capability set, a system-call filter, UMask=0077). A database or spool
-// outside the state directory is made writable with ReadWritePaths=, which
-// Render adds from the configuration.
+// outside the state directory is made writable with ReadWritePaths=, and
+// every unit requires the mounts of the folders it writes
+// (RequiresMountsFor=): Params.FromConfig computes both from the
+// configuration. Both share RuntimeDirectory=meshingest, preserved.
+//
+// Beside it: deploy/package builds the Debian packages from the same
+// templates (go run ./deploy/package), deploy/docker holds the Dockerfile
+// and the compose file. docs/install.md is the operator's guide to all three.
 package deploy
 
 import (
@@ -20,6 +26,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"text/template"
 
@@ -55,6 +62,24 @@ type Params struct {
 	// ReceiverPaths and WriterPaths are extra ReadWritePaths= of each unit:
 	// folders outside StateDir that it must write (see PathsFromConfig).
 	ReceiverPaths, WriterPaths []string
+	// ReceiverMounts and WriterMounts are each unit's RequiresMountsFor=:
+	// the folders whose file systems must be mounted before it starts (see
+	// MountsFromConfig), so that a spool or database on a disk that did
+	// not mount is never started on the empty folder beneath it.
+	ReceiverMounts, WriterMounts []string
+}
+
+// FromConfig fills the units' ReadWritePaths= and RequiresMountsFor= from
+// the configuration the services will run with; nil means a configuration
+// that sets no folder (the default database and spool below StateDir).
+func (p *Params) FromConfig(cfg *shared.Config) {
+	if cfg == nil {
+		// LoadConfig's defaults, without the environment of whoever renders.
+		cfg = &shared.Config{DBPath: shared.DefaultDBPath}
+		cfg.SpoolDir = filepath.Join(filepath.Dir(cfg.DBPath), "spool")
+	}
+	p.ReceiverPaths, p.WriterPaths = PathsFromConfig(cfg)
+	p.ReceiverMounts, p.WriterMounts = MountsFromConfig(cfg)
 }
 
 // File is one rendered file.
@@ -79,7 +104,11 @@ func Render(p Params) ([]File, error) {
 	if !userName.MatchString(p.User) {
 		return nil, fmt.Errorf("%w: user %q: use lower-case letters, digits, - and _", ErrParams, p.User)
 	}
-	for _, path := range append([]string{p.Binary, p.Config}, append(p.ReceiverPaths, p.WriterPaths...)...) {
+	paths := []string{p.Binary, p.Config}
+	for _, list := range [][]string{p.ReceiverPaths, p.WriterPaths, p.ReceiverMounts, p.WriterMounts} {
+		paths = append(paths, list...)
+	}
+	for _, path := range paths {
 		if !filepath.IsAbs(path) {
 			return nil, fmt.Errorf("%w: %q is not an absolute path; systemd needs one", ErrParams, path)
 		}
@@ -91,11 +120,11 @@ func Render(p Params) ([]File, error) {
 	var out []File
 	for _, f := range []struct {
 		tmpl, name, dir string
-		paths           []string
+		paths, mounts   []string
 	}{
-		{"meshingest-receiver.service", ReceiverUnit, "etc/systemd/system", p.ReceiverPaths},
-		{"meshingest-writer.service", WriterUnit, "etc/systemd/system", p.WriterPaths},
-		{"meshingest.sysusers", SysusersFile, "etc/sysusers.d", nil},
+		{"meshingest-receiver.service", ReceiverUnit, "etc/systemd/system", p.ReceiverPaths, p.ReceiverMounts},
+		{"meshingest-writer.service", WriterUnit, "etc/systemd/system", p.WriterPaths, p.WriterMounts},
+		{"meshingest.sysusers", SysusersFile, "etc/sysusers.d", nil, nil},
 	} {
 		src, err := templates.ReadFile("systemd/" + f.tmpl)
 		if err != nil {
@@ -107,9 +136,9 @@ func Render(p Params) ([]File, error) {
 		}
 		var buf bytes.Buffer
 		err = t.Execute(&buf, struct {
-			Binary, Config, User string
-			ReadWritePaths       []string
-		}{p.Binary, p.Config, p.User, f.paths})
+			Binary, Config, User              string
+			ReadWritePaths, RequiresMountsFor []string
+		}{p.Binary, p.Config, p.User, f.paths, f.mounts})
 		if err != nil {
 			return nil, fmt.Errorf("deploy: template %s: %w", f.tmpl, err)
 		}
@@ -125,14 +154,8 @@ func Render(p Params) ([]File, error) {
 // services' working directory. CoreScope's stats file is not among them:
 // the writer unit puts it in StateDir (CORESCOPE_INGESTOR_STATS).
 func PathsFromConfig(cfg *shared.Config) (receiver, writer []string) {
-	abs := func(p string) string {
-		if filepath.IsAbs(p) {
-			return filepath.Clean(p)
-		}
-		return filepath.Join(StateDir, p)
-	}
 	outside := func(dst *[]string, dir string) {
-		dir = abs(dir)
+		dir = serviceAbs(dir)
 		for _, have := range append([]string{StateDir}, *dst...) {
 			if dir == have || strings.HasPrefix(dir, have+"/") {
 				return // already writable
@@ -141,8 +164,36 @@ func PathsFromConfig(cfg *shared.Config) (receiver, writer []string) {
 		*dst = append(*dst, dir)
 	}
 	outside(&receiver, cfg.SpoolDir)
-	outside(&receiver, filepath.Dir(abs(cfg.Receiver.StatsFile)))
-	outside(&writer, filepath.Dir(abs(cfg.DBPath)))
+	if cfg.Receiver.StatsFile != "" {
+		outside(&receiver, filepath.Dir(serviceAbs(cfg.Receiver.StatsFile)))
+	}
+	outside(&writer, filepath.Dir(serviceAbs(cfg.DBPath)))
 	outside(&writer, cfg.SpoolDir)
 	return receiver, writer
+}
+
+// MountsFromConfig returns each service's RequiresMountsFor=: the folders
+// whose data it must not run without, inside StateDir or not. The
+// receiver needs the spool; the writer the database's folder and the
+// spool. (StateDirectory= already requires the mounts of StateDir itself.)
+func MountsFromConfig(cfg *shared.Config) (receiver, writer []string) {
+	add := func(dst *[]string, dir string) {
+		dir = serviceAbs(dir)
+		if !slices.Contains(*dst, dir) {
+			*dst = append(*dst, dir)
+		}
+	}
+	add(&receiver, cfg.SpoolDir)
+	add(&writer, filepath.Dir(serviceAbs(cfg.DBPath)))
+	add(&writer, cfg.SpoolDir)
+	return receiver, writer
+}
+
+// serviceAbs resolves a path of the configuration as the services see it:
+// relative paths against StateDir, their working directory.
+func serviceAbs(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(StateDir, p)
 }

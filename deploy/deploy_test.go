@@ -59,7 +59,9 @@ func TestRender_Units_SystemdAnalyzeVerifyIsClean(t *testing.T) {
 	}
 	cfg := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(cfg, []byte("{}"), 0o600)
-	files := render(t, Params{Binary: realBinary(t), Config: cfg, WriterPaths: []string{"/srv/corescope"}})
+	p := Params{Binary: realBinary(t), Config: cfg}
+	p.FromConfig(&shared.Config{DBPath: "/srv/corescope/meshcore.db", SpoolDir: "/srv/spool"})
+	files := render(t, p)
 	dir := t.TempDir()
 	if err := WriteFiles(dir, []File{files[ReceiverUnit], files[WriterUnit], files[SysusersFile]}); err != nil {
 		t.Fatal(err)
@@ -137,6 +139,76 @@ func TestRender_ReadWritePathsAndUser(t *testing.T) {
 	}
 	if got := directives(files[WriterUnit].Data, "User"); !slices.Equal(got, []string{"corescope"}) {
 		t.Errorf("writer User = %q", got)
+	}
+}
+
+// The default configuration: both folders are below the state directory,
+// so there is no ReadWritePaths=, but the units still require their
+// mounts (a disk mounted at /var/lib/meshingest/data is the usual layout
+// on a Pi with its data on USB storage).
+func TestParams_FromConfig_DefaultFolders(t *testing.T) {
+	p := Params{Binary: "/usr/bin/meshingest", Config: DefaultConfig}
+	p.FromConfig(nil)
+	if len(p.ReceiverPaths) != 0 || len(p.WriterPaths) != 0 {
+		t.Errorf("ReadWritePaths: receiver %q writer %q, want none", p.ReceiverPaths, p.WriterPaths)
+	}
+	files := render(t, p)
+	if got := directives(files[ReceiverUnit].Data, "RequiresMountsFor"); !slices.Equal(got, []string{StateDir + "/data/spool"}) {
+		t.Errorf("receiver RequiresMountsFor = %q", got)
+	}
+	if got := directives(files[WriterUnit].Data, "RequiresMountsFor"); !slices.Equal(got, []string{StateDir + "/data", StateDir + "/data/spool"}) {
+		t.Errorf("writer RequiresMountsFor = %q", got)
+	}
+	// The same as a configuration that says nothing, loaded the usual way.
+	t.Setenv("DB_PATH", "")
+	t.Setenv("MESHINGEST_SPOOL_DIR", "")
+	cfg, err := shared.LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q Params
+	q.FromConfig(cfg)
+	if !slices.Equal(q.ReceiverMounts, p.ReceiverMounts) || !slices.Equal(q.WriterMounts, p.WriterMounts) {
+		t.Errorf("FromConfig(nil) mounts %q %q, LoadConfig(\"\") gives %q %q", p.ReceiverMounts, p.WriterMounts, q.ReceiverMounts, q.WriterMounts)
+	}
+}
+
+func TestParams_FromConfig_FoldersElsewhere(t *testing.T) {
+	var p Params
+	cfg := &shared.Config{DBPath: "/var/lib/corescope/meshcore.db", SpoolDir: "/mnt/usb/spool"}
+	cfg.Receiver.StatsFile = "/mnt/usb/spool/receiver-stats.json"
+	p.FromConfig(cfg)
+	if !slices.Equal(p.ReceiverMounts, []string{"/mnt/usb/spool"}) {
+		t.Errorf("receiver mounts %q", p.ReceiverMounts)
+	}
+	if !slices.Equal(p.WriterMounts, []string{"/var/lib/corescope", "/mnt/usb/spool"}) {
+		t.Errorf("writer mounts %q", p.WriterMounts)
+	}
+	if !slices.Equal(p.WriterPaths, []string{"/var/lib/corescope", "/mnt/usb/spool"}) {
+		t.Errorf("writer ReadWritePaths %q", p.WriterPaths)
+	}
+	// A mount path systemd would misread is refused like any other path.
+	p.WriterMounts = append(p.WriterMounts, "/mnt/my disk")
+	p.Binary, p.Config = "/usr/bin/meshingest", DefaultConfig
+	if _, err := Render(p); !errors.Is(err, ErrParams) {
+		t.Errorf("Render with a mount path holding a space = %v, want ErrParams", err)
+	}
+}
+
+// Both units name one RuntimeDirectory=, so each must preserve it: by
+// default systemd removes a unit's runtime directory when that unit stops,
+// which would pull the receiver's stats file from under a running writer
+// (and the folder from under a running receiver when the writer stops).
+func TestRender_Units_ShareOnePreservedRuntimeDirectory(t *testing.T) {
+	files := render(t, Params{Binary: "/usr/bin/meshingest", Config: DefaultConfig})
+	for _, name := range []string{ReceiverUnit, WriterUnit} {
+		unit := files[name].Data
+		if got := directives(unit, "RuntimeDirectory"); !slices.Equal(got, []string{"meshingest"}) {
+			t.Errorf("%s: RuntimeDirectory = %q, want meshingest", name, got)
+		}
+		if got := directives(unit, "RuntimeDirectoryPreserve"); !slices.Equal(got, []string{"yes"}) {
+			t.Errorf("%s: RuntimeDirectoryPreserve = %q, want yes (the folder is shared)", name, got)
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 //     one).
 type Appender struct {
 	dir  string
+	id   IdentityInfo
 	opts Options
 	lock *os.File
 	tmpl []byte
@@ -75,7 +76,9 @@ type entry struct {
 }
 
 // OpenAppender opens the spool in dir for appending, creating the folder if
-// needed. It takes appender.lock (one appender per folder), recovers and
+// needed. It takes appender.lock (one appender per folder), gives the
+// folder its identity if it has none (identity.go; a copy of another
+// folder is refused with ErrCopiedSpool), recovers and
 // seals any segment a dead appender left unsealed, and starts the appender
 // goroutine.
 func OpenAppender(dir string, opts Options) (*Appender, error) {
@@ -86,6 +89,16 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 	if err != nil {
 		return nil, err
 	}
+	id, err := openIdentity(dir)
+	if err == nil && id.Copied {
+		err = &Error{Op: "open spool", Path: dir, Err: ErrCopiedSpool,
+			Hint: "its identity file was written in another folder: appending here and there would issue the same Seqs under one identity. " +
+				"If the folder was moved (the original is gone), run `meshingest spool identity --adopt --dir " + dir + "`; if it is a copy, append to the original"}
+	}
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
 	tmpl, err := segmentTemplate()
 	if err != nil {
 		lock.Close()
@@ -93,6 +106,7 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 	}
 	a := &Appender{
 		dir:      dir,
+		id:       id,
 		opts:     opts.withDefaults(),
 		lock:     lock,
 		tmpl:     tmpl,
@@ -124,6 +138,9 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 	go a.housekeeping()
 	return a, nil
 }
+
+// Identity is the identity of the spool the appender writes.
+func (a *Appender) Identity() IdentityInfo { return a.id }
 
 // Append queues rec for the spool and returns at once; it never waits on
 // the disk. It assigns rec's Seq (the caller's copy is not changed) and,
@@ -394,7 +411,7 @@ func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now 
 			return a.writeWholeSegment(encs)
 		}
 		id := recordSeq(encs[0])
-		w, err := createSegment(filepath.Join(a.dir, segmentName(id, activeExt)), id, a.tmpl, a.mmapSize())
+		w, err := createSegment(filepath.Join(a.dir, segmentName(id, activeExt)), id, a.id.ID, a.tmpl, a.mmapSize())
 		if err != nil {
 			return err
 		}
@@ -429,7 +446,7 @@ func (a *Appender) writeWholeSegment(encs [][]byte) error {
 	id := recordSeq(encs[0])
 	tmp := filepath.Join(a.dir, segmentName(id, tmpExt))
 	os.Remove(tmp) // left by a failed attempt of this process
-	w, err := createSegment(tmp, id, a.tmpl, a.mmapSize())
+	w, err := createSegment(tmp, id, a.id.ID, a.tmpl, a.mmapSize())
 	if err != nil {
 		return err
 	}

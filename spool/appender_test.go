@@ -3,7 +3,6 @@ package spool
 import (
 	"errors"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -14,7 +13,7 @@ func fastOptions() Options {
 }
 
 func TestAppender_Append_ReadBackInOrder(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "spool")
+	dir := newSpoolDir(t)
 	a, err := OpenAppender(dir, fastOptions())
 	if err != nil {
 		t.Fatal(err)
@@ -44,11 +43,10 @@ func TestAppender_Append_ReadBackInOrder(t *testing.T) {
 			t.Fatalf("position %v for Seq %d", poss[i], got[i].Seq)
 		}
 	}
-	checkSpool(t, dir)
 }
 
 func TestAppender_Append_DoneInOrderAfterDurable(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	a, err := OpenAppender(dir, fastOptions())
 	if err != nil {
 		t.Fatal(err)
@@ -82,11 +80,10 @@ func TestAppender_Append_DoneInOrderAfterDurable(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	a.Close()
-	checkSpool(t, dir)
 }
 
 func TestAppender_Append_Refusals(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	stall := make(chan struct{})
 	opts := fastOptions()
 	opts.MaxPayloadBytes = 1000
@@ -126,7 +123,6 @@ func TestAppender_Append_Refusals(t *testing.T) {
 	if len(got) != n {
 		t.Fatalf("read %d, want %d", len(got), n)
 	}
-	checkSpool(t, dir)
 }
 
 // OpenAppenderAfterStart opens an appender whose BeforeSync hook only
@@ -151,7 +147,7 @@ func OpenAppenderAfterStart(t *testing.T, dir string, opts Options, _ *sync.Once
 }
 
 func TestAppender_Full_ByteCap(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	opts := fastOptions()
 	opts.MaxBytes = 200_000
 	a, err := OpenAppender(dir, opts)
@@ -178,7 +174,7 @@ func TestAppender_Full_ByteCap(t *testing.T) {
 }
 
 func TestOpenAppender_Locked(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	a, err := OpenAppender(dir, fastOptions())
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +193,7 @@ func TestOpenAppender_Locked(t *testing.T) {
 }
 
 func TestAppender_Seq_GrowsAfterEverythingDrained(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	a, _ := OpenAppender(dir, fastOptions())
 	appendAll(t, a, []Record{testRecord(1, 10), testRecord(2, 10)})
 	a.Close()

@@ -15,7 +15,7 @@ func TestAppender_Fsyncs_SteadyLowRate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs 5 s")
 	}
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	a, err := OpenAppender(dir, Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -117,7 +117,7 @@ func TestAppender_Crash_SIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills 50 child processes; run without -short")
 	}
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +170,6 @@ func TestAppender_Crash_SIGKILL(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkSpool(t, dir)
 
 	recs, _ := readAll(t, dir, ReaderOptions{Inspect: true})
 	seen := map[[2]uint64]bool{}

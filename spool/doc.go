@@ -12,6 +12,14 @@
 // consumed (Release), the CLI inspects them. The active segment is never
 // read; `spool status` learns about it from appender-status.json.
 //
+// A folder has an identity (identity.go), written into every segment's
+// trailer, and a Position names its spool: Seqs restart at 1 in a new
+// folder, so a consumer keeps one position per identity. The reader checks
+// rather than assumes: a segment of another spool, or out of place (a
+// renamed or swapped file), is set aside whole to quarantine/ and counted;
+// a segment's bbolt structure is walked with bounds checks before bbolt
+// maps it (boltcheck.go), so no file can crash the process.
+//
 // A segment left unsealed by a dead appender is rebuilt by the next one
 // from the records' own checksums (salvage.go), so a torn last transaction
 // or a damaged record costs only itself; damaged records and files go to

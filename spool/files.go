@@ -21,6 +21,7 @@ const (
 	lockFile      = "appender.lock"
 	statusFile    = "appender-status.json"
 	sequenceFile  = "sequence"
+	identityFile  = "identity"
 	positionFile  = "writer-position.json"
 	quarantineDir = "quarantine"
 
@@ -82,7 +83,7 @@ func listSegments(dir string, exts ...string) ([]segmentFile, error) {
 // checks and tightens an existing one. A folder owned by another user is
 // refused: its owner could swap segments under us.
 func prepareDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirAllSynced(dir); err != nil {
 		return &Error{Op: "create spool folder", Path: dir, Err: err, Hint: "create it, owned by the user meshingest runs as, mode 0700"}
 	}
 	if err := checkOwnDir(dir); err != nil {
@@ -93,6 +94,29 @@ func prepareDir(dir string) error {
 		return &Error{Op: "create quarantine folder", Path: q, Err: err}
 	}
 	return checkOwnDir(q)
+}
+
+// mkdirAllSynced is os.MkdirAll (mode 0700) that also fsyncs the parent
+// of each folder it creates: until then the new folder's name is not
+// durable, and a power cut would take the spool folder with every record
+// already reported durable in it.
+func mkdirAllSynced(dir string) error {
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAllSynced(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil // made meanwhile, or not a folder: checkOwnDir says which
+		}
+		return err
+	}
+	return syncDir(parent)
 }
 
 func checkOwnDir(dir string) error {

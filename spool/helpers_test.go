@@ -72,14 +72,20 @@ func appendAll(t testing.TB, a *Appender, recs []Record) {
 	}
 }
 
-// readAll reads every sealed record after pos.
+// readAll reads every sealed record of the spool in dir.
 func readAll(t testing.TB, dir string, opts ReaderOptions) ([]Record, []Position) {
 	t.Helper()
 	r, err := OpenReader(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := r.Cursor(Position{})
+	return readFrom(t, r, Position{})
+}
+
+// readFrom reads every sealed record after pos through r.
+func readFrom(t testing.TB, r *Reader, after Position) ([]Record, []Position) {
+	t.Helper()
+	c, err := r.Cursor(after)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,10 +105,27 @@ func readAll(t testing.TB, dir string, opts ReaderOptions) ([]Record, []Position
 	}
 }
 
+// newSpoolDir returns a spool folder path for a test and registers the
+// consistency check (checkSpool) to run on it when the test ends, as
+// bbolt's MustCreateDB does, unless the test failed already or the folder
+// was never made. A test that leaves a damaged spool on purpose uses a
+// plain t.TempDir() instead.
+func newSpoolDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "spool")
+	t.Cleanup(func() {
+		if _, err := os.Stat(dir); err == nil && !t.Failed() {
+			checkSpool(t, dir)
+		}
+	})
+	return dir
+}
+
 // checkSpool is the consistency check run after every test that writes a
-// spool: modes, every sealed segment verifies and opens, records decode,
-// Seqs strictly increase across segments and sit at or above their
-// segment's id, trailers match the records.
+// spool (newSpoolDir): modes, the identity file, every sealed segment
+// verifies and opens and names the folder's spool, records decode, Seqs
+// strictly increase across segments and sit at or above their segment's
+// id, trailers match the records.
 func checkSpool(t testing.TB, dir string) {
 	t.Helper()
 	fi, err := os.Stat(dir)
@@ -125,11 +148,15 @@ func checkSpool(t testing.TB, dir string) {
 	if rep.Damaged() {
 		t.Fatalf("spool %s damaged: %+v", dir, rep)
 	}
+	id, err := ReadIdentity(dir)
+	if err != nil {
+		t.Fatalf("spool %s: %v", dir, err)
+	}
 	var last uint64
 	segs, _ := listSegments(dir, sealedExt)
 	for _, s := range segs {
-		r := &Reader{dir: dir, opts: ReaderOptions{Inspect: true}}
-		sr, err := r.openSegment(s, 0)
+		r, _ := OpenReader(dir, ReaderOptions{Inspect: true})
+		sr, err := r.openSegment(s, Position{})
 		if err != nil {
 			t.Fatalf("segment %s does not open: %v", s.Name, err)
 		}
@@ -138,7 +165,7 @@ func checkSpool(t testing.TB, dir string) {
 		}
 		var sum segmentSummary
 		for {
-			rec, err := sr.next()
+			rec, err := sr.next(0)
 			if err == io.EOF {
 				break
 			}
@@ -152,6 +179,9 @@ func checkSpool(t testing.TB, dir string) {
 			sum.add(rec.Seq, rec.ReceivedAt.UnixNano())
 		}
 		sr.close()
+		if tr, err := segmentTrailer(dir, s); err != nil || tr.Version != 2 || tr.Spool != id.ID {
+			t.Fatalf("segment %s: trailer %+v %v, the folder is spool %v", s.Name, tr, err, id.ID)
+		}
 		info, _ := sealedInfo(dir, s)
 		if info.Records != sum.Records || info.FirstSeq != sum.FirstSeq || info.LastSeq != sum.LastSeq ||
 			!info.Oldest.Equal(sum.OldestTime()) || !info.Newest.Equal(sum.NewestTime()) {

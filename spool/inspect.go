@@ -9,6 +9,9 @@ import (
 // appender's status file only, so it never waits on the appender.
 type Status struct {
 	Dir string `json:"dir"`
+	// Identity is the folder's identity file; nil when it has none yet
+	// (the receiver or the writer gives it one when it opens the folder).
+	Identity *IdentityInfo `json:"identity"`
 	// Segments, Records and Bytes count what the writer has not drained
 	// (as far as writer-position.json tells), the active segment included.
 	Segments int        `json:"segments"`
@@ -77,9 +80,15 @@ func Inspect(dir string) (Status, error) {
 	if err != nil {
 		return s, err
 	}
+	if id, err := ReadIdentity(dir); err == nil {
+		s.Identity = &id
+	}
 	pos, err := ReadWriterPosition(dir)
 	if err == nil && !pos.IsZero() {
 		s.WriterPosition = &pos
+	}
+	if s.Identity != nil && !pos.Spool.IsZero() && pos.Spool != s.Identity.ID {
+		pos = Position{} // another spool's: nothing of this one is drained
 	}
 	s.AppenderRunning = AppenderAlive(dir)
 	s.AppenderPID, _ = ReadAppenderPID(dir)

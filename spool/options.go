@@ -136,7 +136,13 @@ type ReaderOptions struct {
 	Inspect bool
 	// OnQuarantine, when set, is called for every damaged segment found.
 	OnQuarantine func(QuarantineEvent)
-	// PollInterval is how often WaitSealed looks for a new sealed segment
-	// (default 50 ms: small against the one-second seal age).
-	PollInterval time.Duration
+	// PollInterval is the first interval at which WaitSealed lists the
+	// folder besides waiting for the watch's event (default 50 ms: small
+	// against the one-second seal age); it doubles while nothing comes, up
+	// to PollMaxInterval (default 1 s; 200 ms at most when the folder
+	// cannot be watched, since the poll is then all there is). A longer
+	// bound costs an idle reader fewer listings and a reader that misses
+	// an event more latency.
+	PollInterval    time.Duration
+	PollMaxInterval time.Duration
 }

@@ -15,7 +15,10 @@ import (
 // ".reason" file (JSON) beside it:
 //
 //	SEGMENTID-SEQ.rec    one damaged record's bytes, as found
-//	SEGMENTID.seg[.N]    the original of a damaged segment, as found
+//	SEGMENTID.seg[.N]    the original of a damaged segment, as found, or a
+//	                     segment set aside whole (of another spool, or out
+//	                     of place: its .reason gives set_aside_records and
+//	                     the Seqs it holds; none of them is in the spool)
 //	SEGMENTID.active[.N] the original of a damaged unsealed segment
 //
 // The intact records of a damaged segment are kept in a rebuilt segment of
@@ -24,21 +27,44 @@ import (
 // upgrade that reads a newer record version); a segment original is kept
 // for inspection only.
 
-// QuarantineEvent reports one damaged segment.
+// QuarantineEvent reports one damaged or set-aside segment, or one damaged
+// record. Its record counts are exact where the segment's trailer is
+// readable (Held >= 0); every record the segment held is in exactly one
+// of Kept, Damaged, SetAside and Lost.
 type QuarantineEvent struct {
-	Segment uint64    // segment id
-	Path    string    // the damaged file
-	Reason  string    // what was wrong with it
-	Kept    int       // intact records kept in the rebuilt segment
-	Damaged int       // records quarantined one by one
-	Lost    int       // leaf elements that could not even be delimited
+	Segment uint64   // segment id
+	Spool   Identity // the spool the segment names; zero when it names none
+	Path    string   // the damaged file
+	Reason  string   // what was wrong with it
+	// Held is the record count the segment's trailer gives, -1 when it has
+	// no readable trailer (a truncated segment).
+	Held     int
+	Kept     int // intact records read, and kept in the rebuilt segment
+	Damaged  int // records quarantined one by one (quarantine/*.rec)
+	SetAside int // records in a segment moved whole to quarantine/ unread
+	// Lost is the records that could not be read at all: Held less Kept
+	// and Damaged when LostExact, else the Seqs missing between the
+	// segment's first Seq and the last record found (a lower bound).
+	Lost      int
+	LostExact bool
+	// Whole: the segment was set aside whole, unread (another spool's, or
+	// out of place); SetAside counts its records.
+	Whole   bool
+	Entries int       // leaf elements that could not even be delimited
 	Moved   string    // where the original went in quarantine/, "" when nothing was moved
 	At      time.Time // when it was found
 }
 
 func (e QuarantineEvent) String() string {
-	return fmt.Sprintf("segment %d (%s): %s; kept %d intact records, quarantined %d damaged, %d unreadable entries",
-		e.Segment, e.Path, e.Reason, e.Kept, e.Damaged, e.Lost)
+	if e.Whole {
+		return fmt.Sprintf("segment %d (%s): %s; set aside whole with its %d records", e.Segment, e.Path, e.Reason, e.SetAside)
+	}
+	lost := fmt.Sprintf("%d records lost", e.Lost)
+	if !e.LostExact {
+		lost = fmt.Sprintf("at least %d records lost", e.Lost)
+	}
+	return fmt.Sprintf("segment %d (%s): %s; kept %d intact records, quarantined %d damaged, %s, %d unreadable entries",
+		e.Segment, e.Path, e.Reason, e.Kept, e.Damaged, lost, e.Entries)
 }
 
 // QuarantineItem is one file in the quarantine folder.
@@ -54,12 +80,18 @@ type QuarantineItem struct {
 
 type reasonFile struct {
 	Segment uint64    `json:"segment"`
+	Spool   Identity  `json:"spool,omitzero"`
 	Seq     uint64    `json:"seq,omitempty"`
 	Reason  string    `json:"reason"`
 	At      time.Time `json:"quarantined_at"`
 	Kept    int       `json:"kept_records,omitempty"`
 	Damaged int       `json:"damaged_records,omitempty"`
-	Lost    int       `json:"unreadable_entries,omitempty"`
+	Lost    int       `json:"lost_records,omitempty"`
+	Entries int       `json:"unreadable_entries,omitempty"`
+	// SetAside is the records of a segment moved here whole, unread: none
+	// of them is in the spool, so `spool quarantine requeue` can append
+	// them.
+	SetAside int `json:"set_aside_records,omitempty"`
 }
 
 func writeReason(path string, r reasonFile) error {

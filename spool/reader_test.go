@@ -10,7 +10,7 @@ import (
 )
 
 func TestReader_Cursor_ResumesAfterPosition(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "spool")
+	dir := newSpoolDir(t)
 	orig := buildSpool(t, dir, 2000)
 	all, poss := readAll(t, dir, ReaderOptions{Inspect: true})
 	r, _ := OpenReader(dir, ReaderOptions{})
@@ -42,11 +42,10 @@ func TestReader_Cursor_ResumesAfterPosition(t *testing.T) {
 		t.Fatalf("resume after release: %d", rec.Seq)
 	}
 	c.Close()
-	checkSpool(t, dir)
 }
 
 func TestReader_WaitSealed_ReturnsOnNewSegment(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	a, err := OpenAppender(dir, fastOptions())
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +77,7 @@ func TestReader_WaitSealed_ReturnsOnNewSegment(t *testing.T) {
 }
 
 func TestOpenAppender_RecoversDamagedUnsealedSegment(t *testing.T) {
-	src := filepath.Join(t.TempDir(), "spool")
+	src := newSpoolDir(t)
 	orig := buildSpool(t, src, 1000)
 	// Make the last sealed segment look like the active one a dead
 	// appender left, torn at the end and with a flipped byte inside.
@@ -139,11 +138,10 @@ func TestOpenAppender_RecoversDamagedUnsealedSegment(t *testing.T) {
 	if !original || kept == 0 || len(recs) >= len(orig) {
 		t.Fatalf("kept %d of the damaged segment, %d of %d in all, quarantine %+v", kept, len(recs), len(orig), items)
 	}
-	checkSpool(t, src)
 }
 
 func TestRequeue_PutsQuarantinedRecordBack(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	a, _ := OpenAppender(dir, fastOptions())
 	rec := testRecord(7, 50)
 	rec.Seq = 3
@@ -169,5 +167,61 @@ func TestRequeue_PutsQuarantinedRecordBack(t *testing.T) {
 	if len(items) != 1 || items[0].Seq != 4 || items[0].Reason != "test: flipped" {
 		t.Fatalf("quarantine after requeue: %+v", items)
 	}
-	checkSpool(t, dir)
+}
+
+func TestReader_WaitSealed_IdleDoesNotRelistInALoop(t *testing.T) {
+	dir := newSpoolDir(t) // never used: no file in it
+	r, err := OpenReader(dir, ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, _ := r.Cursor(Position{})
+	defer c.Close()
+	// The writer's idle loop: read to the end, wait up to a second, again.
+	for i := 0; i < 3; i++ {
+		if _, _, err := c.Next(); err != io.EOF {
+			t.Fatalf("empty spool: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := r.WaitSealed(ctx); err != context.DeadlineExceeded {
+			t.Fatalf("nothing sealed, WaitSealed returned %v", err)
+		}
+		cancel()
+	}
+	// A 50 ms poll would list the folder about 60 times in these three
+	// seconds; the backing-off poll about 8, a slow machine fewer.
+	if n := r.listings.Load(); n > 15 {
+		t.Fatalf("an idle reader listed the folder %d times in 3 s", n)
+	}
+}
+
+func TestReader_WaitSealed_WakesOnTheWatchEvent(t *testing.T) {
+	dir := newSpoolDir(t)
+	a, err := OpenAppender(dir, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	// A poll that never comes within the test: only the folder watch can
+	// wake the reader.
+	r, _ := OpenReader(dir, ReaderOptions{PollInterval: time.Hour, PollMaxInterval: time.Hour})
+	defer r.Close()
+	ready := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		ready <- r.WaitSealed(ctx)
+	}()
+	// The first listing is done before WaitSealed waits; an append sealed
+	// before it would return at once, which is fine too.
+	appendAll(t, a, []Record{testRecord(1, 10)})
+	if err := <-ready; err != nil {
+		t.Fatalf("WaitSealed: %v (the watch did not wake it)", err)
+	}
+	c, _ := r.Cursor(Position{})
+	defer c.Close()
+	if rec, _, err := c.Next(); err != nil || !sameContent(rec, testRecord(1, 10)) {
+		t.Fatalf("after WaitSealed: %v %v", rec, err)
+	}
 }

@@ -23,17 +23,30 @@ type Record struct {
 	Payload    []byte
 }
 
-// Position is the last record a consumer has durably consumed.
-// The zero Position means "nothing consumed yet".
+// Position is the last record a consumer has durably consumed in one
+// spool. Seqs are only unique within a spool (a new folder starts again at
+// 1), so a Position names its spool: a consumer keeps one per Spool. The
+// Position with only Spool set means "nothing of that spool consumed
+// yet"; a Position without Spool is one stored before spools had
+// identities (see Reader.Cursor).
 type Position struct {
-	Segment uint64 `json:"segment"` // segment id holding the record
-	Seq     uint64 `json:"seq"`     // the record's Seq
+	Spool   Identity `json:"spool,omitzero"`
+	Segment uint64   `json:"segment"` // segment id holding the record
+	Seq     uint64   `json:"seq"`     // the record's Seq
 }
 
-// IsZero reports whether p is the zero Position.
-func (p Position) IsZero() bool { return p == Position{} }
+// IsZero reports whether p is at the start of its spool: no record
+// consumed.
+func (p Position) IsZero() bool { return p.Segment == 0 && p.Seq == 0 }
 
-func (p Position) String() string { return fmt.Sprintf("%d:%d", p.Segment, p.Seq) }
+// String is "SEGMENT:SEQ", prefixed by "SPOOL/" (the identity's first 8
+// hex digits) when p names a spool.
+func (p Position) String() string {
+	if p.Spool.IsZero() {
+		return fmt.Sprintf("%d:%d", p.Segment, p.Seq)
+	}
+	return fmt.Sprintf("%s/%d:%d", p.Spool.Short(), p.Segment, p.Seq)
+}
 
 // Record encoding, version 1, little endian:
 //
@@ -65,9 +78,16 @@ const (
 	flagDuplicate = 1 << 1
 
 	maxStringLen = 1<<16 - 1
+	// maxPayloadLen bounds the u32 payload length well inside it; compared
+	// as uint64 so that the constant fits a 32-bit int's platforms too.
+	maxPayloadLen = 1 << 31
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// readableRecordVersion is the record version this build decodes. A
+// variable so that a test can play the upgrade that reads a newer one.
+var readableRecordVersion byte = recordVersion
 
 // encodedSize is the size of rec's encoding.
 func encodedSize(rec *Record) int {
@@ -82,7 +102,7 @@ func checkEncodable(rec *Record) error {
 		return fmt.Errorf("%w: broker is %d bytes, over %d", ErrInvalidRecord, len(rec.Broker), maxStringLen)
 	case len(rec.Topic) > maxStringLen:
 		return fmt.Errorf("%w: topic is %d bytes, over %d", ErrInvalidRecord, len(rec.Topic), maxStringLen)
-	case len(rec.Payload) > 1<<31:
+	case uint64(len(rec.Payload)) > maxPayloadLen:
 		return fmt.Errorf("%w: payload is %d bytes", ErrInvalidRecord, len(rec.Payload))
 	case rec.QoS > 2:
 		return fmt.Errorf("%w: QoS %d", ErrInvalidRecord, rec.QoS)
@@ -153,8 +173,8 @@ func checkRecord(b []byte) error {
 	if len(b) < recordOverhead {
 		return fmt.Errorf("%w: record of %d bytes is shorter than the %d-byte minimum", ErrCorrupt, len(b), recordOverhead)
 	}
-	if b[0] != recordVersion {
-		return fmt.Errorf("%w: unknown record version %d (this build reads version %d; a newer meshingest may read it)", ErrCorrupt, b[0], recordVersion)
+	if b[0] != readableRecordVersion {
+		return fmt.Errorf("%w: unknown record version %d (this build reads version %d; a newer meshingest may read it: `spool quarantine requeue` after the upgrade)", ErrCorrupt, b[0], readableRecordVersion)
 	}
 	le := binary.LittleEndian
 	want := recordOverhead + int(le.Uint16(b[6:])) + int(le.Uint16(b[8:])) + int(le.Uint16(b[10:])) + int(le.Uint32(b[12:]))

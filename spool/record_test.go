@@ -3,6 +3,8 @@ package spool
 import (
 	"errors"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -69,4 +71,17 @@ func TestRecord_Decode_RandomBytesNeverPanic(t *testing.T) {
 
 func contains(s, sub string) bool {
 	return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))
+}
+
+// The spool must build where int is 32 bits (a Raspberry Pi's armv6/7):
+// a payload bound of 1<<31 written as an int constant did not.
+func TestRecord_BuildsFor32BitARM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cross-compiles the package")
+	}
+	cmd := exec.Command("go", "build", "-o", os.DevNull, ".")
+	cmd.Env = append(os.Environ(), "GOARCH=arm", "GOARM=6", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("GOARCH=arm GOARM=6 go build ./spool: %v\n%s", err, out)
+	}
 }

@@ -77,7 +77,7 @@ func (a *Appender) recoverSegment(s segmentFile, path, sealed string) (maxSeq ui
 	if len(res.Intact) > 0 {
 		maxSeq = res.Intact[len(res.Intact)-1].Seq
 		tmp := filepath.Join(a.dir, segmentName(s.ID, recoveredExt))
-		if err := writeSalvagedSegment(f, fi.Size(), res, s.ID, tmp, sealed, a.tmpl, a.fdatasync, a.syncFolder); err != nil {
+		if err := writeSalvagedSegment(f, fi.Size(), res, s.ID, a.id.ID, tmp, sealed, a.tmpl, a.fdatasync, a.syncFolder); err != nil {
 			return 0, err
 		}
 	}
@@ -91,7 +91,7 @@ func (a *Appender) recoverSegment(s segmentFile, path, sealed string) (maxSeq ui
 			return 0, err
 		}
 		if _, err := quarantineFile(a.dir, path, reasonFile{Segment: s.ID, Reason: reason, At: now,
-			Kept: len(res.Intact), Damaged: len(res.Damaged), Lost: res.BadElements}); err != nil {
+			Kept: len(res.Intact), Damaged: len(res.Damaged), Entries: res.BadElements}); err != nil {
 			return 0, err
 		}
 		a.stats.QuarantinedRecords += len(res.Damaged)

@@ -228,13 +228,13 @@ func readSalvaged(f io.ReaderAt, r salvagedRecord) (Record, error) {
 	return decodeRecord(buf)
 }
 
-// writeSegment writes the records of res (read from src) as a sealed
+// writeSalvagedSegment writes the records of res (read from src) as a sealed
 // segment at tmpPath and renames it to sealedPath. sync makes a file
 // durable and syncDir the folder; the caller counts them.
-func writeSalvagedSegment(src io.ReaderAt, size int64, res *salvageResult, id uint64, tmpPath, sealedPath string, tmpl []byte,
+func writeSalvagedSegment(src io.ReaderAt, size int64, res *salvageResult, id uint64, spool Identity, tmpPath, sealedPath string, tmpl []byte,
 	sync func(*os.File) error, syncFolder func() error) error {
 	os.Remove(tmpPath) // a leftover of an earlier attempt
-	w, err := createSegment(tmpPath, id, tmpl, int(min(size, 1<<30)))
+	w, err := createSegment(tmpPath, id, spool, tmpl, int(min(size, 1<<30)))
 	if err != nil {
 		return err
 	}

@@ -96,19 +96,21 @@ func segmentTemplate() ([]byte, error) {
 
 // segmentWriter is an open, unsealed segment.
 type segmentWriter struct {
-	id   uint64
-	path string
-	db   *bbolt.DB
-	file *os.File // bbolt's file, for the appender's own fdatasync
-	sum  segmentSummary
-	size int64 // bbolt data size after the last commit
+	id    uint64
+	spool Identity // written into the trailer
+	path  string
+	db    *bbolt.DB
+	file  *os.File // bbolt's file, for the appender's own fdatasync
+	sum   segmentSummary
+	size  int64 // bbolt data size after the last commit
 	// sealAt is when the segment reaches its maximum age.
 	sealAt time.Time
 }
 
 // createSegment creates path (which must not exist) from the template and
-// opens it in bbolt. Nothing is synced.
-func createSegment(path string, id uint64, tmpl []byte, mmapSize int) (*segmentWriter, error) {
+// opens it in bbolt, as segment id of the spool named spool. Nothing is
+// synced.
+func createSegment(path string, id uint64, spool Identity, tmpl []byte, mmapSize int) (*segmentWriter, error) {
 	f, err := openSpoolFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, &Error{Op: "create segment", Path: path, Err: err}
@@ -124,7 +126,7 @@ func createSegment(path string, id uint64, tmpl []byte, mmapSize int) (*segmentW
 		os.Remove(path)
 		return nil, &Error{Op: "open new segment", Path: path, Err: err}
 	}
-	return &segmentWriter{id: id, path: path, db: db, file: f, size: int64(len(tmpl))}, nil
+	return &segmentWriter{id: id, spool: spool, path: path, db: db, file: f, size: int64(len(tmpl))}, nil
 }
 
 // put commits the encoded records in one bbolt transaction (not synced).
@@ -182,7 +184,7 @@ func (w *segmentWriter) finish(sync func(*os.File) error) error {
 		return &Error{Op: "seal segment", Path: w.path, Err: err}
 	}
 	defer f.Close()
-	if err := appendTrailer(f, w.sum); err != nil {
+	if err := appendTrailer(f, w.sum, w.spool); err != nil {
 		return &Error{Op: "seal segment", Path: w.path, Err: err, Hint: hintForWriteError(err)}
 	}
 	if err := sync(f); err != nil {

@@ -31,6 +31,9 @@ type SegmentInfo struct {
 	Oldest   time.Time `json:"oldest_received_at"`
 	Newest   time.Time `json:"newest_received_at"`
 	Problem  string    `json:"problem,omitempty"`
+	// Spool is the identity the segment's trailer names (zero in a
+	// format 1 trailer, or when unreadable).
+	Spool Identity `json:"spool,omitzero"`
 }
 
 // sealedInfo reads a sealed segment's size and trailer summary, without
@@ -52,7 +55,7 @@ func sealedInfo(dir string, s segmentFile) (SegmentInfo, error) {
 		info.State, info.Problem = StateDamaged, err.Error()
 		return info, nil
 	}
-	info.Records, info.FirstSeq, info.LastSeq = t.Records, t.FirstSeq, t.LastSeq
+	info.Records, info.FirstSeq, info.LastSeq, info.Spool = t.Records, t.FirstSeq, t.LastSeq, t.Spool
 	info.Oldest, info.Newest = t.OldestTime(), t.NewestTime()
 	return info, nil
 }
@@ -174,6 +177,9 @@ func (a *Appender) housekeep() {
 		bytes += s.Bytes
 	}
 	pos, _ := ReadWriterPosition(a.dir)
+	if !pos.Spool.IsZero() && pos.Spool != a.id.ID {
+		pos = Position{} // a position in another spool drained nothing of this one
+	}
 
 	a.mu.Lock()
 	if a.activeInfo != nil {

@@ -14,7 +14,7 @@ import (
 // loop beside an appender under load and a draining reader, and checks that
 // no record waited more than one group beyond its own.
 func TestInspect_DuringAppendAndDrain(t *testing.T) {
-	dir := t.TempDir()
+	dir := newSpoolDir(t)
 	const window = 100 * time.Millisecond
 	a, err := OpenAppender(dir, Options{GroupWindow: window, SegmentMaxAge: 1500 * time.Millisecond, GroupMaxRecords: 100_000})
 	if err != nil {

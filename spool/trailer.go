@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -17,9 +18,10 @@ import (
 // wrote and committed. The summary lets `spool status` and the appender's
 // depth gauge read a segment's counts without opening bbolt.
 //
-// Trailer, little endian, at the end of the file:
+// Trailer, little endian, at the end of the file. Format 2 (since spool
+// identities; written by this build):
 //
-//	0  [8]byte magic "MSPOOLv1"
+//	0  [8]byte magic "MSPOOLv2"
 //	8  u64     length of the bbolt data before the trailer
 //	16 u32     CRC-32C of that data
 //	20 u32     reserved (0)
@@ -28,11 +30,22 @@ import (
 //	40 u64     last Seq
 //	48 i64     oldest receive time (Unix ns)
 //	56 i64     newest receive time (Unix ns)
-//	64 u32     CRC-32C of bytes 0..63
-//	68 u32     reserved (0)
-const trailerSize = 72
+//	64 [16]byte identity of the spool the segment was written in
+//	80 u32     CRC-32C of bytes 0..79
+//	84 u32     reserved (0)
+//
+// Format 1 (before identities; still read, its segments belong to the
+// folder they are in) is the same without the identity: 72 bytes, magic
+// "MSPOOLv1", the CRC of bytes 0..63 at 64.
+const (
+	trailerSize   = 88
+	trailerV1Size = 72
+)
 
-var trailerMagic = [8]byte{'M', 'S', 'P', 'O', 'O', 'L', 'v', '1'}
+var (
+	trailerMagic   = [8]byte{'M', 'S', 'P', 'O', 'O', 'L', 'v', '2'}
+	trailerV1Magic = [8]byte{'M', 'S', 'P', 'O', 'O', 'L', 'v', '1'}
+)
 
 // segmentSummary describes the records of a segment.
 type segmentSummary struct {
@@ -67,6 +80,8 @@ type trailer struct {
 	DataLen int64
 	DataCRC uint32
 	segmentSummary
+	Spool   Identity // zero in a format 1 trailer
+	Version int      // 1 or 2
 }
 
 func (t trailer) encode() []byte {
@@ -80,42 +95,54 @@ func (t trailer) encode() []byte {
 	le.PutUint64(b[40:], t.LastSeq)
 	le.PutUint64(b[48:], uint64(t.Oldest))
 	le.PutUint64(b[56:], uint64(t.Newest))
-	le.PutUint32(b[64:], crc32.Checksum(b[:64], castagnoli))
+	copy(b[64:80], t.Spool[:])
+	le.PutUint32(b[80:], crc32.Checksum(b[:80], castagnoli))
 	return b
 }
 
 // readTrailer reads and checks the trailer of a file of the given size,
-// without checking the data CRC. A file without a valid trailer (an
-// unsealed, truncated or damaged segment) returns an error wrapping
-// ErrCorrupt.
+// format 2 or 1, without checking the data CRC. A file without a valid
+// trailer (an unsealed, truncated or damaged segment) returns an error
+// wrapping ErrCorrupt.
 func readTrailer(f io.ReaderAt, size int64) (trailer, error) {
-	if size < trailerSize {
+	if size < trailerV1Size {
 		return trailer{}, fmt.Errorf("%w: %d bytes, too short for a sealed segment", ErrCorrupt, size)
 	}
-	b := make([]byte, trailerSize)
-	if _, err := f.ReadAt(b, size-trailerSize); err != nil {
+	n := min(size, trailerSize)
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, size-n); err != nil {
 		return trailer{}, err
 	}
 	le := binary.LittleEndian
-	if [8]byte(b[:8]) != trailerMagic {
+	var t trailer
+	switch {
+	case n == trailerSize && [8]byte(b[:8]) == trailerMagic:
+		if le.Uint32(b[80:]) != crc32.Checksum(b[:80], castagnoli) {
+			return trailer{}, fmt.Errorf("%w: segment trailer checksum does not match", ErrCorrupt)
+		}
+		t.Version, t.Spool = 2, Identity(b[64:80])
+	case [8]byte(b[n-trailerV1Size:][:8]) == trailerV1Magic:
+		b = b[n-trailerV1Size:]
+		if le.Uint32(b[64:]) != crc32.Checksum(b[:64], castagnoli) {
+			return trailer{}, fmt.Errorf("%w: segment trailer checksum does not match", ErrCorrupt)
+		}
+		t.Version = 1
+	default:
 		return trailer{}, fmt.Errorf("%w: no segment trailer at the end of the file (truncated, or never sealed)", ErrCorrupt)
 	}
-	if le.Uint32(b[64:]) != crc32.Checksum(b[:64], castagnoli) {
-		return trailer{}, fmt.Errorf("%w: segment trailer checksum does not match", ErrCorrupt)
+	t.DataLen, t.DataCRC = int64(le.Uint64(b[8:])), le.Uint32(b[16:])
+	t.segmentSummary = segmentSummary{
+		Records:  le.Uint64(b[24:]),
+		FirstSeq: le.Uint64(b[32:]),
+		LastSeq:  le.Uint64(b[40:]),
+		Oldest:   int64(le.Uint64(b[48:])),
+		Newest:   int64(le.Uint64(b[56:])),
 	}
-	t := trailer{
-		DataLen: int64(le.Uint64(b[8:])),
-		DataCRC: le.Uint32(b[16:]),
-		segmentSummary: segmentSummary{
-			Records:  le.Uint64(b[24:]),
-			FirstSeq: le.Uint64(b[32:]),
-			LastSeq:  le.Uint64(b[40:]),
-			Oldest:   int64(le.Uint64(b[48:])),
-			Newest:   int64(le.Uint64(b[56:])),
-		},
+	if t.DataLen != size-int64(len(b)) {
+		return trailer{}, fmt.Errorf("%w: trailer says %d bytes of data, the file has %d", ErrCorrupt, t.DataLen, size-int64(len(b)))
 	}
-	if t.DataLen != size-trailerSize {
-		return trailer{}, fmt.Errorf("%w: trailer says %d bytes of data, the file has %d", ErrCorrupt, t.DataLen, size-trailerSize)
+	if t.Records > 0 && (t.FirstSeq > t.LastSeq || t.LastSeq-t.FirstSeq < t.Records-1) {
+		return trailer{}, fmt.Errorf("%w: trailer says %d records from Seq %d to %d", ErrCorrupt, t.Records, t.FirstSeq, t.LastSeq)
 	}
 	return t, nil
 }
@@ -145,14 +172,15 @@ func verifySealed(f *os.File) (trailer, error) {
 		return trailer{}, err
 	}
 	if sum != t.DataCRC {
-		return trailer{}, fmt.Errorf("%w: segment data checksum %08x, the trailer says %08x (damaged after sealing)", ErrCorrupt, sum, t.DataCRC)
+		// The trailer is returned: its summary and identity still hold.
+		return t, fmt.Errorf("%w: segment data checksum %08x, the trailer says %08x (damaged after sealing)", ErrCorrupt, sum, t.DataCRC)
 	}
 	return t, nil
 }
 
 // appendTrailer computes the CRC of f's current content and appends the
-// trailer. The caller fdatasyncs.
-func appendTrailer(f *os.File, sum segmentSummary) error {
+// trailer, naming the spool the segment belongs to. The caller fdatasyncs.
+func appendTrailer(f *os.File, sum segmentSummary, spool Identity) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
@@ -161,6 +189,20 @@ func appendTrailer(f *os.File, sum segmentSummary) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.WriteAt(trailer{DataLen: fi.Size(), DataCRC: crc, segmentSummary: sum}.encode(), fi.Size())
+	_, err = f.WriteAt(trailer{DataLen: fi.Size(), DataCRC: crc, segmentSummary: sum, Spool: spool}.encode(), fi.Size())
 	return err
+}
+
+// segmentTrailer reads the trailer of a sealed segment in dir.
+func segmentTrailer(dir string, s segmentFile) (trailer, error) {
+	f, err := openSpoolFile(filepath.Join(dir, s.Name), os.O_RDONLY, 0)
+	if err != nil {
+		return trailer{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return trailer{}, err
+	}
+	return readTrailer(f, fi.Size())
 }

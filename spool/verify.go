@@ -24,7 +24,13 @@ type SegmentCheck struct {
 	Damage  string `json:"damage,omitempty"`
 	Intact  int    `json:"intact_records,omitempty"`
 	Damaged int    `json:"damaged_records,omitempty"`
-	Lost    int    `json:"unreadable_entries,omitempty"`
+	Lost    int    `json:"lost_records,omitempty"` // see QuarantineEvent.Lost
+	// LostExact: Lost is exact (the trailer gave the record count).
+	LostExact bool `json:"lost_exact,omitempty"`
+	Entries   int  `json:"unreadable_entries,omitempty"`
+	// SetAside: the segment would be moved whole to quarantine/ (another
+	// spool's, or out of place) with this many records.
+	SetAside int `json:"set_aside_records,omitempty"`
 }
 
 // Damaged reports whether any segment failed.
@@ -48,7 +54,15 @@ func Verify(dir string) (VerifyReport, error) {
 		return rep, err
 	}
 	alive := AppenderAlive(dir)
-	r := &Reader{dir: dir, opts: ReaderOptions{Inspect: true}}
+	var setAside *QuarantineEvent
+	r, err := OpenReader(dir, ReaderOptions{Inspect: true, OnQuarantine: func(e QuarantineEvent) {
+		if e.Whole {
+			setAside = &e
+		}
+	}})
+	if err != nil {
+		return rep, err
+	}
 	last := uint64(0)
 	for _, s := range segs {
 		if s.Ext != sealedExt {
@@ -59,8 +73,14 @@ func Verify(dir string) (VerifyReport, error) {
 			continue
 		}
 		chk := SegmentCheck{SegmentInfo: SegmentInfo{ID: s.ID, Name: s.Name, State: StateSealed}, OK: true}
-		sr, err := r.openSegment(s, 0)
+		setAside = nil
+		sr, err := r.openSegment(s, Position{})
 		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if errors.Is(err, errSetAside) && setAside != nil {
+			chk.OK, chk.Damage, chk.SetAside = false, setAside.Reason, setAside.SetAside
+			rep.Segments = append(rep.Segments, chk)
 			continue
 		}
 		if err != nil {
@@ -70,15 +90,23 @@ func Verify(dir string) (VerifyReport, error) {
 		}
 		if sr.salv != nil {
 			chk.OK, chk.State = false, StateDamaged
-			chk.Intact, chk.Damaged, chk.Lost = len(sr.salv.Intact), len(sr.salv.Damaged), sr.salv.BadElements
-			_, verr := verifySealed(sr.f)
+			chk.Intact, chk.Damaged, chk.Entries = len(sr.salv.Intact), len(sr.salv.Damaged), sr.salv.BadElements
+			t, verr := verifySealed(sr.f)
+			held := -1
+			if t.Version != 0 {
+				held = int(t.Records)
+			}
+			chk.Lost, chk.LostExact = lostRecords(s.ID, held, sr.salv)
+			if verr == nil {
+				verr = checkBoltFile(sr.f, t.DataLen)
+			}
 			if verr != nil {
 				chk.Damage = verr.Error()
 			}
 		}
 		before := r.Stats().RecordsQuarantined
 		for {
-			rec, err := sr.next()
+			rec, err := sr.next(0)
 			if err == io.EOF {
 				break
 			}
@@ -127,7 +155,7 @@ func checkUnsealed(dir string, s segmentFile) SegmentCheck {
 		chk.OK, chk.Damage = false, err.Error()
 		return chk
 	}
-	chk.Intact, chk.Damaged, chk.Lost = len(res.Intact), len(res.Damaged), res.BadElements
+	chk.Intact, chk.Damaged, chk.Entries = len(res.Intact), len(res.Damaged), res.BadElements
 	chk.Records = uint64(len(res.Intact))
 	return chk
 }

@@ -285,7 +285,10 @@ func (w *Writer) waitForRecords(ctx context.Context) {
 	}
 	now := time.Now()
 	for _, t := range w.tasks {
-		if !t.running {
+		// A task due but not runnable (no record written yet) must not cut
+		// the wait short: it made an idle writer on a never-used spool
+		// re-list the folder in a loop, a whole core.
+		if !t.running && w.tasksRunnable() {
 			wait = min(wait, max(t.next.Sub(now), 0))
 		}
 	}

@@ -447,10 +447,14 @@ func (w *Writer) forgetTransmissions() {
 	}
 }
 
+// tasksRunnable reports whether a task may run: tasks need the database
+// and the stream time, which the first record written sets.
+func (w *Writer) tasksRunnable() bool { return w.db != nil && !w.state.StreamTime.IsZero() }
+
 // runTaskStep runs one step of a maintenance task that is due, in its own
 // short transaction, and reports whether a task has more to do now.
 func (w *Writer) runTaskStep(ctx context.Context) (more bool) {
-	if w.db == nil || w.state.StreamTime.IsZero() || ctx.Err() != nil {
+	if !w.tasksRunnable() || ctx.Err() != nil {
 		return false
 	}
 	now := time.Now()

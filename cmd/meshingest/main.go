@@ -30,7 +30,7 @@ func commands() []command {
 		{"replay", "publish a JSONL capture to an MQTT broker", runReplay},
 		{"decode", "decode MeshCore frames (hex) and print what would be stored", runDecode},
 		{"systemd", "print or install the systemd units of the two services", runSystemd},
-		{"version", "print the version and exit", runVersion},
+		{"version", "print the version, the commit and the build date (also --version)", runVersion},
 	}
 }
 
@@ -45,6 +45,9 @@ func dispatch(args []string) int {
 			return 2
 		}
 		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		return runVersion(args[1:])
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {

@@ -24,6 +24,7 @@ Read commands never wait on the receiver's active segment.
   export      write the sealed records as JSONL (corpus format) to stdout
   import      append a JSONL capture (needs the receiver stopped)
   quarantine  ls | requeue [NAME...]
+  identity    the folder's spool identity (--adopt: a moved folder is the original)
 
 --dir DIR names the spool folder; otherwise spoolDir from --config FILE
 (or MESHINGEST_SPOOL_DIR). --json prints JSON on every read command.
@@ -46,6 +47,7 @@ func runSpool(args []string) int {
 		"export":     spoolExport,
 		"import":     spoolImport,
 		"quarantine": spoolQuarantine,
+		"identity":   spoolIdentity,
 	}
 	run, ok := sub[args[0]]
 	if !ok {

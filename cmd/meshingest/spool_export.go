@@ -49,8 +49,7 @@ func spoolExport(args []string, stdout, stderr io.Writer) int {
 			w.Flush()
 			return f.fail(err)
 		}
-		line = capture.AppendLine(line[:0], capture.Message{Topic: rec.Topic, Payload: rec.Payload,
-			ReceivedAt: rec.ReceivedAt, Source: rec.Source, Retained: rec.Retained})
+		line = capture.AppendLine(line[:0], messageOf(rec))
 		if _, err := w.Write(line); err != nil {
 			return f.fail(err)
 		}
@@ -123,7 +122,7 @@ func spoolImport(args []string, stdout, stderr io.Writer) int {
 			}
 			break
 		}
-		rec := spool.Record{ReceivedAt: m.ReceivedAt, Source: m.Source, Topic: m.Topic, Retained: m.Retained, Payload: m.Payload}
+		rec := recordOf(m)
 		if rec.Source == "" {
 			rec.Source = *source
 		}
@@ -159,4 +158,18 @@ func spoolImport(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// messageOf and recordOf map a spool record to a capture line and back,
+// every field but the Seq (which the importing appender assigns): a round
+// trip that dropped the QoS, the DUP flag or the packet id made a broker's
+// redeliveries new messages.
+func messageOf(rec spool.Record) capture.Message {
+	return capture.Message{Topic: rec.Topic, Payload: rec.Payload, ReceivedAt: rec.ReceivedAt, Source: rec.Source,
+		Retained: rec.Retained, Broker: rec.Broker, QoS: rec.QoS, Duplicate: rec.Duplicate, MessageID: rec.MessageID}
+}
+
+func recordOf(m capture.Message) spool.Record {
+	return spool.Record{ReceivedAt: m.ReceivedAt, Source: m.Source, Broker: m.Broker, Topic: m.Topic, QoS: m.QoS,
+		Retained: m.Retained, Duplicate: m.Duplicate, MessageID: m.MessageID, Payload: m.Payload}
 }

@@ -26,9 +26,9 @@ func spoolLs(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEGMENT\tSTATE\tRECORDS\tBYTES\tFIRST SEQ\tLAST SEQ\tOLDEST\tNEWEST\tPROBLEM")
+	fmt.Fprintln(tw, "SEGMENT\tSTATE\tSPOOL\tRECORDS\tBYTES\tFIRST SEQ\tLAST SEQ\tOLDEST\tNEWEST\tPROBLEM")
 	for _, s := range segs {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", s.ID, s.State, s.Records, s.Bytes, s.FirstSeq, s.LastSeq,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", s.ID, s.State, s.Spool.Short(), s.Records, s.Bytes, s.FirstSeq, s.LastSeq,
 			fmtTime(s.Oldest), fmtTime(s.Newest), s.Problem)
 	}
 	tw.Flush()

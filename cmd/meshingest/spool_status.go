@@ -96,6 +96,7 @@ func spoolRates(prev, cur spool.Status, last rates) rates {
 func printStatus(w io.Writer, st spool.Status, r *rates) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "spool\t%s\n", st.Dir)
+	fmt.Fprintf(tw, "identity\t%s\n", identityLine(st.Identity))
 	fmt.Fprintf(tw, "to drain\t%d records in %d segments, %s\n", st.Records, st.Segments, humanBytes(st.Bytes))
 	if st.Oldest != nil {
 		fmt.Fprintf(tw, "oldest\t%s (%s ago)\n", st.Oldest.Format(time.RFC3339Nano), time.Since(*st.Oldest).Round(time.Second))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -148,5 +149,43 @@ func TestSpoolRates_AppendDrainETA(t *testing.T) {
 	again.At = cur.At.Add(time.Second)
 	if r2 := spoolRates(cur, again, r); r2.AppendPerSec != 250 || r2.DrainPerSec != 0 || r2.ETASeconds != -1 {
 		t.Fatalf("rates without a new appender status %+v", r2)
+	}
+}
+
+func TestSpoolCommands_Identity_StatusLsAdopt(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	demo, _ := writeDemo(t)
+	if code, _, errs := runSpoolCmd(t, spoolImport, "--dir", dir, demo); code != 0 {
+		t.Fatalf("import: %s", errs)
+	}
+	id, err := spool.ReadIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := runSpoolCmd(t, spoolStatus, "--dir", dir); code != 0 || !strings.Contains(out, "identity         "+id.ID.String()) {
+		t.Fatalf("status: %s", out)
+	}
+	if code, out, _ := runSpoolCmd(t, spoolStatus, "--dir", dir, "--json"); code != 0 || !strings.Contains(out, `"identity":{"format":1,"identity":"`+id.ID.String()) {
+		t.Fatalf("status --json: %s", out)
+	}
+	if code, out, _ := runSpoolCmd(t, spoolLs, "--dir", dir); code != 0 || !strings.Contains(out, id.ID.Short()) {
+		t.Fatalf("ls: %s", out)
+	}
+	// A copy: the receiver refuses it until the operator says it moved.
+	cp := filepath.Join(t.TempDir(), "moved")
+	if out, err := exec.Command("cp", "-a", dir, cp).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	if code, out, _ := runSpoolCmd(t, spoolIdentity, "--dir", cp); code != 0 || !strings.Contains(out, "A COPY") {
+		t.Fatalf("identity of a copy: %d %s", code, out)
+	}
+	if code, _, errs := runSpoolCmd(t, spoolImport, "--dir", cp, demo); code != 1 || !strings.Contains(errs, "spool identity --adopt") {
+		t.Fatalf("import into a copy: %d %s", code, errs)
+	}
+	if code, out, _ := runSpoolCmd(t, spoolIdentity, "--dir", cp, "--adopt"); code != 0 || strings.Contains(out, "A COPY") || !strings.Contains(out, id.ID.String()) {
+		t.Fatalf("identity --adopt: %d %s", code, out)
+	}
+	if code, _, errs := runSpoolCmd(t, spoolImport, "--dir", cp, demo); code != 0 {
+		t.Fatalf("import after adopting: %s", errs)
 	}
 }

@@ -31,10 +31,18 @@ func spoolVerify(args []string, stdout, stderr io.Writer) int {
 	for _, s := range rep.Segments {
 		if !s.OK {
 			bad++
-			fmt.Fprintf(stdout, "DAMAGED %s: %s; %d intact records, %d damaged, %d unreadable entries\n", s.Name, s.Damage, s.Intact, s.Damaged, s.Lost)
+			if s.SetAside > 0 {
+				fmt.Fprintf(stdout, "DAMAGED %s: %s; the writer sets it aside whole, with its %d records\n", s.Name, s.Damage, s.SetAside)
+				continue
+			}
+			lost := fmt.Sprintf("%d lost", s.Lost)
+			if !s.LostExact {
+				lost = fmt.Sprintf("at least %d lost", s.Lost)
+			}
+			fmt.Fprintf(stdout, "DAMAGED %s: %s; %d intact records, %d damaged, %s, %d unreadable entries\n", s.Name, s.Damage, s.Intact, s.Damaged, lost, s.Entries)
 		} else if s.State == spool.StateUnsealed {
 			fmt.Fprintf(stdout, "unsealed %s (left by a stopped receiver; sealed when it starts): %d intact records, %d damaged, %d unreadable entries\n",
-				s.Name, s.Intact, s.Damaged, s.Lost)
+				s.Name, s.Intact, s.Damaged, s.Entries)
 		}
 	}
 	fmt.Fprintf(stdout, "%d segments, %d records checked, %d damaged; %d items in quarantine\n", len(rep.Segments), rep.Records, bad, rep.Quarantined)

@@ -42,15 +42,16 @@ func runSystemd(args []string) int {
 	}
 
 	p := deploy.Params{Binary: *binary, Config: *config, User: *user}
-	// Folders the configuration puts outside the state directory become
-	// ReadWritePaths=. A configuration not written yet adds none.
+	// The configuration's folders become ReadWritePaths= (those outside
+	// the state directory) and RequiresMountsFor=. A configuration not
+	// written yet has the default folders.
 	cfgPath := filepath.Join(*root, *config)
-	if cfg, err := shared.LoadConfig(cfgPath); err == nil {
-		p.ReceiverPaths, p.WriterPaths = deploy.PathsFromConfig(cfg)
-	} else if !isMissingConfig(cfgPath) {
+	cfg, err := shared.LoadConfig(cfgPath)
+	if err != nil && !isMissingConfig(cfgPath) {
 		fmt.Fprintf(os.Stderr, "meshingest systemd %s: %v\n", sub, err)
 		return 1
 	}
+	p.FromConfig(cfg)
 	files, err := deploy.Render(p)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "meshingest systemd %s: %v\n", sub, err)

@@ -38,6 +38,13 @@ type Message struct {
 	Source string
 	// Retained is the MQTT retained flag, when the capture knows it.
 	Retained bool
+	// Broker, QoS, Duplicate (the DUP flag) and MessageID (the packet id)
+	// are what the receiver recorded of the delivery, written by spool
+	// export so that an import keeps a broker's redelivery a redelivery.
+	Broker    string
+	QoS       byte
+	Duplicate bool
+	MessageID uint16
 }
 
 type line struct {
@@ -47,6 +54,10 @@ type line struct {
 	ReceivedAt string          `json:"received_at"`
 	Source     string          `json:"source"`
 	Retained   bool            `json:"retained"`
+	Broker     string          `json:"broker"`
+	QoS        byte            `json:"qos"`
+	Duplicate  bool            `json:"dup"`
+	MessageID  uint16          `json:"packet_id"`
 }
 
 // ErrBadLine marks a line that is not a capture message.
@@ -103,7 +114,7 @@ func ParseLine(text []byte) (Message, error) {
 	if l.Topic == "" {
 		return Message{}, fmt.Errorf("%w: no topic", ErrBadLine)
 	}
-	m := Message{Topic: l.Topic, Source: l.Source, Retained: l.Retained}
+	m := Message{Topic: l.Topic, Source: l.Source, Retained: l.Retained, Broker: l.Broker, QoS: l.QoS, Duplicate: l.Duplicate, MessageID: l.MessageID}
 	switch {
 	case l.PayloadB64 != "":
 		p, err := base64.StdEncoding.DecodeString(l.PayloadB64)
@@ -161,6 +172,19 @@ func AppendLine(dst []byte, m Message) []byte {
 	}
 	if m.Retained {
 		dst = append(dst, `,"retained":true`...)
+	}
+	if m.Broker != "" {
+		dst = append(dst, `,"broker":`...)
+		dst = appendJSONString(dst, m.Broker)
+	}
+	if m.QoS != 0 {
+		dst = fmt.Appendf(dst, `,"qos":%d`, m.QoS)
+	}
+	if m.Duplicate {
+		dst = append(dst, `,"dup":true`...)
+	}
+	if m.MessageID != 0 {
+		dst = fmt.Appendf(dst, `,"packet_id":%d`, m.MessageID)
 	}
 	return append(dst, "}\n"...)
 }
