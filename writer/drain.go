@@ -122,7 +122,7 @@ func (w *Writer) begin(ctx context.Context) (*openBatch, error) {
 	if _, err := w.db.conn.ExecContext(sctx, "BEGIN IMMEDIATE"); err != nil {
 		return nil, fmt.Errorf("begin batch: %w", err)
 	}
-	if err := checkPosition(sctx, w.db.conn, w.state.Position); err != nil {
+	if err := checkPosition(sctx, w.db.conn, w.src.Spool(), w.state); err != nil {
 		w.db.conn.ExecContext(sctx, "ROLLBACK")
 		return nil, err
 	}
@@ -216,7 +216,13 @@ func (w *Writer) flush(ob *openBatch) error {
 // applied, in its transaction: the rows, the position and the delivery
 // memory commit together or not at all.
 func (w *Writer) save(ob *openBatch) error {
-	if err := w.store.saveState(ob.ctx, ob.next); err != nil {
+	// What the spool still holds after the batch, for the day it is
+	// replaced: the appender's depth counts from the last commit.
+	unwritten := w.src.Depth(w.state.Position)
+	if unwritten >= 0 {
+		unwritten = max(unwritten-int64(ob.b.counts.messages), 0)
+	}
+	if err := w.store.saveState(ob.ctx, ob.next, unwritten); err != nil {
 		return err
 	}
 	return ob.b.saveDeliveries()
@@ -246,6 +252,7 @@ func (w *Writer) rollback(ob *openBatch, err error) error {
 func (w *Writer) afterCommit(ob *openBatch) {
 	now := time.Now()
 	w.state = ob.next
+	w.state.legacy, w.state.current = false, ob.next.Position.Spool // what saveState stored
 	ob.b.committed()
 	if w.opts.Hook != nil {
 		w.opts.Hook.Committed()

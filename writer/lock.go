@@ -15,7 +15,9 @@ import (
 // database each read the stored position once and then apply the same
 // records (packet_count 20-64 % high, measured); two writers on one spool
 // each release segments the other has not applied (records lost). Each
-// claim is an flock on a file, held from the start of Run to its end: the
+// claim is an flock on a file (the database's here, the spool folder's in
+// spool.LockConsumer, which OpenSpoolSource takes), held for the writer's
+// life: the
 // kernel drops it when the process dies, SIGKILL included, so a lock is
 // never left behind and a restarted writer starts at once. A row in the
 // database could not do that.

@@ -67,7 +67,7 @@ func TestWriter_SecondProcess_RefusedWhileFirstRuns(t *testing.T) {
 	}{
 		{"same database, own spool", first.DB, filepath.Join(dir, "other-spool"), DatabaseLockPath(first.DB)},
 		{"same database and spool", first.DB, first.Spool, ""},
-		{"own database, same spool", filepath.Join(dir, "other.db"), first.Spool, filepath.Join(first.Spool, SpoolConsumerLockFile)},
+		{"own database, same spool", filepath.Join(dir, "other.db"), first.Spool, filepath.Join(first.Spool, "writer.lock")},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))

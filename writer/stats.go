@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -38,6 +39,8 @@ type Stats struct {
 	backfills   map[string]int64
 	txTimes     *window // ms, transaction time of ingest batches
 	perf        map[string]*lockWindow
+	spool       spool.Identity // the spool being drained
+	replaced    *SpoolReplaced // it replaced another one (noteSpool)
 }
 
 // NewStats returns zeroed counters, for Options.Stats.
@@ -86,6 +89,17 @@ func (s *Stats) addMaintenance(component string, wait, hold time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lockWindowLocked(component).add(wait, hold)
+}
+
+// setSpool notes the spool being drained and, when it is new to the
+// database, the one it replaced.
+func (s *Stats) setSpool(id spool.Identity, replaced *SpoolReplaced) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.spool != id || replaced != nil {
+		s.replaced = replaced
+	}
+	s.spool = id
 }
 
 // AddBackfill counts rows a named backfill job updated (stats file
@@ -230,7 +244,15 @@ type WriterExtra struct {
 	MetricsRows       int64            `json:"observer_metrics_rows"`
 	Drops             map[string]int64 `json:"drops"`
 	Database          troubleSnapshot  `json:"database"`
+	Spool             SpoolExtra       `json:"spool"`
 	ReceiverStats     string           `json:"receiver_stats,omitempty"` // why the receiver's part is missing
+}
+
+// SpoolExtra is the stats file's spool object: the spool drained, and
+// whether it replaced another one.
+type SpoolExtra struct {
+	Identity string         `json:"identity"`
+	Replaced *SpoolReplaced `json:"replaced,omitempty"`
 }
 
 // snapshot builds the stats file. rx is the receiver's snapshot (nil when
@@ -263,6 +285,7 @@ func (s *Stats) snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64
 
 	s.mu.Lock()
 	f.BackfillUpdates = maps.Clone(s.backfills)
+	ex.Spool = SpoolExtra{Identity: s.spool.String(), Replaced: s.replaced}
 	ex.Drops = maps.Clone(s.drops)
 	tx := s.txTimes.sorted()
 	ex.TxMsP50, ex.TxMsP99 = percentile(tx, 0.50), percentile(tx, 0.99)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -82,6 +83,9 @@ type Source interface {
 	// SavePosition writes the advisory copy of the position for
 	// `meshingest spool status` (the database holds the real one).
 	SavePosition(pos Position) error
+	// Spool is the identity of the spool read: the writer keeps its
+	// position per identity (state.go).
+	Spool() spool.IdentityInfo
 }
 
 // Cursor reads records in order; io.EOF at the end of what is sealed.
@@ -112,6 +116,8 @@ type Writer struct {
 	// changes whenever anyone changes the schema.
 	schemaVersion int64
 	lastPet       time.Time
+
+	spoolNoted spool.Identity // the spool noteSpool last logged
 
 	posMu     sync.Mutex // guards committedPos for the stats goroutine
 	committed Position
@@ -223,7 +229,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	w.notify.Ready(fmt.Sprintf("database %s open; draining the spool", w.opts.Config.DBPath))
 	w.ready.Store(true)
-	w.log.Info().Str("db", w.opts.Config.DBPath).Uint64("segment", w.state.Position.Segment).Uint64("seq", w.state.Position.Seq).
+	w.log.Info().Str("db", w.opts.Config.DBPath).Stringer("spool", w.state.Position.Spool).Uint64("segment", w.state.Position.Segment).Uint64("seq", w.state.Position.Seq).
 		Int("batch_max_records", w.opts.BatchMaxRecords).Dur("batch_max_time", w.opts.BatchMaxTime).
 		Msg("writer ready; resuming after the position stored in the database")
 
@@ -273,11 +279,13 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 		d.close()
 		return err
 	}
-	st, err := readState(ctx, d.conn)
+	info := w.src.Spool()
+	st, replaced, err := readState(ctx, d.conn, info)
 	if err != nil {
 		d.close()
 		return err
 	}
+	w.noteSpool(info, st, replaced)
 	s, err := newStore(ctx, d.conn, w.opts.Cache)
 	if err != nil {
 		d.close()
@@ -292,6 +300,32 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 	w.setCommitted(st.Position)
 	w.dbChecked = time.Now()
 	return nil
+}
+
+// noteSpool logs, once per spool, which position the writer resumes from
+// in it, and says so in the stats file: above all when a new spool
+// replaced the one drained before (its unwritten records are lost unless
+// that spool comes back).
+func (w *Writer) noteSpool(info spool.IdentityInfo, st writerState, replaced *SpoolReplaced) {
+	w.stats.setSpool(info.ID, replaced)
+	if w.spoolNoted == info.ID {
+		return
+	}
+	w.spoolNoted = info.ID
+	switch {
+	case replaced != nil:
+		ev := w.log.Warn().Str("spool", info.ID.String()).Str("previous_spool", replaced.Previous).
+			Str("previous_position", replaced.PreviousPosition)
+		if replaced.UnwrittenRecords >= 0 {
+			ev = ev.Int64("previous_unwritten_records", replaced.UnwrittenRecords)
+		}
+		ev.Msg("a new spool replaced the one drained before; draining it from its first record. The previous spool's records after its position were not written (unwritten_records, as it last reported them; -1 unknown) unless it is mounted back")
+	case st.legacy:
+		w.log.Info().Str("spool", info.ID.String()).Stringer("position", st.Position).
+			Msg("spool adopted from before spool identities: resuming at the position stored then")
+	case st.Position.IsZero():
+		w.log.Info().Str("spool", info.ID.String()).Msg("a spool new to this database: draining it from its first record")
+	}
 }
 
 func (w *Writer) closeDB() {

@@ -64,7 +64,7 @@ func runWrite(args []string) int {
 			log.Warn().Str("event", ev.String()).Msg("damaged spool records moved to quarantine")
 		},
 	})
-	if errors.Is(err, writer.ErrLocked) {
+	if errors.Is(err, spool.ErrConsumerLocked) {
 		log.Error().Err(err).Msg("another writer drains this spool folder; not starting")
 		return exitLocked
 	}
