@@ -135,6 +135,9 @@ func (w *Writer) fill(ctx context.Context, ob *openBatch, first *prepared) error
 	if err := w.store.loadDeliveries(ob.ctx); err != nil {
 		return err
 	}
+	if err := w.store.loadForms(ob.ctx); err != nil {
+		return err
+	}
 	if err := w.applyRecords(ctx, ob, first); err != nil {
 		return err
 	}
@@ -223,6 +226,12 @@ func (w *Writer) save(ob *openBatch) error {
 		unwritten = max(unwritten-int64(ob.b.counts.messages), 0)
 	}
 	if err := w.store.saveState(ob.ctx, ob.next, unwritten); err != nil {
+		return err
+	}
+	if err := ob.b.saveForms(ob.next.StreamTime); err != nil {
+		return err
+	}
+	if err := ob.b.saveRetained(); err != nil {
 		return err
 	}
 	return ob.b.saveDeliveries()

@@ -24,6 +24,7 @@ type Stats struct {
 	ObserverUpserts atomic.Int64
 	SigDrops        atomic.Int64
 	MetricsRows     atomic.Int64
+	NeighborReports atomic.Int64 // `…/neighbors` reports stored
 	WriteErrors     atomic.Int64 // failed batch attempts
 	Commits         atomic.Int64 // transactions committed (ingest and maintenance)
 	Batches         atomic.Int64 // ingest batches committed
@@ -43,10 +44,15 @@ type Stats struct {
 	replaced    *SpoolReplaced // it replaced another one (noteSpool)
 }
 
-// NewStats returns zeroed counters, for Options.Stats.
+// NewStats returns zeroed counters, for Options.Stats. Every drop reason
+// is there from the start, at 0 (DropReasons).
 func NewStats() *Stats {
+	drops := map[string]int64{}
+	for _, r := range DropReasons() {
+		drops[r] = 0
+	}
 	return &Stats{
-		drops:       map[string]int64{},
+		drops:       drops,
 		lastMessage: map[string]int64{},
 		backfills:   map[string]int64{},
 		txTimes:     newWindow(1024),
@@ -64,6 +70,7 @@ func (s *Stats) addBatch(c *batchCounts, sources map[string]struct{}, lastReceiv
 	s.ObserverUpserts.Add(int64(c.observerUpserts))
 	s.SigDrops.Add(int64(c.sigDrops))
 	s.MetricsRows.Add(int64(c.metricsRows))
+	s.NeighborReports.Add(int64(c.neighborReports))
 	s.Commits.Add(1)
 	s.Batches.Add(1)
 	s.LastBatchSize.Store(int64(c.messages))
@@ -242,6 +249,7 @@ type WriterExtra struct {
 	TxMsP99           float64          `json:"transaction_ms_p99"`
 	LastCommitUnix    int64            `json:"last_commit_unix"`
 	MetricsRows       int64            `json:"observer_metrics_rows"`
+	NeighborReports   int64            `json:"neighbor_reports"`
 	Drops             map[string]int64 `json:"drops"`
 	Database          troubleSnapshot  `json:"database"`
 	Spool             SpoolExtra       `json:"spool"`
@@ -277,6 +285,7 @@ func (s *Stats) snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64
 	ex.Batches = s.Batches.Load()
 	ex.LastCommitUnix = s.LastCommitUnix.Load()
 	ex.MetricsRows = s.MetricsRows.Load()
+	ex.NeighborReports = s.NeighborReports.Load()
 	if ns := s.LastReceivedNs.Load(); ns != 0 {
 		ex.LagSeconds = max(now.Sub(time.Unix(0, ns)).Seconds(), 0)
 	}
@@ -335,6 +344,7 @@ func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, t
 		counter("observations_written_total", "Observation rows written (inserted or filled).", &s.ObsWritten),
 		counter("duplicate_transmissions_total", "Packets whose content hash was already stored.", &s.TxDupes),
 		counter("signature_drops_total", "Adverts dropped for a bad signature.", &s.SigDrops),
+		counter("neighbor_reports_total", "Neighbor reports (…/neighbors) stored in meshingest_neighbor_reports.", &s.NeighborReports),
 		counter("batches_total", "Ingest transactions committed.", &s.Batches),
 		counter("commits_total", "SQLite transactions committed (ingest and maintenance).", &s.Commits),
 		counter("write_errors_total", "Batch attempts the database refused (each was rolled back and retried).", &s.WriteErrors),
