@@ -65,6 +65,11 @@ func (s *SpoolSource) WaitSealed(ctx context.Context) error { return s.r.WaitSea
 
 func (s *SpoolSource) Spool() spool.IdentityInfo { return s.r.IdentityInfo() }
 
+// ReaderStats are the reader's counters since it was opened: above all
+// the records it could not return (quarantined, set aside, lost), exact as
+// far as the segments' trailers tell.
+func (s *SpoolSource) ReaderStats() spool.ReaderStats { return s.r.Stats() }
+
 func (s *SpoolSource) SavePosition(pos Position) error {
 	return spool.WriteWriterPosition(s.r.Dir(), pos)
 }

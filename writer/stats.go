@@ -261,6 +261,13 @@ type WriterExtra struct {
 type SpoolExtra struct {
 	Identity string         `json:"identity"`
 	Replaced *SpoolReplaced `json:"replaced,omitempty"`
+	// Reader is what the spool reader did since the writer started:
+	// segments and records read and released, and every record it could
+	// not return, in exactly one of records_quarantined (damaged, kept in
+	// quarantine/ for requeue), records_set_aside (in a segment of another
+	// spool, or out of place) and records_lost (unreadable; a lower bound
+	// when records_lost_unbounded). nil for a source that is no spool.
+	Reader *spool.ReaderStats `json:"reader,omitempty"`
 }
 
 // snapshot builds the stats file. rx is the receiver's snapshot (nil when
@@ -330,7 +337,7 @@ func (s *Stats) snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64
 // registerMetrics exposes the same figures as Prometheus metrics. The
 // counters read the Stats atomics, so the file and the metrics never
 // disagree.
-func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, trouble func() troubleSnapshot) {
+func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, trouble func() troubleSnapshot, reader func() *spool.ReaderStats) {
 	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "meshingest", Subsystem: "writer", Name: name, Help: help},
 			func() float64 { return float64(v.Load()) })
@@ -366,6 +373,24 @@ func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, t
 		}),
 		gauge("database_episodes", "Episodes during which the database refused writes, since start.", func() float64 { return float64(trouble().Episodes) }),
 		&statsCollector{s: s},
+	)
+	// The spool reader's counters: what it could not return, by fate.
+	readerCounter := func(name, help string, v func(*spool.ReaderStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "meshingest", Subsystem: "writer", Name: name, Help: help},
+			func() float64 {
+				if st := reader(); st != nil {
+					return float64(v(st))
+				}
+				return 0
+			})
+	}
+	reg.MustRegister(
+		readerCounter("spool_records_read_total", "Spool records the reader returned.", func(st *spool.ReaderStats) uint64 { return st.RecordsRead }),
+		readerCounter("spool_segments_damaged_total", "Spool segments that failed their checks (their intact records were read).", func(st *spool.ReaderStats) uint64 { return st.SegmentsDamaged }),
+		readerCounter("spool_records_quarantined_total", "Damaged spool records moved to quarantine/ (requeue can put them back).", func(st *spool.ReaderStats) uint64 { return st.RecordsQuarantined }),
+		readerCounter("spool_segments_set_aside_total", "Spool segments of another spool, or out of place, set aside whole.", func(st *spool.ReaderStats) uint64 { return st.SegmentsSetAside }),
+		readerCounter("spool_records_set_aside_total", "Records in spool segments set aside whole.", func(st *spool.ReaderStats) uint64 { return st.RecordsSetAside }),
+		readerCounter("spool_records_lost_total", "Spool records in damaged segments that could not be read at all (a lower bound when a trailer was unreadable).", func(st *spool.ReaderStats) uint64 { return st.RecordsLost }),
 	)
 }
 

@@ -189,7 +189,7 @@ func New(src Source, opts Options) (*Writer, error) {
 		w.tasks = append(w.tasks, &taskRun{task: t})
 	}
 	if opts.Registry != nil {
-		w.stats.registerMetrics(opts.Registry, w.depth, func() troubleSnapshot { return w.trouble.snapshot(time.Now()) })
+		w.stats.registerMetrics(opts.Registry, w.depth, func() troubleSnapshot { return w.trouble.snapshot(time.Now()) }, w.readerStats)
 	}
 	return w, nil
 }
@@ -475,6 +475,16 @@ func (w *Writer) depth() int64 {
 	return w.src.Depth(p)
 }
 
+// readerStats are the spool reader's counters, nil for a source that has
+// none. Safe from any goroutine.
+func (w *Writer) readerStats() *spool.ReaderStats {
+	if r, ok := w.src.(interface{ ReaderStats() spool.ReaderStats }); ok {
+		st := r.ReaderStats()
+		return &st
+	}
+	return nil
+}
+
 func (w *Writer) forgetTransmissions() {
 	if w.store != nil {
 		w.store.transmissions.Clear()
@@ -540,6 +550,7 @@ func (w *Writer) statsLoop(ctx context.Context) {
 		rx, rxErr := shared.ReadReceiverSnapshot(w.opts.ReceiverStatsFile, 5*time.Second, now)
 		f := w.stats.snapshot(now, rx, w.depth(), w.trouble.snapshot(now))
 		f.Meshingest.PID = os.Getpid()
+		f.Meshingest.Spool.Reader = w.readerStats()
 		if rxErr != nil {
 			f.Meshingest.ReceiverStats = rxErr.Error()
 		}

@@ -61,7 +61,12 @@ func runWrite(args []string) int {
 	defer stop()
 	src, err := writer.OpenSpoolSource(cfg.SpoolDir, spool.ReaderOptions{
 		OnQuarantine: func(ev spool.QuarantineEvent) {
-			log.Warn().Str("event", ev.String()).Msg("damaged spool records moved to quarantine")
+			// Every record the segment held is in exactly one of the
+			// counts; the stats file's meshingest.spool.reader sums them.
+			log.Warn().Uint64("segment", ev.Segment).Str("reason", ev.Reason).Str("path", ev.Path).Str("moved_to", ev.Moved).
+				Int("held_records", ev.Held).Int("kept_records", ev.Kept).Int("quarantined_records", ev.Damaged).
+				Int("set_aside_records", ev.SetAside).Int("lost_records", ev.Lost).Bool("lost_exact", ev.LostExact).
+				Int("unreadable_entries", ev.Entries).Msg(ev.String())
 		},
 	})
 	if errors.Is(err, spool.ErrConsumerLocked) {
