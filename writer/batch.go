@@ -41,11 +41,11 @@ type batch struct {
 	// deliveryDrop how many of the oldest stored rows it deleted.
 	deliveryRow  deliveryRow
 	deliveryDrop int
-	// formsView is the batch's copy of the unpaired receptions (forms.go),
-	// nil until the batch needs it; retained the digests of the retained
-	// messages it applied (retained.go). Both reach the store at commit.
-	formsView *formMemory
-	retained  map[retainedKey]int64
+	// formsTouched: the batch matched or added unpaired receptions
+	// (forms.go); retained holds the digests of the retained messages it
+	// applied (retained.go), for the store at commit.
+	formsTouched bool
+	retained     map[retainedKey]int64
 
 	counts batchCounts
 }
@@ -415,9 +415,6 @@ func (b *batch) committed() {
 		b.s.observers.Put(id, rowid)
 	}
 	b.commitDeliveries()
-	if b.formsView != nil {
-		b.s.forms = b.formsView
-	}
 	for k, d := range b.retained {
 		b.s.retained[k] = d
 	}

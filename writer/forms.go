@@ -52,14 +52,6 @@ type formMemory struct {
 
 func newFormMemory() *formMemory { return &formMemory{pending: map[formKey][]unpairedForm{}} }
 
-func (m *formMemory) clone() *formMemory {
-	c := &formMemory{pending: make(map[formKey][]unpairedForm, len(m.pending))}
-	for k, v := range m.pending {
-		c.pending[k] = append([]unpairedForm(nil), v...)
-	}
-	return c
-}
-
 // match takes the oldest unpaired reception of key in the other form
 // within formWindow of at, and reports whether there was one.
 func (m *formMemory) match(key formKey, raw bool, at int64) bool {
@@ -107,13 +99,13 @@ func abs64(v int64) int64 {
 	return v
 }
 
-// forms is the batch's view of the memory, copied from the committed one
-// on first use.
+// forms is the memory the batch matches against and adds to. The batch
+// changes the store's copy in place, without a copy per batch: a batch
+// that fails is always followed by store.forget (Writer.refused), which
+// drops it, and the next batch reads the committed one back.
 func (b *batch) forms() *formMemory {
-	if b.formsView == nil {
-		b.formsView = b.s.forms.clone()
-	}
-	return b.formsView
+	b.formsTouched = true
+	return b.s.forms
 }
 
 // loadForms reads the stored unpaired receptions, once per store and again
@@ -142,11 +134,11 @@ func (s *store) loadForms(ctx context.Context) error {
 // saveForms stores the batch's unpaired receptions, less those too old to
 // be matched, in the batch's transaction.
 func (b *batch) saveForms(newest time.Time) error {
-	if b.formsView == nil {
+	if !b.formsTouched {
 		return nil
 	}
-	b.formsView.expire(newest.UnixMilli())
-	if _, err := b.s.stmt.saveState.ExecContext(b.ctx, stateUnpairedForms, encodeForms(b.formsView, newest.UnixMilli())); err != nil {
+	b.s.forms.expire(newest.UnixMilli())
+	if _, err := b.s.stmt.saveState.ExecContext(b.ctx, stateUnpairedForms, encodeForms(b.s.forms, newest.UnixMilli())); err != nil {
 		return fmt.Errorf("store the unpaired receptions: %w", err)
 	}
 	return nil
