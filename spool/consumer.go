@@ -5,19 +5,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
-	"time"
+
+	"github.com/meshingest/meshingest/shared"
 )
 
 // One consumer per folder. A consumer (the writer) deletes the segments
 // it has applied (Release); a second consumer of the same folder, writing
 // into another database, would delete segments the first has not applied
 // yet, and their records would be lost. LockConsumer enforces one, with an
-// flock on writer.lock held for the consumer's life: the kernel drops it
-// when the process dies, SIGKILL included, so it is never left behind.
-// Inspecting readers (the CLI) take no lock: they delete nothing.
+// flock on writer.lock held for the consumer's life (shared.LockFile): the
+// kernel drops it when the process dies, SIGKILL included, so it is never
+// left behind. Inspecting readers (the CLI) take no lock: they delete
+// nothing.
 
 // consumerLockFile is the consumer lock's file in the spool folder.
 const consumerLockFile = "writer.lock"
@@ -26,9 +25,7 @@ const consumerLockFile = "writer.lock"
 var ErrConsumerLocked = errors.New("spool: folder drained by another consumer")
 
 // ConsumerLock is a held consumer lock; Close releases it.
-type ConsumerLock struct {
-	f *os.File
-}
+type ConsumerLock struct{ l *shared.FileLock }
 
 // LockConsumer takes the consumer lock of the spool in dir, creating the
 // folder (0700) if need be, and writes our pid into the lock file. Take it
@@ -41,83 +38,48 @@ func LockConsumer(dir string) (*ConsumerLock, error) {
 		return nil, &Error{Op: "create spool folder", Path: dir, Err: err, Hint: "create it, owned by the user meshingest runs as, mode 0700"}
 	}
 	path := filepath.Join(dir, consumerLockFile)
-	for attempt := 0; ; attempt++ {
-		f, err := openSpoolFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, &Error{Op: "open", Path: path, Err: err}
-		}
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if errors.Is(err, syscall.EWOULDBLOCK) && attempt < 20 {
-			// A tool testing the lock (ConsumerAlive) holds it for
-			// microseconds.
-			f.Close()
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			pid, _ := ReadConsumerPID(dir)
-			return nil, &Error{Op: "lock", Path: path, Err: fmt.Errorf("%w (pid %d)", ErrConsumerLocked, pid),
-				Hint: "only one writer may drain a spool folder (it deletes what it has written); stop the other one, or give each writer its own spoolDir and receiver"}
-		}
-		if err != nil {
-			f.Close()
-			return nil, &Error{Op: "lock", Path: path, Err: err}
-		}
-		// Deleted or replaced between the open and the flock: the lock
-		// would guard nothing; take the new file.
-		a, aerr := f.Stat()
-		b, berr := os.Lstat(path)
-		if aerr != nil || berr != nil || !os.SameFile(a, b) {
-			f.Close()
-			if attempt < 20 {
-				continue
-			}
-			return nil, &Error{Op: "lock", Path: path, Err: errors.New("the file keeps being replaced")}
-		}
-		if err = f.Truncate(0); err == nil {
-			_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-		}
-		if err != nil {
-			f.Close()
-			return nil, &Error{Op: "write pid to", Path: path, Err: err}
-		}
-		return &ConsumerLock{f: f}, nil
+	l, err := lockSpoolFile(path)
+	var held *shared.LockHeldError
+	if errors.As(err, &held) {
+		return nil, &Error{Op: "lock", Path: path, Err: fmt.Errorf("%w (pid %d)", ErrConsumerLocked, held.PID),
+			Hint: "only one writer may drain a spool folder (it deletes what it has written); stop the other one, or give each writer its own spoolDir and receiver"}
 	}
+	var se *Error
+	if errors.As(err, &se) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, &Error{Op: "lock", Path: path, Err: err}
+	}
+	return &ConsumerLock{l: l}, nil
 }
 
-// Close releases the lock. The file stays: deleting it would let a second
-// consumer lock a new file while a third still holds the old one.
-func (l *ConsumerLock) Close() error {
-	if l == nil || l.f == nil {
+// lockSpoolFile takes the lock file at path (shared.LockFile) once
+// openSpoolFile has checked that it is a plain file of ours, not a
+// symbolic link or another user's file.
+func lockSpoolFile(path string) (*shared.FileLock, error) {
+	f, err := openSpoolFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	return shared.LockFile(path)
+}
+
+// Close releases the lock. The file stays.
+func (c *ConsumerLock) Close() error {
+	if c == nil {
 		return nil
 	}
-	err := l.f.Close()
-	l.f = nil
-	return err
+	return c.l.Close()
 }
 
 // ReadConsumerPID reads the pid written in writer.lock, without taking the
 // lock. The process may have exited since; see ConsumerAlive.
 func ReadConsumerPID(dir string) (int, error) {
-	b, err := os.ReadFile(filepath.Join(dir, consumerLockFile))
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
+	return shared.ReadLockPID(filepath.Join(dir, consumerLockFile))
 }
 
 // ConsumerAlive reports whether a consumer holds the spool in dir now,
 // testing the lock with a non-blocking shared flock released at once.
-func ConsumerAlive(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, consumerLockFile))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
-		return true
-	}
-	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
-}
+func ConsumerAlive(dir string) bool { return shared.LockFileHeld(filepath.Join(dir, consumerLockFile)) }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/meshingest/meshingest/shared"
 )
 
 // TestClassify_RealSQLiteErrors provokes each kind of refusal on a real
@@ -105,7 +107,7 @@ func TestOpenDatabase_NewFile_FoldersSynced(t *testing.T) {
 	log.Close()
 	p.waitReady(t, 1)
 	// The writer under strace: its pid is in its lock file.
-	if pid := readLockPID(DatabaseLockPath(filepath.Join(dir, "a", "b", "meshcore.db"))); pid > 0 {
+	if pid, _ := shared.ReadLockPID(DatabaseLockPath(filepath.Join(dir, "a", "b", "meshcore.db"))); pid > 0 {
 		syscall.Kill(pid, syscall.SIGTERM)
 	}
 	if err := cmd.Wait(); err != nil {

@@ -3,12 +3,9 @@ package writer
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
-	"time"
+
+	"github.com/meshingest/meshingest/shared"
 )
 
 // One writer per database, and one per spool folder. Two writers on one
@@ -78,101 +75,48 @@ func resolvedPath(path string) string {
 	return abs
 }
 
-// fileLock is an flock held on a file for as long as the file stays open.
+// fileLock is a held lock file (shared.LockFile) and what a refusal says.
 type fileLock struct {
 	path, what, hint string
-	f                *os.File
+	l                *shared.FileLock
 }
 
-// acquireLock takes an exclusive flock on the file at path (created if
-// need be, 0600) and writes our pid into it. A lock another process holds
+// acquireLock takes the lock file at path. A lock another process holds
 // is a *LockError at once: the caller decides whether to wait.
 func acquireLock(path, what, hint string) (*fileLock, error) {
-	for attempt := 0; ; attempt++ {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("open lock file %s: %w", path, err)
-		}
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if errors.Is(err, syscall.EWOULDBLOCK) && attempt < 20 {
-			// A tool testing the lock holds it for microseconds.
-			f.Close()
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, &LockError{What: what, Path: path, PID: readLockPID(path), Hint: hint}
-		}
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		// The file may have been deleted or replaced between the open and
-		// the flock: then the lock guards nothing, take the new file.
-		if same, err := sameFile(f, path); err != nil || !same {
-			f.Close()
-			if attempt < 20 {
-				continue
-			}
-			return nil, fmt.Errorf("lock %s: the file keeps being replaced", path)
-		}
-		if err = f.Truncate(0); err == nil {
-			_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-		}
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("write pid to lock file %s: %w", path, err)
-		}
-		return &fileLock{path: path, what: what, hint: hint, f: f}, nil
+	l, err := shared.LockFile(path)
+	var held *shared.LockHeldError
+	if errors.As(err, &held) {
+		return nil, &LockError{What: what, Path: path, PID: held.PID, Hint: hint}
 	}
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return &fileLock{path: path, what: what, hint: hint, l: l}, nil
 }
 
 // check makes sure the lock still guards the file at its path: one deleted
 // or replaced by hand is locked anew. It fails with a *LockError when
 // another process took the new file first.
 func (l *fileLock) check() (renewed bool, err error) {
-	if same, err := sameFile(l.f, l.path); err == nil && same {
+	if held, err := l.l.Held(); err == nil && held {
 		return false, nil
 	}
 	n, err := acquireLock(l.path, l.what, l.hint)
 	if err != nil {
 		return false, err
 	}
-	l.f.Close()
-	l.f = n.f
+	l.l.Close()
+	l.l = n.l
 	return true, nil
 }
 
 // release drops the lock. The file stays: deleting it would let a second
 // writer lock a new file while a third still holds the old one.
 func (l *fileLock) release() {
-	if l != nil && l.f != nil {
-		l.f.Close()
-		l.f = nil
+	if l != nil {
+		l.l.Close()
 	}
-}
-
-func sameFile(f *os.File, path string) (bool, error) {
-	a, err := f.Stat()
-	if err != nil {
-		return false, err
-	}
-	b, err := os.Lstat(path)
-	if err != nil {
-		return false, err
-	}
-	return os.SameFile(a, b), nil
-}
-
-// readLockPID is the pid a lock holder wrote, 0 if it cannot be read.
-func readLockPID(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
 }
 
 // lockDatabase takes the database's writer lock, creating the database's
