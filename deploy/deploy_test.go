@@ -106,6 +106,9 @@ func TestRender_Units_CarryTheOperatingContract(t *testing.T) {
 			t.Errorf("%s: DynamicUser = %q; the two units share the spool and must share one static user", name, got)
 		}
 	}
+	if got := directives(files[WriterUnit].Data, "RestartPreventExitStatus"); len(got) != 1 || got[0] != "2 3" {
+		t.Errorf("writer RestartPreventExitStatus = %q, want \"2 3\": a bad database or a second writer must not restart for ever", got)
+	}
 	if got := directives(files[ReceiverUnit].Data, "ExecStart"); len(got) != 1 || got[0] != "/usr/local/bin/meshingest receive --config /etc/meshingest/config.json" {
 		t.Errorf("receiver ExecStart = %q", got)
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshingest/meshingest/shared"
 )
 
 // Appender appends records to the spool. One goroutine owns every file of
@@ -33,7 +35,7 @@ type Appender struct {
 	dir  string
 	id   IdentityInfo
 	opts Options
-	lock *os.File
+	lock *shared.FileLock
 	tmpl []byte
 
 	mu            sync.Mutex

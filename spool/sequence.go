@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
+
+	"github.com/meshingest/meshingest/shared"
 )
 
 // Seqs must grow across restarts even when the writer has drained and
@@ -69,58 +69,31 @@ func writeSequence(dir string, v uint64, sync func(*os.File) error, syncFolder f
 
 // lockAppender takes appender.lock (flock, held for the appender's life)
 // and writes our pid into it for `spool status`.
-func lockAppender(dir string) (*os.File, error) {
+func lockAppender(dir string) (*shared.FileLock, error) {
 	path := filepath.Join(dir, lockFile)
-	f, err := openSpoolFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, &Error{Op: "open", Path: path, Err: err}
-	}
-	// `spool status` tests the lock with a shared flock held for
-	// microseconds; retry briefly so that it never makes a start fail.
-	for try := 0; try < 20; try++ {
-		if err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != syscall.EWOULDBLOCK {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err != nil {
-		f.Close()
-		pid, _ := ReadAppenderPID(dir)
-		return nil, &Error{Op: "lock", Path: path, Err: fmt.Errorf("%w (pid %d)", ErrLocked, pid),
+	l, err := lockSpoolFile(path)
+	var held *shared.LockHeldError
+	if errors.As(err, &held) {
+		return nil, &Error{Op: "lock", Path: path, Err: fmt.Errorf("%w (pid %d)", ErrLocked, held.PID),
 			Hint: "only one receiver may append to a spool folder; stop the other one, or give this one its own spoolDir"}
 	}
-	if err = f.Truncate(0); err == nil {
-		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	var se *Error
+	if errors.As(err, &se) {
+		return nil, err
 	}
 	if err != nil {
-		f.Close()
-		return nil, &Error{Op: "write pid to", Path: path, Err: err}
+		return nil, &Error{Op: "lock", Path: path, Err: err}
 	}
-	return f, nil
+	return l, nil
 }
 
 // ReadAppenderPID reads the pid written in appender.lock, without taking
 // the lock. The process may have exited since; see AppenderAlive.
 func ReadAppenderPID(dir string) (int, error) {
-	b, err := os.ReadFile(filepath.Join(dir, lockFile))
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
+	return shared.ReadLockPID(filepath.Join(dir, lockFile))
 }
 
 // AppenderAlive reports whether an appender holds the spool in dir now. It
 // tests the lock with a non-blocking shared flock on a second open file
 // description, released at once, so it never waits.
-func AppenderAlive(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, lockFile))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
-		return true
-	}
-	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
-}
+func AppenderAlive(dir string) bool { return shared.LockFileHeld(filepath.Join(dir, lockFile)) }

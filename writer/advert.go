@@ -148,3 +148,7 @@ func distanceToPolygonKm(lat, lon float64, poly [][2]float64) float64 {
 	}
 	return best
 }
+
+// advertProblems lists what advertProblem returns, so counters can start
+// at zero.
+var advertProblems = []string{"invalid_advert_pubkey", "invalid_advert_lat", "invalid_advert_lon", "invalid_advert_name"}

@@ -41,6 +41,11 @@ type batch struct {
 	// deliveryDrop how many of the oldest stored rows it deleted.
 	deliveryRow  deliveryRow
 	deliveryDrop int
+	// formsTouched: the batch matched or added unpaired receptions
+	// (forms.go); retained holds the digests of the retained messages it
+	// applied (retained.go), for the store at commit.
+	formsTouched bool
+	retained     map[retainedKey]int64
 
 	counts batchCounts
 }
@@ -54,6 +59,7 @@ type batchCounts struct {
 	observerUpserts int
 	sigDrops        int
 	metricsRows     int
+	neighborReports int
 	drops           map[string]int // reason → messages dropped
 }
 
@@ -94,6 +100,7 @@ func newBatch(ctx context.Context, s *store) *batch {
 		observers:  map[int64]*observerDelta{},
 		nodes:      map[string]*nodeDelta{},
 		deliveries: deliveries{},
+		retained:   map[retainedKey]int64{},
 		counts:     batchCounts{drops: map[string]int{}},
 	}
 }
@@ -235,6 +242,17 @@ func (b *batch) observerClockSkew(rowid int64, skewSeconds int64, t time.Time) e
 func (b *batch) insertObservation(o *Observation) error {
 	b.pendingObs = append(b.pendingObs, *o)
 	b.counts.obsWritten++
+	if len(b.pendingObs) == observationChunk {
+		return b.writeObservations()
+	}
+	return nil
+}
+
+// fillObservation queues the reception fields of a second form for the
+// row its first form wrote (the upsert fills what the row lacks); it counts
+// nothing.
+func (b *batch) fillObservation(o *Observation) error {
+	b.pendingObs = append(b.pendingObs, *o)
 	if len(b.pendingObs) == observationChunk {
 		return b.writeObservations()
 	}
@@ -397,6 +415,9 @@ func (b *batch) committed() {
 		b.s.observers.Put(id, rowid)
 	}
 	b.commitDeliveries()
+	for k, d := range b.retained {
+		b.s.retained[k] = d
+	}
 }
 
 func (m *ObserverMeta) merge(o *ObserverMeta) {

@@ -117,7 +117,7 @@ func checkDatabaseFile(path string, create bool) (isNew bool, err error) {
 			if !create {
 				return false, &DBError{Op: "open database", Path: path, Kind: string(troubleNoFolder), Err: fmt.Errorf("the folder %s is gone: %w", dir, ErrDatabaseMissing)}
 			}
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			if err := makeFolder(dir); err != nil {
 				return false, fileError("create the database folder", dir, err)
 			}
 		}
@@ -236,8 +236,62 @@ func openDatabase(ctx context.Context, path string, create bool, opts DBOptions)
 		d.close()
 		return nil, err
 	}
+	if isNew {
+		// SQLite creates the file but syncs its folder only for the
+		// journal and the WAL it creates (os_unix.c, UNIXFILE_DIRSYNC),
+		// which covers the database's entry only by the accident of
+		// sharing the folder: sync it here.
+		if err := syncFolder(filepath.Dir(path)); err != nil {
+			d.close()
+			return nil, fmt.Errorf("open database %s: %w", path, err)
+		}
+	}
 	d.dev, d.ino, _ = fileIdentity(path)
 	return d, nil
+}
+
+// makeFolder creates dir and its missing parents (0755), and syncs the
+// parent of each folder it created, so that a new folder survives a power
+// cut before anything is written into it. SQLite syncs a folder only when it
+// creates a journal or WAL file in it, never the folders above.
+func makeFolder(dir string) error {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := syncFolder(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncFolder fsyncs a folder: the entries created in it are durable.
+func syncFolder(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync folder %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync folder %s: %w", dir, err)
+	}
+	return nil
 }
 
 func (d *database) checkJournalMode(ctx context.Context) error {
@@ -294,20 +348,22 @@ func fileIdentity(path string) (dev, ino uint64, err error) {
 type troubleKind string
 
 const (
-	troubleBusy       troubleKind = "busy"      // another connection holds the write lock
-	troubleReadOnly   troubleKind = "read_only" // SQLite opened the file read-only
-	troubleDiskFull   troubleKind = "disk_full"
-	troubleSchema     troubleKind = "schema"  // a table or column missing or altered under us
-	troubleIO         troubleKind = "io"      // an I/O error from the file system
-	troubleMissing    troubleKind = "missing" // the database file is gone
-	troubleOther      troubleKind = "other"
-	troublePermission troubleKind = "permission_denied" // the file or its folder is not ours to write
-	troubleIsDir      troubleKind = "is_directory"      // dbPath names a folder
-	troubleNotADB     troubleKind = "not_a_database"    // the file is something else
-	troubleReadOnlyFS troubleKind = "read_only_fs"      // mounted read-only (or ProtectSystem=)
-	troubleNoFolder   troubleKind = "missing_folder"    // the database's folder is gone
-	troubleCantOpen   troubleKind = "cannot_open"       // SQLite could not open it, for a reason it does not say
-	troubleCorrupt    troubleKind = "corrupt"           // SQLite found the file damaged
+	troubleBusy     troubleKind = "busy"      // another connection holds the write lock
+	troubleReadOnly troubleKind = "read_only" // SQLite opened the file read-only
+	troubleDiskFull troubleKind = "disk_full"
+	troubleSchema   troubleKind = "schema"  // a table or column missing or altered under us
+	troubleIO       troubleKind = "io"      // an I/O error from the file system
+	troubleMissing  troubleKind = "missing" // the database file is gone
+	// troubleOtherWriter: another writer committed a batch (checkPosition).
+	troubleOtherWriter troubleKind = "another_writer"
+	troubleOther       troubleKind = "other"
+	troublePermission  troubleKind = "permission_denied" // the file or its folder is not ours to write
+	troubleIsDir       troubleKind = "is_directory"      // dbPath names a folder
+	troubleNotADB      troubleKind = "not_a_database"    // the file is something else
+	troubleReadOnlyFS  troubleKind = "read_only_fs"      // mounted read-only (or ProtectSystem=)
+	troubleNoFolder    troubleKind = "missing_folder"    // the database's folder is gone
+	troubleCantOpen    troubleKind = "cannot_open"       // SQLite could not open it, for a reason it does not say
+	troubleCorrupt     troubleKind = "corrupt"           // SQLite found the file damaged
 )
 
 // classify maps an error from SQLite (or from opening the file) to a
@@ -320,6 +376,9 @@ func classify(err error) (kind troubleKind, reopen bool) {
 	}
 	if errors.Is(err, ErrDatabaseMissing) {
 		return troubleMissing, true
+	}
+	if errors.Is(err, errPositionMoved) {
+		return troubleOtherWriter, true
 	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -396,6 +455,8 @@ func troubleHint(kind troubleKind) string {
 		return "a table or column the writer needs is missing or was altered; the writer re-checks the schema before each retry"
 	case troubleIO:
 		return "the file system reported an I/O error; check the disk and the kernel log"
+	case troubleOtherWriter:
+		return "another writer is writing this database (reached through another path, or its lock file was deleted); the writer reads the position again, but stop the other one"
 	case troubleMissing:
 		return "the database file is gone; the writer waits for it to come back and never creates an empty one in its place"
 	default:

@@ -25,6 +25,17 @@
 //     counters and maxima (packet_count, advert_count, last_seen, first_seen)
 //     are summed per batch and written once per row, which gives the values
 //     one statement per message would, whatever the batch boundaries.
+//   - One writer. Run holds an flock beside the database, and
+//     OpenSpoolSource the spool folder's consumer lock, for the writer's
+//     life (lock.go): a second writer is refused (exit status 3 in
+//     `meshingest write`). Each batch checks in its transaction that the
+//     stored position is still the one it started from.
+//   - One position per spool identity (state.go): a new spool folder is
+//     read from its first record, a known one resumes where it stopped.
+//   - Each message counts once: a broker's replay of a retained message
+//     (retained.go) and the second form of a reception published as
+//     `…/packets` and `…/raw` (forms.go) change nothing; the memory both
+//     need is stored with the rows.
 //   - Never stuck, never skipping. While the database refuses writes (busy,
 //     locked, read-only, disk full, a table missing), the batch is rolled
 //     back, the caches are forgotten and the same records are retried after

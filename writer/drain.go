@@ -2,6 +2,7 @@ package writer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 // commits, on the one goroutine that owns the connection. A batch is one
 // transaction and follows the commit protocol step by step:
 //
-//	begin         BEGIN IMMEDIATE; the delivery memory is read inside it
+//	begin         BEGIN IMMEDIATE; the stored position must still be the
+//	              writer's (checkPosition); the delivery memory is read
+//	              inside the transaction
 //	apply         each record's rows (observations queued, written in chunks)
 //	flush         the queued observations, the aggregated rows, the hook's rows
 //	save          the spool position and the deliveries applied
@@ -24,13 +27,18 @@ import (
 // and reads the same records again. Nothing the batch learned reaches
 // memory that outlives it before the commit.
 
-// drain runs batches, and maintenance steps between them, until ctx ends.
-func (w *Writer) drain(ctx context.Context) {
+// drain runs batches, and maintenance steps between them, until ctx ends,
+// or until another writer took the database's lock over (that error).
+func (w *Writer) drain(ctx context.Context) error {
 	for ctx.Err() == nil {
 		w.petWatchdog()
 		w.stats.LoopTickUnix.Store(time.Now().Unix())
 		w.applyReload()
 		n, err := w.drainBatch(ctx)
+		if errors.Is(err, ErrLocked) {
+			w.log.Error().Err(err).Msg("another writer took the database's lock over; stopping")
+			return err
+		}
 		if err != nil {
 			w.refused(ctx, err)
 			continue
@@ -42,6 +50,7 @@ func (w *Writer) drain(ctx context.Context) {
 		}
 		w.waitForRecords(ctx)
 	}
+	return nil
 }
 
 // openBatch is a batch whose transaction is open.
@@ -114,6 +123,10 @@ func (w *Writer) begin(ctx context.Context) (*openBatch, error) {
 	if _, err := w.db.conn.ExecContext(sctx, "BEGIN IMMEDIATE"); err != nil {
 		return nil, fmt.Errorf("begin batch: %w", err)
 	}
+	if err := checkPosition(sctx, w.db.conn, w.src.Spool(), w.state); err != nil {
+		w.db.conn.ExecContext(sctx, "ROLLBACK")
+		return nil, err
+	}
 	return &openBatch{ctx: sctx, b: newBatch(sctx, w.store), next: w.state, sources: map[string]struct{}{},
 		waitStart: waitStart, holdStart: time.Now()}, nil
 }
@@ -121,6 +134,9 @@ func (w *Writer) begin(ctx context.Context) (*openBatch, error) {
 // fill writes the batch in its transaction: everything before the COMMIT.
 func (w *Writer) fill(ctx context.Context, ob *openBatch, first *prepared) error {
 	if err := w.store.loadDeliveries(ob.ctx); err != nil {
+		return err
+	}
+	if err := w.store.loadForms(ob.ctx); err != nil {
 		return err
 	}
 	if err := w.applyRecords(ctx, ob, first); err != nil {
@@ -204,7 +220,19 @@ func (w *Writer) flush(ob *openBatch) error {
 // applied, in its transaction: the rows, the position and the delivery
 // memory commit together or not at all.
 func (w *Writer) save(ob *openBatch) error {
-	if err := w.store.saveState(ob.ctx, ob.next); err != nil {
+	// What the spool still holds after the batch, for the day it is
+	// replaced: the appender's depth counts from the last commit.
+	unwritten := w.src.Depth(w.state.Position)
+	if unwritten >= 0 {
+		unwritten = max(unwritten-int64(ob.b.counts.messages), 0)
+	}
+	if err := w.store.saveState(ob.ctx, ob.next, unwritten); err != nil {
+		return err
+	}
+	if err := ob.b.saveForms(ob.next.StreamTime); err != nil {
+		return err
+	}
+	if err := ob.b.saveRetained(); err != nil {
 		return err
 	}
 	return ob.b.saveDeliveries()
@@ -234,6 +262,7 @@ func (w *Writer) rollback(ob *openBatch, err error) error {
 func (w *Writer) afterCommit(ob *openBatch) {
 	now := time.Now()
 	w.state = ob.next
+	w.state.legacy, w.state.current = false, ob.next.Position.Spool // what saveState stored
 	ob.b.committed()
 	if w.opts.Hook != nil {
 		w.opts.Hook.Committed()

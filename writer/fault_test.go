@@ -2,6 +2,7 @@ package writer
 
 import (
 	"bufio"
+	"encoding/json"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -52,7 +53,7 @@ func lastRecordPosition(t *testing.T, dir string) Position {
 		t.Fatalf("list the segments of %s: %v (%d found)", dir, err, len(segs))
 	}
 	last := segs[len(segs)-1]
-	return Position{Segment: last.ID, Seq: last.LastSeq}
+	return Position{Spool: last.Spool, Segment: last.ID, Seq: last.LastSeq}
 }
 
 func storedPosition(t *testing.T, path string) Position {
@@ -61,11 +62,15 @@ func storedPosition(t *testing.T, path string) Position {
 	defer db.Close()
 	conn, _ := db.Conn(t.Context())
 	defer conn.Close()
-	st, err := readState(t.Context(), conn)
-	if err != nil {
+	var raw string
+	if err := conn.QueryRowContext(t.Context(), `SELECT value FROM meshingest_state WHERE key = (SELECT 'spool_position:' || value FROM meshingest_state WHERE key = 'spool_current')`).Scan(&raw); err != nil {
 		t.Fatal(err)
 	}
-	return st.Position
+	var p Position
+	if err := json.Unmarshal([]byte(raw), &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // TestWriter_SIGKILL_ExactlyOnce kills a real writer process at random

@@ -22,7 +22,7 @@ type Tx interface {
 // its row.
 type ObservationContext struct {
 	ReceivedAt      time.Time
-	ObserverID      string         // topic segment 2; "" when the topic has none
+	ObserverID      string         // observers.id: the topic's observer segment, else origin_id or the binary gateway; "companion" for companion rows
 	Frame           *decoder.Frame // nil for companion-bridge rows, which have no frame
 	FromPubkey      string         // the advert's node key (lower-case hex), "" for other packets
 	NewTransmission bool           // this observation created the transmission

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,8 +40,34 @@ const (
 	// DUP) whose first delivery is already stored: applying it again would
 	// count it twice.
 	DropRedelivered = "redelivered_duplicate"
+	// DropRetainedReplay is a retained message the broker replayed at a
+	// (re)subscribe whose first delivery is already applied (retained.go).
+	DropRetainedReplay = "retained_replay"
+	// The decoder's reasons for the dialects (decoder.DropReason):
+	DropGatewayNotKey = decoder.ReasonGatewayNotKey // binary/<GATEWAY> whose gateway is no public key
+	DropNoNeighbors   = decoder.ReasonNoNeighbors   // a neighbors message without a neighbors array
+	// DropOwnTransmission: the observer's own zero-hop advert on `…/raw`
+	// or binary, a transmit log (decoder.IsOwnTransmission).
+	DropOwnTransmission = decoder.ReasonOwnTransmission
+	// DropDuplicateForm: the second form (`…/packets` and `…/raw`) of one
+	// reception (forms.go).
+	DropDuplicateForm = decoder.ReasonDuplicateForm
 	// invalid_advert_* (advertProblem) are CoreScope's ValidateAdvert.
 )
+
+// DropReasons lists every reason the writer counts a drop for (the stats
+// file's drops, the reason label of meshingest_writer_drops_total), so that
+// counters start at zero: its own, the decoder's (decoder.DropReasons,
+// invalid_frame once per decoder code) and advertProblem's invalid_advert_*.
+func DropReasons() []string {
+	r := []string{DropInvalidSignature, DropUnreadable, DropIgnoredTopic, DropBlacklisted, DropNotWhitelisted, DropIATAFiltered,
+		DropNoRaw, DropNoText, DropNoObserver, DropDirectionTx, DropForeignAdvert, DropClientCoverage, DropRedelivered,
+		DropRetainedReplay}
+	r = append(r, decoder.DropReasons()...)
+	r = append(r, advertProblems...)
+	slices.Sort(r)
+	return slices.Compact(r)
+}
 
 // ingestConfig is what the configuration says about turning messages into
 // rows, prepared once.
@@ -140,13 +167,17 @@ type ingester struct {
 // prepared is a record taken apart as far as possible without the
 // database.
 type prepared struct {
-	rec    Record
-	pos    Position
-	t      time.Time // receive time, UTC
-	topic  decoder.Topic
-	drop   string // the message produces no rows: why
-	cause  error
-	region string // IATA for the observer row
+	rec   Record
+	pos   Position
+	t     time.Time // receive time, UTC
+	topic decoder.Topic
+	// observer is the observers.id the message is from (the topic's
+	// observer segment, else origin_id, else the binary gateway); "" for
+	// companion messages.
+	observer string
+	drop     string // the message produces no rows: why
+	cause    error
+	region   string // IATA for the observer row
 
 	pkt   decoder.PacketMessage
 	frame decoder.Frame
@@ -158,8 +189,9 @@ type prepared struct {
 	// if the hash turns out to be new after all), with its stored forms.
 	full *decodedPacket
 
-	status *decoder.StatusMessage
-	comp   *decoder.CompanionMessage
+	status    *decoder.StatusMessage
+	comp      *decoder.CompanionMessage
+	neighbors bool // a neighbors report, stored verbatim (rec.Payload)
 }
 
 // prepare does the per-message work that needs no database.
@@ -167,76 +199,151 @@ func (in *ingester) prepare(rec Record, pos Position) *prepared {
 	p := &prepared{rec: rec, pos: pos, t: rec.ReceivedAt.UTC()}
 	p.topic = decoder.ParseTopic(rec.Topic)
 	topic := &p.topic
-	if topic.Kind == decoder.KindIgnored {
-		p.drop = DropIgnoredTopic
-		return p
-	}
-	if topic.ObserverID != "" && in.cfg.blacklist[strings.ToLower(topic.ObserverID)] {
-		p.drop = DropBlacklisted
-		return p
-	}
-	region := strings.ToUpper(strings.TrimSpace(topic.Region))
-	if in.cfg.whitelist != nil && (topic.Kind == decoder.KindPacket || topic.Kind == decoder.KindStatus) && !in.cfg.whitelist[region] {
-		p.drop = DropNotWhitelisted
-		return p
-	}
 	switch topic.Kind {
-	case decoder.KindStatus:
-		if topic.ObserverID == "" {
-			p.drop = DropNoObserver
-			return p
-		}
-		p.region = region
-		s, err := decoder.ParseStatusMessage(rec.Payload)
-		if err != nil {
-			p.drop, p.cause = DropUnreadable, err
-			return p
-		}
-		p.status = &s
-	case decoder.KindPacket, decoder.KindClientPacket:
-		if topic.Kind == decoder.KindClientPacket {
-			if in.cfg.clientCoverage {
-				// CoreScope's opt-in mobile coverage rows are not
-				// written by meshingest yet.
-				p.drop = DropClientCoverage
-				return p
-			}
-			// With coverage off CoreScope ingests these as ordinary
-			// packets from region "client".
-			topic.Kind, topic.Region, region = decoder.KindPacket, "client", "CLIENT"
-		} else if rules, ok := in.cfg.sources[rec.Source]; ok && rules.iataFilter != nil && !rules.iataFilter[region] {
-			p.drop = DropIATAFiltered
-			return p
-		}
-		in.preparePacket(p)
+	case decoder.KindIgnored:
+		p.drop = DropIgnoredTopic
 	case decoder.KindChannelMessage, decoder.KindDirectMessage:
 		c, err := decoder.ParseCompanionMessage(*topic, rec.Payload)
-		switch {
-		case errors.Is(err, decoder.ErrNoText):
-			p.drop = DropNoText
-		case err != nil:
-			p.drop, p.cause = DropUnreadable, err
-		default:
-			p.comp = &c
-			p.hash = c.ContentHash(p.t)
-			hex.Decode(p.key[:], []byte(p.hash))
+		if err != nil {
+			p.dropFor(err)
+			return p
 		}
+		p.comp = &c
+		p.hash = c.ContentHash(p.t)
+		hex.Decode(p.key[:], []byte(p.hash))
+	case decoder.KindClientPacket:
+		if in.cfg.clientCoverage {
+			// CoreScope's opt-in mobile coverage rows are not written by
+			// meshingest yet.
+			p.drop = DropClientCoverage
+			return p
+		}
+		// With coverage off CoreScope ingests these as ordinary packets
+		// from region "client"; the observer filters see the key.
+		topic.Region = "client"
+		in.prepareObservation(p)
 	default:
-		p.drop = DropIgnoredTopic
+		in.prepareObserverMessage(p)
 	}
 	return p
 }
 
-func (in *ingester) preparePacket(p *prepared) {
+// dropFor makes p a drop for a decoder error; an unreadable payload keeps
+// the error for its dropped_packets row.
+func (p *prepared) dropFor(err error) {
+	p.drop, p.cause = decoder.DropReason(err), err
+	if p.drop == "" {
+		p.drop = DropUnreadable
+	}
+}
+
+// region is the IATA code a message's filters see: the topic's region
+// segment, else (binary and other topics without one) the source's
+// configured region.
+func (in *ingester) region(p *prepared) string {
+	return strings.ToUpper(strings.TrimSpace(firstNonEmpty(p.topic.Region, in.cfg.sources[p.rec.Source].region)))
+}
+
+// admit applies the observer filters (observerBlacklist on the observer
+// id; observerIATAWhitelist on the region) and reports whether the message
+// passes; when not, p is a drop.
+func (in *ingester) admit(p *prepared, region string) bool {
+	if p.observer != "" && in.cfg.blacklist[strings.ToLower(p.observer)] {
+		p.drop = DropBlacklisted
+		return false
+	}
+	if in.cfg.whitelist != nil && !in.cfg.whitelist[region] {
+		p.drop = DropNotWhitelisted
+		return false
+	}
+	return true
+}
+
+// prepareObserverMessage handles the topics of an observer: packets, raw,
+// binary, status and neighbors. The observer is known from the topic when
+// it has an observer segment (then the filters run before the payload is
+// read), else from the payload's origin_id.
+func (in *ingester) prepareObserverMessage(p *prepared) {
+	topic := &p.topic
+	region := in.region(p)
+	early := topic.ObserverID != ""
+	if early {
+		id, err := decoder.ResolveObserver(*topic, sql.NullString{})
+		if err != nil {
+			p.dropFor(err)
+			return
+		}
+		if p.observer = id; !in.admit(p, region) {
+			return
+		}
+	}
+	var originID sql.NullString
+	switch topic.Kind {
+	case decoder.KindStatus:
+		s, err := decoder.ParseStatusMessage(p.rec.Payload)
+		if err != nil {
+			p.dropFor(err)
+			return
+		}
+		p.status, originID = &s, s.OriginID
+	case decoder.KindNeighbors:
+		n, err := decoder.ParseNeighborsMessage(p.rec.Payload)
+		if err != nil {
+			p.dropFor(err)
+			return
+		}
+		p.neighbors, originID = true, n.OriginID
+	default:
+		// A source's iataFilter applies to receptions only: status and
+		// neighbors are observer metadata.
+		if rules, ok := in.cfg.sources[p.rec.Source]; ok && rules.iataFilter != nil && !rules.iataFilter[region] {
+			p.drop = DropIATAFiltered
+			return
+		}
+		in.prepareObservation(p)
+		return
+	}
+	p.region = region
+	if !early {
+		id, err := decoder.ResolveObserver(*topic, originID)
+		if err != nil {
+			p.dropFor(err)
+			return
+		}
+		if p.observer = id; !in.admit(p, region) {
+			return
+		}
+	}
+}
+
+// prepareObservation takes a reception apart: payload (any form), the
+// observer, the frame and its content hash, and for a hash not seen
+// recently the full decode.
+func (in *ingester) prepareObservation(p *prepared) {
 	var err error
-	p.pkt, err = decoder.ParsePacketMessage(p.rec.Payload)
+	p.pkt, err = decoder.ParseObservation(p.topic, p.rec.Payload)
+	if err != nil {
+		p.dropFor(err)
+		return
+	}
 	switch {
-	case errors.Is(err, decoder.ErrNoRaw):
-		p.drop = DropNoRaw
-		return
-	case err != nil:
-		p.drop, p.cause = DropUnreadable, err
-		return
+	case p.topic.Kind == decoder.KindClientPacket:
+		// The observer filters apply to observers, and the whitelist
+		// never to the client region (as in CoreScope): the blacklist
+		// only.
+		p.observer = p.topic.ObserverID
+		if in.cfg.blacklist[strings.ToLower(p.observer)] {
+			p.drop = DropBlacklisted
+			return
+		}
+	case p.observer == "":
+		if p.observer, err = p.pkt.Observer(p.topic); err != nil {
+			p.dropFor(err)
+			return
+		}
+		if !in.admit(p, in.region(p)) {
+			return
+		}
 	}
 	if p.pkt.Direction.Valid && strings.EqualFold(p.pkt.Direction.String, "tx") {
 		// meshcoretomqtt attaches the last *received* raw to a tx line
@@ -247,11 +354,13 @@ func (in *ingester) preparePacket(p *prepared) {
 	}
 	p.frame, err = decoder.DecodeFrame(p.pkt.Raw)
 	if err != nil {
-		var fe *decoder.FrameError
-		p.drop, p.cause = DropInvalidFrame, err
-		if errors.As(err, &fe) {
-			p.drop += ":" + string(fe.Code)
-		}
+		p.dropFor(err)
+		return
+	}
+	if p.pkt.Form != decoder.FormPacket && decoder.IsOwnTransmission(&p.frame, p.observer) {
+		// agessaman firmware logs its own adverts on `…/raw`, which has
+		// no direction field: a radio does not hear itself.
+		p.drop = DropOwnTransmission
 		return
 	}
 	p.key = ContentKey(p.frame.Hash)
@@ -311,22 +420,31 @@ func (in *ingester) applyRecord(b *batch, p *prepared) error {
 	if p.rec.Duplicate && b.isRedelivery(&p.rec) {
 		return in.drop(b, DropRedelivered, p, nil)
 	}
+	if p.rec.Retained && retainedKind(p.topic.Kind) {
+		if replay, err := b.retainedReplay(&p.rec); err != nil {
+			return err
+		} else if replay {
+			return in.drop(b, DropRetainedReplay, p, nil)
+		}
+	}
 	if p.drop != "" {
 		return in.drop(b, p.drop, p, p.cause)
 	}
-	switch p.topic.Kind {
-	case decoder.KindStatus:
+	switch {
+	case p.status != nil:
 		return in.applyStatus(b, p)
-	case decoder.KindPacket:
-		return in.applyPacket(b, p)
-	case decoder.KindChannelMessage, decoder.KindDirectMessage:
+	case p.neighbors:
+		return in.applyNeighbors(b, p)
+	case p.comp != nil:
 		return in.applyCompanion(b, p)
+	case p.hash != "":
+		return in.applyPacket(b, p)
 	}
 	return in.drop(b, DropIgnoredTopic, p, nil)
 }
 
 func (in *ingester) applyStatus(b *batch, p *prepared) error {
-	s, t, id := p.status, p.t, p.topic.ObserverID
+	s, t, id := p.status, p.t, p.observer
 	name := nonEmpty(s.Origin)
 	iata := nonEmptyString(p.region)
 	meta := ObserverMeta{
@@ -368,6 +486,20 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 	if err != nil {
 		return err
 	}
+	if found && p.rec.Retained {
+		if stored, err := b.observationStored(e.id, p.observer, p.path); err != nil {
+			return err
+		} else if stored {
+			return in.drop(b, DropRetainedReplay, p, nil)
+		}
+	}
+	// The second form of a reception counts nothing; its first form
+	// stored the transmission.
+	form := formKey{p.observer, p.frame.Fingerprint()}
+	raw := p.pkt.Form != decoder.FormPacket
+	if found && b.forms().match(form, raw, p.t.UnixMilli()) {
+		return in.secondForm(b, p, e)
+	}
 	var advert *NodeAdvert
 	var d *decodedPacket
 	if found {
@@ -404,7 +536,34 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 			b.rememberAdvert(p.key, advert)
 		}
 	}
-	return in.observe(b, p, e, advert, !found)
+	if err := in.observe(b, p, e, advert, !found); err != nil {
+		return err
+	}
+	b.forms().add(form, raw, p.t.UnixMilli())
+	return nil
+}
+
+// secondForm is the second message of a reception published in two forms
+// (forms.go): counted as duplicate_form only. When it is the `/packets`
+// one, the row its first form wrote gets its SNR, RSSI, score and
+// direction.
+func (in *ingester) secondForm(b *batch, p *prepared, e txEntry) error {
+	if p.pkt.Form == decoder.FormPacket {
+		rowid, ok, err := b.observer(p.observer, sql.NullString{}, sql.NullString{}, p.t, false)
+		if err != nil {
+			return err
+		}
+		if ok {
+			m := &p.pkt
+			if err := b.fillObservation(&Observation{
+				TransmissionID: e.id, ObserverIdx: sql.NullInt64{Int64: rowid, Valid: true}, Direction: m.Direction,
+				SNR: m.SNR, RSSI: m.RSSI, Score: m.Score, PathJSON: p.path, Timestamp: p.t.Unix(), RawHex: nonEmptyString(m.Raw),
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	return in.drop(b, DropDuplicateForm, p, nil)
 }
 
 // decodeNew is the full decode of a new transmission: the one prepare made
@@ -456,7 +615,7 @@ func (in *ingester) badSignature(b *batch, p *prepared, n *decoder.Node) error {
 	m := &p.pkt
 	return b.insertDropped(&DroppedPacket{
 		Hash: nonEmptyString(p.hash), RawHex: nonEmptyString(m.Raw), Reason: DropInvalidSignature,
-		ObserverID: nonEmptyString(p.topic.ObserverID), ObserverName: nonEmpty(m.Origin),
+		ObserverID: nonEmptyString(p.observer), ObserverName: nonEmpty(m.Origin),
 		NodePubkey: nonEmptyString(n.PublicKey), NodeName: nonEmptyString(n.Name), DroppedAt: p.t,
 	})
 }
@@ -465,7 +624,7 @@ func (in *ingester) badSignature(b *batch, p *prepared, n *decoder.Node) error {
 // observer row exists before its observation, so observer_idx is never
 // NULL (CoreScope upserts it afterwards).
 func (in *ingester) observe(b *batch, p *prepared, e txEntry, advert *NodeAdvert, newTransmission bool) error {
-	t, m, id := p.t, &p.pkt, p.topic.ObserverID
+	t, m, id := p.t, &p.pkt, p.observer
 	var observerIdx sql.NullInt64
 	name, iata := nonEmpty(m.Origin), nonEmptyString(p.region)
 	if id != "" {
@@ -563,7 +722,7 @@ func (in *ingester) applyCompanion(b *batch, p *prepared) error {
 func (in *ingester) drop(b *batch, reason string, p *prepared, cause error) error {
 	rec := &p.rec
 	b.counts.drops[reason]++
-	if ok, suppressed := in.throttle.Allow(reason, time.Now()); ok && reason != DropIgnoredTopic {
+	if ok, suppressed := in.throttle.Allow(reason, time.Now()); ok && !quietDrops[reason] {
 		ev := in.log.Info().Str("reason", reason).Str("topic", rec.Topic).Str("source", rec.Source).Int("suppressed", suppressed)
 		if cause != nil {
 			ev = ev.Err(cause)
@@ -575,10 +734,15 @@ func (in *ingester) drop(b *batch, reason string, p *prepared, cause error) erro
 	}
 	return b.insertDropped(&DroppedPacket{
 		Reason:     DropUnreadable + ": " + causeText(cause),
-		ObserverID: nonEmptyString(p.topic.ObserverID),
+		ObserverID: nonEmptyString(p.observer),
 		DroppedAt:  rec.ReceivedAt,
 	})
 }
+
+// quietDrops are the reasons that are normal operation, not worth a log
+// line: topics meshingest does not read, the second form of a reception, a
+// broker's replay of a retained message.
+var quietDrops = map[string]bool{DropIgnoredTopic: true, DropDuplicateForm: true, DropRetainedReplay: true}
 
 func causeText(err error) string {
 	var me *decoder.MessageError

@@ -45,7 +45,7 @@ func TestWriter_Process_PermanentDatabaseProblem_ExitsWithHint(t *testing.T) {
 			p := newProcessSetup(t, t.TempDir(), nil)
 			c.setup(p.DB)
 			cmd := p.start(t)
-			if code := waitExit(t, cmd, 30*time.Second, p.LogFile); code != 2 {
+			if code := waitExit(t, cmd, 2*time.Minute, p.LogFile); code != 2 {
 				t.Fatalf("exit %d, want 2; log:\n%s", code, tail(p.LogFile, 10))
 			}
 			if log, _ := os.ReadFile(p.LogFile); !strings.Contains(string(log), c.hint) || strings.Contains(string(log), "writer ready") {
@@ -84,7 +84,7 @@ func TestWriter_Process_PermissionDenied_ExitsWithHint(t *testing.T) {
 		t.Fatal(err)
 	}
 	log.Close()
-	if code := waitExit(t, cmd, 30*time.Second, p.LogFile); code != 2 {
+	if code := waitExit(t, cmd, 2*time.Minute, p.LogFile); code != 2 {
 		t.Fatalf("exit %d, want 2; log:\n%s", code, tail(p.LogFile, 10))
 	}
 	if out, _ := os.ReadFile(p.LogFile); !strings.Contains(string(out), `"kind":"permission_denied"`) || !strings.Contains(string(out), "fix the owner or the mode") {

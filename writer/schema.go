@@ -134,6 +134,22 @@ var tableDDL = []struct{ name, ddl string }{
 	{"meshingest_deliveries", `CREATE TABLE IF NOT EXISTS meshingest_deliveries (
 		batch INTEGER PRIMARY KEY,
 		digests BLOB NOT NULL)`},
+	// meshingest_retained holds, per source and topic, the payload digest
+	// (CRC-64) of the last retained message applied, so that the broker's
+	// replay of it at the next subscribe changes nothing (retained.go).
+	{"meshingest_retained", `CREATE TABLE IF NOT EXISTS meshingest_retained (
+		source TEXT NOT NULL,
+		topic TEXT NOT NULL,
+		digest INTEGER NOT NULL,
+		PRIMARY KEY (source, topic)) WITHOUT ROWID`},
+	// meshingest_neighbor_reports keeps each `…/neighbors` report verbatim
+	// (CoreScope a06ac8a has no place for it; neighbors.go).
+	{"meshingest_neighbor_reports", `CREATE TABLE IF NOT EXISTS meshingest_neighbor_reports (
+		id INTEGER PRIMARY KEY,
+		observer_id TEXT NOT NULL,
+		received_at TEXT NOT NULL,
+		digest INTEGER NOT NULL,
+		payload BLOB NOT NULL)`},
 }
 
 const nodeColumnsDDL = `
@@ -215,6 +231,7 @@ var indexDDL = []string{
 	`CREATE INDEX IF NOT EXISTS idx_client_recept_heard_geo ON client_receptions(heard_key, heard_keylen, lat, lon)`,
 	`CREATE INDEX IF NOT EXISTS idx_client_recept_latlon ON client_receptions(lat, lon)`,
 	`CREATE INDEX IF NOT EXISTS idx_client_recept_rxat ON client_receptions(rx_at)`,
+	`CREATE INDEX IF NOT EXISTS idx_meshingest_neighbor_reports_observer ON meshingest_neighbor_reports(observer_id, digest)`,
 }
 
 // packetsViewDDL is CoreScope's compatibility view, dropped and recreated

@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -24,6 +24,7 @@ type Stats struct {
 	ObserverUpserts atomic.Int64
 	SigDrops        atomic.Int64
 	MetricsRows     atomic.Int64
+	NeighborReports atomic.Int64 // `…/neighbors` reports stored
 	WriteErrors     atomic.Int64 // failed batch attempts
 	Commits         atomic.Int64 // transactions committed (ingest and maintenance)
 	Batches         atomic.Int64 // ingest batches committed
@@ -43,12 +44,19 @@ type Stats struct {
 	backfills   map[string]int64
 	txTimes     *window // ms, transaction time of ingest batches
 	perf        map[string]*lockWindow
+	spool       spool.Identity // the spool being drained
+	replaced    *SpoolReplaced // it replaced another one (noteSpool)
 }
 
-// NewStats returns zeroed counters, for Options.Stats.
+// NewStats returns zeroed counters, for Options.Stats. Every drop reason
+// is there from the start, at 0 (DropReasons).
 func NewStats() *Stats {
+	drops := map[string]int64{}
+	for _, r := range DropReasons() {
+		drops[r] = 0
+	}
 	return &Stats{
-		drops:       map[string]int64{},
+		drops:       drops,
 		lastMessage: map[string]int64{},
 		backfills:   map[string]int64{},
 		txTimes:     newWindow(1024),
@@ -64,22 +72,6 @@ func NewStats() *Stats {
 // for its whole writer.batchMaxMs and a slow commit after it.
 var lockBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-// DropReasons lists every reason the writer counts a drop for (the stats
-// file's drops, the reason label of meshingest_writer_drops_total): its
-// own, and the decoder's (decoder.DropReasons, invalid_frame:* included).
-// The metric has each from the start, at zero.
-func DropReasons() []string {
-	r := []string{DropInvalidSignature, DropUnreadable, DropIgnoredTopic, DropBlacklisted, DropNotWhitelisted, DropIATAFiltered,
-		DropNoRaw, DropNoText, DropNoObserver, DropDirectionTx, DropForeignAdvert, DropClientCoverage, DropRedelivered,
-		dropAdvertPubkey, dropAdvertLat, dropAdvertLon, dropAdvertName}
-	for _, d := range decoder.DropReasons() {
-		if !slices.Contains(r, d) {
-			r = append(r, d)
-		}
-	}
-	return r
-}
-
 // addBatch counts a committed ingest batch.
 func (s *Stats) addBatch(c *batchCounts, sources map[string]struct{}, lastReceived time.Time, wait, hold time.Duration, now time.Time) {
 	s.Messages.Add(int64(c.messages))
@@ -90,6 +82,7 @@ func (s *Stats) addBatch(c *batchCounts, sources map[string]struct{}, lastReceiv
 	s.ObserverUpserts.Add(int64(c.observerUpserts))
 	s.SigDrops.Add(int64(c.sigDrops))
 	s.MetricsRows.Add(int64(c.metricsRows))
+	s.NeighborReports.Add(int64(c.neighborReports))
 	s.Commits.Add(1)
 	s.Batches.Add(1)
 	s.LastBatchSize.Store(int64(c.messages))
@@ -117,6 +110,17 @@ func (s *Stats) addMaintenance(component string, wait, hold time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lockWindowLocked(component).add(wait, hold)
+}
+
+// setSpool notes the spool being drained and, when it is new to the
+// database, the one it replaced.
+func (s *Stats) setSpool(id spool.Identity, replaced *SpoolReplaced) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.spool != id || replaced != nil {
+		s.replaced = replaced
+	}
+	s.spool = id
 }
 
 // AddBackfill counts rows a named backfill job updated (stats file
@@ -259,12 +263,28 @@ type WriterExtra struct {
 	TxMsP99           float64          `json:"transaction_ms_p99"`
 	LastCommitUnix    int64            `json:"last_commit_unix"`
 	MetricsRows       int64            `json:"observer_metrics_rows"`
+	NeighborReports   int64            `json:"neighbor_reports"`
 	Drops             map[string]int64 `json:"drops"`
 	Database          troubleSnapshot  `json:"database"`
+	Spool             SpoolExtra       `json:"spool"`
 	// Health is what /-/healthy and /-/ready answer, for `meshingest
 	// status`.
 	Health        shared.HealthState `json:"health"`
 	ReceiverStats string             `json:"receiver_stats,omitempty"` // why the receiver's part is missing
+}
+
+// SpoolExtra is the stats file's spool object: the spool drained, and
+// whether it replaced another one.
+type SpoolExtra struct {
+	Identity string         `json:"identity"`
+	Replaced *SpoolReplaced `json:"replaced,omitempty"`
+	// Reader is what the spool reader did since the writer started:
+	// segments and records read and released, and every record it could
+	// not return, in exactly one of records_quarantined (damaged, kept in
+	// quarantine/ for requeue), records_set_aside (in a segment of another
+	// spool, or out of place) and records_lost (unreadable; a lower bound
+	// when records_lost_unbounded). nil for a source that is no spool.
+	Reader *spool.ReaderStats `json:"reader,omitempty"`
 }
 
 // snapshot builds the stats file. rx is the receiver's snapshot (nil when
@@ -289,6 +309,7 @@ func (s *Stats) snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64
 	ex.Batches = s.Batches.Load()
 	ex.LastCommitUnix = s.LastCommitUnix.Load()
 	ex.MetricsRows = s.MetricsRows.Load()
+	ex.NeighborReports = s.NeighborReports.Load()
 	if ns := s.LastReceivedNs.Load(); ns != 0 {
 		ex.LagSeconds = max(now.Sub(time.Unix(0, ns)).Seconds(), 0)
 	}
@@ -297,6 +318,7 @@ func (s *Stats) snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64
 
 	s.mu.Lock()
 	f.BackfillUpdates = maps.Clone(s.backfills)
+	ex.Spool = SpoolExtra{Identity: s.spool.String(), Replaced: s.replaced}
 	ex.Drops = maps.Clone(s.drops)
 	tx := s.txTimes.sorted()
 	ex.TxMsP50, ex.TxMsP99 = percentile(tx, 0.50), percentile(tx, 0.99)
@@ -332,7 +354,7 @@ func (s *Stats) snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64
 // registerMetrics exposes the same figures as Prometheus metrics. The
 // counters read the Stats atomics, so the file and the metrics never
 // disagree. Durations are in seconds (Prometheus' base unit).
-func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, trouble func() troubleSnapshot, health shared.Health) {
+func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, trouble func() troubleSnapshot, health shared.Health, reader func() *spool.ReaderStats) {
 	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "meshingest", Subsystem: "writer", Name: name, Help: help},
 			func() float64 { return float64(v.Load()) })
@@ -352,6 +374,7 @@ func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, t
 		counter("observations_written_total", "Observation rows written (inserted or filled).", &s.ObsWritten),
 		counter("duplicate_transmissions_total", "Packets whose content hash was already stored.", &s.TxDupes),
 		counter("signature_drops_total", "Adverts dropped for a bad signature.", &s.SigDrops),
+		counter("neighbor_reports_total", "Neighbor reports (…/neighbors) stored in meshingest_neighbor_reports.", &s.NeighborReports),
 		counter("batches_total", "Ingest transactions committed.", &s.Batches),
 		counter("commits_total", "SQLite transactions committed (ingest and maintenance).", &s.Commits),
 		counter("write_errors_total", "Batch attempts the database refused (each was rolled back and retried).", &s.WriteErrors),
@@ -382,6 +405,24 @@ func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, t
 		s.txSeconds,
 		s.lockWaitSeconds,
 		&statsCollector{s: s},
+	)
+	// The spool reader's counters: what it could not return, by fate.
+	readerCounter := func(name, help string, v func(*spool.ReaderStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "meshingest", Subsystem: "writer", Name: name, Help: help},
+			func() float64 {
+				if st := reader(); st != nil {
+					return float64(v(st))
+				}
+				return 0
+			})
+	}
+	reg.MustRegister(
+		readerCounter("spool_records_read_total", "Spool records the reader returned.", func(st *spool.ReaderStats) uint64 { return st.RecordsRead }),
+		readerCounter("spool_segments_damaged_total", "Spool segments that failed their checks (their intact records were read).", func(st *spool.ReaderStats) uint64 { return st.SegmentsDamaged }),
+		readerCounter("spool_records_quarantined_total", "Damaged spool records moved to quarantine/ (requeue can put them back).", func(st *spool.ReaderStats) uint64 { return st.RecordsQuarantined }),
+		readerCounter("spool_segments_set_aside_total", "Spool segments of another spool, or out of place, set aside whole.", func(st *spool.ReaderStats) uint64 { return st.SegmentsSetAside }),
+		readerCounter("spool_records_set_aside_total", "Records in spool segments set aside whole.", func(st *spool.ReaderStats) uint64 { return st.RecordsSetAside }),
+		readerCounter("spool_records_lost_total", "Spool records in damaged segments that could not be read at all (a lower bound when a trailer was unreadable).", func(st *spool.ReaderStats) uint64 { return st.RecordsLost }),
 	)
 }
 

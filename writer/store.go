@@ -31,6 +31,11 @@ type store struct {
 	// to recognise a broker's redelivery (redelivery.go); nil until read
 	// from meshingest_deliveries.
 	memory *deliveryMemory
+	// forms is the committed unpaired receptions (forms.go), retained the
+	// last retained digest per source and topic (retained.go); nil until
+	// read from meshingest_state and meshingest_retained.
+	forms    *formMemory
+	retained map[retainedKey]int64
 
 	stmt struct {
 		txByHash, insertTx, txFirstSeen, txLastSeen   *sql.Stmt
@@ -89,6 +94,7 @@ const (
 				snr           = COALESCE(excluded.snr, snr),
 				rssi          = COALESCE(excluded.rssi, rssi),
 				score         = COALESCE(excluded.score, score),
+				direction     = COALESCE(excluded.direction, direction),
 				raw_hex       = COALESCE(excluded.raw_hex, raw_hex),
 				resolved_path = COALESCE(excluded.resolved_path, resolved_path)`
 )
@@ -222,6 +228,8 @@ func (s *store) forget() {
 	s.transmissions.Clear()
 	s.observers.Clear()
 	s.memory = nil
+	s.forms = nil
+	s.retained = nil
 }
 
 // lookupTransmission finds a stored transmission by content hash: in the

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -105,6 +106,9 @@ type Source interface {
 	// SavePosition writes the advisory copy of the position for
 	// `meshingest spool status` (the database holds the real one).
 	SavePosition(pos Position) error
+	// Spool is the identity of the spool read: the writer keeps its
+	// position per identity (state.go).
+	Spool() spool.IdentityInfo
 }
 
 // Cursor reads records in order; io.EOF at the end of what is sealed.
@@ -125,6 +129,7 @@ type Writer struct {
 	tasks   []*taskRun
 
 	// Owned by the drain goroutine.
+	dbLock    *fileLock // the database's writer lock, held for all of Run
 	db        *database
 	store     *store
 	pipe      *pipeline // reads and prepares records ahead; nil between reads
@@ -134,6 +139,8 @@ type Writer struct {
 	// changes whenever anyone changes the schema.
 	schemaVersion int64
 	lastPet       time.Time
+
+	spoolNoted spool.Identity // the spool noteSpool last logged
 
 	posMu     sync.Mutex // guards committedPos for the stats goroutine
 	committed Position
@@ -224,7 +231,7 @@ func New(src Source, opts Options) (*Writer, error) {
 		w.tasks = append(w.tasks, &taskRun{task: t})
 	}
 	if opts.Registry != nil {
-		w.stats.registerMetrics(opts.Registry, w.depth, func() troubleSnapshot { return w.trouble.snapshot(time.Now()) }, w.Health())
+		w.stats.registerMetrics(opts.Registry, w.depth, func() troubleSnapshot { return w.trouble.snapshot(time.Now()) }, w.Health(), w.readerStats)
 	}
 	return w, nil
 }
@@ -232,14 +239,17 @@ func New(src Source, opts Options) (*Writer, error) {
 // Stats returns the writer's counters.
 func (w *Writer) Stats() *Stats { return w.stats }
 
-// Run opens the database (creating and migrating it as needed), reports
-// ready, and drains the spool until ctx ends. Then it finishes the batch in
-// progress, closes the database and returns nil. A database that cannot be
-// opened or migrated is retried, as an episode, until it can or ctx ends,
-// unless retrying cannot help (a *DBError that is Permanent: a folder, not
-// a database, permission denied, a read-only file system): then Run
-// returns that error, whose message carries the hint. Configuration
-// errors are New's.
+// Run takes the database's writer lock, opens the database (creating and
+// migrating it as needed), reports ready, and drains the spool until ctx
+// ends. Then it finishes the batch in progress, closes the database and
+// returns nil. A database that cannot be opened or migrated is retried, as
+// an episode, until it can or ctx ends, unless retrying cannot help (a
+// *DBError that is Permanent: a folder, not a database, permission denied,
+// a read-only file system): then Run returns that error, whose message
+// carries the hint. When another writer holds the database (lock.go), Run
+// returns a *LockError (errors.Is ErrLocked) at once, or, if another
+// process takes the lock file over while it runs, after the batch in
+// progress. Configuration errors are New's.
 func (w *Writer) Run(ctx context.Context) error {
 	statsCtx, stopStats := context.WithCancel(context.WithoutCancel(ctx))
 	statsDone := make(chan struct{})
@@ -252,6 +262,11 @@ func (w *Writer) Run(ctx context.Context) error {
 		<-statsDone
 	}()
 
+	if err := w.lock(ctx); err != nil {
+		w.log.Error().Err(err).Str("lock_file", DatabaseLockPath(w.opts.Config.DBPath)).Msg("another writer holds the database; not starting")
+		return err
+	}
+	defer w.dbLock.release()
 	if err := w.start(ctx); err != nil {
 		w.notify.Status("cannot use the database: " + err.Error())
 		w.shutdown()
@@ -263,12 +278,30 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	w.notify.Ready(fmt.Sprintf("database %s open; draining the spool", w.opts.Config.DBPath))
 	w.ready.Store(true)
-	w.log.Info().Str("db", w.opts.Config.DBPath).Uint64("segment", w.state.Position.Segment).Uint64("seq", w.state.Position.Seq).
+	w.log.Info().Str("db", w.opts.Config.DBPath).Stringer("spool", w.state.Position.Spool).Uint64("segment", w.state.Position.Segment).Uint64("seq", w.state.Position.Seq).
 		Int("batch_max_records", w.opts.BatchMaxRecords).Int64("batch_max_ms", w.opts.BatchMaxTime.Milliseconds()).
 		Msg("writer ready; resuming after the position stored in the database")
 
-	w.drain(ctx)
+	err := w.drain(ctx)
 	w.shutdown()
+	return err
+}
+
+// lock takes the database's writer lock. Another writer holding it is an
+// error at once; a lock file that cannot be created (a folder not yet
+// writable) is retried as an episode until ctx ends.
+func (w *Writer) lock(ctx context.Context) error {
+	for ctx.Err() == nil {
+		l, err := lockDatabase(w.opts.Config.DBPath)
+		if err == nil {
+			w.dbLock = l
+			return nil
+		}
+		if errors.Is(err, ErrLocked) {
+			return err
+		}
+		w.refused(ctx, err)
+	}
 	return nil
 }
 
@@ -307,11 +340,13 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 		d.close()
 		return err
 	}
-	st, err := readState(ctx, d.conn)
+	info := w.src.Spool()
+	st, replaced, err := readState(ctx, d.conn, info)
 	if err != nil {
 		d.close()
 		return err
 	}
+	w.noteSpool(info, st, replaced)
 	s, err := newStore(ctx, d.conn, w.opts.Cache)
 	if err != nil {
 		d.close()
@@ -326,6 +361,32 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 	w.setCommitted(st.Position)
 	w.dbChecked = time.Now()
 	return nil
+}
+
+// noteSpool logs, once per spool, which position the writer resumes from
+// in it, and says so in the stats file: above all when a new spool
+// replaced the one drained before (its unwritten records are lost unless
+// that spool comes back).
+func (w *Writer) noteSpool(info spool.IdentityInfo, st writerState, replaced *SpoolReplaced) {
+	w.stats.setSpool(info.ID, replaced)
+	if w.spoolNoted == info.ID {
+		return
+	}
+	w.spoolNoted = info.ID
+	switch {
+	case replaced != nil:
+		ev := w.log.Warn().Str("spool", info.ID.String()).Str("previous_spool", replaced.Previous).
+			Str("previous_position", replaced.PreviousPosition)
+		if replaced.UnwrittenRecords >= 0 {
+			ev = ev.Int64("previous_unwritten_records", replaced.UnwrittenRecords)
+		}
+		ev.Msg("a new spool replaced the one drained before; draining it from its first record. The previous spool's records after its position were not written (unwritten_records, as it last reported them; -1 unknown) unless it is mounted back")
+	case st.legacy:
+		w.log.Info().Str("spool", info.ID.String()).Stringer("position", st.Position).
+			Msg("spool adopted from before spool identities: resuming at the position stored then")
+	case st.Position.IsZero():
+		w.log.Info().Str("spool", info.ID.String()).Msg("a spool new to this database: draining it from its first record")
+	}
 }
 
 func (w *Writer) closeDB() {
@@ -401,6 +462,11 @@ func (w *Writer) sleep(ctx context.Context, d time.Duration) {
 func (w *Writer) ensureDB(ctx context.Context) error {
 	if w.db != nil && time.Since(w.dbChecked) >= time.Second {
 		w.dbChecked = time.Now()
+		if renewed, err := w.dbLock.check(); err != nil {
+			return err
+		} else if renewed {
+			w.log.Warn().Str("lock_file", w.dbLock.path).Msg("the writer's lock file was deleted or replaced; locked it again")
+		}
 		replaced, err := w.db.replaced()
 		if err != nil {
 			w.closeDB()
@@ -468,6 +534,16 @@ func (w *Writer) depth() int64 {
 	p := w.committed
 	w.posMu.Unlock()
 	return w.src.Depth(p)
+}
+
+// readerStats are the spool reader's counters, nil for a source that has
+// none. Safe from any goroutine.
+func (w *Writer) readerStats() *spool.ReaderStats {
+	if r, ok := w.src.(interface{ ReaderStats() spool.ReaderStats }); ok {
+		st := r.ReaderStats()
+		return &st
+	}
+	return nil
 }
 
 func (w *Writer) forgetTransmissions() {
@@ -677,6 +753,7 @@ func (w *Writer) statsLoop(ctx context.Context) {
 		f := w.stats.snapshot(now, rx, w.depth(), w.trouble.snapshot(now))
 		f.Meshingest.PID = os.Getpid()
 		f.Meshingest.Health = w.Health().State()
+		f.Meshingest.Spool.Reader = w.readerStats()
 		if rxErr != nil {
 			f.Meshingest.ReceiverStats = rxErr.Error()
 		}

@@ -27,6 +27,11 @@ loses and repeats nothing. While the database refuses writes (locked,
 read-only, disk full) the writer retries and the spool keeps everything;
 see writer/MAINTENANCE.md.
 
+One writer per database and per spool folder: a second one exits at once
+with status 3 (exitLocked), naming the lock file and the pid holding it. The
+systemd unit does not restart on that status (RestartPreventExitStatus=3):
+restarting would not make the other writer go away.
+
 flags:
 `
 
@@ -40,6 +45,11 @@ var writerReload = reloadScope{
 		"observerBlacklist", "observerIATAWhitelist", "neighborEdgesMaxAgeDays", "spoolDir", "writer.*", "receiver.statsFile"},
 	reloadable: []string{"logLevel", "channelKeys", "hashChannels", "channelKeysPath", "hashRegions"},
 }
+
+// exitLocked is the status of a writer that another writer keeps out of
+// its database or spool folder: distinct, so that systemd's
+// RestartPreventExitStatus= can tell it from a crash, which it restarts.
+const exitLocked = 3
 
 func runWrite(args []string) int {
 	fs := flag.NewFlagSet("write", flag.ContinueOnError)
@@ -66,15 +76,25 @@ func runWrite(args []string) int {
 
 	ctx, reload, stop := shared.SignalContext(context.Background())
 	defer stop()
-	reader, err := spool.OpenReader(cfg.SpoolDir, spool.ReaderOptions{
+	src, err := writer.OpenSpoolSource(cfg.SpoolDir, spool.ReaderOptions{
 		OnQuarantine: func(ev spool.QuarantineEvent) {
-			log.Warn().Str("event", ev.String()).Msg("damaged spool records moved to quarantine")
+			// Every record the segment held is in exactly one of the
+			// counts; the stats file's meshingest.spool.reader sums them.
+			log.Warn().Uint64("segment", ev.Segment).Str("reason", ev.Reason).Str("path", ev.Path).Str("moved_to", ev.Moved).
+				Int("held_records", ev.Held).Int("kept_records", ev.Kept).Int("quarantined_records", ev.Damaged).
+				Int("set_aside_records", ev.SetAside).Int("lost_records", ev.Lost).Bool("lost_exact", ev.LostExact).
+				Int("unreadable_entries", ev.Entries).Msg(ev.String())
 		},
 	})
+	if errors.Is(err, spool.ErrConsumerLocked) {
+		log.Error().Err(err).Msg("another writer drains this spool folder; not starting")
+		return exitLocked
+	}
 	if err != nil {
 		log.Error().Err(err).Msg("cannot open the spool")
 		return 1
 	}
+	defer src.Close()
 	// CoreScope's jobs are registered here, explicitly (writer.New runs
 	// none of its own); writer.jobs = false leaves them out.
 	stats := writer.NewStats()
@@ -85,7 +105,7 @@ func runWrite(args []string) int {
 		reg = shared.NewRegistry()
 		opts.Registry = reg
 	}
-	w, err := writer.New(writer.NewSpoolSource(reader), opts)
+	w, err := writer.New(src, opts)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return 2
@@ -98,7 +118,9 @@ func runWrite(args []string) int {
 	}
 	cur := cfg
 	onSIGHUP(ctx, reload, func() { cur = reloadWriter(log, lvl, w, *configPath, cur) })
-	if err := w.Run(ctx); err != nil {
+	if err := w.Run(ctx); errors.Is(err, writer.ErrLocked) {
+		return exitLocked // Run logged it
+	} else if err != nil {
 		var de *writer.DBError
 		if errors.As(err, &de) && de.Permanent() {
 			// Retrying cannot fix it: exit with the hint rather than
