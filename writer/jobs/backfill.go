@@ -36,7 +36,9 @@ import (
 //
 // One step holds the write lock for a few milliseconds, at most ten steps a
 // second, and none at all while the writer is catching up on a backlog:
-// the backlog comes first, these are one-time repairs.
+// the backlog comes first, these are one-time repairs. A backfill that
+// changed path_json or from_pubkey has every observation's edges and path
+// derived again (rederive.go).
 
 const (
 	backfillTxLastSeen   = writer.TxLastSeenBackfill // registered by the schema migration
@@ -107,7 +109,10 @@ func (t *backfillTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (b
 	if t.paths.catchingUp() {
 		return false, nil
 	}
-	t.allDone = false
+	if err := t.paths.ensure(ctx, tx, now); err != nil {
+		return false, err
+	}
+	t.allDone, t.paths.backfilled = false, false
 	for i := range t.phases {
 		ph := &t.phases[i]
 		status, err := asyncStatus(ctx, tx, ph.name)
@@ -152,9 +157,13 @@ func (t *backfillTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (b
 		}
 		return false, t.advance(ctx, tx, ph)
 	}
-	t.allDone = true
+	t.allDone, t.paths.backfilled = true, true
 	return false, nil
 }
+
+// StepEnded: a step that had the observations derived again and did not
+// commit has the jobs' state loaded again.
+func (t *backfillTask) StepEnded(committed bool) { t.paths.stepEnded(committed) }
 
 // forgetBackfillProgress drops what an earlier run of a phase left in
 // meshingest_state: a phase that starts again must measure the table again
@@ -180,6 +189,7 @@ func (t *backfillTask) advance(ctx context.Context, tx writer.Tx, ph *backfillPh
 			return fmt.Errorf("backfill %s: %w", ph.name, err)
 		}
 	}
+	before := p.Updated
 	done, err := ph.step(ctx, tx, &p)
 	if err != nil {
 		return fmt.Errorf("backfill %s: %w", ph.name, err)
@@ -193,6 +203,11 @@ func (t *backfillTask) advance(ctx context.Context, tx writer.Tx, ph *backfillPh
 			return fmt.Errorf("backfill %s: record completion: %w", ph.name, err)
 		}
 		t.log.Info().Str("backfill", ph.name).Int64("rows", p.Updated).Msg("backfill complete")
+	}
+	if p.Updated > before && (ph.name == backfillPathJSON || ph.name == backfillFromPubkey) {
+		// What the observations give changed.
+		t.paths.rd.markAll()
+		return t.paths.rd.save(ctx, tx)
 	}
 	return nil
 }

@@ -17,11 +17,22 @@ import (
 // cent of its CPU time). Adding up several batches in memory would save
 // most of it but leave the table behind the committed observations after
 // every stop; that is not worth it.
+//
+// The nodes the batch learned are recorded with the others whose
+// observations are to be derived again, and the newest observation id the
+// jobs derived, in the same transaction.
 func (p *pathState) Flush(ctx context.Context, tx writer.Tx) error {
-	if p.edges.len() == 0 {
-		return nil
+	if p.edges.len() > 0 {
+		if err := p.edges.flush(ctx, p.stmts, p.graph); err != nil {
+			return err
+		}
 	}
-	return p.edges.flush(ctx, p.stmts, p.graph)
+	if p.batchObs > 0 {
+		if err := p.rd.derived(ctx, tx); err != nil {
+			return err
+		}
+	}
+	return p.rd.save(ctx, tx)
 }
 
 // edgesCommitted forgets the batch's edges: they are in the table.

@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,8 +21,15 @@ import (
 // a test can wait for what it reports.
 func newWriter(t testing.TB, src writer.Source, cfg *shared.Config) (*writer.Writer, *Jobs) {
 	t.Helper()
+	return newWriterLog(t, src, cfg, io.Discard)
+}
+
+// newWriterLog is newWriter with the jobs' log (JSON lines, Info and up)
+// written to log.
+func newWriterLog(t testing.TB, src writer.Source, cfg *shared.Config, log io.Writer) (*writer.Writer, *Jobs) {
+	t.Helper()
 	stats := writer.NewStats()
-	j := New(cfg, zerolog.Nop(), stats)
+	j := New(cfg, zerolog.New(log).Level(zerolog.InfoLevel), stats)
 	w, err := writer.New(src, writer.Options{Config: cfg, Stats: stats, Hook: j.Hook(), Tasks: j.Tasks(),
 		StatsInterval: 20 * time.Millisecond})
 	if err != nil {
@@ -40,20 +50,25 @@ func openSource(t testing.TB, dir string) writer.Source {
 	return writer.NewSpoolSource(writertest.OpenSpool(t, dir))
 }
 
-// drain runs w until it consumed n messages and caught up, then stops it.
-func drain(t testing.TB, w *writer.Writer, n int64) {
+// drain runs w until it consumed n messages and caught up and, with j,
+// the jobs derived again what the nodes they learned change; then stops it.
+func drain(t testing.TB, w *writer.Writer, j *Jobs, n int64) {
 	t.Helper()
 	writertest.RunUntil(t, fmt.Sprintf("the writer to consume %d messages", n), 10*time.Minute, w.Run, func() bool {
-		return w.Stats().Messages.Load() >= n && w.Stats().CaughtUp.Load()
+		return w.Stats().Messages.Load() >= n && w.Stats().CaughtUp.Load() && (j == nil || j.settled())
 	})
 }
+
+// settled reports whether the jobs found nothing left to derive again
+// after the last committed batch (CaughtUp says that batch is the last).
+func (j *Jobs) settled() bool { return j.paths.settled.Load() == j.paths.commits.Load() }
 
 // drainRecords drains recs, from a spool of their own, into cfg's database
 // with a writer and the jobs, and checks the rows' references.
 func drainRecords(t testing.TB, cfg *shared.Config, recs []writer.Record) (*writer.Writer, *Jobs) {
 	t.Helper()
 	w, j := newWriter(t, spoolOf(t, recs), cfg)
-	drain(t, w, int64(len(recs)))
+	drain(t, w, j, int64(len(recs)))
 	writertest.CheckForeignKeys(t, cfg.DBPath)
 	return w, j
 }
@@ -69,6 +84,24 @@ func newDatabase(t testing.TB) string {
 	}
 	writertest.RunUntil(t, "the writer to create the database", time.Minute, w.Run, w.Stats().CaughtUp.Load)
 	return cfg.DBPath
+}
+
+// syncBuffer is a log a writer writes while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // testDB is one connection to a database, as the writer holds one.

@@ -1,11 +1,16 @@
 package jobs
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +38,13 @@ type cfgAndRecords struct {
 // still run) until done reports true, then stops it.
 func runWriterUntil(t *testing.T, cfg *shared.Config, what string, done func(db *sql.DB) bool) *Jobs {
 	t.Helper()
-	w, j := newWriter(t, spoolOf(t, nil), cfg)
+	return runWriterUntilLog(t, cfg, io.Discard, what, done)
+}
+
+// runWriterUntilLog is runWriterUntil with the jobs' log written to log.
+func runWriterUntilLog(t *testing.T, cfg *shared.Config, log io.Writer, what string, done func(db *sql.DB) bool) *Jobs {
+	t.Helper()
+	w, j := newWriterLog(t, spoolOf(t, nil), cfg, log)
 	db := writertest.OpenRaw(t, cfg.DBPath)
 	writertest.RunUntil(t, what, 60*time.Second, w.Run, func() bool { return done(db) })
 	return j
@@ -244,6 +255,8 @@ func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 	mustExec(t, db, `UPDATE transmissions SET from_pubkey = NULL`)
 	mustExec(t, db, `UPDATE _async_migrations SET status = 'pending_async', ended_at = NULL WHERE name = ?`, backfillTxLastSeen)
 	mustExec(t, db, `DELETE FROM _async_migrations WHERE name IN (?, ?, ?)`, backfillPathJSON, backfillFromPubkey, backfillDefaultScope)
+	// And no row of this version's jobs: they never saw the database.
+	mustExec(t, db, `DELETE FROM meshingest_state WHERE key = ?`, rederiveStateKey)
 	brokenPaths := writertest.Count(t, db, `SELECT COUNT(*) FROM observations WHERE path_json IS NULL OR path_json = ''`)
 
 	wantCounts := map[string]int64{
@@ -293,5 +306,66 @@ func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 		if got[name] != n {
 			t.Errorf("stats count %d rows for %s, want %d", got[name], name, n)
 		}
+	}
+}
+
+// watchedTask fails the steps whose number is in fail, and records what
+// the writer told it after each.
+type watchedTask struct {
+	steps int
+	fail  map[int]bool
+	ended []bool
+	mu    sync.Mutex
+}
+
+func (t *watchedTask) Name() string            { return "watched" }
+func (t *watchedTask) Interval() time.Duration { return time.Millisecond }
+
+func (t *watchedTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.steps++
+	if _, err := tx.ExecContext(ctx, `INSERT INTO meshingest_state (key, value) VALUES (?, 'x')`, fmt.Sprint("watched:", t.steps)); err != nil {
+		return false, err
+	}
+	if t.fail[t.steps] {
+		return false, errors.New("this step fails")
+	}
+	return true, nil
+}
+
+func (t *watchedTask) StepEnded(committed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ended = append(t.ended, committed)
+}
+
+// TestWriter_TaskStep_ToldWhetherItCommitted: a Task that keeps in memory
+// what its steps wrote (writer.StepWatcher, which the jobs' tasks are) is
+// told after each step whether its transaction committed; the rows of the
+// failed step are not in the table.
+func TestWriter_TaskStep_ToldWhetherItCommitted(t *testing.T) {
+	cfg := writertest.CorpusConfig(t)
+	task := &watchedTask{fail: map[int]bool{2: true}}
+	// Tasks run once a record gave the writer its clock.
+	w, err := writer.New(spoolOf(t, writertest.CorpusRecords(t)[:3]), writer.Options{Config: cfg, Tasks: []writer.Task{task}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := writertest.OpenRaw(t, cfg.DBPath)
+	// The failed step is retried a minute later: two steps are enough.
+	writertest.RunUntil(t, "two steps", time.Minute, w.Run, func() bool {
+		task.mu.Lock()
+		defer task.mu.Unlock()
+		return len(task.ended) >= 2
+	})
+	if got := fmt.Sprint(task.ended); got != "[true false]" {
+		t.Errorf("the writer said %s after the steps, want [true false]", got)
+	}
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM meshingest_state WHERE key = 'watched:1'`); n != 1 {
+		t.Error("the first step's row was not committed")
+	}
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM meshingest_state WHERE key = 'watched:2'`); n != 0 {
+		t.Error("the failed step's row was committed")
 	}
 }
