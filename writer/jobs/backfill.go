@@ -36,9 +36,11 @@ import (
 //
 // One step holds the write lock for a few milliseconds, at most ten steps a
 // second, and none at all while the writer is catching up on a backlog:
-// the backlog comes first, these are one-time repairs. A backfill that
-// changed path_json or from_pubkey has every observation's edges and path
-// derived again (rederive.go).
+// the backlog comes first, these are one-time repairs. On a database the
+// jobs first saw empty every row is the writer's own, so they are recorded
+// done at once; elsewhere a backfill says it started only when it finds a
+// row to fix. A backfill that changed path_json or from_pubkey has every
+// observation's edges and path derived again (rederive.go).
 
 const (
 	backfillTxLastSeen   = writer.TxLastSeenBackfill // registered by the schema migration
@@ -126,9 +128,11 @@ func (t *backfillTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (b
 		case "done":
 			continue
 		case "":
-			need, err := ph.needed(ctx, tx)
-			if err != nil {
-				return false, fmt.Errorf("backfill %s: %w", ph.name, err)
+			need := !t.paths.rd.fresh
+			if need {
+				if need, err = ph.needed(ctx, tx); err != nil {
+					return false, fmt.Errorf("backfill %s: %w", ph.name, err)
+				}
 			}
 			if !need {
 				_, err := tx.ExecContext(ctx, `INSERT INTO _async_migrations (name, status, ended_at)
@@ -144,7 +148,6 @@ func (t *backfillTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (b
 			if err := forgetBackfillProgress(ctx, tx, ph.name); err != nil {
 				return false, err
 			}
-			t.log.Info().Str("backfill", ph.name).Msg("database older than this column: backfill starts in the background")
 		case "pending_async":
 		default: // failed or cancelled by CoreScope's own run: try again
 			if _, err := tx.ExecContext(ctx, `UPDATE _async_migrations SET status = 'pending_async', ended_at = NULL, error = NULL
@@ -197,12 +200,17 @@ func (t *backfillTask) advance(ctx context.Context, tx writer.Tx, ph *backfillPh
 	if err := saveStateJSON(ctx, tx, key, p); err != nil {
 		return fmt.Errorf("backfill %s: %w", ph.name, err)
 	}
+	if before == 0 && p.Updated > 0 {
+		t.log.Info().Str("backfill", ph.name).Msg("database older than this column: backfill started in the background")
+	}
 	if done {
 		if _, err := tx.ExecContext(ctx, `UPDATE _async_migrations SET status = 'done', ended_at = datetime('now'), error = NULL
 			WHERE name = ?`, ph.name); err != nil {
 			return fmt.Errorf("backfill %s: record completion: %w", ph.name, err)
 		}
-		t.log.Info().Str("backfill", ph.name).Int64("rows", p.Updated).Msg("backfill complete")
+		if p.Updated > 0 {
+			t.log.Info().Str("backfill", ph.name).Int64("rows", p.Updated).Msg("backfill complete")
+		}
 	}
 	if p.Updated > before && (ph.name == backfillPathJSON || ph.name == backfillFromPubkey) {
 		// What the observations give changed.

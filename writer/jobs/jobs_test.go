@@ -50,6 +50,26 @@ func runWriterUntilLog(t *testing.T, cfg *shared.Config, log io.Writer, what str
 	return j
 }
 
+// TestBackfillTask_NewDatabase_Silent: on a database the writer created,
+// the backfills are recorded done without looking at the rows, and say
+// nothing (they used to announce a backfill of every column and finish
+// with 0 rows).
+func TestBackfillTask_NewDatabase_Silent(t *testing.T) {
+	cfg := writertest.CorpusConfig(t)
+	recs := writertest.CorpusRecords(t)
+	var log syncBuffer
+	w, j := newWriterLog(t, spoolOf(t, recs), cfg, &log)
+	db := writertest.OpenRaw(t, cfg.DBPath)
+	writertest.RunUntil(t, "the capture and the backfills", time.Minute, w.Run, func() bool {
+		return w.Stats().Messages.Load() >= int64(len(recs)) && w.Stats().CaughtUp.Load() && j.settled() &&
+			writertest.Count(t, db, `SELECT COUNT(*) FROM _async_migrations WHERE status = 'done' AND name IN (?, ?, ?, ?)`,
+				backfillTxLastSeen, backfillPathJSON, backfillFromPubkey, backfillDefaultScope) == 4
+	})
+	if strings.Contains(log.String(), `"job":"backfill"`) {
+		t.Errorf("the backfills said something on a new database:\n%s", log.String())
+	}
+}
+
 func nodeKeys(t *testing.T, db *sql.DB, table string, n int) []string {
 	t.Helper()
 	rows, err := db.Query(`SELECT public_key FROM `+table+` ORDER BY public_key LIMIT ?`, n)
@@ -272,11 +292,17 @@ func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 		json.Unmarshal(b, &f)
 		return f.BackfillUpdates
 	}
-	runWriterUntil(t, c.cfg, "backfills", func(db *sql.DB) bool {
+	var log syncBuffer
+	runWriterUntilLog(t, c.cfg, &log, "backfills", func(db *sql.DB) bool {
 		return writertest.Count(t, db, `SELECT COUNT(*) FROM _async_migrations WHERE status = 'done' AND name IN (?, ?, ?, ?)`,
 			backfillTxLastSeen, backfillPathJSON, backfillFromPubkey, backfillDefaultScope) == 4 &&
 			counted()[backfillDefaultScope] > 0
 	})
+	for _, name := range []string{backfillPathJSON, backfillFromPubkey, backfillDefaultScope} {
+		if !strings.Contains(log.String(), `"backfill":"`+name+`","message":"database older than this column`) {
+			t.Errorf("no log line saying backfill %s started", name)
+		}
+	}
 
 	for name, c := range map[string]struct {
 		want map[int64]string

@@ -82,7 +82,11 @@ type rederiveState struct {
 	through int64           // the newest observation id the jobs derived
 	// kept is through as last committed, for a rollback.
 	kept int64
-	pass *rederivePass
+	// fresh: the jobs saw the database without observations, so every
+	// row in it was written by this writer (the backfills have nothing
+	// to do).
+	fresh bool
+	pass  *rederivePass
 
 	// version counts changes of pending; saved is the version the
 	// state row holds once the transaction that wrote it commits.
@@ -95,6 +99,7 @@ type rederiveStored struct {
 	Full    bool     `json:"full,omitempty"`
 	Keys    []string `json:"keys"`
 	Through int64    `json:"through"`
+	Fresh   bool     `json:"fresh,omitempty"`
 }
 
 // loadRederiveState reads what is still to do; a database without the
@@ -112,13 +117,13 @@ func loadRederiveState(ctx context.Context, tx writer.Tx, log zerolog.Logger) (r
 	if err != nil {
 		return rd, err
 	}
-	rd.full, rd.through, rd.kept = st.Full, top, top
+	rd.full, rd.through, rd.kept, rd.fresh = st.Full, top, top, st.Fresh
 	for _, k := range st.Keys {
 		rd.pending[k] = true
 	}
 	switch {
 	case !found:
-		rd.full = top > 0
+		rd.full, rd.fresh = top > 0, top == 0
 		rd.version = 1 // write the row
 	case top > st.Through && !st.Full:
 		log.Info().Int64("through", st.Through).Int64("newest", top).
@@ -181,7 +186,7 @@ func (rd *rederiveState) save(ctx context.Context, tx writer.Tx) error {
 	if rd.version == rd.saved {
 		return nil
 	}
-	st := rederiveStored{Full: rd.full, Keys: []string{}, Through: rd.through}
+	st := rederiveStored{Full: rd.full, Keys: []string{}, Through: rd.through, Fresh: rd.fresh}
 	for k := range rd.pending {
 		st.Keys = append(st.Keys, k)
 	}
