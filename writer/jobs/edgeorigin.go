@@ -33,9 +33,11 @@ type edgeOrigin struct {
 
 func edgeOriginKey(rowid int64) string { return edgeOriginPrefix + strconv.FormatInt(rowid, 10) }
 
-// saveEdgeOrigin records the first observation of edge k, whose row the
-// graph knows.
-func saveEdgeOrigin(ctx context.Context, save *sql.Stmt, g *neighbourGraph, k uint64) error {
+// edgeOrigins are records to write, key and value in turn.
+type edgeOrigins []any
+
+// add records the first observation of edge k, whose row the graph knows.
+func (o *edgeOrigins) add(g *neighbourGraph, k uint64) error {
 	e := g.edges[k]
 	if e.rowid == 0 {
 		return nil // a row in another case than the writer's: not the writer's to describe
@@ -48,8 +50,30 @@ func saveEdgeOrigin(ctx context.Context, save *sql.Stmt, g *neighbourGraph, k ui
 	if err != nil {
 		return err
 	}
-	if _, err := save.ExecContext(ctx, edgeOriginKey(e.rowid), string(v)); err != nil {
-		return fmt.Errorf("record the first observation of neighbor edge %s–%s: %w", a, b, err)
+	*o = append(*o, edgeOriginKey(e.rowid), string(v))
+	return nil
+}
+
+// originChunk is how many records one statement writes.
+const originChunk = 64
+
+// saveOriginsSQL writes originChunk records.
+var saveOriginsSQL = `INSERT INTO meshingest_state (key, value) VALUES ` +
+	strings.TrimSuffix(strings.Repeat("(?, ?), ", originChunk), ", ") +
+	` ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+
+// save writes the records, originChunk to a statement (chunk), the rest
+// one by one (one).
+func (o edgeOrigins) save(ctx context.Context, one, chunk *sql.Stmt) error {
+	for len(o) > 0 {
+		n, st := 2, one
+		if len(o) >= 2*originChunk {
+			n, st = 2*originChunk, chunk
+		}
+		if _, err := st.ExecContext(ctx, o[:n]...); err != nil {
+			return fmt.Errorf("record the first observations of neighbor edges: %w", err)
+		}
+		o = o[n:]
 	}
 	return nil
 }

@@ -86,7 +86,7 @@ func nodeKeys(t *testing.T, db *sql.DB, table string, n int) []string {
 	return keys
 }
 
-func writeJSONFile(t *testing.T, path string, v any) {
+func writeJSONFile(t testing.TB, path string, v any) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)

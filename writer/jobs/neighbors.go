@@ -226,14 +226,15 @@ type edgeDelta struct {
 	count    int64
 	lastSeen int64
 	// created: the batch created the edge; origin is the observation
-	// that did, whose id is looked up when the batch is flushed.
+	// that did (its id as predicted, checked when the batch is flushed).
 	created bool
 	origin  obsRef
 }
 
-// obsRef names an observation row by its unique key, before its id is
-// known (the writer inserts the batch's rows in chunks).
+// obsRef names an observation row of the open batch: its predicted id,
+// and its unique key to look the id up by when the prediction failed.
 type obsRef struct {
+	id           int64
 	transmission int64
 	observer     sql.NullInt64
 	path         string
@@ -295,8 +296,8 @@ const (
 // edgeStatements are the statements above, prepared on the writer's
 // connection.
 type edgeStatements struct {
-	insert, byRowid, byRowids, byPair, rowid, holds, saveOrigin, observationID *sql.Stmt
-	args                                                                       []any
+	insert, byRowid, byRowids, byPair, rowid, holds, saveOrigin, saveOrigins, observationID *sql.Stmt
+	args                                                                                    []any
 }
 
 const edgeHoldsSQL = `SELECT EXISTS (SELECT 1 FROM neighbor_edges WHERE rowid = ? AND node_a = ? AND node_b = ?)`
@@ -313,7 +314,7 @@ func prepareEdgeStatements(ctx context.Context, tx writer.Tx) (*edgeStatements, 
 		sql string
 	}{{&st.insert, insertEdgeSQL}, {&st.byRowid, updateEdgeByRowidSQL}, {&st.byRowids, updateEdgesSQL},
 		{&st.byPair, updateEdgeByPairSQL}, {&st.rowid, edgeRowidSQL}, {&st.holds, edgeHoldsSQL},
-		{&st.saveOrigin, saveStateSQL}, {&st.observationID, observationIDSQL}} {
+		{&st.saveOrigin, saveStateSQL}, {&st.saveOrigins, saveOriginsSQL}, {&st.observationID, observationIDSQL}} {
 		s, err := tx.PrepareContext(ctx, p.sql)
 		if err != nil {
 			st.close()
@@ -325,7 +326,7 @@ func prepareEdgeStatements(ctx context.Context, tx writer.Tx) (*edgeStatements, 
 }
 
 func (s *edgeStatements) close() {
-	for _, st := range []*sql.Stmt{s.insert, s.byRowid, s.byRowids, s.byPair, s.rowid, s.holds, s.saveOrigin, s.observationID} {
+	for _, st := range []*sql.Stmt{s.insert, s.byRowid, s.byRowids, s.byPair, s.rowid, s.holds, s.saveOrigin, s.saveOrigins, s.observationID} {
 		if st != nil {
 			st.Close()
 		}
@@ -357,21 +358,27 @@ var updateEdgesSQL = func() string {
 	return sb.String()
 }()
 
-func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourGraph) error {
-	// The first observations of the new edges, now in the table.
+// flush writes the batch's edges. idsKnown says the ids predicted for the
+// batch's observations were right; else the first observations of the new
+// edges are looked up.
+func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourGraph, idsKnown bool) error {
 	for i := range e.deltas {
-		if d := &e.deltas[i]; d.created {
+		d := &e.deltas[i]
+		if !d.created {
+			continue
+		}
+		id := sql.NullInt64{Int64: d.origin.id, Valid: true}
+		if !idsKnown {
 			// Not found (it cannot be: the row is in this transaction)
 			// leaves 0, an edge that counts for every observation.
-			var id sql.NullInt64
 			o := &d.origin
 			if err := st.observationID.QueryRowContext(ctx, o.transmission, o.observer, o.path).Scan(&id); err != nil {
 				return fmt.Errorf("find the observation that gave neighbor edge %s–%s: %w", g.names.name(d.a), g.names.name(d.b), err)
 			}
-			state := g.edges[d.key]
-			state.firstObs = id.Int64
-			g.edges[d.key] = state
 		}
+		state := g.edges[d.key]
+		state.firstObs = id.Int64
+		g.edges[d.key] = state
 	}
 	// Known pairs in chunks, the others (and a chunk's leftovers) one by
 	// one.
@@ -420,14 +427,15 @@ func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourG
 			return err
 		}
 	}
+	var origins edgeOrigins
 	for i := range e.deltas {
 		if d := &e.deltas[i]; d.created {
-			if err := saveEdgeOrigin(ctx, st.saveOrigin, g, d.key); err != nil {
+			if err := origins.add(g, d.key); err != nil {
 				return err
 			}
 		}
 	}
-	return nil
+	return origins.save(ctx, st.saveOrigin, st.saveOrigins)
 }
 
 // flushOne writes one pair: by rowid when known, else inserted, else (a

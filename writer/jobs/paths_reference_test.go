@@ -292,6 +292,21 @@ func checkPathJobs(t *testing.T, dbPath string, maxAgeDays int) *referencePaths 
 	if wrong > 0 {
 		t.Errorf("%d of %d neighbor_edges rows differ from the rule", wrong, len(keys))
 	}
+	// The first observation of every edge, which resolving an older
+	// observation again needs.
+	origins := storedOrigins(t, dbPath)
+	bad = 0
+	for k, e := range ref.edges {
+		if got := origins[k]; got != e.firstObs {
+			if bad < 5 {
+				t.Errorf("neighbor_edges %s–%s: first observation recorded %d, want %d", short(k[0]), short(k[1]), got, e.firstObs)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d edges have a wrong first observation", bad, len(ref.edges))
+	}
 	resolved := 0
 	for _, row := range ref.rows {
 		if row.stored.Valid {
@@ -329,6 +344,30 @@ func storedEdges(t *testing.T, dbPath string) map[[2]string]refEdge {
 		}
 	}
 	return got
+}
+
+// storedOrigins reads the jobs' record of each edge's first observation
+// (edge_origin:<rowid>, checked against the row); none recorded reads 0.
+func storedOrigins(t *testing.T, dbPath string) map[[2]string]int64 {
+	t.Helper()
+	db := writertest.OpenRaw(t, dbPath)
+	rows, err := db.Query(`SELECT e.node_a, e.node_b, s.value FROM neighbor_edges e
+		LEFT JOIN meshingest_state s ON s.key = 'edge_origin:' || e.rowid`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[[2]string]int64{}
+	for rows.Next() {
+		var a, b string
+		var v sql.NullString
+		rows.Scan(&a, &b, &v)
+		var o edgeOrigin
+		if v.Valid && json.Unmarshal([]byte(v.String), &o) == nil && o.A == a && o.B == b {
+			out[[2]string{a, b}] = o.Obs
+		}
+	}
+	return out
 }
 
 func nullText(s sql.NullString) string {

@@ -55,7 +55,11 @@ type pathState struct {
 	// The open batch: what to undo on a rollback.
 	addedNodes []uint32
 	undo       []edgeUndo
-	batchObs   int
+	batchObs   int // observations handed over in the batch
+	// batchFirstID is the id SQLite gives the batch's first observation
+	// row: one id per observation handed over, in order.
+	batchFirstID    int64
+	idsMispredicted bool // logged once
 
 	// The last committed batch, to tell a catch-up from live traffic.
 	lastBatchObs int
@@ -258,6 +262,13 @@ func (p *pathState) BeforeObservation(ctx context.Context, tx writer.Tx, obs *wr
 	if err := p.ensure(ctx, tx, oc.ReceivedAt); err != nil {
 		return err
 	}
+	if p.batchObs == 0 {
+		var err error
+		if p.batchFirstID, err = nextObservationID(ctx, tx); err != nil {
+			return err
+		}
+	}
+	id := p.batchFirstID + int64(p.batchObs) // predicted, checked at the flush
 	p.batchObs++
 	ts := obs.Timestamp
 	from := noNode
@@ -284,7 +295,7 @@ func (p *pathState) BeforeObservation(ctx context.Context, tx writer.Tx, obs *wr
 		observer = p.observerVertex(oc.ObserverID)
 	}
 	isAdvert := oc.Frame != nil && oc.Frame.Type == decoder.TypeAdvert
-	p.origin = obsRef{transmission: obs.TransmissionID, observer: obs.ObserverIdx, path: obs.PathJSON}
+	p.origin = obsRef{id: id, transmission: obs.TransmissionID, observer: obs.ObserverIdx, path: obs.PathJSON}
 	edges, n := p.observationEdges(hops, isAdvert, from, observer)
 	for _, e := range edges[:n] {
 		p.addEdge(e[0], e[1], ts)
@@ -292,13 +303,9 @@ func (p *pathState) BeforeObservation(ctx context.Context, tx writer.Tx, obs *wr
 	return nil
 }
 
-// newestObservation stands for the id of an observation of the open
-// batch, above every stored one: edges the batch created count for the
-// batch's later observations (their ids are looked up at the flush).
-const (
-	newestObservation  = math.MaxInt64
-	batchObservationID = math.MaxInt64 - 1
-)
+// newestObservation stands for the id of the observation being inserted,
+// which every edge stored or made by the batch so far precedes.
+const newestObservation = math.MaxInt64
 
 // observationEdges returns the edges one observation row gives (see
 // neighbors.go), at most two: a hop counts when exactly one node has its
@@ -333,7 +340,7 @@ func (p *pathState) uniqueNode(h *hop) uint32 {
 
 // addEdge counts an edge of the observation p.origin names.
 func (p *pathState) addEdge(a, b uint32, ts int64) {
-	u := p.graph.touch(a, b, ts, batchObservationID)
+	u := p.graph.touch(a, b, ts, p.origin.id)
 	p.undo = append(p.undo, u)
 	p.edges.add(p.graph, a, b, ts, !u.existed, &p.origin)
 }

@@ -12,9 +12,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// The rule neighbor_edges and resolved_path follow (docs/reference/
-// mqtt-formats.md §8, ../JOBS.md) is over every stored observation and the
-// nodes table as it is now. An observation is derived when it is inserted,
+// The rule neighbor_edges and resolved_path follow (../JOBS.md, "The
+// rule") is over every stored observation and the nodes table as it is
+// now. An observation is derived when it is inserted,
 // against the nodes known then; a node learned later (its first advert
 // came after observations through it), or lost (a prune request,
 // retention, an operator), changes what some stored observations give.
@@ -46,27 +46,27 @@ import (
 // hops: one more index of every observation would cost every insert (the
 // jobs' goal is at most 15 % of the catch-up speed), while nodes are
 // learned a few times a day. SQLite filters the rows (LIKE on path_json);
-// a pass costs one read of the observations per phase, a few seconds per
-// million rows.
+// a pass reads the observations once per phase (the cost is measured by
+// BenchmarkRederive_*, figures in ../JOBS.md).
 //
-// A database this version has not seen before (written by CoreScope, or an
-// older meshingest, whose edges followed other rules) has every
-// observation derived once (a full pass); a new one has nothing to do. So
-// has one that got observations the jobs did not see (written with
-// writer.jobs off, or by another program): the state records the newest
-// observation id each batch derived.
+// Every observation is derived again once (a full pass) in a database the
+// jobs did not see throughout: one written by CoreScope or an older
+// meshingest (edges by other rules), or one with observations newer than
+// the newest the jobs derived (written with writer.jobs off, or by another
+// program). One the jobs first saw empty is "fresh": nothing to do.
 //
 // The node keys still to be handled are kept in meshingest_state under
-// paths_rederive ({"full","keys","through"}), written in the transaction
-// that learned them, and cleared in the step that finishes their pass: a
-// restart runs the pass again.
+// paths_rederive ({"full","keys","through","fresh"}), written in the
+// transaction that learned them, and cleared in the step that finishes
+// their pass: a restart runs the pass again.
 
 const (
 	rederiveStateKey = "paths_rederive"
 	// rederiveMaxKeys: more keys pending than this make a full pass (a
 	// prune of hundreds of nodes; the state row stays small).
 	rederiveMaxKeys = 256
-	// rederiveStepTime bounds one step's reading; it holds the write lock.
+	// rederiveStepTime is about how long one step reads (it holds the
+	// write lock); the step that writes the edges takes longer.
 	rederiveStepTime = 50 * time.Millisecond
 	// rederiveWindow is how many observation ids one query reads.
 	rederiveWindow = 4096
@@ -134,17 +134,13 @@ func loadRederiveState(ctx context.Context, tx writer.Tx, log zerolog.Logger) (r
 	return rd, nil
 }
 
-// derived records the newest observation id a batch derived.
-func (rd *rederiveState) derived(ctx context.Context, tx writer.Tx) error {
-	top, err := maxObservationID(ctx, tx)
-	if err != nil {
-		return err
-	}
-	if top != rd.through {
-		rd.through = top
+// derived records the newest observation id a batch derived (next is the
+// id the next row will get).
+func (rd *rederiveState) derived(next int64) {
+	if next-1 != rd.through {
+		rd.through = next - 1
 		rd.version++
 	}
-	return nil
 }
 
 // mark records that the observations through key are to be derived again.
@@ -513,6 +509,20 @@ func (p *pathState) vertices(ctx context.Context, tx writer.Tx, ps *rederivePass
 	return from, observer, nil
 }
 
+// nextObservationID is the id SQLite gives the next observation row: the
+// table is AUTOINCREMENT (sqlite_sequence), and every row an INSERT
+// offers takes one, a row the upsert turns into an update included.
+func nextObservationID(ctx context.Context, tx writer.Tx) (int64, error) {
+	var n int64
+	err := tx.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'observations'), 0),
+		COALESCE((SELECT MAX(id) FROM observations), 0)) + 1`).Scan(&n)
+	if err != nil { // no sqlite_sequence: no AUTOINCREMENT table
+		top, err := maxObservationID(ctx, tx)
+		return top + 1, err
+	}
+	return n, nil
+}
+
 func maxObservationID(ctx context.Context, tx writer.Tx) (int64, error) {
 	var n int64
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM observations`).Scan(&n); err != nil {
@@ -613,6 +623,12 @@ func (p *pathState) writeEdges(ctx context.Context, tx writer.Tx, now time.Time)
 		return fmt.Errorf("prepare: %w", err)
 	}
 	defer save.Close()
+	saveChunk, err := tx.PrepareContext(ctx, saveOriginsSQL)
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	defer saveChunk.Close()
+	var origins edgeOrigins
 	cutoff := now.Unix() - g.maxAge
 	var gone []int64
 	for _, k := range keys {
@@ -658,12 +674,15 @@ func (p *pathState) writeEdges(ctx context.Context, tx writer.Tx, now time.Time)
 		prev, had := g.edges[k]
 		g.replace(k, edgeState{lastSeen: t.lastSeen, firstObs: t.firstObs, rowid: rowid})
 		if !had || prev.firstObs != t.firstObs || prev.rowid != rowid {
-			if err := saveEdgeOrigin(ctx, save, g, k); err != nil {
+			if err := origins.add(g, k); err != nil {
 				return err
 			}
 		}
 	}
 	ps.tally = nil
+	if err := origins.save(ctx, save, saveChunk); err != nil {
+		return err
+	}
 	return deleteEdgeOrigins(ctx, tx, gone)
 }
 
