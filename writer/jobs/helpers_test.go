@@ -4,9 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io"
-	"strings"
-	"sync"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,21 +20,31 @@ import (
 // a test can wait for what it reports.
 func newWriter(t testing.TB, src writer.Source, cfg *shared.Config) (*writer.Writer, *Jobs) {
 	t.Helper()
-	return newWriterLog(t, src, cfg, io.Discard)
+	w, j, _ := newWriterLog(t, src, cfg)
+	return w, j
 }
 
 // newWriterLog is newWriter with the jobs' log (JSON lines, Info and up)
-// written to log.
-func newWriterLog(t testing.TB, src writer.Source, cfg *shared.Config, log io.Writer) (*writer.Writer, *Jobs) {
+// in a file, and a function that reads what it holds so far.
+func newWriterLog(t testing.TB, src writer.Source, cfg *shared.Config) (*writer.Writer, *Jobs, func() string) {
 	t.Helper()
+	path := filepath.Join(t.TempDir(), "jobs.log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
 	stats := writer.NewStats()
-	j := New(cfg, zerolog.New(log).Level(zerolog.InfoLevel), stats)
+	j := New(cfg, zerolog.New(f).Level(zerolog.InfoLevel), stats)
 	w, err := writer.New(src, writer.Options{Config: cfg, Stats: stats, Hook: j.Hook(), Tasks: j.Tasks(),
 		StatsInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return w, j
+	return w, j, func() string {
+		b, _ := os.ReadFile(path)
+		return string(b)
+	}
 }
 
 // spoolOf is a Source over a new spool folder holding recs.
@@ -84,24 +93,6 @@ func newDatabase(t testing.TB) string {
 	}
 	writertest.RunUntil(t, "the writer to create the database", time.Minute, w.Run, w.Stats().CaughtUp.Load)
 	return cfg.DBPath
-}
-
-// syncBuffer is a log a writer writes while a test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // testDB is one connection to a database, as the writer holds one.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,19 +34,14 @@ type cfgAndRecords struct {
 }
 
 // runWriterUntil runs a writer and the jobs over an empty spool (the tasks
-// still run) until done reports true, then stops it.
-func runWriterUntil(t *testing.T, cfg *shared.Config, what string, done func(db *sql.DB) bool) *Jobs {
+// still run) until done reports true, then stops it; it returns the jobs
+// and their log.
+func runWriterUntil(t *testing.T, cfg *shared.Config, what string, done func(db *sql.DB) bool) (*Jobs, string) {
 	t.Helper()
-	return runWriterUntilLog(t, cfg, io.Discard, what, done)
-}
-
-// runWriterUntilLog is runWriterUntil with the jobs' log written to log.
-func runWriterUntilLog(t *testing.T, cfg *shared.Config, log io.Writer, what string, done func(db *sql.DB) bool) *Jobs {
-	t.Helper()
-	w, j := newWriterLog(t, spoolOf(t, nil), cfg, log)
+	w, j, log := newWriterLog(t, spoolOf(t, nil), cfg)
 	db := writertest.OpenRaw(t, cfg.DBPath)
 	writertest.RunUntil(t, what, 60*time.Second, w.Run, func() bool { return done(db) })
-	return j
+	return j, log()
 }
 
 // TestBackfillTask_NewDatabase_Silent: on a database the writer created,
@@ -57,20 +51,19 @@ func runWriterUntilLog(t *testing.T, cfg *shared.Config, log io.Writer, what str
 func TestBackfillTask_NewDatabase_Silent(t *testing.T) {
 	cfg := writertest.CorpusConfig(t)
 	recs := writertest.CorpusRecords(t)
-	var log syncBuffer
-	w, j := newWriterLog(t, spoolOf(t, recs), cfg, &log)
+	w, j, log := newWriterLog(t, spoolOf(t, recs), cfg)
 	db := writertest.OpenRaw(t, cfg.DBPath)
 	writertest.RunUntil(t, "the capture and the backfills", time.Minute, w.Run, func() bool {
 		return w.Stats().Messages.Load() >= int64(len(recs)) && w.Stats().CaughtUp.Load() && j.settled() &&
 			writertest.Count(t, db, `SELECT COUNT(*) FROM _async_migrations WHERE status = 'done' AND name IN (?, ?, ?, ?)`,
 				backfillTxLastSeen, backfillPathJSON, backfillFromPubkey, backfillDefaultScope) == 4
 	})
-	if strings.Contains(log.String(), `"job":"backfill"`) {
-		t.Errorf("the backfills said something on a new database:\n%s", log.String())
+	if strings.Contains(log(), `"job":"backfill"`) {
+		t.Errorf("the backfills said something on a new database:\n%s", log())
 	}
 }
 
-func nodeKeys(t *testing.T, db *sql.DB, table string, n int) []string {
+func nodeKeys(t testing.TB, db *sql.DB, table string, n int) []string {
 	t.Helper()
 	rows, err := db.Query(`SELECT public_key FROM `+table+` ORDER BY public_key LIMIT ?`, n)
 	if err != nil {
@@ -118,7 +111,7 @@ func TestPruneTask_Requests_DeletedAndAnswered(t *testing.T) {
 	writeJSONFile(t, filepath.Join(dir, "request-00ab14.json"), PruneRequest{ID: "ffff", Pubkeys: []string{victims[0]}})
 	writeJSONFile(t, filepath.Join(dir, "request-x.y.json"), PruneRequest{ID: "x.y"})
 
-	j := runWriterUntil(t, c.cfg, "prune requests", func(*sql.DB) bool {
+	j, _ := runWriterUntil(t, c.cfg, "prune requests", func(*sql.DB) bool {
 		_, err1 := os.Stat(filepath.Join(dir, "result-00ab14.json"))
 		_, err2 := os.Stat(filepath.Join(dir, "request-x.y.json.rejected"))
 		return err1 == nil && err2 == nil
@@ -292,14 +285,13 @@ func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 		json.Unmarshal(b, &f)
 		return f.BackfillUpdates
 	}
-	var log syncBuffer
-	runWriterUntilLog(t, c.cfg, &log, "backfills", func(db *sql.DB) bool {
+	_, log := runWriterUntil(t, c.cfg, "backfills", func(db *sql.DB) bool {
 		return writertest.Count(t, db, `SELECT COUNT(*) FROM _async_migrations WHERE status = 'done' AND name IN (?, ?, ?, ?)`,
 			backfillTxLastSeen, backfillPathJSON, backfillFromPubkey, backfillDefaultScope) == 4 &&
 			counted()[backfillDefaultScope] > 0
 	})
 	for _, name := range []string{backfillPathJSON, backfillFromPubkey, backfillDefaultScope} {
-		if !strings.Contains(log.String(), `"backfill":"`+name+`","message":"database older than this column`) {
+		if !strings.Contains(log, `"backfill":"`+name+`","message":"database older than this column`) {
 			t.Errorf("no log line saying backfill %s started", name)
 		}
 	}

@@ -240,7 +240,8 @@ type rederivePass struct {
 	cursor     int64 // the last id read
 	until      int64 // phase 2: the last id to read
 	tally      map[uint64]*edgeTally
-	vertexOf   map[int64]uint32 // observer rowid → vertex
+	rows       []storedObservation // the window being read
+	vertexOf   map[int64]uint32    // observer rowid → vertex
 	started    time.Time
 	readRows   int64
 	matched    int64
@@ -523,6 +524,43 @@ func nextObservationID(ctx context.Context, tx writer.Tx) (int64, error) {
 	return n, nil
 }
 
+// forWanted hands fn each row of (ps.cursor, hi] the phase wants, with its
+// hops, advertiser and observer. The rows are read to the end first: fn
+// may not query.
+func (p *pathState) forWanted(ctx context.Context, tx writer.Tx, ps *rederivePass, phase int, hi int64,
+	fn func(o *storedObservation, hops []hop, from, observer uint32)) error {
+	var err error
+	if ps.rows, err = p.readWindow(ctx, tx, ps, phase, ps.cursor, hi, ps.rows); err != nil {
+		return err
+	}
+	for i := range ps.rows {
+		o := &ps.rows[i]
+		hops := parsePathJSON(o.path, &p.hops)
+		if !ps.wants(o, hops, phase) {
+			continue
+		}
+		ps.matched++
+		from, observer, err := p.vertices(ctx, tx, ps, o)
+		if err != nil {
+			return err
+		}
+		fn(o, hops, from, observer)
+	}
+	return nil
+}
+
+// count adds observation o to edge k's tally.
+func (ps *rederivePass) count(k uint64, o *storedObservation) {
+	t := ps.tally[k]
+	if t == nil {
+		t = &edgeTally{firstObs: o.id}
+		ps.tally[k] = t
+	}
+	t.count++
+	t.lastSeen = max(t.lastSeen, o.ts)
+	t.firstObs = min(t.firstObs, o.id)
+}
+
 func maxObservationID(ctx context.Context, tx writer.Tx) (int64, error) {
 	var n int64
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM observations`).Scan(&n); err != nil {
@@ -535,7 +573,6 @@ func maxObservationID(ctx context.Context, tx writer.Tx) (int64, error) {
 // has read the newest observation it writes them.
 func (p *pathState) rederiveEdges(ctx context.Context, tx writer.Tx, now, deadline time.Time) error {
 	ps := p.rd.pass
-	var rows []storedObservation
 	for {
 		top, err := maxObservationID(ctx, tx)
 		if err != nil {
@@ -549,35 +586,16 @@ func (p *pathState) rederiveEdges(ctx context.Context, tx writer.Tx, now, deadli
 			return nil
 		}
 		hi := min(ps.cursor+rederiveWindow, top)
-		if rows, err = p.readWindow(ctx, tx, ps, 1, ps.cursor, hi, rows); err != nil {
-			return err
-		}
-		for i := range rows {
-			o := &rows[i]
-			hops := parsePathJSON(o.path, &p.hops)
-			if !ps.wants(o, hops, 1) {
-				continue
-			}
-			ps.matched++
-			from, observer, err := p.vertices(ctx, tx, ps, o)
-			if err != nil {
-				return err
-			}
+		err = p.forWanted(ctx, tx, ps, 1, hi, func(o *storedObservation, hops []hop, from, observer uint32) {
 			edges, n := p.observationEdges(hops, o.advert, from, observer)
 			for _, e := range edges[:n] {
-				if !ps.touches(e[0], e[1]) {
-					continue
+				if ps.touches(e[0], e[1]) {
+					ps.count(pairKey(e[0], e[1]), o)
 				}
-				k := pairKey(e[0], e[1])
-				t := ps.tally[k]
-				if t == nil {
-					t = &edgeTally{firstObs: o.id}
-					ps.tally[k] = t
-				}
-				t.count++
-				t.lastSeen = max(t.lastSeen, o.ts)
-				t.firstObs = min(t.firstObs, o.id)
 			}
+		})
+		if err != nil {
+			return err
 		}
 		ps.cursor = hi
 		if time.Now().After(deadline) {
@@ -737,28 +755,13 @@ func (p *pathState) rederivePaths(ctx context.Context, tx writer.Tx, deadline ti
 		id   int64
 		path sql.NullString
 	}
-	var rows []storedObservation
 	var fixes []rewrite
 	for ps.cursor < ps.until {
 		hi := min(ps.cursor+rederiveWindow, ps.until)
-		var err error
-		if rows, err = p.readWindow(ctx, tx, ps, 2, ps.cursor, hi, rows); err != nil {
-			return false, err
-		}
 		fixes = fixes[:0]
-		for i := range rows {
-			o := &rows[i]
-			hops := parsePathJSON(o.path, &p.hops)
-			if !ps.wants(o, hops, 2) {
-				continue
-			}
-			ps.matched++
+		err := p.forWanted(ctx, tx, ps, 2, hi, func(o *storedObservation, hops []hop, from, _ uint32) {
 			want := sql.NullString{}
 			if len(hops) > 0 {
-				from, _, err := p.vertices(ctx, tx, ps, o)
-				if err != nil {
-					return false, err
-				}
 				p.res = p.resolveHops(hops, from, o.ts, o.id, p.res)
 				if buf, ok := p.appendResolvedPath(p.buf[:0], p.res); ok {
 					p.buf = buf
@@ -768,6 +771,9 @@ func (p *pathState) rederivePaths(ctx context.Context, tx writer.Tx, deadline ti
 			if want != o.resolvedPath {
 				fixes = append(fixes, rewrite{o.id, want})
 			}
+		})
+		if err != nil {
+			return false, err
 		}
 		for _, f := range fixes {
 			if _, err := tx.ExecContext(ctx, `UPDATE observations SET resolved_path = ? WHERE id = ?`, f.path, f.id); err != nil {

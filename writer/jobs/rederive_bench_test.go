@@ -60,8 +60,7 @@ func passes(log string) []passLog {
 func BenchmarkRederive_AfterCatchUp(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		recs, cfg := generatedRecords(b, 77, benchMessages(), time.Date(2026, 10, 6, 8, 0, 0, 0, time.UTC))
-		var log syncBuffer
-		w, j := newWriterLog(b, spoolOf(b, recs), cfg, &log)
+		w, j, log := newWriterLog(b, spoolOf(b, recs), cfg)
 		var drained, settled time.Time
 		start := time.Now()
 		writertest.RunUntil(b, "the catch-up and its pass", 60*time.Minute, w.Run, func() bool {
@@ -76,7 +75,7 @@ func BenchmarkRederive_AfterCatchUp(b *testing.B) {
 		})
 		obs := writertest.Count(b, writertest.OpenRaw(b, cfg.DBPath), `SELECT COUNT(*) FROM observations`)
 		var read, matched, paths, took int64
-		for _, p := range passes(log.String()) {
+		for _, p := range passes(log()) {
 			read, matched, paths, took = read+p.Read, matched+p.Matched, paths+p.Paths, took+p.TookMs
 		}
 		b.ReportMetric(float64(obs), "observations")
@@ -99,28 +98,17 @@ func BenchmarkRederive_OneNodeLost(b *testing.B) {
 	drain(b, w, j, int64(len(recs)))
 	db := writertest.OpenRaw(b, cfg.DBPath)
 	obs := writertest.Count(b, db, `SELECT COUNT(*) FROM observations`)
-	rows, err := db.Query(`SELECT public_key FROM nodes ORDER BY public_key`)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var keys []string
-	for rows.Next() {
-		var k string
-		rows.Scan(&k)
-		keys = append(keys, k)
-	}
-	rows.Close()
+	keys := nodeKeys(b, db, "nodes", 1000)
 	dir := filepath.Join(filepath.Dir(cfg.DBPath), PruneDirName)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := fmt.Sprintf("%06x", i+1)
 		writeJSONFile(b, filepath.Join(dir, "request-"+id+".json"), PruneRequest{ID: id, Pubkeys: []string{keys[(i*37)%len(keys)]}})
-		var log syncBuffer
-		w, j := newWriterLog(b, spoolOf(b, nil), cfg, &log)
+		w, j, log := newWriterLog(b, spoolOf(b, nil), cfg)
 		writertest.RunUntil(b, "the prune's pass", 10*time.Minute, w.Run, func() bool {
-			return len(passes(log.String())) > 0 && j.settled()
+			return len(passes(log())) > 0 && j.settled()
 		})
-		p := passes(log.String())[0]
+		p := passes(log())[0]
 		b.ReportMetric(float64(obs), "observations")
 		b.ReportMetric(float64(p.TookMs), "ms-pass")
 		b.ReportMetric(float64(p.Read), "rows-read")

@@ -19,10 +19,9 @@ import (
 // nothing left to derive again, and returns the jobs' log.
 func settle(t *testing.T, cfg *shared.Config) string {
 	t.Helper()
-	var log syncBuffer
-	w, j := newWriterLog(t, spoolOf(t, nil), cfg, &log)
+	w, j, log := newWriterLog(t, spoolOf(t, nil), cfg)
 	writertest.RunUntil(t, "the jobs to settle", 5*time.Minute, w.Run, func() bool { return w.Stats().CaughtUp.Load() && j.settled() })
-	return log.String()
+	return log()
 }
 
 func jobsOff(cfg *shared.Config) *shared.Config {
