@@ -134,6 +134,16 @@ func loadRederiveState(ctx context.Context, tx writer.Tx, log zerolog.Logger) (r
 	return rd, nil
 }
 
+// Settled reports whether the jobs have nothing left to derive again in
+// the database (only then are neighbor_edges and resolved_path final after
+// a drain); a database without their state row has never had the jobs.
+// For tools and tests that compare databases.
+func Settled(ctx context.Context, db writer.Tx) (bool, error) {
+	var st rederiveStored
+	found, err := readStateJSON(ctx, db, rederiveStateKey, &st)
+	return !found || (!st.Full && len(st.Keys) == 0), err
+}
+
 // derived records the newest observation id a batch derived (next is the
 // id the next row will get).
 func (rd *rederiveState) derived(next int64) {
