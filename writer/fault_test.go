@@ -33,7 +33,7 @@ func referenceRun(t *testing.T, recs []Record) (map[string][]string, time.Durati
 	wantPos := lastRecordPosition(t, p.Spool)
 	start := time.Now()
 	cmd := p.start(t)
-	p.waitDrained(t, 10*time.Minute)
+	p.waitSettled(t, 10*time.Minute)
 	d := time.Since(start)
 	stopProcess(t, cmd)
 	if got := storedPosition(t, p.DB); got != wantPos {
@@ -131,7 +131,7 @@ func TestWriter_SIGKILL_ExactlyOnce(t *testing.T) {
 		alive += time.Since(started)
 	}
 	cmd := p.start(t)
-	p.waitDrained(t, 10*time.Minute)
+	p.waitSettled(t, 10*time.Minute)
 	stopProcess(t, cmd)
 	t.Logf("reference drain %v; %d of %d kills landed while records were left", refTime.Round(time.Millisecond), midDrain, kills)
 	if midDrain < kills*3/4 {
@@ -207,7 +207,7 @@ func TestWriter_ExclusiveLock_ResumesAndReports(t *testing.T) {
 	if n := len(messagesDuringLock); n > 1 && messagesDuringLock[n-1] != messagesDuringLock[0] {
 		t.Errorf("messages went from %d to %d while the database was locked", messagesDuringLock[0], messagesDuringLock[n-1])
 	}
-	p.waitDrained(t, 5*time.Minute)
+	p.waitSettled(t, 5*time.Minute)
 	time.Sleep(1500 * time.Millisecond) // one more stats file
 	f, _ := p.readStats(t)
 	stopProcess(t, cmd)

@@ -68,3 +68,10 @@ type Task interface {
 	// clock: the receive time of the newest committed record.
 	Step(ctx context.Context, tx Tx, now time.Time) (more bool, err error)
 }
+
+// A StepWatcher is a Task that keeps in memory what its steps wrote: the
+// writer tells it after each step whether the step's transaction
+// committed, so that it can forget what a rolled-back step taught it.
+type StepWatcher interface {
+	StepEnded(committed bool)
+}

@@ -53,7 +53,7 @@ func TestMaintenance_StopVacuumMigrateStart(t *testing.T) {
 
 	// 4. start the writer: it catches up from the position in the database
 	cmd = p.start(t)
-	p.waitDrained(t, 5*time.Minute)
+	p.waitSettled(t, 5*time.Minute)
 	stopProcess(t, cmd)
 	db = writertest.OpenRaw(t, p.DB)
 	if _, err := db.Exec(`ALTER TABLE observers DROP COLUMN operator_note`); err != nil { // for the comparison
@@ -101,7 +101,7 @@ func TestMaintenance_RestoreBackup(t *testing.T) {
 	copyFile(t, backup, p.DB)
 	writertest.AppendToSpool(t, p.Spool, partC, spool.Options{SegmentMaxBytes: 1 << 20})
 	cmd = p.start(t)
-	p.waitDrained(t, 5*time.Minute)
+	p.waitSettled(t, 5*time.Minute)
 	stopProcess(t, cmd)
 	diffDumps(t, want, dumpDB(t, p.DB))
 }
@@ -138,7 +138,7 @@ func TestWriter_TableDroppedUnderIt_Recovers(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	db.Close()
-	p.waitDrained(t, 5*time.Minute)
+	p.waitSettled(t, 5*time.Minute)
 	f, _ := p.readStats(t)
 	stopProcess(t, cmd)
 	got := dumpDB(t, p.DB)

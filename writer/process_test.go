@@ -3,7 +3,9 @@ package writer
 import (
 	"bufio"
 	"cmp"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // The tests and benchmarks that need "a real writer process" run the
@@ -149,6 +152,29 @@ func (p *processSetup) waitDrained(t testing.TB, timeout time.Duration) time.Tim
 			t.Fatalf("spool not drained within %v; writer log:\n%s", timeout, tail(p.LogFile, 20))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitSettled is waitDrained, then waits until the jobs have derived again
+// what the nodes the drain taught them change: only then are
+// neighbor_edges and resolved_path final. writer/jobs/rederive.go keeps
+// what is left in meshingest_state (paths_rederive); no row: no jobs.
+func (p *processSetup) waitSettled(t testing.TB, timeout time.Duration) time.Time {
+	t.Helper()
+	end := p.waitDrained(t, timeout)
+	db := writertest.OpenRaw(t, p.DB)
+	defer db.Close()
+	deadline := time.Now().Add(timeout)
+	for {
+		var v string
+		err := db.QueryRow(`SELECT value FROM meshingest_state WHERE key = 'paths_rederive'`).Scan(&v)
+		if errors.Is(err, sql.ErrNoRows) || err == nil && strings.Contains(v, `"keys":[]`) && !strings.Contains(v, `"full":true`) {
+			return end
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs not settled within %v (%v %s); writer log:\n%s", timeout, err, v, tail(p.LogFile, 20))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

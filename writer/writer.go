@@ -583,6 +583,11 @@ func (w *Writer) runTaskStep(ctx context.Context) (more bool) {
 		}
 		if err != nil {
 			conn.ExecContext(sctx, "ROLLBACK")
+		}
+		if sw, ok := t.task.(StepWatcher); ok {
+			sw.StepEnded(err == nil)
+		}
+		if err != nil {
 			w.throttledWarn("task-"+t.task.Name(), err, "maintenance step failed; retrying later")
 			t.running, t.next = false, now.Add(time.Minute)
 			return false

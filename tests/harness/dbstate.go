@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"maps"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/meshingest/meshingest/tests/loadgen"
 	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/jobs"
 )
 
 // DBState is a database's content in a form two runs can be compared by:
@@ -41,6 +43,19 @@ type DBState struct {
 	PacketCount     map[string]int
 	AdvertCount     map[string]int
 	DroppedByReason map[string]int
+}
+
+// jobsSettled reports whether the writer's jobs have derived again what
+// the nodes a drain taught them change: neighbor_edges and resolved_path
+// are final only then (writer/JOBS.md).
+func jobsSettled(ctx context.Context, path string) bool {
+	db, err := openDB(path)
+	if err != nil {
+		return false
+	}
+	defer db.Close()
+	ok, err := jobs.Settled(ctx, db)
+	return err == nil && ok
 }
 
 // ReadDBState reads the tables the harness compares.

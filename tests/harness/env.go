@@ -279,8 +279,10 @@ func (e *Env) ReceiverDrops() map[string]int64 {
 // consumed every record the receiver spooled (its position reaches the
 // receiver's last Seq, nothing queued in the receiver's memory) and then
 // until the writer's stats file has been rewritten after that, so its
-// counters cover everything. Records still arriving (QoS 1 redeliveries)
-// move the target, so the condition must hold twice, quiet apart.
+// counters cover everything, and the jobs have derived again what the
+// nodes they learned change (neighbor_edges and resolved_path are final).
+// Records still arriving (QoS 1 redeliveries) move the target, so the
+// condition must hold twice, quiet apart.
 func (e *Env) WaitDrained(ctx context.Context, timeout, quiet time.Duration) (time.Duration, error) {
 	start := time.Now()
 	var settledAt time.Time
@@ -299,7 +301,7 @@ func (e *Env) WaitDrained(ctx context.Context, timeout, quiet time.Duration) (ti
 			settledAt, settledSeq = time.Now(), next
 		case time.Since(settledAt) >= quiet:
 			wx := readStats(e.WriterStats)
-			if wxAt, _ := time.Parse(time.RFC3339Nano, wx.str("sampledAt")); wxAt.After(settledAt) {
+			if wxAt, _ := time.Parse(time.RFC3339Nano, wx.str("sampledAt")); wxAt.After(settledAt) && jobsSettled(ctx, e.DBPath) {
 				return time.Since(start), nil
 			}
 		}

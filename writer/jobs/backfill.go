@@ -36,7 +36,11 @@ import (
 //
 // One step holds the write lock for a few milliseconds, at most ten steps a
 // second, and none at all while the writer is catching up on a backlog:
-// the backlog comes first, these are one-time repairs.
+// the backlog comes first, these are one-time repairs. On a database the
+// jobs first saw empty every row is the writer's own, so they are recorded
+// done at once; elsewhere a backfill says it started only when it finds a
+// row to fix. A backfill that changed path_json or from_pubkey has every
+// observation's edges and path derived again (rederive.go).
 
 const (
 	backfillTxLastSeen   = writer.TxLastSeenBackfill // registered by the schema migration
@@ -107,7 +111,10 @@ func (t *backfillTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (b
 	if t.paths.catchingUp() {
 		return false, nil
 	}
-	t.allDone = false
+	if err := t.paths.ensure(ctx, tx, now); err != nil {
+		return false, err
+	}
+	t.allDone, t.paths.backfilled = false, false
 	for i := range t.phases {
 		ph := &t.phases[i]
 		status, err := asyncStatus(ctx, tx, ph.name)
@@ -121,9 +128,11 @@ func (t *backfillTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (b
 		case "done":
 			continue
 		case "":
-			need, err := ph.needed(ctx, tx)
-			if err != nil {
-				return false, fmt.Errorf("backfill %s: %w", ph.name, err)
+			need := !t.paths.rd.fresh
+			if need {
+				if need, err = ph.needed(ctx, tx); err != nil {
+					return false, fmt.Errorf("backfill %s: %w", ph.name, err)
+				}
 			}
 			if !need {
 				_, err := tx.ExecContext(ctx, `INSERT INTO _async_migrations (name, status, ended_at)
@@ -139,7 +148,6 @@ func (t *backfillTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (b
 			if err := forgetBackfillProgress(ctx, tx, ph.name); err != nil {
 				return false, err
 			}
-			t.log.Info().Str("backfill", ph.name).Msg("database older than this column: backfill starts in the background")
 		case "pending_async":
 		default: // failed or cancelled by CoreScope's own run: try again
 			if _, err := tx.ExecContext(ctx, `UPDATE _async_migrations SET status = 'pending_async', ended_at = NULL, error = NULL
@@ -152,9 +160,13 @@ func (t *backfillTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (b
 		}
 		return false, t.advance(ctx, tx, ph)
 	}
-	t.allDone = true
+	t.allDone, t.paths.backfilled = true, true
 	return false, nil
 }
+
+// StepEnded: a step that had the observations derived again and did not
+// commit has the jobs' state loaded again.
+func (t *backfillTask) StepEnded(committed bool) { t.paths.stepEnded(committed) }
 
 // forgetBackfillProgress drops what an earlier run of a phase left in
 // meshingest_state: a phase that starts again must measure the table again
@@ -180,6 +192,7 @@ func (t *backfillTask) advance(ctx context.Context, tx writer.Tx, ph *backfillPh
 			return fmt.Errorf("backfill %s: %w", ph.name, err)
 		}
 	}
+	before := p.Updated
 	done, err := ph.step(ctx, tx, &p)
 	if err != nil {
 		return fmt.Errorf("backfill %s: %w", ph.name, err)
@@ -187,12 +200,22 @@ func (t *backfillTask) advance(ctx context.Context, tx writer.Tx, ph *backfillPh
 	if err := saveStateJSON(ctx, tx, key, p); err != nil {
 		return fmt.Errorf("backfill %s: %w", ph.name, err)
 	}
+	if before == 0 && p.Updated > 0 {
+		t.log.Info().Str("backfill", ph.name).Msg("database older than this column: backfill started in the background")
+	}
 	if done {
 		if _, err := tx.ExecContext(ctx, `UPDATE _async_migrations SET status = 'done', ended_at = datetime('now'), error = NULL
 			WHERE name = ?`, ph.name); err != nil {
 			return fmt.Errorf("backfill %s: record completion: %w", ph.name, err)
 		}
-		t.log.Info().Str("backfill", ph.name).Int64("rows", p.Updated).Msg("backfill complete")
+		if p.Updated > 0 {
+			t.log.Info().Str("backfill", ph.name).Int64("rows", p.Updated).Msg("backfill complete")
+		}
+	}
+	if p.Updated > before && (ph.name == backfillPathJSON || ph.name == backfillFromPubkey) {
+		// What the observations give changed.
+		t.paths.rd.markAll()
+		return t.paths.rd.save(ctx, tx)
 	}
 	return nil
 }

@@ -9,7 +9,9 @@
 //     rollback;
 //   - the others are writer.Tasks, run between batches in small steps,
 //     each in its own short transaction: the node index follow-up
-//     (pathIndexTask), the multibyte capability snapshot (multibyteTask),
+//     (pathIndexTask), deriving resolved_path and neighbor_edges again
+//     for the observations a node learned or lost changes (rederiveTask),
+//     the multibyte capability snapshot (multibyteTask),
 //     geo-prune requests (pruneTask) and the backfills of databases older
 //     than their columns (backfillTask).
 //
@@ -47,8 +49,10 @@ func New(cfg *shared.Config, log zerolog.Logger, stats *writer.Stats) *Jobs {
 	}
 	dataDir := filepath.Dir(cfg.DBPath) // where the server leaves its files
 	j := &Jobs{paths: newPathState(log.With().Str("job", "paths").Logger(), cfg.NeighborEdgesDays())}
+	j.paths.stats = stats
 	j.tasks = []writer.Task{
 		pathIndexTask{p: j.paths},
+		rederiveTask{p: j.paths},
 		newPruneTask(dataDir, j.paths, log.With().Str("job", "prune").Logger()),
 		newMultibyteTask(dataDir, log.With().Str("job", "multibyte").Logger()),
 		newBackfillTask(j.paths, log.With().Str("job", "backfill").Logger(), countBackfill),

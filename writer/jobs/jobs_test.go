@@ -1,11 +1,15 @@
 package jobs
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,16 +34,36 @@ type cfgAndRecords struct {
 }
 
 // runWriterUntil runs a writer and the jobs over an empty spool (the tasks
-// still run) until done reports true, then stops it.
-func runWriterUntil(t *testing.T, cfg *shared.Config, what string, done func(db *sql.DB) bool) *Jobs {
+// still run) until done reports true, then stops it; it returns the jobs
+// and their log.
+func runWriterUntil(t *testing.T, cfg *shared.Config, what string, done func(db *sql.DB) bool) (*Jobs, string) {
 	t.Helper()
-	w, j := newWriter(t, spoolOf(t, nil), cfg)
+	w, j, log := newWriterLog(t, spoolOf(t, nil), cfg)
 	db := writertest.OpenRaw(t, cfg.DBPath)
 	writertest.RunUntil(t, what, 60*time.Second, w.Run, func() bool { return done(db) })
-	return j
+	return j, log()
 }
 
-func nodeKeys(t *testing.T, db *sql.DB, table string, n int) []string {
+// TestBackfillTask_NewDatabase_Silent: on a database the writer created,
+// the backfills are recorded done without looking at the rows, and say
+// nothing (they used to announce a backfill of every column and finish
+// with 0 rows).
+func TestBackfillTask_NewDatabase_Silent(t *testing.T) {
+	cfg := writertest.CorpusConfig(t)
+	recs := writertest.CorpusRecords(t)
+	w, j, log := newWriterLog(t, spoolOf(t, recs), cfg)
+	db := writertest.OpenRaw(t, cfg.DBPath)
+	writertest.RunUntil(t, "the capture and the backfills", time.Minute, w.Run, func() bool {
+		return w.Stats().Messages.Load() >= int64(len(recs)) && w.Stats().CaughtUp.Load() && j.settled() &&
+			writertest.Count(t, db, `SELECT COUNT(*) FROM _async_migrations WHERE status = 'done' AND name IN (?, ?, ?, ?)`,
+				backfillTxLastSeen, backfillPathJSON, backfillFromPubkey, backfillDefaultScope) == 4
+	})
+	if strings.Contains(log(), `"job":"backfill"`) {
+		t.Errorf("the backfills said something on a new database:\n%s", log())
+	}
+}
+
+func nodeKeys(t testing.TB, db *sql.DB, table string, n int) []string {
 	t.Helper()
 	rows, err := db.Query(`SELECT public_key FROM `+table+` ORDER BY public_key LIMIT ?`, n)
 	if err != nil {
@@ -55,7 +79,7 @@ func nodeKeys(t *testing.T, db *sql.DB, table string, n int) []string {
 	return keys
 }
 
-func writeJSONFile(t *testing.T, path string, v any) {
+func writeJSONFile(t testing.TB, path string, v any) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -87,7 +111,7 @@ func TestPruneTask_Requests_DeletedAndAnswered(t *testing.T) {
 	writeJSONFile(t, filepath.Join(dir, "request-00ab14.json"), PruneRequest{ID: "ffff", Pubkeys: []string{victims[0]}})
 	writeJSONFile(t, filepath.Join(dir, "request-x.y.json"), PruneRequest{ID: "x.y"})
 
-	j := runWriterUntil(t, c.cfg, "prune requests", func(*sql.DB) bool {
+	j, _ := runWriterUntil(t, c.cfg, "prune requests", func(*sql.DB) bool {
 		_, err1 := os.Stat(filepath.Join(dir, "result-00ab14.json"))
 		_, err2 := os.Stat(filepath.Join(dir, "request-x.y.json.rejected"))
 		return err1 == nil && err2 == nil
@@ -244,6 +268,8 @@ func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 	mustExec(t, db, `UPDATE transmissions SET from_pubkey = NULL`)
 	mustExec(t, db, `UPDATE _async_migrations SET status = 'pending_async', ended_at = NULL WHERE name = ?`, backfillTxLastSeen)
 	mustExec(t, db, `DELETE FROM _async_migrations WHERE name IN (?, ?, ?)`, backfillPathJSON, backfillFromPubkey, backfillDefaultScope)
+	// And no row of this version's jobs: they never saw the database.
+	mustExec(t, db, `DELETE FROM meshingest_state WHERE key = ?`, rederiveStateKey)
 	brokenPaths := writertest.Count(t, db, `SELECT COUNT(*) FROM observations WHERE path_json IS NULL OR path_json = ''`)
 
 	wantCounts := map[string]int64{
@@ -259,11 +285,16 @@ func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 		json.Unmarshal(b, &f)
 		return f.BackfillUpdates
 	}
-	runWriterUntil(t, c.cfg, "backfills", func(db *sql.DB) bool {
+	_, log := runWriterUntil(t, c.cfg, "backfills", func(db *sql.DB) bool {
 		return writertest.Count(t, db, `SELECT COUNT(*) FROM _async_migrations WHERE status = 'done' AND name IN (?, ?, ?, ?)`,
 			backfillTxLastSeen, backfillPathJSON, backfillFromPubkey, backfillDefaultScope) == 4 &&
 			counted()[backfillDefaultScope] > 0
 	})
+	for _, name := range []string{backfillPathJSON, backfillFromPubkey, backfillDefaultScope} {
+		if !strings.Contains(log, `"backfill":"`+name+`","message":"database older than this column`) {
+			t.Errorf("no log line saying backfill %s started", name)
+		}
+	}
 
 	for name, c := range map[string]struct {
 		want map[int64]string
@@ -293,5 +324,66 @@ func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 		if got[name] != n {
 			t.Errorf("stats count %d rows for %s, want %d", got[name], name, n)
 		}
+	}
+}
+
+// watchedTask fails the steps whose number is in fail, and records what
+// the writer told it after each.
+type watchedTask struct {
+	steps int
+	fail  map[int]bool
+	ended []bool
+	mu    sync.Mutex
+}
+
+func (t *watchedTask) Name() string            { return "watched" }
+func (t *watchedTask) Interval() time.Duration { return time.Millisecond }
+
+func (t *watchedTask) Step(ctx context.Context, tx writer.Tx, now time.Time) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.steps++
+	if _, err := tx.ExecContext(ctx, `INSERT INTO meshingest_state (key, value) VALUES (?, 'x')`, fmt.Sprint("watched:", t.steps)); err != nil {
+		return false, err
+	}
+	if t.fail[t.steps] {
+		return false, errors.New("this step fails")
+	}
+	return true, nil
+}
+
+func (t *watchedTask) StepEnded(committed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ended = append(t.ended, committed)
+}
+
+// TestWriter_TaskStep_ToldWhetherItCommitted: a Task that keeps in memory
+// what its steps wrote (writer.StepWatcher, which the jobs' tasks are) is
+// told after each step whether its transaction committed; the rows of the
+// failed step are not in the table.
+func TestWriter_TaskStep_ToldWhetherItCommitted(t *testing.T) {
+	cfg := writertest.CorpusConfig(t)
+	task := &watchedTask{fail: map[int]bool{2: true}}
+	// Tasks run once a record gave the writer its clock.
+	w, err := writer.New(spoolOf(t, writertest.CorpusRecords(t)[:3]), writer.Options{Config: cfg, Tasks: []writer.Task{task}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := writertest.OpenRaw(t, cfg.DBPath)
+	// The failed step is retried a minute later: two steps are enough.
+	writertest.RunUntil(t, "two steps", time.Minute, w.Run, func() bool {
+		task.mu.Lock()
+		defer task.mu.Unlock()
+		return len(task.ended) >= 2
+	})
+	if got := fmt.Sprint(task.ended); got != "[true false]" {
+		t.Errorf("the writer said %s after the steps, want [true false]", got)
+	}
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM meshingest_state WHERE key = 'watched:1'`); n != 1 {
+		t.Error("the first step's row was not committed")
+	}
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM meshingest_state WHERE key = 'watched:2'`); n != 0 {
+		t.Error("the failed step's row was committed")
 	}
 }

@@ -17,18 +17,23 @@ import (
 //   - An ADVERT with hops: the advertising node and its first hop.
 //   - Any packet with hops: the observer and the last hop.
 //
-// A hop counts only when exactly one node has its prefix (no context, unlike
-// resolved_path), and never when it is the other end itself. The pair is
-// stored with node_a ≤ node_b, count is the number of observations that
-// gave it, and last_seen the newest of their receive times (RFC 3339).
+// A hop counts only when exactly one node of the nodes table has its
+// prefix (no context, unlike resolved_path), and never when it is the other
+// end itself. The pair is stored with node_a ≤ node_b, count is the number
+// of observation rows that gave it, and last_seen the newest of their
+// receive times (RFC 3339).
 //
-// CoreScope a06ac8a rescans the observations table every 60 s with an
-// overlapping time window, so an observation near a window boundary can
-// be counted twice. Here each observation row the writer inserts counts
-// once, in the transaction that inserts it: a repeated report of an
-// observation (the same transmission, observer and path) updates the
-// existing row and adds no edge, exactly as a rescan of the table would
-// see it.
+// The table is kept equal to that rule applied to every stored
+// observation against the nodes table as it is now (rederive.go): each new
+// observation row adds its edges in the transaction that inserts it, with
+// the nodes known at that moment, and a node learned or lost later has the
+// observations it changes derived again. CoreScope a06ac8a instead rescans
+// the observations every 60 s with an overlapping time window, against the
+// nodes known then, and never looks at an observation again.
+//
+// A repeated report of an observation (the same transmission, observer and
+// path) updates the existing row and adds no edge, exactly as a rescan of
+// the table would see it.
 
 // names interns the graph's vertices, node keys and observer ids (both
 // lower-case), as dense ids.
@@ -61,11 +66,13 @@ func (n *names) lookup(s string) (uint32, bool) {
 
 func (n *names) name(id uint32) string { return n.list[id] }
 
-// neighbourGraph is neighbor_edges in memory: which vertices are adjacent
-// and when each edge was last seen. An edge counts while it is younger
-// than the age-out (neighborEdgesMaxAgeDays) at the time of the
-// observation being resolved, which is what the table holds when
-// retention keeps up; older edges are dropped from memory by sweep.
+// neighbourGraph is neighbor_edges in memory: which vertices are adjacent,
+// since which observation and until when. For resolving an observation an
+// edge counts when an earlier observation (a smaller id) gave it and it is
+// younger than the age-out (neighborEdgesMaxAgeDays) at the observation's
+// receive time, which is what the table held when the observation was
+// stored while retention keeps up; older edges are dropped from memory by
+// sweep.
 type neighbourGraph struct {
 	names  names
 	edges  map[uint64]edgeState // by pairKey
@@ -76,6 +83,11 @@ type neighbourGraph struct {
 // edgeState is one edge as the graph knows it.
 type edgeState struct {
 	lastSeen int64 // unix seconds
+	// firstObs is the id of the first observation that gave the edge (0:
+	// not known, as for edges a database held before this version: the
+	// edge then counts for every observation until a re-derivation
+	// measures it).
+	firstObs int64
 	// rowid of its neighbor_edges row when known (0: not known), so the
 	// next batch updates the row without a search of the (node_a,
 	// node_b) index. Checked against the pair on every update: a row
@@ -96,11 +108,12 @@ func pairKey(a, b uint32) uint64 {
 	return uint64(a)<<32 | uint64(b)
 }
 
-// adjacent reports whether a and b share an edge that is not aged out at
-// time ts.
-func (g *neighbourGraph) adjacent(a, b uint32, ts int64) bool {
+// adjacent reports whether a and b share an edge that counts for the
+// observation with id obs received at ts: given by an earlier observation,
+// and not aged out at ts.
+func (g *neighbourGraph) adjacent(a, b uint32, ts, obs int64) bool {
 	e, ok := g.edges[pairKey(a, b)]
-	return ok && e.lastSeen >= ts-g.maxAge
+	return ok && e.firstObs < obs && e.lastSeen >= ts-g.maxAge
 }
 
 // neighbours lists the vertices sharing an edge with a (aged-out edges
@@ -119,17 +132,19 @@ type edgeUndo struct {
 	existed bool
 }
 
-// touch records that a and b were seen adjacent at ts and returns how to
-// undo it.
-func (g *neighbourGraph) touch(a, b uint32, ts int64) edgeUndo {
+// touch records that observation obs, received at ts, gave the edge a–b,
+// and returns how to undo it.
+func (g *neighbourGraph) touch(a, b uint32, ts, obs int64) edgeUndo {
 	k := pairKey(a, b)
 	prev, existed := g.edges[k]
 	if !existed {
 		g.link(a, b)
 		g.link(b, a)
-	}
-	if !existed || ts > prev.lastSeen {
-		g.edges[k] = edgeState{lastSeen: ts, rowid: prev.rowid}
+		g.edges[k] = edgeState{lastSeen: ts, firstObs: obs}
+	} else if ts > prev.lastSeen {
+		e := prev
+		e.lastSeen = ts
+		g.edges[k] = e
 	}
 	return edgeUndo{key: k, prev: prev, existed: existed}
 }
@@ -138,12 +153,23 @@ func (g *neighbourGraph) touch(a, b uint32, ts int64) edgeUndo {
 func (g *neighbourGraph) set(a, b uint32, ts, rowid int64) {
 	k := pairKey(a, b)
 	if prev, ok := g.edges[k]; ok {
-		g.edges[k] = edgeState{lastSeen: max(prev.lastSeen, ts), rowid: prev.rowid}
+		prev.lastSeen = max(prev.lastSeen, ts)
+		g.edges[k] = prev
 		return
 	}
 	g.edges[k] = edgeState{lastSeen: ts, rowid: rowid}
 	g.link(a, b)
 	g.link(b, a)
+}
+
+// replace sets an edge to what a re-derivation measured.
+func (g *neighbourGraph) replace(k uint64, e edgeState) {
+	if _, ok := g.edges[k]; !ok {
+		a, b := uint32(k>>32), uint32(k)
+		g.link(a, b)
+		g.link(b, a)
+	}
+	g.edges[k] = e
 }
 
 func (g *neighbourGraph) undo(u edgeUndo) {
@@ -176,18 +202,21 @@ func (g *neighbourGraph) unlink(a, b uint32) {
 	}
 }
 
-// sweep forgets the edges last seen before cutoff and reports how many.
-func (g *neighbourGraph) sweep(cutoff int64) int {
+// sweep forgets the edges last seen before cutoff and returns the rowids
+// of their rows (0 where not known).
+func (g *neighbourGraph) sweep(cutoff int64) []int64 {
 	var old []uint64
+	var rowids []int64
 	for k, e := range g.edges {
 		if e.lastSeen < cutoff {
 			old = append(old, k)
+			rowids = append(rowids, e.rowid)
 		}
 	}
 	for _, k := range old {
 		g.drop(k)
 	}
-	return len(old)
+	return rowids
 }
 
 // edgeDelta is what one batch adds to one neighbor_edges row.
@@ -196,6 +225,19 @@ type edgeDelta struct {
 	a, b     uint32 // node_a ≤ node_b as strings
 	count    int64
 	lastSeen int64
+	// created: the batch created the edge; origin is the observation
+	// that did (its id as predicted, checked when the batch is flushed).
+	created bool
+	origin  obsRef
+}
+
+// obsRef names an observation row of the open batch: its predicted id,
+// and its unique key to look the id up by when the prediction failed.
+type obsRef struct {
+	id           int64
+	transmission int64
+	observer     sql.NullInt64
+	path         string
 }
 
 // edgeBatch aggregates a batch's edges, one upsert per pair at the end.
@@ -208,7 +250,7 @@ func newEdgeBatch() edgeBatch { return edgeBatch{index: map[uint64]int32{}} }
 
 func (e *edgeBatch) len() int { return len(e.deltas) }
 
-func (e *edgeBatch) add(g *neighbourGraph, a, b uint32, ts int64) {
+func (e *edgeBatch) add(g *neighbourGraph, a, b uint32, ts int64, created bool, origin *obsRef) {
 	k := pairKey(a, b)
 	i, ok := e.index[k]
 	if !ok {
@@ -217,7 +259,10 @@ func (e *edgeBatch) add(g *neighbourGraph, a, b uint32, ts int64) {
 		}
 		i = int32(len(e.deltas))
 		e.index[k] = i
-		e.deltas = append(e.deltas, edgeDelta{key: k, a: a, b: b, lastSeen: ts})
+		e.deltas = append(e.deltas, edgeDelta{key: k, a: a, b: b, lastSeen: ts, created: created})
+		if created {
+			e.deltas[i].origin = *origin
+		}
 	}
 	d := &e.deltas[i]
 	d.count++
@@ -251,11 +296,16 @@ const (
 // edgeStatements are the statements above, prepared on the writer's
 // connection.
 type edgeStatements struct {
-	insert, byRowid, byRowids, byPair, rowid, holds *sql.Stmt
-	args                                            []any
+	insert, byRowid, byRowids, byPair, rowid, holds, saveOrigin, saveOrigins, observationID *sql.Stmt
+	args                                                                                    []any
 }
 
 const edgeHoldsSQL = `SELECT EXISTS (SELECT 1 FROM neighbor_edges WHERE rowid = ? AND node_a = ? AND node_b = ?)`
+
+// observationIDSQL finds a row of the batch by the unique index; a NULL
+// observer_idx is not unique (the newest such row is the batch's).
+const observationIDSQL = `SELECT MAX(id) FROM observations
+	WHERE transmission_id = ?1 AND observer_idx IS ?2 AND COALESCE(path_json, '') = ?3`
 
 func prepareEdgeStatements(ctx context.Context, tx writer.Tx) (*edgeStatements, error) {
 	st := &edgeStatements{}
@@ -263,7 +313,8 @@ func prepareEdgeStatements(ctx context.Context, tx writer.Tx) (*edgeStatements, 
 		dst **sql.Stmt
 		sql string
 	}{{&st.insert, insertEdgeSQL}, {&st.byRowid, updateEdgeByRowidSQL}, {&st.byRowids, updateEdgesSQL},
-		{&st.byPair, updateEdgeByPairSQL}, {&st.rowid, edgeRowidSQL}, {&st.holds, edgeHoldsSQL}} {
+		{&st.byPair, updateEdgeByPairSQL}, {&st.rowid, edgeRowidSQL}, {&st.holds, edgeHoldsSQL},
+		{&st.saveOrigin, saveStateSQL}, {&st.saveOrigins, saveOriginsSQL}, {&st.observationID, observationIDSQL}} {
 		s, err := tx.PrepareContext(ctx, p.sql)
 		if err != nil {
 			st.close()
@@ -275,7 +326,7 @@ func prepareEdgeStatements(ctx context.Context, tx writer.Tx) (*edgeStatements, 
 }
 
 func (s *edgeStatements) close() {
-	for _, st := range []*sql.Stmt{s.insert, s.byRowid, s.byRowids, s.byPair, s.rowid, s.holds} {
+	for _, st := range []*sql.Stmt{s.insert, s.byRowid, s.byRowids, s.byPair, s.rowid, s.holds, s.saveOrigin, s.saveOrigins, s.observationID} {
 		if st != nil {
 			st.Close()
 		}
@@ -307,7 +358,28 @@ var updateEdgesSQL = func() string {
 	return sb.String()
 }()
 
-func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourGraph) error {
+// flush writes the batch's edges. idsKnown says the ids predicted for the
+// batch's observations were right; else the first observations of the new
+// edges are looked up.
+func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourGraph, idsKnown bool) error {
+	for i := range e.deltas {
+		d := &e.deltas[i]
+		if !d.created {
+			continue
+		}
+		id := sql.NullInt64{Int64: d.origin.id, Valid: true}
+		if !idsKnown {
+			// Not found (it cannot be: the row is in this transaction)
+			// leaves 0, an edge that counts for every observation.
+			o := &d.origin
+			if err := st.observationID.QueryRowContext(ctx, o.transmission, o.observer, o.path).Scan(&id); err != nil {
+				return fmt.Errorf("find the observation that gave neighbor edge %s–%s: %w", g.names.name(d.a), g.names.name(d.b), err)
+			}
+		}
+		state := g.edges[d.key]
+		state.firstObs = id.Int64
+		g.edges[d.key] = state
+	}
 	// Known pairs in chunks, the others (and a chunk's leftovers) one by
 	// one.
 	var known, single []*edgeDelta
@@ -355,7 +427,15 @@ func (e *edgeBatch) flush(ctx context.Context, st *edgeStatements, g *neighbourG
 			return err
 		}
 	}
-	return nil
+	var origins edgeOrigins
+	for i := range e.deltas {
+		if d := &e.deltas[i]; d.created {
+			if err := origins.add(g, d.key); err != nil {
+				return err
+			}
+		}
+	}
+	return origins.save(ctx, st.saveOrigin, st.saveOrigins)
 }
 
 // flushOne writes one pair: by rowid when known, else inserted, else (a

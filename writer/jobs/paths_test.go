@@ -13,15 +13,36 @@ import (
 )
 
 // TestPathJobs_Corpus_MatchesReference drains the real capture and checks
-// every resolved_path and every neighbor_edges row against the reference
-// recomputation of §8.
+// every resolved_path and every neighbor_edges row against the rule over
+// the final tables. The capture has nodes that advertise after observations
+// through them (CoreScope's ingestor, deriving each observation up to 60 s
+// later against the nodes table, finds 83 edges; a writer deriving each one
+// at insert found 61), and a 1-byte prefix that is unique when first heard
+// and shared at the end: observer Key Route Inspector-BRK heard the hop
+// "1F" while only hrkG2Repeater (1f1f…) was known, then Key Route H-BRK
+// (1f5d…) advertised; the rule gives Inspector no edge to hrkG2Repeater,
+// and one of count 6 to Key Route H-BRK (five paths ending "1F5D", one
+// zero-hop advert).
 func TestPathJobs_Corpus_MatchesReference(t *testing.T) {
 	cfg := writertest.CorpusConfig(t)
 	recs := writertest.CorpusRecords(t)
 	drainRecords(t, cfg, recs)
-	ref := checkPathJobs(t, cfg.DBPath, recs, cfg.NeighborEdgesDays())
-	if len(ref.edges) == 0 {
-		t.Error("the corpus gave no neighbor_edges")
+	ref := checkPathJobs(t, cfg.DBPath, cfg.NeighborEdgesDays())
+	if len(ref.edges) != 83 || ref.lateRows == 0 {
+		t.Errorf("the corpus gave %d neighbor_edges (CoreScope's ingestor: 83), %d observations whose edges changed after they were stored",
+			len(ref.edges), ref.lateRows)
+	}
+	const (
+		inspector = "55d4cfee3b826affe22bd480611a9ba6ece9cbb03aa89ee6f414416285de50db"
+		hrkG2     = "1f1f0f9886d7b335e836e3b224905c8c51642c6033dff0dc038e9f147fbf621c"
+		keyRouteH = "1f5dd36fdd499d6c0a2772093028fe52ae695a15ff0dd0a4d9c752bf27632435"
+	)
+	edges := storedEdges(t, cfg.DBPath)
+	if e, ok := edges[[2]string{hrkG2, inspector}]; ok {
+		t.Errorf("Key Route Inspector-BRK – hrkG2Repeater has an edge (count %d): the shared hop 1F counted", e.count)
+	}
+	if e := edges[[2]string{keyRouteH, inspector}]; e.count != 6 {
+		t.Errorf("Key Route Inspector-BRK – Key Route H-BRK: count %d, want 6", e.count)
 	}
 }
 
@@ -53,11 +74,11 @@ func TestPathJobs_Generated_MatchesReference(t *testing.T) {
 	start := time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)
 	began := time.Now()
 	recs, cfg := generatedRecords(t, 42, n, start)
-	w, _ := newWriter(t, spoolOf(t, recs), cfg)
+	w, j := newWriter(t, spoolOf(t, recs), cfg)
 	spooled := time.Now()
-	drain(t, w, int64(n))
+	drain(t, w, j, int64(n))
 	drained := time.Now()
-	ref := checkPathJobs(t, cfg.DBPath, recs, cfg.NeighborEdgesDays())
+	ref := checkPathJobs(t, cfg.DBPath, cfg.NeighborEdgesDays())
 	t.Logf("generated and spooled in %v, drained in %v, checked in %v",
 		spooled.Sub(began).Round(time.Millisecond), drained.Sub(spooled).Round(time.Millisecond), time.Since(drained).Round(time.Millisecond))
 	if ref.byAdjacency == 0 {
@@ -79,9 +100,9 @@ func TestPathJobs_AcrossARestart_MatchesReference(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "spool")
 	for _, part := range [][]writer.Record{a, b} {
 		writertest.AppendToSpool(t, dir, part, spool.Options{})
-		w, _ := newWriter(t, openSource(t, dir), cfg)
-		drain(t, w, int64(len(part)))
+		w, j := newWriter(t, openSource(t, dir), cfg)
+		drain(t, w, j, int64(len(part)))
 	}
 	writertest.CheckForeignKeys(t, cfg.DBPath)
-	checkPathJobs(t, cfg.DBPath, append(append([]writer.Record(nil), a...), b...), cfg.NeighborEdgesDays())
+	checkPathJobs(t, cfg.DBPath, cfg.NeighborEdgesDays())
 }

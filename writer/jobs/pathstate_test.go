@@ -128,7 +128,7 @@ func TestPathState_ResolveHops_ContextRules(t *testing.T) {
 		if c.from != "" {
 			from = id(c.from)
 		}
-		res := p.resolveHops(parsePathJSON(c.path, &buf), from, now, nil)
+		res := p.resolveHops(parsePathJSON(c.path, &buf), from, now, newestObservation, nil)
 		var got []string
 		for _, r := range res {
 			if r == noNode {

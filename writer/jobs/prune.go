@@ -79,6 +79,10 @@ func (t *pruneTask) Name() string { return "prune-requests" }
 // latency is what CoreScope's maintenance loop gave.
 func (t *pruneTask) Interval() time.Duration { return 5 * time.Second }
 
+// StepEnded: a step that removed nodes from the index and did not commit
+// has the index loaded again.
+func (t *pruneTask) StepEnded(committed bool) { t.paths.stepEnded(committed) }
+
 // pendingRequests lists request-<id>.json in name order.
 func (t *pruneTask) pendingRequests() ([]string, error) {
 	entries, err := os.ReadDir(t.dir)
@@ -174,6 +178,11 @@ func (t *pruneTask) deleteChunk(ctx context.Context, tx writer.Tx, req *PruneReq
 	if prog.Next == 0 {
 		t.log.Info().Str("id", req.ID).Int("pubkeys", len(req.Pubkeys)).Str("reason", req.Reason).Msg("prune request: deleting nodes")
 	}
+	// The node index is loaded before the rows go, so that it sees them
+	// go: their observations are derived again.
+	if err := t.paths.ensure(ctx, tx, time.Now()); err != nil {
+		return err
+	}
 	chunk := req.Pubkeys[prog.Next:min(prog.Next+pruneChunk, len(req.Pubkeys))]
 	// The keys as the server sent them, and lower-cased as the writer
 	// stores them.
@@ -200,7 +209,7 @@ func (t *pruneTask) deleteChunk(ctx context.Context, tx writer.Tx, req *PruneReq
 	for _, k := range chunk {
 		t.paths.removeNode(strings.ToLower(k))
 	}
-	return nil
+	return t.paths.rd.save(ctx, tx)
 }
 
 // forgetAnswered deletes progress rows whose request is gone (the result

@@ -152,7 +152,7 @@ func TestRedecode_WhileTheWriterRuns(t *testing.T) {
 		}
 		done <- prog
 	}()
-	drain(t, w, int64(n))
+	drain(t, w, nil, int64(n))
 	prog := <-done
 	if n := w.Stats().WriteErrors.Load(); n != 0 {
 		t.Errorf("the database refused %d of the writer's batches", n)

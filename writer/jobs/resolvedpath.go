@@ -13,11 +13,12 @@ import (
 // advert). It is CoreScope's resolvePathWithContext, computed for every
 // observation as it is inserted, from an index kept in memory.
 //
-// Where this differs from CoreScope a06ac8a: CoreScope rebuilds its index
-// from the nodes table every 60 s, so a node heard for the first time
-// resolves only a minute later; here the index learns a node from its
-// first stored advert, before that advert's own path is resolved, and
-// the neighbour graph learns an edge from the observation that makes it.
+// The rule is over the nodes table as it is now and, for adjacency, the
+// edges earlier observations (smaller ids) give against it: a node learned
+// later has the paths through its prefix resolved again (rederive.go).
+// CoreScope a06ac8a resolves once, at insert, against an index and a graph
+// rebuilt every 60 s, so a node heard for the first time resolves there
+// only a minute later, and never on the observations stored before it.
 
 // prefixLengths are the hop sizes, in hex digits, the index answers for:
 // CoreScope's 1, 2, 3, 4, 6 and 8-byte prefixes. Header paths use 1-3
@@ -227,14 +228,13 @@ func parsePathJSON(s string, buf *[maxHops]hop) []hop {
 const noNode = ^uint32(0)
 
 // resolveHops is CoreScope's resolvePathWithContext over the index and the
-// graph as they are at time ts (unix seconds): out[i] is the id of the
-// node hop i resolves to, or noNode. from is the advert's own node (or
-// noNode): it anchors the first hop, and it and every node already on the
-// path are excluded from later hops, since a packet does not pass a node
-// twice. It also leaves in p.unique, for each hop, its only candidate
-// (noNode when none or several): the resolution neighbor_edges uses.
-func (p *pathState) resolveHops(hops []hop, from uint32, ts int64, out []uint32) []uint32 {
-	out, p.unique = out[:0], p.unique[:0]
+// graph as they count for observation obs received at ts (unix seconds):
+// out[i] is the id of the node hop i resolves to, or noNode. from is the
+// advert's own node (or noNode): it anchors the first hop, and it and
+// every node already on the path are excluded from later hops, since a
+// packet does not pass a node twice.
+func (p *pathState) resolveHops(hops []hop, from uint32, ts, obs int64, out []uint32) []uint32 {
+	out = out[:0]
 	var seenBuf [maxHops + 1]uint32
 	seen := seenBuf[:0]
 	anchor := from
@@ -243,12 +243,7 @@ func (p *pathState) resolveHops(hops []hop, from uint32, ts int64, out []uint32)
 	}
 	for i := range hops {
 		cands := p.index.candidates(hops[i].prefix())
-		if len(cands) == 1 {
-			p.unique = append(p.unique, cands[0])
-		} else {
-			p.unique = append(p.unique, noNode)
-		}
-		r := p.resolveHop(cands, hops[i].prefix(), anchor, seen, ts)
+		r := p.resolveHop(cands, hops[i].prefix(), anchor, seen, ts, obs)
 		out = append(out, r)
 		if r != noNode {
 			seen = append(seen, r)
@@ -261,7 +256,7 @@ func (p *pathState) resolveHops(hops []hop, from uint32, ts int64, out []uint32)
 // resolveHop settles one hop among its candidates: the only one (unless
 // already on the path), or among several the only one not on the path
 // that is adjacent to the anchor.
-func (p *pathState) resolveHop(cands []uint32, prefix []byte, anchor uint32, seen []uint32, ts int64) uint32 {
+func (p *pathState) resolveHop(cands []uint32, prefix []byte, anchor uint32, seen []uint32, ts, obs int64) uint32 {
 	switch len(cands) {
 	case 0:
 		return noNode
@@ -276,7 +271,7 @@ func (p *pathState) resolveHop(cands []uint32, prefix []byte, anchor uint32, see
 	}
 	match, survivors := noNode, 0
 	consider := func(c uint32) bool {
-		if slices.Contains(seen, c) || !p.graph.adjacent(anchor, c, ts) {
+		if slices.Contains(seen, c) || !p.graph.adjacent(anchor, c, ts, obs) {
 			return true
 		}
 		survivors++

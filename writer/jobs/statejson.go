@@ -13,13 +13,15 @@ import (
 // The jobs keep their progress in meshingest_state, as JSON values, in the
 // same transactions as the rows the progress stands for.
 
+const saveStateSQL = `INSERT INTO meshingest_state (key, value) VALUES (?, ?)
+	ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+
 func saveStateJSON(ctx context.Context, tx writer.Tx, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("save %s: %w", key, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO meshingest_state (key, value) VALUES (?, ?)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, string(b)); err != nil {
+	if _, err := tx.ExecContext(ctx, saveStateSQL, key, string(b)); err != nil {
 		return fmt.Errorf("save %s: %w", key, err)
 	}
 	return nil
