@@ -6,9 +6,11 @@ package testkit
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -18,10 +20,11 @@ import (
 const RaceEnv = "MESHINGEST_TEST_RACE"
 
 var (
-	once sync.Once
-	dir  string
-	path string
-	err  error
+	once        sync.Once
+	sourcesOnce sync.Once
+	dir         string
+	path        string
+	err         error
 )
 
 // BuildBinary builds cmd/meshingest into a temporary folder on its first call
@@ -41,6 +44,7 @@ func BuildBinary() (string, error) {
 		args = append(args, "github.com/meshingest/meshingest/cmd/meshingest")
 		if out, buildErr := exec.Command("go", args...).CombinedOutput(); buildErr != nil {
 			err = fmt.Errorf("go build meshingest for the tests: %v\n%s", buildErr, out)
+			return
 		}
 	})
 	return path, err
@@ -49,6 +53,13 @@ func BuildBinary() (string, error) {
 // BinaryPath is BuildBinary for a test: a failed build fails tb.
 func BinaryPath(tb testing.TB) string {
 	tb.Helper()
+	// go test caches a package's result by what the test binary links
+	// and the files its tests opened, and knows nothing of a program they
+	// built and ran: a test of the real executable would pass from the
+	// cache after the product changed. Opening every source file the
+	// executable is built from records them as the test's inputs (opens
+	// in TestMain, before the tests run, are not recorded).
+	sourcesOnce.Do(openSources)
 	p, err := BuildBinary()
 	if err != nil {
 		tb.Fatal(err)
@@ -61,4 +72,34 @@ func CleanupBinary() {
 	if dir != "" {
 		os.RemoveAll(dir)
 	}
+}
+
+// openSources opens every Go file, go.mod and go.sum of the module but the
+// tests' own, so that go test's result cache is invalidated by a change to
+// any of them (it stats each file a test opened when it looks the result
+// up).
+func openSources() {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if n := d.Name(); n == ".git" || n == "testdata" || (strings.HasPrefix(n, ".") && p != root) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		n := d.Name()
+		if (strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go")) || n == "go.mod" || n == "go.sum" || strings.HasSuffix(n, ".jsonl") {
+			if f, err := os.Open(p); err == nil {
+				f.Close()
+			}
+		}
+		return nil
+	})
 }

@@ -113,7 +113,7 @@ func (e *env) start(name string, extraEnv []string, args ...string) *proc {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cmd := exec.Command(binary, args...)
+	cmd := exec.Command(testkit.BinaryPath(e.t), args...)
 	cmd.Dir = e.dir
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(cleanEnv(), extraEnv...)
@@ -188,7 +188,7 @@ func (e *env) writeCorpus() string {
 // replay runs `meshingest replay` to completion.
 func (e *env) replay(brokerURL string, qos int, file string) {
 	e.t.Helper()
-	cmd := exec.Command(binary, "replay", "--broker", brokerURL, "--qos", fmt.Sprint(qos), "--quiet", file)
+	cmd := exec.Command(testkit.BinaryPath(e.t), "replay", "--broker", brokerURL, "--qos", fmt.Sprint(qos), "--quiet", file)
 	cmd.Env = cleanEnv()
 	out, err := cmd.CombinedOutput()
 	if err != nil {

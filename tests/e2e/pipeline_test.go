@@ -119,7 +119,7 @@ func TestE2E_RunWithoutConfig_DefaultsUnderData(t *testing.T) {
 // README command 1, as a newcomer runs it.
 func TestE2E_Demo_PrintsTheCorpusTotalsAndExitsZero(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
-	cmd := exec.Command(binary, "demo", "--dir", dir)
+	cmd := exec.Command(testkit.BinaryPath(t), "demo", "--dir", dir)
 	cmd.Env = append(cleanEnv(), "DB_PATH=/nonexistent/must-not-be-used.db")
 	cmd.Dir = t.TempDir()
 	out, err := cmd.CombinedOutput()
@@ -139,7 +139,7 @@ func TestE2E_Demo_PrintsTheCorpusTotalsAndExitsZero(t *testing.T) {
 		t.Fatalf("demo database: %+v (err %v)\nwant %+v", got, err, want)
 	}
 	// A second demo into the same folder would add to it: refused.
-	again := exec.Command(binary, "demo", "--dir", dir)
+	again := exec.Command(testkit.BinaryPath(t), "demo", "--dir", dir)
 	again.Env = cleanEnv()
 	if out, err := again.CombinedOutput(); err == nil || !strings.Contains(string(out), "not empty") {
 		t.Fatalf("demo into a used folder: %v\n%s", err, out)
@@ -154,7 +154,7 @@ func TestE2E_SystemdPrint_VerifyIsClean(t *testing.T) {
 	}
 	e := newEnv(t, map[string]any{"dbPath": "/srv/corescope/meshcore.db"})
 	out := filepath.Join(e.dir, "units")
-	cmd := exec.Command(binary, "systemd", "print", "--out", out, "--binary", binary, "--config", e.config)
+	cmd := exec.Command(testkit.BinaryPath(t), "systemd", "print", "--out", out, "--binary", binary, "--config", e.config)
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("systemd print: %v\n%s", err, msg)
 	}
