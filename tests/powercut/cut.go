@@ -37,13 +37,15 @@ type cutCounts struct {
 }
 
 // materialize writes into dst (empty) what a machine would find after a
-// power loss: the durable tree from root, plus what opts keep.
-func (m *model) materialize(dst string, opts CutOptions) (cutCounts, error) {
+// power loss: the durable tree from root, plus what opts keep. It returns
+// the ids of what it made, for the next scan to keep.
+func (m *model) materialize(dst string, opts CutOptions) (cutCounts, *survivors, error) {
 	c := &cutter{opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0x9E3779B97F4A7C15)),
-		madeFile: map[*object]string{}, madeDir: map[*object]bool{}}
+		madeFile: map[*object]string{}, madeDir: map[*object]bool{},
+		root: dst, kept: &survivors{ids: map[string]uint64{".": m.root.id}, nextID: m.nextID}}
 	c.madeDir[m.root] = true
 	err := c.dir(m.root, dst)
-	return c.counts, err
+	return c.counts, c.kept, err
 }
 
 type cutter struct {
@@ -52,6 +54,15 @@ type cutter struct {
 	madeFile map[*object]string // file object → the path it was written at
 	madeDir  map[*object]bool
 	counts   cutCounts
+	root     string     // dst of materialize
+	kept     *survivors // the id of each path made
+}
+
+// made records that path holds o.
+func (c *cutter) made(o *object, path string) {
+	if rel, err := filepath.Rel(c.root, path); err == nil {
+		c.kept.ids[rel] = o.id
+	}
 }
 
 // keep is how many of n unsynced changes survive.
@@ -82,6 +93,7 @@ func (c *cutter) dir(o *object, path string) error {
 	sort.Strings(names)
 	for _, name := range names {
 		child, p := entries[name], filepath.Join(path, name)
+		c.made(child, p)
 		switch child.kind {
 		case kindDir:
 			// Renames synced on one side only can reach a folder twice,

@@ -52,7 +52,7 @@ func runDaemon(lower, mnt, store string) int {
 	out := json.NewEncoder(os.Stdout)
 	os.Stdout = os.Stderr // nothing else may write on the control pipe
 	d := &daemon{lower: lower, mnt: mnt, store: store}
-	if err := d.mount(); err != nil {
+	if err := d.mount(nil); err != nil {
 		out.Encode(reply{Err: err.Error()})
 		return 1
 	}
@@ -119,14 +119,15 @@ func (d *daemon) stats() Stats {
 	}
 }
 
-// mount builds a new generation from what lower holds now and mounts it.
-func (d *daemon) mount() error {
+// mount builds a new generation from what lower holds now and mounts it;
+// after a cut, kept carries the inode numbers over.
+func (d *daemon) mount(kept *survivors) error {
 	d.genNo++
 	store := filepath.Join(d.store, strconv.Itoa(d.genNo))
 	if err := os.Mkdir(store, 0o700); err != nil {
 		return err
 	}
-	m, err := scan(d.lower, store)
+	m, err := scan(d.lower, store, kept)
 	if err != nil {
 		return err
 	}
@@ -180,7 +181,7 @@ func (d *daemon) cut(opts CutOptions) error {
 	if err := clearDir(d.lower); err != nil {
 		return err
 	}
-	cc, err := g.m.materialize(d.lower, opts)
+	cc, kept, err := g.m.materialize(d.lower, opts)
 	if err != nil {
 		return fmt.Errorf("powercut: write what survived into %s: %w", d.lower, err)
 	}
@@ -192,7 +193,7 @@ func (d *daemon) cut(opts CutOptions) error {
 	if err := os.RemoveAll(g.m.store); err != nil {
 		return err
 	}
-	return d.mount()
+	return d.mount(kept)
 }
 
 // unmount takes the mount down; forced, or when it stays busy, it detaches

@@ -12,9 +12,9 @@ import (
 )
 
 // The model: every file, folder and symlink of the mount is an object with
-// an id of its own (never reused, unlike the lower file system's inode
-// numbers), holding its durable state and the changes made since its last
-// sync. The invariant, checked by verify: the durable state with the
+// an id of its own (its inode number on the mount, never reused, unlike the
+// lower file system's, and kept across a Cut as a disk keeps its inodes),
+// holding its durable state and the changes made since its last sync. The invariant, checked by verify: the durable state with the
 // changes applied is what the lower folder holds now.
 
 type kind uint8
@@ -153,15 +153,43 @@ func (c fileChange) apply(f *os.File) error {
 	return err
 }
 
+// survivors is what a Cut wrote back: the object id of each path it made
+// (relative to the mount, "." the root), and the next id the model would
+// have issued, so the scan after it keeps the inode numbers a program saw
+// before the cut — a real disk does not renumber its files, and the spool
+// tells a copied folder from its original by the folder's inode.
+type survivors struct {
+	ids    map[string]uint64
+	nextID uint64
+}
+
 // scan builds the model of a folder as it is now, all of it durable: a
-// Mount starts from what is on disk. Hard links become one object.
-func scan(lower, store string) (*model, error) {
+// Mount starts from what is on disk. Hard links become one object. Paths in
+// kept (nil at the first mount) keep their ids.
+func scan(lower, store string, kept *survivors) (*model, error) {
 	m := &model{store: store}
+	if kept != nil {
+		m.nextID = kept.nextID
+	}
+	// keepID gives o the id its path had before the cut, if it had one.
+	keepID := func(o *object, path string) {
+		if kept == nil {
+			return
+		}
+		rel, err := filepath.Rel(lower, path)
+		if err != nil {
+			return
+		}
+		if id, ok := kept.ids[rel]; ok {
+			o.id = id
+		}
+	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(lower, &st); err != nil {
 		return nil, err
 	}
 	m.root = m.newObject(kindDir, st.Mode)
+	keepID(m.root, lower)
 	byIno := map[uint64]*object{}
 	var walk func(dir *object, path string) error
 	walk = func(dir *object, path string) error {
@@ -178,12 +206,14 @@ func scan(lower, store string) (*model, error) {
 			switch st.Mode & syscall.S_IFMT {
 			case syscall.S_IFDIR:
 				o = m.newObject(kindDir, st.Mode)
+				keepID(o, p)
 				if err := walk(o, p); err != nil {
 					return err
 				}
 			case syscall.S_IFREG:
 				if o = byIno[st.Ino]; o == nil {
 					o = m.newObject(kindFile, st.Mode)
+					keepID(o, p)
 					byIno[st.Ino] = o
 					o.durable = filepath.Join(store, strconv.FormatUint(o.id, 10))
 					if err := copyFile(p, o.durable); err != nil {
@@ -192,6 +222,7 @@ func scan(lower, store string) (*model, error) {
 				}
 			case syscall.S_IFLNK:
 				o = m.newObject(kindSymlink, st.Mode)
+				keepID(o, p)
 				if o.target, err = os.Readlink(p); err != nil {
 					return err
 				}

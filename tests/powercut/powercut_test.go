@@ -514,3 +514,38 @@ func TestFS_Verify_ChangeBehindTheMount(t *testing.T) {
 	// In step again for the Verify at the end of the test.
 	os.WriteFile(filepath.Join(lower, "a"), []byte("model"), 0o600)
 }
+
+// The spool tells a copied folder from its original by the folder's inode,
+// so a cut that renumbered the files would make every spool a "copy".
+func TestFS_Cut_KeepsInodeNumbers(t *testing.T) {
+	pfs := Mount(t, t.TempDir())
+	dir := filepath.Join(pfs.Dir(), "d")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, pfs.Dir())
+	durableFile(t, filepath.Join(dir, "f"), []byte("synced"))
+	ino := func(path string) uint64 {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	before := map[string]uint64{}
+	for _, p := range []string{pfs.Dir(), dir, filepath.Join(dir, "f")} {
+		before[p] = ino(p)
+	}
+	cut(t, pfs, CutOptions{})
+	for p, want := range before {
+		if got := ino(p); got != want {
+			t.Errorf("%s: inode %d after the cut, %d before", p, got, want)
+		}
+	}
+	// A file made after the cut gets a number none of the old ones had.
+	durableFile(t, filepath.Join(dir, "g"), nil)
+	if n := ino(filepath.Join(dir, "g")); n == before[dir] || n == before[filepath.Join(dir, "f")] || n == before[pfs.Dir()] {
+		t.Errorf("a new file got inode %d, an old one's", n)
+	}
+}
