@@ -66,14 +66,23 @@ func TestWrite_IdleOnNeverUsedSpool_UsesNoCore(t *testing.T) {
 			t.Fatal("the writer wrote no stats file in 60 s")
 		}
 	}
-	time.Sleep(time.Second) // let the start-up work settle
-	const window = 5 * time.Second
-	before := cpuTicks(t, cmd.Process.Pid)
-	time.Sleep(window)
-	used := cpuTicks(t, cmd.Process.Pid) - before
-	// Ticks are 10 ms: 1 % of a core over 5 s is 5 ticks.
-	if used > 5 {
-		t.Fatalf("the idle writer used %d ticks of CPU in %v (a busy loop uses ~500)", used, window)
+	// Start-up work (migrations, the jobs' first runs) and a loaded
+	// machine's scheduling can fill any one window; a busy loop fills every
+	// one. So the writer passes when one of several windows is quiet.
+	const (
+		window  = 10 * time.Second
+		windows = 6
+		quiet   = 10 // ticks are 10 ms: 1 % of a core over 10 s
+	)
+	var used []int64
+	for range windows {
+		before := cpuTicks(t, cmd.Process.Pid)
+		time.Sleep(window)
+		used = append(used, cpuTicks(t, cmd.Process.Pid)-before)
+		if used[len(used)-1] <= quiet {
+			t.Logf("the idle writer used %v ticks (10 ms) of CPU in windows of %v", used, window)
+			return
+		}
 	}
-	t.Logf("the idle writer used %d ticks (10 ms) of CPU in %v", used, window)
+	t.Fatalf("the idle writer used %v ticks of CPU in windows of %v, never ≤ %d (1 %% of a core; a busy loop uses ~1000)", used, window, quiet)
 }
