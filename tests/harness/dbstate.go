@@ -47,7 +47,7 @@ type DBState struct {
 
 // jobsSettled reports whether the writer's jobs have derived again what
 // the nodes a drain taught them change: neighbor_edges and resolved_path
-// are final only then (writer/JOBS.md).
+// are final only then (writer/jobs/README.md).
 func jobsSettled(ctx context.Context, path string) bool {
 	db, err := openDB(path)
 	if err != nil {
