@@ -30,6 +30,8 @@ import (
 // generator's accounting.
 
 // BoundaryScenarios are the names of issue 18's scenarios, in run order.
+// spool-wiped-live is not among them: it fails on main (harness finding
+// 8), so it runs only when named.
 var BoundaryScenarios = []string{"spool-wiped", "two-writers", "segments-swapped", "huge-publish", "retained-replay"}
 
 func boundaryScenarios() []Scenario {
@@ -39,6 +41,7 @@ func boundaryScenarios() []Scenario {
 		{"segments-swapped", "two sealed segment files swapped, a segment of another spool and a backup of drained ones copied into the spool", runSegmentsSwapped},
 		{"huge-publish", "publishes far over spool.maxPayloadBytes at QoS 0 and 1 among the small ones", runHugePublish},
 		{"retained-replay", "retained packet messages replayed to the receiver at each of its restarts", runRetainedReplay},
+		{"spool-wiped-live", "the spool folder deleted under a running receiver and writer (QoS 1), then the receiver restarted", runSpoolWipedLive},
 	}
 }
 
@@ -185,6 +188,67 @@ func runSpoolWiped(ctx context.Context, s *Suite, r *Result) error {
 	}
 	r.figure("copy", fmt.Sprintf("both stopped, the folder replaced by a `cp -a` copy; the receiver refused it; `meshingest spool identity --adopt`; both started; %d more messages", third))
 	if err := s.finish(ctx, e, r, true, true); err != nil {
+		return err
+	}
+	rssChecks(r)
+	return nil
+}
+
+// runSpoolWipedLive is the running half of issue 18 case 1: under QoS 1
+// load the spool folder is deleted while the receiver and the writer run.
+// The receiver can no longer append: it must leave the QoS 1 messages
+// with the broker and say it is not ready; an operator (or a supervisor)
+// then restarts the receiver, which makes a new spool and gets the
+// messages redelivered. The writer, left running, must drain the new
+// spool from its first record: nothing lost, nothing applied twice.
+func runSpoolWipedLive(ctx context.Context, s *Suite, r *Result) error {
+	cfg := s.Config
+	e, err := s.newEnv(r.Name, EnvOptions{QoS: 1})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	stop := loadInBackground(ctx, e, cfg.Rate, 0)
+	sleep(ctx, cfg.FaultLoad/3)
+	oldID := spoolID(e.SpoolDir)
+	if err := os.RemoveAll(e.SpoolDir); err != nil {
+		stop()
+		return err
+	}
+	wiped := time.Now()
+	var notReady string
+	for time.Since(wiped) < 30*time.Second && notReady == "" {
+		sleep(ctx, 100*time.Millisecond)
+		if st := readStats(e.ReceiverStats); st != nil && st["ready"] == false {
+			notReady = st.str("notReady")
+		}
+	}
+	r.check("the receiver says it is not ready once the folder is gone", notReady, "a reason", notReady != "")
+	sleep(ctx, 2*time.Second)
+	if err := stopReceiver(e); err != nil {
+		r.note("receiver stop: %v", err)
+	}
+	if err := e.StartReceiver(); err != nil {
+		stop()
+		return fmt.Errorf("receiver after the wipe: %w", err)
+	}
+	newID := spoolID(e.SpoolDir)
+	r.figure("wipe", fmt.Sprintf("spool %s deleted %s into the load with both processes running; the receiver restarted %s later on a new folder, spool %s; the writer left running",
+		shortID(oldID), (cfg.FaultLoad/3).Round(time.Second), time.Since(wiped).Round(100*time.Millisecond), shortID(newID)))
+	sleep(ctx, cfg.FaultLoad*2/3)
+	if err := stop(); err != nil {
+		return err
+	}
+	// A writer that does not drain the new spool never writes its
+	// position there, so the drain is given two minutes, not fifteen.
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := e.WaitDrained(dctx, 2*time.Minute, time.Second); err != nil {
+		r.note("the new spool was not drained: %v", err)
+	}
+	reader := readStats(e.WriterStats).obj("meshingest", "spool", "reader")
+	r.figure("the running writer's spool reader", fmt.Sprintf("%.0f records read, %.0f segments (%.0f records) set aside", statNum(reader, "records_read"), statNum(reader, "segments_set_aside"), statNum(reader, "records_set_aside")))
+	if err := s.finish(dctx, e, r, false, true); err != nil {
 		return err
 	}
 	rssChecks(r)
