@@ -777,7 +777,8 @@ func runRetainedReplay(ctx context.Context, s *Suite, r *Result) error {
 	n := max(int(cfg.Rate*cfg.FaultLoad.Seconds()/2), 500)
 	topics := map[string]bool{}
 	retained := 0
-	// Every tenth stored packet message is retained; the rest as usual.
+	// Every tenth message is retained when it is a stored packet message
+	// (about one in ten of those); the rest are published as usual.
 	for i := 0; i < n; i++ {
 		m := e.Gen.Next()
 		retain := m.Stored() && strings.HasSuffix(m.Topic, "/packets") && i%10 == 0
