@@ -612,6 +612,9 @@ func foreignSegment(e *Env, seed uint64, lo, hi uint64) (string, int, error) {
 // store every small message around them.
 func runHugePublish(ctx context.Context, s *Suite, r *Result) error {
 	cfg := s.Config
+	if len(cfg.HugePublishes) == 0 {
+		return errors.New("huge-publish: Config.HugePublishes is empty (FullConfig and ShortConfig set it)")
+	}
 	e, err := s.newEnv(r.Name, EnvOptions{QoS: 1})
 	if err != nil {
 		return err
