@@ -110,7 +110,12 @@ func checkResult(t *testing.T, r *Result) {
 		return
 	}
 	for _, c := range r.Criteria {
-		if !c.Pass {
+		switch {
+		case c.Pass:
+		case c.Timing:
+			// This machine is shared: the harness command judges speed.
+			t.Logf("%s: %s: measured %s, limit %s (a timing limit: not judged here)", r.Name, c.Name, c.Measured, c.Limit)
+		default:
 			t.Errorf("%s: %s: measured %s, limit %s", r.Name, c.Name, c.Measured, c.Limit)
 		}
 	}
