@@ -75,9 +75,13 @@ func ReadDBState(path string) (*DBState, error) {
 		sql  string
 		row  func(cols []sql.NullString)
 	}{
-		{"transmissions", `SELECT hash, raw_hex, route_type, payload_type, payload_version, decoded_json,
+		// Not raw_hex: a transmission keeps the bytes of its first
+		// observation, which, like a rowid, depends on arrival order (a
+		// broker's QoS 1 redelivery after a restart changes it); every
+		// observation's own raw_hex is compared below.
+		{"transmissions", `SELECT hash, route_type, payload_type, payload_version, decoded_json,
 			from_pubkey, channel_hash, scope_name FROM transmissions`, func(c []sql.NullString) {
-			s.Transmissions[c[0].String] = rowText([]string{"raw_hex", "route_type", "payload_type", "payload_version", "decoded_json", "from_pubkey", "channel_hash", "scope_name"}, c[1:])
+			s.Transmissions[c[0].String] = rowText([]string{"route_type", "payload_type", "payload_version", "decoded_json", "from_pubkey", "channel_hash", "scope_name"}, c[1:])
 			s.TransmissionRows++
 		}},
 		{"observations", `SELECT t.hash, obs.id, o.path_json, o.direction, o.snr, o.rssi, o.score, o.raw_hex, o.resolved_path
