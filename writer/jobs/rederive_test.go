@@ -102,8 +102,12 @@ func TestRederive_PrunedNode_PrefixUniqueAgain(t *testing.T) {
 func TestPathJobs_BatchSizes_SameTables(t *testing.T) {
 	start := time.Date(2026, 10, 4, 8, 0, 0, 0, time.UTC)
 	var tables []map[string]string
+	n := 8000
+	if raceEnabled {
+		n = 3000 // 75 batches of 40: the race detector slows the writer tenfold
+	}
 	for _, batch := range []int{40, 0} {
-		recs, cfg := generatedRecords(t, 11, 8000, start)
+		recs, cfg := generatedRecords(t, 11, n, start)
 		cfg.Writer.BatchMaxRecords = batch
 		w, j := newWriter(t, spoolOf(t, recs), cfg)
 		drain(t, w, j, int64(len(recs)))
