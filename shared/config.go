@@ -218,6 +218,13 @@ type WriterConfig struct {
 	// ruling them out while diagnosing: the server shows no resolved
 	// paths and no neighbour graph without them.
 	Jobs *bool `json:"jobs,omitempty"`
+	// DedupWindowMs is how far apart, by receive time, receiver
+	// instances' copies of one publication may be and still count once;
+	// zero means the writer's default.
+	DedupWindowMs int `json:"dedupWindowMs,omitempty"`
+	// DedupMemoryMinutes is how far back a late copy from a recovering
+	// receiver is still recognised; zero means the writer's default.
+	DedupMemoryMinutes int `json:"dedupMemoryMinutes,omitempty"`
 }
 
 // JobsEnabled reports whether the writer runs CoreScope's jobs (default

@@ -62,7 +62,7 @@ const (
 func DropReasons() []string {
 	r := []string{DropInvalidSignature, DropUnreadable, DropIgnoredTopic, DropBlacklisted, DropNotWhitelisted, DropIATAFiltered,
 		DropNoRaw, DropNoText, DropNoObserver, DropDirectionTx, DropForeignAdvert, DropClientCoverage, DropRedelivered,
-		DropRetainedReplay}
+		DropRetainedReplay, DropOtherReceiver}
 	r = append(r, decoder.DropReasons()...)
 	r = append(r, advertProblems...)
 	slices.Sort(r)
@@ -420,6 +420,16 @@ func (in *ingester) applyRecord(b *batch, p *prepared) error {
 	if p.rec.Duplicate && b.isRedelivery(&p.rec) {
 		return in.drop(b, DropRedelivered, p, nil)
 	}
+	// After the redelivery rule: a QoS 1 redelivery is the same copy
+	// again, not another receiver's.
+	if b.copies != nil {
+		if apply, err := b.copies.admit(&p.rec, p.pos.Spool); err != nil {
+			return err
+		} else if !apply {
+			b.otherCopies[p.pos.Spool]++
+			return in.drop(b, DropOtherReceiver, p, nil)
+		}
+	}
 	if p.rec.Retained && retainedKind(p.topic.Kind) {
 		if replay, err := b.retainedReplay(&p.rec); err != nil {
 			return err
@@ -741,8 +751,8 @@ func (in *ingester) drop(b *batch, reason string, p *prepared, cause error) erro
 
 // quietDrops are the reasons that are normal operation, not worth a log
 // line: topics meshingest does not read, the second form of a reception, a
-// broker's replay of a retained message.
-var quietDrops = map[string]bool{DropIgnoredTopic: true, DropDuplicateForm: true, DropRetainedReplay: true}
+// broker's replay of a retained message, another receiver's copy.
+var quietDrops = map[string]bool{DropIgnoredTopic: true, DropDuplicateForm: true, DropRetainedReplay: true, DropOtherReceiver: true}
 
 func causeText(err error) string {
 	var me *decoder.MessageError
