@@ -410,6 +410,12 @@ func (c *Config) Validate(path string) error {
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		return bad("logLevel", "%v", err)
 	}
+	if w := c.Writer.DedupWindowMs; w < 0 || w > 60000 {
+		return bad("writer.dedupWindowMs", "%d is outside 0 to 60000: copies more than a minute apart are not one publication", w)
+	}
+	if c.Writer.DedupMemoryMinutes < 0 {
+		return bad("writer.dedupMemoryMinutes", "must not be negative")
+	}
 	for name, key := range c.ChannelKeys {
 		if !validChannelKeyHex(key) {
 			return bad("channelKeys."+name, "must be 32 or 64 hex digits (a 16- or 32-byte secret)")

@@ -406,7 +406,7 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 			d.close()
 			return err
 		}
-		if len(w.slots) > 1 || w.set != nil {
+		if len(w.slots) > 1 {
 			// Instances are new spools beside the others, not
 			// replacements of the spool drained before.
 			replaced = nil
