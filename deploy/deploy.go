@@ -42,8 +42,8 @@ const (
 	// ReceiverTemplateUnit runs receiver instances (receive --instance
 	// %i): meshingest-receiver@a.service, meshingest-receiver@b.service.
 	ReceiverTemplateUnit = "meshingest-receiver@.service"
-	WriterUnit   = "meshingest-writer.service"
-	SysusersFile = "meshingest.conf"
+	WriterUnit           = "meshingest-writer.service"
+	SysusersFile         = "meshingest.conf"
 	// StateDir is the services' StateDirectory= and WorkingDirectory=.
 	StateDir = "/var/lib/meshingest"
 	// DefaultUser is the user both services run as.

@@ -55,6 +55,9 @@ type batch struct {
 	// copies it recognised as another spool's.
 	copies      *copies
 	otherCopies map[spool.Identity]int
+	// lateCopies counts, per spool, the copies matched to a round outside
+	// the window (copies.go).
+	lateCopies map[spool.Identity]int
 }
 
 type batchCounts struct {
@@ -110,6 +113,7 @@ func newBatch(ctx context.Context, s *store) *batch {
 		retained:    map[retainedKey]int64{},
 		counts:      batchCounts{drops: map[string]int{}},
 		otherCopies: map[spool.Identity]int{},
+		lateCopies:  map[spool.Identity]int{},
 	}
 }
 

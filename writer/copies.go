@@ -27,10 +27,17 @@ import (
 //
 // Rounds are looked up by the record's own receive time, never by the
 // time the writer reads it, so a copy that reaches the writer late (a
-// receiver whose unsealed segment was sealed only after its restart, or
-// one whose disk lagged) is matched to its round as long as the round is
-// remembered: Memory of receive time behind the newest record applied.
-// Later than that it is applied (the limit the README states).
+// receiver whose disk lagged, or that froze with a group in memory) is
+// matched to its round as long as the round is remembered: Memory of
+// receive time behind the newest record applied. A copy with no round
+// within the window is late in another way: a receiver that froze (a
+// paused VM, SIGSTOP) reads what the broker buffered for it when it
+// resumes and stamps it with that time. Such a copy joins the newest
+// remembered round of its identity that its spool has not supplied a
+// copy for, so it applies nothing again. Later than the memory it is
+// applied (the limit the README states). The price: the same bytes
+// published again more than a window later, and heard only by a receiver
+// that missed the first publication, count once, not twice.
 //
 // The memory is stored with the rows, like the QoS 1 delivery memory: each
 // batch writes one row to meshingest_copies with the rounds it changed, so
@@ -156,6 +163,7 @@ func (m *copyMemory) forgetBefore(ms int64) {
 type copies struct {
 	m       *copyMemory
 	window  int64 // ms
+	memory  int64 // ms: how far back a late copy is looked for
 	changed map[roundRef]round
 	spools  []spool.Identity // ordinals the batch added
 }
@@ -188,11 +196,12 @@ func (c *copies) lookup(ref roundRef) (round, bool) {
 
 // admit decides whether rec, from spool id, is a copy to apply (true) or
 // a copy of a publication another spool supplied already (false), and
-// notes it in the batch.
-func (c *copies) admit(rec *Record, id spool.Identity) (bool, error) {
+// notes it in the batch. late: it was matched to a round outside the
+// window.
+func (c *copies) admit(rec *Record, id spool.Identity) (apply, late bool, err error) {
 	ord, err := c.ordinal(id)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	key, t := identity(rec), rec.ReceivedAt.UnixMilli()
 	// The round is in t's bucket or a neighbour: its first copy lies
@@ -206,17 +215,30 @@ func (c *copies) admit(rec *Record, id spool.Identity) (bool, error) {
 		}
 	}
 	if !found {
+		// A late copy: a receiver frozen or cut off gets what the broker
+		// buffered for it when it resumes, stamped with the time it reads
+		// it, long after the others' copies. It belongs to the newest
+		// remembered round of the identity that this spool has not
+		// supplied its copy for yet.
+		for b := floorDiv(t+c.window, copyBucketMs); b >= floorDiv(t-c.memory, copyBucketMs) && !found; b-- {
+			cand := roundRef{b, key}
+			if got, ok := c.lookup(cand); ok && got.counts[ord] < got.applied {
+				ref, r, found, late = cand, got, true, true
+			}
+		}
+	}
+	if !found {
 		ref, r = roundRef{floorDiv(t, copyBucketMs), key}, round{t0: t}
 	}
 	if r.counts[ord] < 255 {
 		r.counts[ord]++
 	}
-	apply := r.counts[ord] > r.applied
+	apply = r.counts[ord] > r.applied
 	if apply {
 		r.applied = r.counts[ord]
 	}
 	c.changed[ref] = r
-	return apply, nil
+	return apply, late, nil
 }
 
 func floorDiv(a, b int64) int64 {

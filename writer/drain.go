@@ -56,9 +56,9 @@ func (w *Writer) drain(ctx context.Context) error {
 
 // openBatch is a batch whose transaction is open.
 type openBatch struct {
-	ctx          context.Context // the statements': not cancelled by a stop
-	b            *batch
-	next         writerState // where the records applied so far bring the writer
+	ctx  context.Context // the statements': not cancelled by a stop
+	b    *batch
+	next writerState // where the records applied so far bring the writer
 	// moved is, per spool the batch read from, the last record applied
 	// and how many; lastSpool is the spool of the batch's last record.
 	moved        map[*spoolSlot]*spoolMove
@@ -168,7 +168,7 @@ func (w *Writer) fill(ctx context.Context, ob *openBatch, first *prepared) error
 		if err := w.store.loadCopies(ob.ctx); err != nil {
 			return err
 		}
-		ob.b.copies = &copies{m: w.store.copies, window: w.opts.DedupWindow.Milliseconds(), changed: map[roundRef]round{}}
+		ob.b.copies = &copies{m: w.store.copies, window: w.opts.DedupWindow.Milliseconds(), memory: w.opts.DedupMemory.Milliseconds(), changed: map[roundRef]round{}}
 	}
 	if err := w.applyRecords(ctx, ob, first); err != nil {
 		return err
@@ -343,7 +343,7 @@ func (w *Writer) afterCommit(ob *openBatch) {
 		Int64("commit_ms", now.Sub(ob.commitStart).Milliseconds()).Int64("waited_for_records_ms", ob.starved.Milliseconds()).
 		Int("spools", len(ob.moved)).Msg("batch committed")
 	for sl, mv := range ob.moved {
-		sl.stats.committed(mv.records, ob.b.otherCopies[sl.info.ID], mv.lastReceived)
+		sl.stats.committed(mv.records, ob.b.otherCopies[sl.info.ID], ob.b.lateCopies[sl.info.ID], mv.lastReceived)
 		// The rows are durable: the spool may forget the records.
 		if err := sl.src.Release(mv.pos); err != nil {
 			w.throttledWarn("release", err, "could not delete drained spool segments; they are retried after the next batch")

@@ -412,20 +412,23 @@ func (in *ingester) apply(b *batch, p *prepared) error {
 	if err := in.applyRecord(b, p); err != nil {
 		return err
 	}
-	b.delivered(&p.rec)
+	b.delivered(&p.rec, p.pos.Spool)
 	return nil
 }
 
 func (in *ingester) applyRecord(b *batch, p *prepared) error {
-	if p.rec.Duplicate && b.isRedelivery(&p.rec) {
+	if p.rec.Duplicate && b.isRedelivery(&p.rec, p.pos.Spool) {
 		return in.drop(b, DropRedelivered, p, nil)
 	}
 	// After the redelivery rule: a QoS 1 redelivery is the same copy
 	// again, not another receiver's.
 	if b.copies != nil {
-		if apply, err := b.copies.admit(&p.rec, p.pos.Spool); err != nil {
+		if apply, late, err := b.copies.admit(&p.rec, p.pos.Spool); err != nil {
 			return err
 		} else if !apply {
+			if late {
+				b.lateCopies[p.pos.Spool]++
+			}
 			b.otherCopies[p.pos.Spool]++
 			return in.drop(b, DropOtherReceiver, p, nil)
 		}

@@ -20,8 +20,12 @@ type SpoolStats struct {
 	// Records is the records committed from the spool; OtherCopies those
 	// of them recognised as copies of publications another receiver's
 	// spool supplied (applied: Records - OtherCopies).
-	Records        atomic.Int64
-	OtherCopies    atomic.Int64
+	Records     atomic.Int64
+	OtherCopies atomic.Int64
+	// Late is the copies among OtherCopies recognised outside the dedup
+	// window: a receiver that resumed after a freeze and read what the
+	// broker had buffered for it, or whose records were sealed late.
+	Late           atomic.Int64
 	LastReceivedNs atomic.Int64 // receive time of its last record committed
 }
 
@@ -40,9 +44,10 @@ func (s *Stats) spoolStats(id spool.Identity, dir string) *SpoolStats {
 	return st
 }
 
-func (st *SpoolStats) committed(records, otherCopies int, lastReceived time.Time) {
+func (st *SpoolStats) committed(records, otherCopies, late int, lastReceived time.Time) {
 	st.Records.Add(int64(records))
 	st.OtherCopies.Add(int64(otherCopies))
+	st.Late.Add(int64(late))
 	st.LastReceivedNs.Store(lastReceived.UnixNano())
 }
 
@@ -59,12 +64,15 @@ type SpoolFigures struct {
 	// OtherReceiverCopies are its records recognised as copies of
 	// publications another receiver's spool supplied first.
 	OtherReceiverCopies int64 `json:"other_receiver_copies"`
+	// LateCopies are the copies among OtherReceiverCopies recognised
+	// outside the dedup window (a receiver resumed after a freeze).
+	LateCopies int64 `json:"late_copies"`
 }
 
 func (st *SpoolStats) figures(now time.Time) SpoolFigures {
 	f := SpoolFigures{Identity: st.id.String(), Dir: st.dir, DepthRecords: st.depth()}
 	copies := st.OtherCopies.Load()
-	f.RecordsApplied, f.OtherReceiverCopies = st.Records.Load()-copies, copies
+	f.RecordsApplied, f.OtherReceiverCopies, f.LateCopies = st.Records.Load()-copies, copies, st.Late.Load()
 	if ns := st.LastReceivedNs.Load(); ns != 0 {
 		f.LagSeconds = max(now.Sub(time.Unix(0, ns)).Seconds(), 0)
 	}
@@ -92,7 +100,8 @@ var (
 	descSpoolLag      = prometheus.NewDesc("meshingest_writer_spool_lag_seconds", "Now minus the receive time of the last record written from a spool.", spoolLabels, nil)
 	descSpoolApplied  = prometheus.NewDesc("meshingest_writer_spool_records_applied_total", "Records applied from a spool (not another receiver's copy).", spoolLabels, nil)
 	descSpoolCopies   = prometheus.NewDesc("meshingest_writer_spool_other_receiver_copies_total", "Records of a spool recognised as copies another receiver's spool supplied.", spoolLabels, nil)
-	spoolDescriptions = []*prometheus.Desc{descSpoolDepth, descSpoolLag, descSpoolApplied, descSpoolCopies}
+	descSpoolLate     = prometheus.NewDesc("meshingest_writer_spool_late_copies_total", "Copies of a spool recognised as another receiver's outside the dedup window (a receiver resumed after a freeze).", spoolLabels, nil)
+	spoolDescriptions = []*prometheus.Desc{descSpoolDepth, descSpoolLag, descSpoolApplied, descSpoolCopies, descSpoolLate}
 )
 
 func (c *spoolCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -108,5 +117,6 @@ func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSpoolLag, prometheus.GaugeValue, f.LagSeconds, labels...)
 		ch <- prometheus.MustNewConstMetric(descSpoolApplied, prometheus.CounterValue, float64(f.RecordsApplied), labels...)
 		ch <- prometheus.MustNewConstMetric(descSpoolCopies, prometheus.CounterValue, float64(f.OtherReceiverCopies), labels...)
+		ch <- prometheus.MustNewConstMetric(descSpoolLate, prometheus.CounterValue, float64(f.LateCopies), labels...)
 	}
 }

@@ -270,13 +270,13 @@ func newWriter(opts Options) (*Writer, error) {
 		opts.Stats = NewStats()
 	}
 	w := &Writer{
-		opts:    opts,
-		log:     opts.Log,
-		stats:   opts.Stats,
-		trouble: newTroubleTracker(opts.Log, opts.RetryMax),
-		notify:  notify,
-		reloads: make(chan ingestConfig, 1),
-		keys:    cfg,
+		opts:       opts,
+		log:        opts.Log,
+		stats:      opts.Stats,
+		trouble:    newTroubleTracker(opts.Log, opts.RetryMax),
+		notify:     notify,
+		reloads:    make(chan ingestConfig, 1),
+		keys:       cfg,
 		spoolNoted: map[spool.Identity]bool{},
 	}
 	w.in = &ingester{cfg: ic, hook: w.opts.Hook, log: opts.Log, throttle: shared.NewThrottle(time.Minute),
