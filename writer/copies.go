@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
@@ -56,12 +57,13 @@ const (
 	DefaultDedupMemory = 15 * time.Minute
 	// maxDedupWindow keeps a round within two memory buckets.
 	maxDedupWindow = time.Minute
-	// copiesMaxRounds bounds the memory whatever the rate (about 30
-	// bytes a round): at 250 publications/s, 15 minutes are 225,000.
+	// copiesMaxRounds bounds the memory whatever the rate: at 250
+	// publications/s, 15 minutes are 225,000 rounds.
 	// Past it the oldest minute is forgotten early (counted).
 	copiesMaxRounds = 1 << 19
-	// maxCopySpools is how many spools a round counts copies for.
-	maxCopySpools = 8
+	// maxCopySpools is how many spools a round counts copies for: with
+	// the offset and the applied count, a round is 8 bytes.
+	maxCopySpools = 5
 )
 
 // DropOtherReceiver is a copy of a publication that another receiver's
@@ -77,10 +79,15 @@ const copyBucketMs = int64(time.Minute / time.Millisecond)
 
 // round is one publication's copies within the window.
 type round struct {
-	t0      int64 // receive time of its first copy, Unix ms
+	// off is the receive time of its first copy, in ms after the start
+	// of its bucket (a minute fits 16 bits).
+	off     uint16
 	applied uint8 // copies applied
 	counts  [maxCopySpools]uint8
 }
+
+// t0 is the receive time of the round's first copy, Unix ms.
+func (ref roundRef) t0(r round) int64 { return ref.bucket*copyBucketMs + int64(r.off) }
 
 // roundRef names a round: its bucket and identity.
 type roundRef struct {
@@ -166,26 +173,52 @@ type copies struct {
 	memory  int64 // ms: how far back a late copy is looked for
 	changed map[roundRef]round
 	spools  []spool.Identity // ordinals the batch added
+	// live are the spools the writer drains now; reassigned the ordinals
+	// the batch took from spools no longer drained.
+	live       []spool.Identity
+	reassigned []reassign
 }
 
 // ordinal is spool id's index in the rounds' counts, assigned on first use.
-func (c *copies) ordinal(id spool.Identity) (int, error) {
-	all := append(c.m.spools[:len(c.m.spools):len(c.m.spools)], c.spools...)
+// When every index is taken (spools replaced over time), the index of a
+// spool the writer no longer drains is given to id: its counts in rounds
+// still remembered become id's, which can drop one of id's copies as a
+// duplicate within the memory after the swap (the writer drains at most
+// maxCopySpools spools, refreshSlots, so one is always free).
+func (c *copies) ordinal(id spool.Identity) int {
+	all := c.ordinals()
 	for i, s := range all {
 		if s == id {
-			return i, nil
+			return i
 		}
 	}
-	if len(all) >= maxCopySpools {
-		return 0, fmt.Errorf("%w: spool %s would be the %d-th; at most %d receivers' spools are told apart (meshingest_state %s lists them: delete spools no longer used from it when the writer is stopped)",
-			ErrTooManySpools, id, len(all)+1, maxCopySpools, stateCopySpools)
+	if len(all) < maxCopySpools {
+		c.spools = append(c.spools, id)
+		return len(all)
 	}
-	c.spools = append(c.spools, id)
-	return len(all), nil
+	for i, s := range all {
+		if !slices.Contains(c.live, s) {
+			c.reassigned = append(c.reassigned, reassign{i, id})
+			return i
+		}
+	}
+	return maxCopySpools - 1 // not reached: refreshSlots drains at most maxCopySpools
 }
 
-// ErrTooManySpools refuses a spool beyond what the rounds can count.
-var ErrTooManySpools = errors.New("too many spools to tell copies apart")
+// reassign gives ordinal i to spool id.
+type reassign struct {
+	i  int
+	id spool.Identity
+}
+
+// ordinals is the ordinal → spool list as the batch sees it.
+func (c *copies) ordinals() []spool.Identity {
+	all := append(slices.Clone(c.m.spools), c.spools...)
+	for _, r := range c.reassigned {
+		all[r.i] = r.id
+	}
+	return all
+}
 
 func (c *copies) lookup(ref roundRef) (round, bool) {
 	if r, ok := c.changed[ref]; ok {
@@ -198,18 +231,15 @@ func (c *copies) lookup(ref roundRef) (round, bool) {
 // a copy of a publication another spool supplied already (false), and
 // notes it in the batch. late: it was matched to a round outside the
 // window.
-func (c *copies) admit(rec *Record, id spool.Identity) (apply, late bool, err error) {
-	ord, err := c.ordinal(id)
-	if err != nil {
-		return false, false, err
-	}
+func (c *copies) admit(rec *Record, id spool.Identity) (apply, late bool) {
+	ord := c.ordinal(id)
 	key, t := identity(rec), rec.ReceivedAt.UnixMilli()
 	// The round is in t's bucket or a neighbour: its first copy lies
 	// within the window of this one.
 	ref, r, found := roundRef{}, round{}, false
 	for _, b := range []int64{floorDiv(t, copyBucketMs), floorDiv(t-c.window, copyBucketMs), floorDiv(t+c.window, copyBucketMs)} {
 		cand := roundRef{b, key}
-		if got, ok := c.lookup(cand); ok && abs64(t-got.t0) <= c.window {
+		if got, ok := c.lookup(cand); ok && abs64(t-cand.t0(got)) <= c.window {
 			ref, r, found = cand, got, true
 			break
 		}
@@ -228,7 +258,8 @@ func (c *copies) admit(rec *Record, id spool.Identity) (apply, late bool, err er
 		}
 	}
 	if !found {
-		ref, r = roundRef{floorDiv(t, copyBucketMs), key}, round{t0: t}
+		ref = roundRef{floorDiv(t, copyBucketMs), key}
+		r = round{off: uint16(t - ref.bucket*copyBucketMs)}
 	}
 	if r.counts[ord] < 255 {
 		r.counts[ord]++
@@ -238,7 +269,7 @@ func (c *copies) admit(rec *Record, id spool.Identity) (apply, late bool, err er
 		r.applied = r.counts[ord]
 	}
 	c.changed[ref] = r
-	return apply, late, nil
+	return apply, late
 }
 
 func floorDiv(a, b int64) int64 {
@@ -292,8 +323,8 @@ func (s *store) loadCopies(ctx context.Context) error {
 // the rows past the memory, in the batch's transaction. horizon is the
 // oldest receive time still remembered, Unix ms.
 func (c *copies) save(ctx context.Context, s *store, horizon int64) (copyRow, int, error) {
-	if len(c.spools) > 0 {
-		raw, _ := json.Marshal(append(c.m.spools[:len(c.m.spools):len(c.m.spools)], c.spools...))
+	if len(c.spools) > 0 || len(c.reassigned) > 0 {
+		raw, _ := json.Marshal(c.ordinals())
 		if _, err := s.stmt.saveState.ExecContext(ctx, stateCopySpools, string(raw)); err != nil {
 			return copyRow{}, 0, fmt.Errorf("store the receivers' spools: %w", err)
 		}
@@ -326,7 +357,7 @@ func (c *copies) save(ctx context.Context, s *store, horizon int64) (copyRow, in
 // commit moves the batch's rounds into the committed memory.
 func (c *copies) commit(row copyRow, drop int, horizon int64) {
 	m := c.m
-	m.spools = append(m.spools, c.spools...)
+	m.spools = c.ordinals()
 	for ref, r := range c.changed {
 		m.put(ref, r)
 	}
@@ -346,10 +377,10 @@ func encodeRounds(rs map[roundRef]round) ([]byte, int64) {
 	for ref, r := range rs {
 		out = binary.AppendVarint(out, ref.bucket)
 		out = binary.LittleEndian.AppendUint64(out, ref.key)
-		out = binary.AppendVarint(out, r.t0)
+		out = binary.AppendVarint(out, ref.t0(r))
 		out = append(out, r.applied)
 		out = append(out, r.counts[:]...)
-		tMax = max(tMax, r.t0)
+		tMax = max(tMax, ref.t0(r))
 	}
 	return out, tMax
 }
@@ -367,9 +398,11 @@ func decodeRounds(b []byte, put func(roundRef, round)) error {
 		b = b[k:]
 		ref.key = binary.LittleEndian.Uint64(b)
 		b = b[8:]
-		if r.t0, k = binary.Varint(b); k <= 0 || len(b)-k < 1+maxCopySpools {
+		t0, k := binary.Varint(b)
+		if k <= 0 || len(b)-k < 1+maxCopySpools || t0 < ref.bucket*copyBucketMs || t0 >= (ref.bucket+1)*copyBucketMs {
 			return errRoundsDamaged
 		}
+		r.off = uint16(t0 - ref.bucket*copyBucketMs)
 		b = b[k:]
 		r.applied = b[0]
 		copy(r.counts[:], b[1:1+maxCopySpools])

@@ -20,10 +20,7 @@ func admitAll(t *testing.T, m *copyMemory, recs []copyInput) []bool {
 	c := &copies{m: m, window: 5000, memory: 15 * 60 * 1000, changed: map[roundRef]round{}}
 	var out []bool
 	for _, r := range recs {
-		apply, _, err := c.admit(&r.rec, r.sp)
-		if err != nil {
-			t.Fatal(err)
-		}
+		apply, _ := c.admit(&r.rec, r.sp)
 		out = append(out, apply)
 	}
 	c.commit(copyRow{}, 0, 0)
@@ -67,11 +64,11 @@ func TestCopies_Admit_MaximumOverReceivers(t *testing.T) {
 
 func TestCopies_Rounds_EncodeDecode(t *testing.T) {
 	in := map[roundRef]round{
-		{bucket: 29561234, key: 0xdeadbeef}: {t0: 1774798065123, applied: 2, counts: [maxCopySpools]uint8{2, 1}},
-		{bucket: -3, key: 1}:                {t0: -100, applied: 1, counts: [maxCopySpools]uint8{0, 0, 1}},
+		{bucket: 29579967, key: 0xdeadbeef}: {off: 45123, applied: 2, counts: [maxCopySpools]uint8{2, 1}},
+		{bucket: -1, key: 1}:                {off: 59900, applied: 1, counts: [maxCopySpools]uint8{0, 0, 1}},
 	}
 	blob, tMax := encodeRounds(in)
-	if tMax != 1774798065123 {
+	if tMax != 29579967*copyBucketMs+45123 {
 		t.Errorf("tMax %d", tMax)
 	}
 	out := map[roundRef]round{}
@@ -88,5 +85,24 @@ func TestCopies_Rounds_EncodeDecode(t *testing.T) {
 	}
 	if err := decodeRounds(blob[:len(blob)-1], func(roundRef, round) {}); err == nil {
 		t.Error("a truncated list decoded without error")
+	}
+}
+
+func TestCopies_Ordinal_ReusesASpoolNoLongerDrained(t *testing.T) {
+	m := newCopyMemory()
+	for i := range maxCopySpools {
+		m.spools = append(m.spools, spool.Identity{byte(i + 1)})
+	}
+	next := spool.Identity{99}
+	c := &copies{m: m, changed: map[roundRef]round{}, live: []spool.Identity{m.spools[0], m.spools[2], m.spools[3], m.spools[4], next}}
+	if got := c.ordinal(next); got != 1 {
+		t.Fatalf("ordinal %d, want 1 (the one spool no longer drained)", got)
+	}
+	if got := c.ordinal(next); got != 1 {
+		t.Fatalf("second ask: ordinal %d, want 1", got)
+	}
+	c.commit(copyRow{}, 0, 0)
+	if m.spools[1] != next || len(m.spools) != maxCopySpools {
+		t.Errorf("committed spools %v, want %v at 1", m.spools, next)
 	}
 }

@@ -168,7 +168,12 @@ func (w *Writer) fill(ctx context.Context, ob *openBatch, first *prepared) error
 		if err := w.store.loadCopies(ob.ctx); err != nil {
 			return err
 		}
-		ob.b.copies = &copies{m: w.store.copies, window: w.opts.DedupWindow.Milliseconds(), memory: w.opts.DedupMemory.Milliseconds(), changed: map[roundRef]round{}}
+		live := make([]spool.Identity, len(w.slots))
+		for i, sl := range w.slots {
+			live[i] = sl.info.ID
+		}
+		ob.b.copies = &copies{m: w.store.copies, window: w.opts.DedupWindow.Milliseconds(), memory: w.opts.DedupMemory.Milliseconds(),
+			changed: map[roundRef]round{}, live: live}
 	}
 	if err := w.applyRecords(ctx, ob, first); err != nil {
 		return err

@@ -423,9 +423,7 @@ func (in *ingester) applyRecord(b *batch, p *prepared) error {
 	// After the redelivery rule: a QoS 1 redelivery is the same copy
 	// again, not another receiver's.
 	if b.copies != nil {
-		if apply, late, err := b.copies.admit(&p.rec, p.pos.Spool); err != nil {
-			return err
-		} else if !apply {
+		if apply, late := b.copies.admit(&p.rec, p.pos.Spool); !apply {
 			if late {
 				b.lateCopies[p.pos.Spool]++
 			}

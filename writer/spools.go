@@ -3,6 +3,7 @@ package writer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -264,6 +265,11 @@ func (w *Writer) refreshSlots(ctx context.Context) error {
 	}
 	if err != nil {
 		w.throttledWarn("spools", err, "a receiver instance's spool cannot be opened; draining the others")
+	}
+	if len(srcs) > maxCopySpools {
+		w.throttledWarn("spools-max", fmt.Errorf("%d receiver spools under %s", len(srcs), w.set.Dir()),
+			fmt.Sprintf("the writer drains at most %d receiver instances' spools; the others wait", maxCopySpools))
+		srcs = srcs[:maxCopySpools]
 	}
 	for _, src := range srcs[len(w.slots):] {
 		s := w.newSlot(src)
