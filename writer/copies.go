@@ -35,10 +35,13 @@ import (
 // paused VM, SIGSTOP) reads what the broker buffered for it when it
 // resumes and stamps it with that time. Such a copy joins the newest
 // remembered round of its identity that its spool has not supplied a
-// copy for, so it applies nothing again. Later than the memory it is
-// applied (the limit the README states). The price: the same bytes
-// published again more than a window later, and heard only by a receiver
-// that missed the first publication, count once, not twice.
+// copy for, so it applies nothing again; but never a round older than the
+// receiver's current subscription (a restarted receiver's Seqs jump), since
+// a new QoS 0 subscription receives nothing published before it. Later than
+// the memory a copy is applied (the limit the README states). The price:
+// the same bytes published again more than a window later, and heard only
+// by a receiver whose connection (not process) dropped during the first
+// publication, count once, not twice.
 //
 // The memory is stored with the rows, like the QoS 1 delivery memory: each
 // batch writes one row to meshingest_copies with the rounds it changed, so
@@ -231,7 +234,11 @@ func (c *copies) lookup(ref roundRef) (round, bool) {
 // a copy of a publication another spool supplied already (false), and
 // notes it in the batch. late: it was matched to a round outside the
 // window.
-func (c *copies) admit(rec *Record, id spool.Identity) (apply, late bool) {
+//
+// since is when the receiver's current subscription began (zero:
+// unknown): a late copy belongs to a round no older than that, since a
+// new subscription at QoS 0 receives nothing published before it.
+func (c *copies) admit(rec *Record, id spool.Identity, since time.Time) (apply, late bool) {
 	ord := c.ordinal(id)
 	key, t := identity(rec), rec.ReceivedAt.UnixMilli()
 	// The round is in t's bucket or a neighbour: its first copy lies
@@ -250,9 +257,13 @@ func (c *copies) admit(rec *Record, id spool.Identity) (apply, late bool) {
 		// it, long after the others' copies. It belongs to the newest
 		// remembered round of the identity that this spool has not
 		// supplied its copy for yet.
-		for b := floorDiv(t+c.window, copyBucketMs); b >= floorDiv(t-c.memory, copyBucketMs) && !found; b-- {
+		oldest := t - c.memory
+		if !since.IsZero() {
+			oldest = max(oldest, since.UnixMilli()-c.window)
+		}
+		for b := floorDiv(t+c.window, copyBucketMs); b >= floorDiv(oldest, copyBucketMs) && !found; b-- {
 			cand := roundRef{b, key}
-			if got, ok := c.lookup(cand); ok && got.counts[ord] < got.applied {
+			if got, ok := c.lookup(cand); ok && got.counts[ord] < got.applied && cand.t0(got) >= oldest {
 				ref, r, found, late = cand, got, true, true
 			}
 		}

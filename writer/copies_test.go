@@ -11,8 +11,9 @@ import (
 // copies over m and returns which were applied.
 // copyInput is a record and the spool it came from.
 type copyInput struct {
-	sp  spool.Identity
-	rec Record
+	sp    spool.Identity
+	rec   Record
+	since time.Time // when its receiver's subscription began
 }
 
 func admitAll(t *testing.T, m *copyMemory, recs []copyInput) []bool {
@@ -20,7 +21,7 @@ func admitAll(t *testing.T, m *copyMemory, recs []copyInput) []bool {
 	c := &copies{m: m, window: 5000, memory: 15 * 60 * 1000, changed: map[roundRef]round{}}
 	var out []bool
 	for _, r := range recs {
-		apply, _ := c.admit(&r.rec, r.sp)
+		apply, _ := c.admit(&r.rec, r.sp, r.since)
 		out = append(out, apply)
 	}
 	c.commit(copyRow{}, 0, 0)
@@ -31,9 +32,13 @@ func TestCopies_Admit_MaximumOverReceivers(t *testing.T) {
 	a, b := spool.Identity{1}, spool.Identity{2}
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
 	pub := func(sp spool.Identity, at time.Duration, payload string) copyInput {
-		return copyInput{sp, Record{ReceivedAt: t0.Add(at), Topic: "meshcore/SJC/x/packets", Payload: []byte(payload)}}
+		return copyInput{sp: sp, rec: Record{ReceivedAt: t0.Add(at), Topic: "meshcore/SJC/x/packets", Payload: []byte(payload)}}
 	}
 	ms := time.Millisecond
+	restarted := func(in copyInput, at time.Duration) copyInput {
+		in.since = t0.Add(at)
+		return in
+	}
 	for _, c := range []struct {
 		name string
 		recs []copyInput
@@ -50,6 +55,10 @@ func TestCopies_Admit_MaximumOverReceivers(t *testing.T) {
 		// b froze and reads what the broker buffered for it 40 s late,
 		// stamped with that time: still a's publication.
 		{"copy buffered for a frozen receiver", []copyInput{pub(a, 0, "p"), pub(a, time.Second, "q"), pub(b, 40*time.Second, "p"), pub(b, 40*time.Second+ms, "q")}, []bool{true, true, false, false}},
+		// b was down (restarted at 30 s) when "p" was first published; the
+		// same bytes again at 40 s, heard only by b (a is down now), are a
+		// second publication.
+		{"same bytes again, heard by a restarted receiver", []copyInput{pub(a, 0, "p"), restarted(pub(b, 40*time.Second, "p"), 30*time.Second)}, []bool{true, true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got := admitAll(t, newCopyMemory(), c.recs)

@@ -150,6 +150,7 @@ type spoolMove struct {
 	pos          Position
 	records      int
 	lastReceived time.Time
+	since        time.Time // spoolSlot.since as the batch leaves it
 }
 
 // dedup says whether the writer tells receivers' copies apart: when it
@@ -191,14 +192,22 @@ func (w *Writer) applyRecords(ctx context.Context, ob *openBatch, p *prepared) e
 	deadline := time.NewTimer(w.opts.BatchMaxTime - time.Since(ob.holdStart))
 	defer deadline.Stop()
 	for p != nil {
-		if err := w.in.apply(ob.b, p); err != nil {
-			return err
-		}
 		sl := ob.slot(w, p.pos.Spool)
 		mv := ob.moved[sl]
 		if mv == nil {
-			mv = &spoolMove{}
+			mv = &spoolMove{pos: sl.pos.Position, since: sl.since}
 			ob.moved[sl] = mv
+		}
+		// Within one receiver process Seqs are contiguous; a restarted
+		// one continues after the block its predecessor reserved. A gap
+		// therefore starts a new subscription, which can hold no copy of
+		// what was published before it (copies.go, late copies).
+		if mv.pos.Seq != 0 && p.rec.Seq != mv.pos.Seq+1 {
+			mv.since = p.t
+		}
+		p.since = mv.since
+		if err := w.in.apply(ob.b, p); err != nil {
+			return err
 		}
 		mv.pos, mv.lastReceived = p.pos, p.t
 		mv.records++
@@ -332,7 +341,7 @@ func (w *Writer) afterCommit(ob *openBatch) {
 	w.posMu.Lock()
 	for sl, mv := range ob.moved {
 		sl.pos = spoolPosition{Position: mv.pos}
-		sl.lastReceived = mv.lastReceived
+		sl.lastReceived, sl.since = mv.lastReceived, mv.since
 	}
 	w.posMu.Unlock()
 	ob.b.committed()

@@ -167,8 +167,12 @@ type ingester struct {
 // prepared is a record taken apart as far as possible without the
 // database.
 type prepared struct {
-	rec   Record
-	pos   Position
+	rec Record
+	pos Position
+	// since is when its receiver's current subscription began, as far as
+	// the writer knows (spoolSlot.since; zero: unknown). Set by the drain
+	// loop.
+	since time.Time
 	t     time.Time // receive time, UTC
 	topic decoder.Topic
 	// observer is the observers.id the message is from (the topic's
@@ -423,7 +427,7 @@ func (in *ingester) applyRecord(b *batch, p *prepared) error {
 	// After the redelivery rule: a QoS 1 redelivery is the same copy
 	// again, not another receiver's.
 	if b.copies != nil {
-		if apply, late := b.copies.admit(&p.rec, p.pos.Spool); !apply {
+		if apply, late := b.copies.admit(&p.rec, p.pos.Spool, p.since); !apply {
 			if late {
 				b.lateCopies[p.pos.Spool]++
 			}

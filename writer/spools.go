@@ -33,6 +33,10 @@ type spoolSlot struct {
 	// lastReceived is the receive time of the last record applied from
 	// it (zero after a start): the merge's idea of how far it got.
 	lastReceived time.Time
+	// since is the receive time of the first record of its receiver's
+	// current incarnation as far as this writer has seen (zero: not
+	// known).
+	since time.Time
 }
 
 // MergedSource finds the spools of a spoolDir: the folder itself when it is

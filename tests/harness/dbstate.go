@@ -75,7 +75,11 @@ func ReadDBState(path string) (*DBState, error) {
 		sql  string
 		row  func(cols []sql.NullString)
 	}{
-		{"transmissions", `SELECT hash, raw_hex, route_type, payload_type, payload_version, decoded_json,
+		// raw_hex is the first observation's, in its publisher's letter
+		// case; which observation is first follows receive times, and two
+		// receivers stamp one publication a little apart (a lagging one
+		// up to a second later): compared without case, as the bytes.
+		{"transmissions", `SELECT hash, upper(raw_hex), route_type, payload_type, payload_version, decoded_json,
 			from_pubkey, channel_hash, scope_name FROM transmissions`, func(c []sql.NullString) {
 			s.Transmissions[c[0].String] = rowText([]string{"raw_hex", "route_type", "payload_type", "payload_version", "decoded_json", "from_pubkey", "channel_hash", "scope_name"}, c[1:])
 			s.TransmissionRows++
