@@ -258,7 +258,15 @@ func runActiveActiveOutage(ctx context.Context, s *Suite, r *Result) error {
 		return err
 	}
 	r.figure("copies recognised as the other receiver's", fmt.Sprintf("%d (%d before the outage)", copies, before))
-	r.check("b's late copies recognised (what the broker buffered for it, read when it resumed)", fmt.Sprint(late["b"]), "> 0, and none counted twice", late["b"] > 0)
+	// A broker keeps a frozen client's connection (and buffers for it)
+	// only until its keepalive runs out, well under a minute: after a
+	// longer outage nothing reaches b late, and the counts above are the
+	// test.
+	if s.Config.ReceiverOutage < time.Minute {
+		r.check("b's late copies recognised (what the broker buffered for it, read when it resumed)", fmt.Sprint(late["b"]), "> 0, and none counted twice", late["b"] > 0)
+	} else {
+		r.figure("b's late copies recognised", fmt.Sprintf("%d (after an outage this long the broker has dropped b's connection: nothing is buffered for it)", late["b"]))
+	}
 	rssChecks(r)
 	return nil
 }
