@@ -22,17 +22,17 @@ func TestSource_QoS1SpoolRefuses_BrokerRedelivers(t *testing.T) {
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{QueueMaxBytes: 16 << 10})
 	r := startReceiver(t, sp, shared.Source{Name: "q1", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, QoS: 1, ClientID: "bp-test"})
-	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q1"); return s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q1"); return s.Connected })
 
 	pub := publisher(t, b.URL())
 	publish(t, pub, "meshcore/SJC/O/packets", 1, false, []byte("warm-up"))
-	waitFor(t, 5*time.Second, "warm-up durable", func() bool { _, c := r.source("q1"); return c.Durable == 1 })
+	testkit.WaitFor(t, 5*time.Second, "warm-up durable", func() bool { _, c := r.source("q1"); return c.Durable == 1 })
 	sp.stallNextSync(1500 * time.Millisecond)
 	const n = 3000
 	for i := 0; i < n; i++ {
 		pub.Publish("meshcore/SJC/O/packets", 1, false, fmt.Sprintf("m%05d", i))
 	}
-	waitFor(t, 30*time.Second, "every message durable", func() bool { _, c := r.source("q1"); return c.Durable >= n+1 })
+	testkit.WaitFor(t, 30*time.Second, "every message durable", func() bool { _, c := r.source("q1"); return c.Durable >= n+1 })
 	waitQuiet(t, r, "q1")
 	r.stop(t)
 	seen := map[string]bool{}
@@ -72,7 +72,7 @@ func TestSource_QoS0SpoolStalls_DropsOnlyPastBoundNoDisconnect(t *testing.T) {
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{QueueMaxBytes: bound})
 	r := startReceiver(t, sp, shared.Source{Name: "q0", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}})
-	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q0"); return s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q0"); return s.Connected })
 	pub := publisher(t, b.URL())
 
 	total := int((stall + 4*time.Second) / time.Second * rate)
@@ -135,7 +135,7 @@ func TestSource_QoS1SpoolFull_ResumesWhenDrained(t *testing.T) {
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{MaxBytes: 256 << 10, MinFreeBytes: -1, SegmentMaxAge: 200 * time.Millisecond})
 	r := startReceiver(t, sp, shared.Source{Name: "q1", Broker: b.MQTTURL(), QoS: 1, ClientID: "full-test"})
-	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q1"); return s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q1"); return s.Connected })
 	pub := publisher(t, b.URL())
 	const n = 2000
 	payload := make([]byte, 400)
@@ -143,7 +143,7 @@ func TestSource_QoS1SpoolFull_ResumesWhenDrained(t *testing.T) {
 		copy(payload, fmt.Sprintf("%06d", i))
 		pub.Publish("meshcore/SJC/O/packets", 1, false, append([]byte(nil), payload...))
 	}
-	waitFor(t, 10*time.Second, "the spool full and messages held", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the spool full and messages held", func() bool {
 		_, c := r.source("q1")
 		return sp.Stats().Full && c.Held[reasonSpoolFull] > 0
 	})
@@ -154,7 +154,7 @@ func TestSource_QoS1SpoolFull_ResumesWhenDrained(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	var pos spool.Position
-	waitFor(t, 60*time.Second, "every message read from the spool", func() bool {
+	testkit.WaitFor(t, 60*time.Second, "every message read from the spool", func() bool {
 		cur, err := rd.Cursor(pos)
 		if err != nil {
 			t.Fatal(err)

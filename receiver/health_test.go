@@ -46,7 +46,7 @@ func TestSource_UnreachableBroker_FirstFailureLoggedThenDecays(t *testing.T) {
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	b.Stop()
 	r := startReceiver(t, newSpool(t, spool.Options{}), shared.Source{Name: "away", Broker: b.MQTTURL()})
-	waitFor(t, 30*time.Second, "five failed attempts", func() bool { _, c := r.source("away"); return c.ConnectAttempts >= 5 })
+	testkit.WaitFor(t, 30*time.Second, "five failed attempts", func() bool { _, c := r.source("away"); return c.ConnectAttempts >= 5 })
 	if n := strings.Count(r.logs.String(), "cannot connect to broker"); n != 1 {
 		t.Fatalf("%d lines for 5 failed attempts within seconds, want 1:\n%s", n, r.logs.String())
 	}
@@ -58,8 +58,8 @@ func TestSource_UnreachableBroker_FirstFailureLoggedThenDecays(t *testing.T) {
 		t.Fatalf("ready %v (%q) healthy %v (%q) while retrying", s.Ready, s.NotReady, s.Healthy, s.Unhealthy)
 	}
 	b.Restart(0)
-	waitFor(t, 10*time.Second, "connected", func() bool { s, _ := r.source("away"); return s.Connected })
-	waitFor(t, 5*time.Second, "the connect line", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "connected", func() bool { s, _ := r.source("away"); return s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "the connect line", func() bool {
 		return strings.Contains(r.logs.String(), `"failed_attempts":`) && strings.Contains(r.logs.String(), "connected and subscribed")
 	})
 }
@@ -71,14 +71,14 @@ func TestReceiver_Health_StalledSpool_Unhealthy(t *testing.T) {
 	sp := newSpool(t, spool.Options{})
 	r := startReceiverWith(t, Options{Sources: []shared.Source{{Name: "local", Broker: b.MQTTURL()}}, Spool: sp, StuckAfter: 300 * time.Millisecond})
 	base := serveHealth(t, r)
-	waitFor(t, 10*time.Second, "ready", func() bool { code, _ := get(t, base+"/-/ready"); return code == 200 })
+	testkit.WaitFor(t, 10*time.Second, "ready", func() bool { code, _ := get(t, base+"/-/ready"); return code == 200 })
 	if code, body := get(t, base+"/-/healthy"); code != 200 || body != "OK\n" {
 		t.Fatalf("/-/healthy = %d %q before the stall", code, body)
 	}
 	sp.stallNextSync(4 * time.Second)
 	publish(t, publisher(t, b.URL()), "meshcore/SJC/O/packets", 0, false, []byte("x"))
 	var body string
-	waitFor(t, 10*time.Second, "/-/healthy 503", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "/-/healthy 503", func() bool {
 		var code int
 		code, body = get(t, base+"/-/healthy")
 		return code == http.StatusServiceUnavailable
@@ -86,8 +86,8 @@ func TestReceiver_Health_StalledSpool_Unhealthy(t *testing.T) {
 	if !strings.Contains(body, "settled nothing") || strings.Count(body, "\n") != 1 {
 		t.Fatalf("/-/healthy body %q, want one line with the reason", body)
 	}
-	waitFor(t, 15*time.Second, "healthy again", func() bool { code, _ := get(t, base+"/-/healthy"); return code == 200 })
-	waitFor(t, 5*time.Second, "the stats file says healthy", func() bool { s, ok := readStats(r.stats); return ok && s.Healthy })
+	testkit.WaitFor(t, 15*time.Second, "healthy again", func() bool { code, _ := get(t, base+"/-/healthy"); return code == 200 })
+	testkit.WaitFor(t, 5*time.Second, "the stats file says healthy", func() bool { s, ok := readStats(r.stats); return ok && s.Healthy })
 }
 
 // failingSpool settles every record with an error while fail is set, as a
@@ -112,12 +112,12 @@ func TestReceiver_Ready_FailingWrites_NotReady(t *testing.T) {
 	sp := &failingSpool{testSpool: newSpool(t, spool.Options{})}
 	r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL()})
 	base := serveHealth(t, r)
-	waitFor(t, 10*time.Second, "ready", func() bool { code, _ := get(t, base+"/-/ready"); return code == 200 })
+	testkit.WaitFor(t, 10*time.Second, "ready", func() bool { code, _ := get(t, base+"/-/ready"); return code == 200 })
 	pub := publisher(t, b.URL())
 	sp.fail.Store(true)
 	publish(t, pub, "meshcore/SJC/O/packets", 0, false, []byte("x"))
 	var body string
-	waitFor(t, 10*time.Second, "/-/ready 503", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "/-/ready 503", func() bool {
 		var code int
 		code, body = get(t, base+"/-/ready")
 		return code == http.StatusServiceUnavailable
@@ -130,7 +130,7 @@ func TestReceiver_Ready_FailingWrites_NotReady(t *testing.T) {
 	}
 	sp.fail.Store(false)
 	publish(t, pub, "meshcore/SJC/O/packets", 0, false, []byte("y"))
-	waitFor(t, 10*time.Second, "ready again", func() bool { code, _ := get(t, base+"/-/ready"); return code == 200 })
+	testkit.WaitFor(t, 10*time.Second, "ready again", func() bool { code, _ := get(t, base+"/-/ready"); return code == 200 })
 }
 
 // Every drop and hold reason has its counter from the start, at zero, in
@@ -138,7 +138,7 @@ func TestReceiver_Ready_FailingWrites_NotReady(t *testing.T) {
 func TestReceiver_DropCounters_ZeroFromStart(t *testing.T) {
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	r := startReceiver(t, newSpool(t, spool.Options{}), shared.Source{Name: "local", Broker: b.MQTTURL()})
-	waitFor(t, 10*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
+	testkit.WaitFor(t, 10*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 	_, c := r.source("local")
 	for _, reason := range DropReasons() {
 		if v, ok := c.Dropped[reason]; !ok || v != 0 {

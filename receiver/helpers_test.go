@@ -14,6 +14,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 )
@@ -109,17 +110,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // publisher is a plain paho client publishing test traffic.
 func publisher(t testing.TB, url string) mqtt.Client {
 	t.Helper()
@@ -180,7 +170,7 @@ func (ts *testSpool) records(t *testing.T) []spool.Record {
 func waitQuiet(t *testing.T, r *running, name string) {
 	t.Helper()
 	last, since := int64(-1), time.Now()
-	waitFor(t, 30*time.Second, name+" quiet", func() bool {
+	testkit.WaitFor(t, 30*time.Second, name+" quiet", func() bool {
 		s, _ := r.source(name)
 		if s.PacketsTotal != last {
 			last, since = s.PacketsTotal, time.Now()

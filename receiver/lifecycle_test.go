@@ -28,7 +28,7 @@ func TestReceiver_BrokerRestart_ReconnectsWithin5s(t *testing.T) {
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{Persistence: true})
 	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, QoS: 1, ClientID: "restart-test"})
-	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 
 	o := mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("restart-pub").SetCleanSession(false).
 		SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond)
@@ -52,13 +52,13 @@ func TestReceiver_BrokerRestart_ReconnectsWithin5s(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
-	waitFor(t, 10*time.Second, "some traffic", func() bool { _, c := r.source("local"); return c.Durable > 200 })
+	testkit.WaitFor(t, 10*time.Second, "some traffic", func() bool { _, c := r.source("local"); return c.Durable > 200 })
 	b.Stop()
-	waitFor(t, 5*time.Second, "disconnect noticed", func() bool { s, _ := r.source("local"); return !s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "disconnect noticed", func() bool { s, _ := r.source("local"); return !s.Connected })
 	time.Sleep(4 * time.Second) // long enough for the backoff to reach its cap
 	b.Restart(0)
 	back := time.Now()
-	waitFor(t, 5*time.Second, "reconnected within 5s of the broker's return", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "reconnected within 5s of the broker's return", func() bool {
 		s, _ := r.source("local")
 		return s.Connected && s.ConnectCount == 2
 	})
@@ -102,10 +102,10 @@ func TestReceiver_Reload_KeepsUnchangedSources(t *testing.T) {
 		sb, _ := r.source("b")
 		return sa.Connected && sb.Connected
 	}
-	waitFor(t, 5*time.Second, "both connected", both)
+	testkit.WaitFor(t, 5*time.Second, "both connected", both)
 	pub := publisher(t, b.URL())
 	publish(t, pub, "other/x", 1, false, []byte("1"))
-	waitFor(t, 5*time.Second, "b got one", func() bool { s, _ := r.source("b"); return s.PacketsTotal == 1 })
+	testkit.WaitFor(t, 5*time.Second, "b got one", func() bool { s, _ := r.source("b"); return s.PacketsTotal == 1 })
 
 	if err := r.Reload([]shared.Source{{Name: "a", Broker: "ftp://nope"}}); err == nil {
 		t.Fatal("an invalid reload was accepted")
@@ -116,13 +116,13 @@ func TestReceiver_Reload_KeepsUnchangedSources(t *testing.T) {
 	if err := r.Reload([]shared.Source{a, b2, c}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "b and c connected", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "b and c connected", func() bool {
 		sb, _ := r.source("b")
 		sc, _ := r.source("c")
 		return sb.Connected && sb.ConnectCount == 2 && sc.Connected
 	})
 	publish(t, pub, "meshcore/SJC/O/packets", 1, false, []byte("2"))
-	waitFor(t, 5*time.Second, "a, b and c got it", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "a, b and c got it", func() bool {
 		sa, _ := r.source("a")
 		sb, _ := r.source("b")
 		sc, _ := r.source("c")
@@ -152,10 +152,10 @@ func TestReceiver_Reload_KeepsUnchangedSources(t *testing.T) {
 func TestReceiver_StatsFile_ReadableByWriter(t *testing.T) {
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	r := startReceiver(t, newSpool(t, spool.Options{}), shared.Source{Name: "local", Broker: b.MQTTURL()})
-	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 	publish(t, publisher(t, b.URL()), "meshcore/SJC/O/packets", 0, false, []byte("x"))
 	var snap *shared.ReceiverSnapshot
-	waitFor(t, 3*time.Second, "a stats file showing the message", func() bool {
+	testkit.WaitFor(t, 3*time.Second, "a stats file showing the message", func() bool {
 		s, err := shared.ReadReceiverSnapshot(r.stats, 2*time.Second, time.Now())
 		if err != nil || len(s.SourceStatuses) != 1 || s.SourceStatuses[0].PacketsTotal != 1 {
 			return false
@@ -226,7 +226,7 @@ func TestReceiver_Notify_ReadyStatusWatchdog(t *testing.T) {
 	r := startReceiverNotify(t, newSpool(t, spool.Options{}), shared.NewNotifier(),
 		shared.Source{Name: "local", Broker: b.MQTTURL()},
 		shared.Source{Name: "down", Broker: "mqtt://127.0.0.1:1"})
-	waitFor(t, 5*time.Second, "READY, STATUS and two WATCHDOGs", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "READY, STATUS and two WATCHDOGs", func() bool {
 		var ready, status, dogs int
 		for _, m := range messages() {
 			switch {
@@ -246,7 +246,7 @@ func TestReceiver_Notify_ReadyStatusWatchdog(t *testing.T) {
 			t.Errorf("status is not one line: %q", m)
 		}
 	}
-	waitFor(t, 2*time.Second, "STOPPING=1", func() bool { return contains(messages(), "STOPPING=1") })
+	testkit.WaitFor(t, 2*time.Second, "STOPPING=1", func() bool { return contains(messages(), "STOPPING=1") })
 	t.Log(messages())
 }
 
@@ -312,11 +312,11 @@ func TestReceiver_Watchdog_StopsWhileSpoolStuck(t *testing.T) {
 		Notifier:   shared.NewNotifier(),
 		StuckAfter: 300 * time.Millisecond,
 	})
-	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 	sp.stallNextSync(2 * time.Second)
 	stallFrom := time.Now()
 	publish(t, publisher(t, b.URL()), "meshcore/SJC/O/packets", 0, false, []byte("x"))
-	waitFor(t, 5*time.Second, "the stalled record durable", func() bool { _, c := r.source("local"); return c.Durable == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the stalled record durable", func() bool { _, c := r.source("local"); return c.Durable == 1 })
 	recovered := time.Now()
 	time.Sleep(500 * time.Millisecond)
 	// Petting goes on for StuckAfter (and a group window), then stops
@@ -348,12 +348,12 @@ func TestReceiver_Metrics_Served(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 	pub := publisher(t, b.URL())
 	for i := 0; i < 3; i++ {
 		publish(t, pub, "meshcore/SJC/O/packets", 1, false, []byte("x"))
 	}
-	waitFor(t, 5*time.Second, "3 acked", func() bool { _, c := r.source("local"); return c.Acked == 3 })
+	testkit.WaitFor(t, 5*time.Second, "3 acked", func() bool { _, c := r.source("local"); return c.Acked == 3 })
 	resp, err := http.Get("http://" + addr.String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -392,7 +392,7 @@ func TestReceiver_Metrics_Served(t *testing.T) {
 	// the oldest one's age grows (the appender scans once a second).
 	age := regexp.MustCompile(`(?m)^meshingest_receiver_spool_oldest_record_age_seconds (\S+)`)
 	depth := regexp.MustCompile(`(?m)^meshingest_receiver_spool_depth_records (\d+)`)
-	waitFor(t, 10*time.Second, "the depth and the oldest record's age", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the depth and the oldest record's age", func() bool {
 		resp, err := http.Get("http://" + addr.String() + "/metrics")
 		if err != nil {
 			return false
@@ -413,10 +413,10 @@ func TestReceiver_Shutdown_StalledDiskWithin5s(t *testing.T) {
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), QoS: 1})
-	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 	sp.stallNextSync(6 * time.Second)
 	publish(t, publisher(t, b.URL()), "meshcore/SJC/O/packets", 1, false, []byte("x"))
-	waitFor(t, 2*time.Second, "appended", func() bool { _, c := r.source("local"); return c.Appended == 1 })
+	testkit.WaitFor(t, 2*time.Second, "appended", func() bool { _, c := r.source("local"); return c.Appended == 1 })
 	time.Sleep(100 * time.Millisecond) // the group is in its fsync now
 	start := time.Now()
 	err := r.stop(t)

@@ -132,7 +132,7 @@ func TestProcess_SIGKILL20Times_QoS1NothingLost(t *testing.T) {
 	// The session must exist on the broker before the first message, or
 	// the broker keeps nothing for it.
 	first := startChild(t, config)
-	waitFor(t, 10*time.Second, "first child subscribed", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "first child subscribed", func() bool {
 		s, ok := readStats(stats)
 		return ok && len(s.SourceStatuses) == 1 && s.SourceStatuses[0].Connected
 	})
@@ -187,7 +187,7 @@ func TestProcess_SIGKILL20Times_QoS1NothingLost(t *testing.T) {
 	// Let the last child drain the broker: stop once nothing new arrived
 	// for two seconds.
 	last, still := int64(-1), time.Now()
-	waitFor(t, 60*time.Second, "the last child to drain the broker", func() bool {
+	testkit.WaitFor(t, 60*time.Second, "the last child to drain the broker", func() bool {
 		s, ok := readStats(stats)
 		if !ok || s.PID != c.cmd.Process.Pid {
 			return false
@@ -246,7 +246,7 @@ func TestProcess_SIGTERM_FlushesAndExits0Within5s(t *testing.T) {
 		"receiver":    map[string]any{"statsFile": stats},
 	})
 	c := startChild(t, config)
-	waitFor(t, 10*time.Second, "connected", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "connected", func() bool {
 		s, ok := readStats(stats)
 		return ok && len(s.SourceStatuses) == 1 && s.SourceStatuses[0].Connected
 	})
@@ -254,7 +254,7 @@ func TestProcess_SIGTERM_FlushesAndExits0Within5s(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		publish(t, pub, "meshcore/SJC/O/packets", 0, false, []byte(fmt.Sprintf("m%d", i)))
 	}
-	waitFor(t, 5*time.Second, "200 received", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "200 received", func() bool {
 		s, ok := readStats(stats)
 		return ok && s.SourceStatuses[0].PacketsTotal == 200
 	})
@@ -296,16 +296,16 @@ func TestProcess_SIGHUP_ReloadsSources(t *testing.T) {
 			return true
 		}
 	}
-	waitFor(t, 10*time.Second, "a connected", connected("a"))
+	testkit.WaitFor(t, 10*time.Second, "a connected", connected("a"))
 	cfg["mqttSources"] = []map[string]any{{"name": "a", "broker": b.MQTTURL()}, {"name": "b", "broker": b.MQTTURL()}}
 	writeConfig(t, config, cfg)
 	c.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 10*time.Second, "a untouched and b connected", connected("a", "b"))
+	testkit.WaitFor(t, 10*time.Second, "a untouched and b connected", connected("a", "b"))
 
 	// A broken file on SIGHUP changes nothing and says why.
 	os.WriteFile(config, []byte(`{"mqttSources": [{"name": "a", "broker": "ftp://x"}]}`), 0o600)
 	c.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 5*time.Second, "the reload error logged", func() bool { return strings.Contains(c.stderr.String(), "not reloaded") })
+	testkit.WaitFor(t, 5*time.Second, "the reload error logged", func() bool { return strings.Contains(c.stderr.String(), "not reloaded") })
 	time.Sleep(1100 * time.Millisecond)
 	if !connected("a", "b")() {
 		t.Fatal("a bad reload changed the sources")
@@ -370,7 +370,7 @@ func TestProcess_SIGHUP_LogLevelAndRestartNotice(t *testing.T) {
 	}
 	writeConfig(t, config, base)
 	c := startChild(t, config)
-	waitFor(t, 10*time.Second, "connected", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "connected", func() bool {
 		s, ok := readStats(stats)
 		return ok && len(s.SourceStatuses) == 1 && s.SourceStatuses[0].Connected
 	})
@@ -385,12 +385,12 @@ func TestProcess_SIGHUP_LogLevelAndRestartNotice(t *testing.T) {
 	base["mqttSources"] = []map[string]any{{"name": "local", "broker": b.MQTTURL()}, {"name": "second", "broker": b.MQTTURL(), "password": "s3cret"}}
 	writeConfig(t, config, base)
 	c.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 10*time.Second, "the reload lines", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the reload lines", func() bool {
 		out := c.stderr.String()
 		return strings.Contains(out, `"from":"warn","to":"debug"`) && strings.Contains(out, "SIGHUP: log level changed") &&
 			strings.Contains(out, `"keys":["spool.groupWindowMs"]`) && strings.Contains(out, "take effect when the receiver is restarted")
 	})
-	waitFor(t, 10*time.Second, "the second source", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the second source", func() bool {
 		s, ok := readStats(stats)
 		return ok && len(s.SourceStatuses) == 2 && s.SourceStatuses[1].Connected
 	})

@@ -43,8 +43,8 @@ func TestReceiver_SpoolUnderFloor_NotReady(t *testing.T) {
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{MinFreeBytes: 1 << 60})
 	r := startReceiverNotify(t, sp, shared.NewNotifier(), shared.Source{Name: "local", Broker: b.MQTTURL()})
-	waitFor(t, 10*time.Second, "a NOT READY status line", func() bool { return ns.count("STATUS=", "NOT READY") > 0 })
-	waitFor(t, 5*time.Second, "the NOT READY error", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "a NOT READY status line", func() bool { return ns.count("STATUS=", "NOT READY") > 0 })
+	testkit.WaitFor(t, 5*time.Second, "the NOT READY error", func() bool {
 		return strings.Contains(r.logs.String(), `"level":"error"`) && strings.Contains(r.logs.String(), "NOT READY") &&
 			strings.Contains(r.logs.String(), `"min_free_bytes":1152921504606846976`)
 	})
@@ -81,23 +81,23 @@ func TestReceiver_SpoolBlockedThenFreed_ReadyOnce(t *testing.T) {
 	reason := "the spool holds 10 bytes, the cap is 10 (spool.maxBytes)"
 	sp.blocked.Store(&reason)
 	r := startReceiverNotify(t, sp, shared.NewNotifier(), shared.Source{Name: "local", Broker: b.MQTTURL()})
-	waitFor(t, 10*time.Second, "a NOT READY status line", func() bool { return ns.count("STATUS=", "NOT READY") > 0 })
+	testkit.WaitFor(t, 10*time.Second, "a NOT READY status line", func() bool { return ns.count("STATUS=", "NOT READY") > 0 })
 	if ns.count("READY=1\n", "") != 0 {
 		t.Fatal("READY=1 while blocked")
 	}
 	sp.blocked.Store(nil)
-	waitFor(t, 10*time.Second, "READY=1", func() bool { return ns.count("READY=1\n", "") == 1 })
+	testkit.WaitFor(t, 10*time.Second, "READY=1", func() bool { return ns.count("READY=1\n", "") == 1 })
 	if s := r.Snapshot(time.Now()); !s.Ready {
 		t.Fatalf("not ready after space came back: %q", s.NotReady)
 	}
 	sp.blocked.Store(&reason)
 	before := ns.count("STATUS=", "NOT READY")
-	waitFor(t, 10*time.Second, "NOT READY again", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "NOT READY again", func() bool {
 		s, ok := readStats(r.stats)
 		return ok && !s.Ready && strings.Contains(s.NotReady, "spool.maxBytes") && ns.count("STATUS=", "NOT READY") > before
 	})
 	sp.blocked.Store(nil)
-	waitFor(t, 10*time.Second, "ready again", func() bool { s, ok := readStats(r.stats); return ok && s.Ready })
+	testkit.WaitFor(t, 10*time.Second, "ready again", func() bool { s, ok := readStats(r.stats); return ok && s.Ready })
 	if n := ns.count("READY=1\n", ""); n != 1 {
 		t.Fatalf("READY=1 sent %d times, want once", n)
 	}

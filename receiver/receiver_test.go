@@ -42,13 +42,13 @@ func TestReceiver_Corpus_LandsExactly(t *testing.T) {
 			b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 			sp := newSpool(t, spool.Options{})
 			r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, QoS: qos})
-			waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
+			testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("local"); return s.Connected })
 
 			pub := publisher(t, b.URL())
 			for _, m := range msgs {
 				publish(t, pub, m.Topic, 1, false, m.Payload)
 			}
-			waitFor(t, 10*time.Second, "531 durable", func() bool { _, c := r.source("local"); return c.Durable == 531 })
+			testkit.WaitFor(t, 10*time.Second, "531 durable", func() bool { _, c := r.source("local"); return c.Durable == 531 })
 			if err := r.stop(t); err != nil {
 				t.Fatal(err)
 			}

@@ -23,13 +23,13 @@ func TestSource_RetainedStatus_KeepsFlag(t *testing.T) {
 
 	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp, shared.Source{Name: "local", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}})
-	waitFor(t, 5*time.Second, "retained replay", func() bool { _, c := r.source("local"); return c.Durable == 1 })
+	testkit.WaitFor(t, 5*time.Second, "retained replay", func() bool { _, c := r.source("local"); return c.Durable == 1 })
 	st, c := r.source("local")
 	if c.Retained != 1 || st.LastPacketUnix != 0 || st.PacketsTotal != 1 {
 		t.Fatalf("after the replay: status %+v counters %+v", st, c)
 	}
 	publish(t, pub, "meshcore/SJC/OBS1/status", 0, false, []byte(`{"status":"online","live":true}`))
-	waitFor(t, 5*time.Second, "live status", func() bool { _, c := r.source("local"); return c.Durable == 2 })
+	testkit.WaitFor(t, 5*time.Second, "live status", func() bool { _, c := r.source("local"); return c.Durable == 2 })
 	r.stop(t)
 	recs := sp.records(t)
 	if !recs[0].Retained || recs[1].Retained {
@@ -45,7 +45,7 @@ func TestSource_IATAFilter_PacketsOnly(t *testing.T) {
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	sp := newSpool(t, spool.Options{})
 	r := startReceiver(t, sp, shared.Source{Name: "f", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}, IATAFilter: []string{"SJC"}, QoS: 1})
-	waitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("f"); return s.Connected })
+	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("f"); return s.Connected })
 	pub := publisher(t, b.URL())
 	topics := []string{
 		"meshcore/SJC/A/packets", // kept
@@ -58,7 +58,7 @@ func TestSource_IATAFilter_PacketsOnly(t *testing.T) {
 	for _, tp := range topics {
 		publish(t, pub, tp, 1, false, []byte(`{}`))
 	}
-	waitFor(t, 5*time.Second, "all six seen and acked", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "all six seen and acked", func() bool {
 		s, c := r.source("f")
 		return s.PacketsTotal == 6 && c.Acked == 6
 	})
@@ -85,7 +85,7 @@ func TestSource_Password_NeverShown(t *testing.T) {
 	bad := shared.Source{Name: "bad", Broker: b.MQTTURL(), Username: "observer", Password: "wrong-s3cret", Topics: []string{"meshcore/#"}}
 	badURL := shared.Source{Name: "badurl", Broker: "mqtt://observer:wrong-inurl@127.0.0.1:" + itoa(b.Port)}
 	r := startReceiver(t, sp, good, bad, badURL)
-	waitFor(t, 5*time.Second, "good connected, bad failed twice", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "good connected, bad failed twice", func() bool {
 		g, _ := r.source("good")
 		_, bc := r.source("bad")
 		_, uc := r.source("badurl")
@@ -139,10 +139,10 @@ func TestSource_Unreachable_DoesNotDelayOthers(t *testing.T) {
 	r := startReceiver(t, sp,
 		shared.Source{Name: "silent", Broker: "mqtt://" + ln.Addr().String(), ConnectTimeoutSec: 30},
 		shared.Source{Name: "local", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}})
-	waitFor(t, 2*time.Second, "local connected", func() bool { s, _ := r.source("local"); return s.Connected })
+	testkit.WaitFor(t, 2*time.Second, "local connected", func() bool { s, _ := r.source("local"); return s.Connected })
 	pub := publisher(t, b.URL())
 	publish(t, pub, "meshcore/SJC/A/packets", 0, false, []byte(`{}`))
-	waitFor(t, 2*time.Second, "message spooled", func() bool { _, c := r.source("local"); return c.Durable == 1 })
+	testkit.WaitFor(t, 2*time.Second, "message spooled", func() bool { _, c := r.source("local"); return c.Durable == 1 })
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("took %s", took)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 )
@@ -107,7 +108,7 @@ func TestSource_Schemes_TLSVerifiedByDefault(t *testing.T) {
 		shared.Source{Name: "wss-verified", Broker: "wss://" + wssAddr + "/mqtt"},
 	)
 	connected := []string{"mqtts", "ssl", "ws", "wss"}
-	waitFor(t, 10*time.Second, "TLS and WebSocket sources connected", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "TLS and WebSocket sources connected", func() bool {
 		for _, n := range connected {
 			if s, _ := r.source(n); !s.Connected {
 				return false
@@ -118,7 +119,7 @@ func TestSource_Schemes_TLSVerifiedByDefault(t *testing.T) {
 	if err := srv.Publish("meshcore/SJC/O/packets", []byte("over every transport"), false, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "one message per connected source", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "one message per connected source", func() bool {
 		for _, n := range connected {
 			if _, c := r.source(n); c.Durable != 1 {
 				return false
@@ -127,7 +128,7 @@ func TestSource_Schemes_TLSVerifiedByDefault(t *testing.T) {
 		return true
 	})
 	for _, n := range []string{"mqtts-verified", "wss-verified"} {
-		waitFor(t, 5*time.Second, n+" failed once", func() bool { s, _ := r.source(n); return s.LastError != "" })
+		testkit.WaitFor(t, 5*time.Second, n+" failed once", func() bool { s, _ := r.source(n); return s.LastError != "" })
 		s, _ := r.source(n)
 		if s.Connected || !strings.Contains(s.LastError, "certificate") {
 			t.Errorf("%s: connected %v, lastError %q; want a certificate error", n, s.Connected, s.LastError)

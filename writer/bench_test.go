@@ -22,6 +22,7 @@ import (
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
+	"github.com/meshingest/meshingest/writer/schema"
 	"github.com/rs/zerolog"
 )
 
@@ -205,7 +206,7 @@ func startBenchDB(b *testing.B, base, path string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := migrate(context.Background(), d.conn, zerolog.Nop()); err != nil {
+	if _, err := schema.Migrate(context.Background(), d.conn, zerolog.Nop()); err != nil {
 		b.Fatal(err)
 	}
 	d.close()
@@ -423,7 +424,7 @@ func buildPreloaded(b testing.TB, path string, txCount, fanout int) {
 		b.Fatal(err)
 	}
 	defer d.close()
-	if _, err := migrate(ctx, d.conn, zerolog.Nop()); err != nil {
+	if _, err := schema.Migrate(ctx, d.conn, zerolog.Nop()); err != nil {
 		b.Fatal(err)
 	}
 	conn := d.conn
@@ -433,7 +434,7 @@ func buildPreloaded(b testing.TB, path string, txCount, fanout int) {
 		}
 	}
 	exec("PRAGMA synchronous = OFF")
-	for _, ddl := range indexDDL {
+	for _, ddl := range schema.IndexDDL {
 		if strings.Contains(ddl, " ON observations(") || strings.Contains(ddl, " ON transmissions(") {
 			name := strings.Fields(strings.SplitN(ddl, " ON ", 2)[0])
 			exec("DROP INDEX IF EXISTS " + name[len(name)-1])
@@ -502,7 +503,7 @@ func buildPreloaded(b testing.TB, path string, txCount, fanout int) {
 	}
 	insTx.Close()
 	insObs.Close()
-	if _, err := migrate(ctx, conn, zerolog.Nop()); err != nil { // rebuilds the dropped indexes
+	if _, err := schema.Migrate(ctx, conn, zerolog.Nop()); err != nil { // rebuilds the dropped indexes
 		b.Fatal(err)
 	}
 	exec("PRAGMA wal_checkpoint(TRUNCATE)")

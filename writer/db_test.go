@@ -12,8 +12,28 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/schema"
 )
+
+// openMigrated opens (creating) the database at path as the writer does and
+// brings it to the current schema.
+func openMigrated(t *testing.T, path string) (*database, schema.Report) {
+	t.Helper()
+	ctx := context.Background()
+	d, err := openDatabase(ctx, path, true, DBOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.close() })
+	rep, err := schema.Migrate(ctx, d.conn, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, rep
+}
 
 // TestClassify_RealSQLiteErrors provokes each kind of refusal on a real
 // database and checks how the writer classifies it.
@@ -164,6 +184,23 @@ func TestOpenDatabase_Missing_CreatedWithFolder(t *testing.T) {
 	defer d2.close()
 	if d2.created {
 		t.Error("an existing database reported as created")
+	}
+}
+
+// A commit is durable at COMMIT only in WAL mode with synchronous=FULL
+// (NORMAL syncs the WAL at checkpoints only; tests/powercut shows the loss).
+func TestOpenDatabase_Connection_WALAndSynchronousFull(t *testing.T) {
+	d, err := openDatabase(context.Background(), filepath.Join(t.TempDir(), "meshcore.db"), true, DBOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	var mode string
+	var sync int
+	d.conn.QueryRowContext(context.Background(), `PRAGMA journal_mode`).Scan(&mode)
+	d.conn.QueryRowContext(context.Background(), `PRAGMA synchronous`).Scan(&sync)
+	if mode != "wal" || sync != 2 {
+		t.Errorf("journal_mode = %s, synchronous = %d; want wal and 2 (FULL)", mode, sync)
 	}
 }
 

@@ -66,7 +66,7 @@
 // none but retention itself: CoreScope's jobs (resolved_path,
 // neighbor_edges, multibyte capability, prune requests, backfills) are
 // package writer/jobs, which the caller passes in Options.Hook and
-// Options.Tasks (JOBS.md).
+// Options.Tasks (writer/jobs/README.md).
 //
 // # Operating it
 //

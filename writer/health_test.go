@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
@@ -48,7 +49,7 @@ func TestWriter_Health_RefusedPastThreshold_NotReady(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	var reason string
-	waitUntil(t, 30*time.Second, "not ready", func() bool { reason = h.Ready(); return strings.HasPrefix(reason, "records have waited") })
+	testkit.WaitFor(t, 30*time.Second, "not ready", func() bool { reason = h.Ready(); return strings.HasPrefix(reason, "records have waited") })
 	if !strings.Contains(reason, "(busy: ") || !strings.Contains(reason, "write lock") || strings.Contains(reason, "\n") {
 		t.Fatalf("reason %q, want one line with the kind and the hint", reason)
 	}
@@ -56,21 +57,10 @@ func TestWriter_Health_RefusedPastThreshold_NotReady(t *testing.T) {
 		t.Fatalf("unhealthy while retrying: %q", u)
 	}
 	lc.ExecContext(context.Background(), "ROLLBACK")
-	waitUntil(t, 30*time.Second, "ready again", func() bool { return h.Ready() == "" && w.Stats().Messages.Load() == int64(len(recs)) })
+	testkit.WaitFor(t, 30*time.Second, "ready again", func() bool { return h.Ready() == "" && w.Stats().Messages.Load() == int64(len(recs)) })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -93,7 +83,7 @@ func TestWriter_Reload_ChannelKeysFromNextBatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	waitUntil(t, time.Minute, "the first half", func() bool { return w.Stats().Messages.Load() == int64(half) && w.Stats().CaughtUp.Load() })
+	testkit.WaitFor(t, time.Minute, "the first half", func() bool { return w.Stats().Messages.Load() == int64(half) && w.Stats().CaughtUp.Load() })
 
 	next := *cfg
 	next.HashChannels = []string{"#test", "#wardriving", "#bot", "#chat"}
@@ -102,7 +92,7 @@ func TestWriter_Reload_ChannelKeysFromNextBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	writertest.AppendToSpool(t, dir, recs[half:], spool.Options{})
-	waitUntil(t, time.Minute, "all records", func() bool { return w.Stats().Messages.Load() == int64(len(recs)) && w.Stats().CaughtUp.Load() })
+	testkit.WaitFor(t, time.Minute, "all records", func() bool { return w.Stats().Messages.Load() == int64(len(recs)) && w.Stats().CaughtUp.Load() })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

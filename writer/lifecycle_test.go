@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
+	"github.com/meshingest/meshingest/writer/schema"
 )
 
 // TestWriter_Process_NotifiesSystemd runs the writer as systemd would
@@ -43,7 +44,7 @@ func TestWriter_Process_NotifiesSystemd(t *testing.T) {
 				db := writertest.OpenRaw(t, p.DB)
 				var names int
 				err := db.QueryRow(`SELECT COUNT(*) FROM _migrations`).Scan(&names)
-				if err == nil && names != len(MigrationNames) {
+				if err == nil && names != len(schema.MigrationNames) {
 					err = errFmt("READY before migration: %d _migrations rows", names)
 				}
 				db.Close()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
@@ -122,7 +123,7 @@ func TestWriter_Process_SIGHUP_ReloadsKeysAndLevel(t *testing.T) {
 	writertest.AppendToSpool(t, p.Spool, writertest.CorpusRecords(t)[:10], spool.Options{})
 	cmd := p.start(t)
 	defer stopProcess(t, cmd)
-	waitUntil(t, time.Minute, "the first batch", func() bool { f, ok := p.readStats(t); return ok && f.Meshingest.Messages == 10 })
+	testkit.WaitFor(t, time.Minute, "the first batch", func() bool { f, ok := p.readStats(t); return ok && f.Meshingest.Messages == 10 })
 	newProcessSetup(t, p.Dir, map[string]any{"hashChannels": []string{"#test"}, "logLevel": "info", "writer": map[string]any{"batchMaxRecords": 100}})
 	cmd.Process.Signal(syscall.SIGHUP)
 	defer func() {
@@ -130,7 +131,7 @@ func TestWriter_Process_SIGHUP_ReloadsKeysAndLevel(t *testing.T) {
 			t.Log(tail(p.LogFile, 20))
 		}
 	}()
-	waitUntil(t, 30*time.Second, "the reload lines", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the reload lines", func() bool {
 		out, _ := os.ReadFile(p.LogFile)
 		s := string(out)
 		return strings.Contains(s, "SIGHUP: log level changed") && strings.Contains(s, `"hashChannels_added":["#test"]`) &&

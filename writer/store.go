@@ -290,3 +290,9 @@ func (s *store) lookupObserver(ctx context.Context, id string) (int64, bool, err
 // wallClock is the clamp for last_seen values in the future, as CoreScope
 // does it; a variable so tests can pin it.
 var wallClock = func() time.Time { return time.Now() }
+
+// firstLine is a statement's first line, to name it in an error.
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/recent"
+	"github.com/meshingest/meshingest/writer/schema"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -394,7 +395,7 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 		abs, _ := filepath.Abs(d.path)
 		w.log.Warn().Str("db", abs).Msg("no database at dbPath: created a new, empty one here")
 	}
-	if _, err := migrate(ctx, d.conn, w.log); err != nil {
+	if _, err := schema.Migrate(ctx, d.conn, w.log); err != nil {
 		d.close()
 		return err
 	}
@@ -553,7 +554,7 @@ func (w *Writer) ensureDB(ctx context.Context) error {
 			return err
 		} else if v != w.schemaVersion {
 			w.log.Warn().Str("db", w.db.path).Msg("another process changed the database schema; checking it again")
-			if _, err := migrate(ctx, w.db.conn, w.log); err != nil {
+			if _, err := schema.Migrate(ctx, w.db.conn, w.log); err != nil {
 				return err
 			}
 			if w.schemaVersion, err = schemaVersion(ctx, w.db.conn); err != nil {

@@ -39,6 +39,8 @@ func connect(t *testing.T, b *Broker, id string, opts ...func(*paho.ClientOption
 func tryConnect(b *Broker, id string, opts ...func(*paho.ClientOptions)) (paho.Client, error) {
 	o := paho.NewClientOptions().AddBroker(b.URL()).SetClientID(id).
 		SetAutoReconnect(false).SetConnectTimeout(30 * time.Second).
+		// A loaded machine can hold a ping response past paho's 10 s.
+		SetKeepAlive(2 * time.Minute).SetPingTimeout(time.Minute).
 		// 3.1.1 only: paho otherwise retries a refused connection as 3.1.
 		SetProtocolVersion(4)
 	for _, f := range opts {

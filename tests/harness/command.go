@@ -18,7 +18,8 @@ import (
 // `meshingest-harness chaos` run by default.
 var (
 	BenchScenarios = []string{"steady"}
-	ChaosScenarios = []string{"receiver-kill-qos1", "receiver-kill-qos0", "writer-kill", "db-lock", "broker-restart", "spool-cap", "segment-damage", "vacuum-swap"}
+	ChaosScenarios = append([]string{"receiver-kill-qos1", "receiver-kill-qos0", "writer-kill", "db-lock", "broker-restart", "spool-cap", "segment-damage", "vacuum-swap"},
+		BoundaryScenarios...)
 )
 
 // Command is `meshingest-harness bench` and `meshingest-harness chaos`: flags, the suite,

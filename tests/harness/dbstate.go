@@ -47,7 +47,7 @@ type DBState struct {
 
 // jobsSettled reports whether the writer's jobs have derived again what
 // the nodes a drain taught them change: neighbor_edges and resolved_path
-// are final only then (writer/JOBS.md).
+// are final only then (writer/jobs/README.md).
 func jobsSettled(ctx context.Context, path string) bool {
 	db, err := openDB(path)
 	if err != nil {
@@ -75,13 +75,13 @@ func ReadDBState(path string) (*DBState, error) {
 		sql  string
 		row  func(cols []sql.NullString)
 	}{
-		// raw_hex is the first observation's, in its publisher's letter
-		// case; which observation is first follows receive times, and two
-		// receivers stamp one publication a little apart (a lagging one
-		// up to a second later): compared without case, as the bytes.
-		{"transmissions", `SELECT hash, upper(raw_hex), route_type, payload_type, payload_version, decoded_json,
+		// Not raw_hex: a transmission keeps the bytes of its first
+		// observation, which, like a rowid, depends on arrival order (a
+		// broker's QoS 1 redelivery after a restart changes it); every
+		// observation's own raw_hex is compared below.
+		{"transmissions", `SELECT hash, route_type, payload_type, payload_version, decoded_json,
 			from_pubkey, channel_hash, scope_name FROM transmissions`, func(c []sql.NullString) {
-			s.Transmissions[c[0].String] = rowText([]string{"raw_hex", "route_type", "payload_type", "payload_version", "decoded_json", "from_pubkey", "channel_hash", "scope_name"}, c[1:])
+			s.Transmissions[c[0].String] = rowText([]string{"route_type", "payload_type", "payload_version", "decoded_json", "from_pubkey", "channel_hash", "scope_name"}, c[1:])
 			s.TransmissionRows++
 		}},
 		{"observations", `SELECT t.hash, obs.id, o.path_json, o.direction, o.snr, o.rssi, o.score, o.raw_hex, o.resolved_path

@@ -138,7 +138,7 @@ func runSteady(ctx context.Context, s *Suite, r *Result) error {
 	t50, t99, _, tcnt := LatencyPercentiles(txA, a.start, steadyEnd)
 	r.figure("publish → observation row", fmt.Sprintf("p50 %s, p99 %s, max %s (%d rows; poll every %s)", ms(p50), ms(p99), ms(pmax), cnt, e.Poller.interval))
 	r.figure("publish → transmission row (first observation)", fmt.Sprintf("p50 %s, p99 %s (%d rows)", ms(t50), ms(t99), tcnt))
-	r.check("publish → row p99 at steady load", ms(p99), "≤ 2 s", cnt > 0 && p99 <= latencyLimit)
+	r.checkTiming("publish → row p99 at steady load", ms(p99), "≤ 2 s", cnt > 0 && p99 <= latencyLimit)
 
 	rxSelf := (b.rxFsyncs - a.rxFsyncs) / span
 	r.figure("receiver fsyncs/s (its stats file)", fmt.Sprintf("%.2f", rxSelf))
@@ -398,7 +398,7 @@ func runDBLock(ctx context.Context, s *Suite, r *Result) error {
 	}
 	catchUp := max(last.Sub(released), 0)
 	r.figure("catch-up", fmt.Sprintf("every observation published before the release (%d rows) in the database %s after it", n, catchUp.Round(100*time.Millisecond)))
-	r.check("catch-up after the lock", catchUp.Round(100*time.Millisecond).String(), "≤ 30 s", catchUp <= catchUpLimit)
+	r.checkTiming("catch-up after the lock", catchUp.Round(100*time.Millisecond).String(), "≤ 30 s", catchUp <= catchUpLimit)
 	drops := 0
 	for _, v := range r.ReceiverDrops {
 		drops += int(v)
@@ -442,7 +442,7 @@ func runBrokerRestart(ctx context.Context, s *Suite, r *Result) error {
 		return err
 	}
 	r.figure("broker restart", "mosquitto stopped (SIGTERM), down 3 s, started again on the same port with its persistence file")
-	r.check("receiver subscribed again after the broker came back", ms(reconnect), "≤ 5 s (stats file, 1 s resolution)", reconnect >= 0 && reconnect <= reconnectMax+time.Second)
+	r.checkTiming("receiver subscribed again after the broker came back", ms(reconnect), "≤ 5 s (stats file, 1 s resolution)", reconnect >= 0 && reconnect <= reconnectMax+time.Second)
 	if err := s.finish(ctx, e, r, true, true); err != nil {
 		return err
 	}

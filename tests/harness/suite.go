@@ -46,6 +46,10 @@ type Config struct {
 	// Strace counts the fsyncs of both processes with strace during the
 	// steady phase (an independent check of the stats files).
 	Strace bool
+	// HugePublishes are the huge-publish scenario's oversized publishes,
+	// streamed in this order: the sizes take about 800 MB through
+	// mosquitto, the short run's 200 MB.
+	HugePublishes []HugePublish
 	// Only, when set, runs just these scenarios (by name).
 	Only []string
 	// Progress gets one line per step; nil means none.
@@ -59,7 +63,8 @@ func FullConfig() Config {
 		ReceiverKills: 100, QoS0Kills: 100, WriterKills: 100, KillGap: 2 * time.Second,
 		Lock: 10 * time.Minute, LockLead: 15 * time.Second, LockTail: 45 * time.Second,
 		FaultLoad: 60 * time.Second, Strace: true,
-		ActiveActive: 5 * time.Minute, ReceiverOutage: 10 * time.Minute, CostMessages: 30_000,
+		HugePublishes: []HugePublish{{0, 100e6}, {1, 100e6}, {0, 100e6}, {1, 260e6}, {0, 260e6}},
+		ActiveActive:  5 * time.Minute, ReceiverOutage: 10 * time.Minute, CostMessages: 30_000,
 	}
 }
 
@@ -69,8 +74,9 @@ func ShortConfig() Config {
 		Seed: 1, Rate: 250, Steady: 15 * time.Second, Burst: 5_000,
 		ReceiverKills: 5, QoS0Kills: 3, WriterKills: 5, KillGap: time.Second,
 		Lock: 30 * time.Second, LockLead: 5 * time.Second, LockTail: 10 * time.Second,
-		FaultLoad:    10 * time.Second,
-		ActiveActive: 20 * time.Second, ReceiverOutage: 20 * time.Second, CostMessages: 5_000,
+		FaultLoad:     10 * time.Second,
+		HugePublishes: []HugePublish{{0, 100e6}, {1, 100e6}},
+		ActiveActive:  20 * time.Second, ReceiverOutage: 20 * time.Second, CostMessages: 5_000,
 	}
 }
 
@@ -83,7 +89,7 @@ type Scenario struct {
 
 // Scenarios lists every scenario in the order a suite runs them.
 func Scenarios() []Scenario {
-	return []Scenario{
+	return append([]Scenario{
 		{"steady", "steady load, then a burst, nothing disturbed: latency, fsyncs, disk bytes, CPU, RSS", runSteady},
 		{"receiver-kill-qos1", "SIGKILL the receiver at random moments under load, QoS 1: nothing may be lost", runReceiverKillsQoS1},
 		{"receiver-kill-qos0", "the same at QoS 0: loss per kill against the group window", runReceiverKillsQoS0},
@@ -96,7 +102,7 @@ func Scenarios() []Scenario {
 		{"active-active-kill", "two receivers at QoS 0, one or the other SIGKILLed every few seconds: nothing lost or doubled", runActiveActiveKills},
 		{"active-active-outage", "two receivers at QoS 0, one frozen for the outage then restarted: its late records apply nothing again", runActiveActiveOutage},
 		{"active-active-cost", "writer catch-up on two receivers' copies against one: CPU per publication", runActiveActiveCost},
-	}
+	}, boundaryScenarios()...)
 }
 
 // Suite runs scenarios and keeps the undisturbed reference databases.

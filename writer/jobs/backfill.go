@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/schema"
 	"github.com/rs/zerolog"
 )
 
@@ -43,7 +44,7 @@ import (
 // observation's edges and path derived again (rederive.go).
 
 const (
-	backfillTxLastSeen   = writer.TxLastSeenBackfill // registered by the schema migration
+	backfillTxLastSeen   = schema.TxLastSeenBackfill // registered by the schema migration
 	backfillPathJSON     = "path_json_backfill_v1"
 	backfillFromPubkey   = "from_pubkey_backfill_v1"
 	backfillDefaultScope = "default_scope_backfill_v1"

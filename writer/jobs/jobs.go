@@ -1,6 +1,6 @@
 // Package jobs is the work CoreScope's ingestor does besides inserting,
 // whose output CoreScope's server reads (docs/reference/mqtt-formats.md
-// §8; ../JOBS.md). The jobs share the writer's batches and its lock
+// §8; README.md). The jobs share the writer's batches and its lock
 // discipline, through the writer's two extension points:
 //
 //   - resolved_path and neighbor_edges ride on every batch (pathState, a

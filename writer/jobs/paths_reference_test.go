@@ -15,7 +15,7 @@ import (
 
 // referencePaths computes neighbor_edges and every observation's
 // resolved_path from the final observations and nodes tables, straight
-// from the rule of docs/reference/mqtt-formats.md §8 and ../JOBS.md, with
+// from the rule of docs/reference/mqtt-formats.md §8 and README.md, with
 // none of the writer's machinery: nodes are a plain list scanned with
 // strings.HasPrefix, edges a map, the observations read in id order.
 //

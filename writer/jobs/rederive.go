@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// The rule neighbor_edges and resolved_path follow (../JOBS.md, "The
+// The rule neighbor_edges and resolved_path follow (README.md, "The
 // rule") is over every stored observation and the nodes table as it is
 // now. An observation is derived when it is inserted,
 // against the nodes known then; a node learned later (its first advert
@@ -47,7 +47,7 @@ import (
 // jobs' goal is at most 15 % of the catch-up speed), while nodes are
 // learned a few times a day. SQLite filters the rows (LIKE on path_json);
 // a pass reads the observations once per phase (the cost is measured by
-// BenchmarkRederive_*, figures in ../JOBS.md).
+// BenchmarkRederive_*, figures in README.md).
 //
 // Every observation is derived again once (a full pass) in a database the
 // jobs did not see throughout: one written by CoreScope or an older

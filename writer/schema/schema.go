@@ -1,4 +1,9 @@
-package writer
+// Package schema is CoreScope's database schema as meshingest keeps it: the
+// tables, indexes and view CoreScope's server reads, the names of the
+// one-time migrations CoreScope's ingestor records, and Migrate, which
+// brings a new or existing database file to that shape in one transaction.
+// The writer runs it at every open; the jobs (writer/jobs) rely on it.
+package schema
 
 import (
 	"context"
@@ -209,9 +214,9 @@ var addedColumns = []struct{ table, column, decl string }{
 	{"observations", "resolved_path", "TEXT"},
 }
 
-// indexDDL is every index of the schema. All are IF NOT EXISTS, so a
+// IndexDDL is every index of the schema. All are IF NOT EXISTS, so a
 // database that has them is left alone.
-var indexDDL = []string{
+var IndexDDL = []string{
 	`CREATE INDEX IF NOT EXISTS idx_nodes_last_seen ON nodes(last_seen)`,
 	`CREATE INDEX IF NOT EXISTS idx_nodes_foreign_advert ON nodes(foreign_advert) WHERE foreign_advert = 1`,
 	`CREATE INDEX IF NOT EXISTS idx_inactive_nodes_last_seen ON inactive_nodes(last_seen)`,
@@ -325,8 +330,8 @@ const asyncObserverTimestampIndex = "obs_observer_ts_idx_v1"
 // the backfill job (writer/jobs) picks it up.
 const TxLastSeenBackfill = "tx_last_seen_backfill_v1"
 
-// schemaReport says what migrate found and did, for the start-up log.
-type schemaReport struct {
+// Report says what Migrate found and did, for the start-up log.
+type Report struct {
 	Created         bool     // the file had no tables: everything was created
 	AddedTables     []string // tables that were missing
 	AddedColumns    []string // table.column added with ALTER TABLE
@@ -335,11 +340,11 @@ type schemaReport struct {
 	PendingBackfill bool     // transmissions.last_seen needs the async backfill
 }
 
-// migrate brings the database to the current CoreScope schema. It is
+// Migrate brings the database to the current CoreScope schema. It is
 // idempotent and safe on a database CoreScope created, and it runs in one
 // transaction: a crash or a lock in the middle leaves the file as it was.
-func migrate(ctx context.Context, conn *sql.Conn, log zerolog.Logger) (schemaReport, error) {
-	var rep schemaReport
+func Migrate(ctx context.Context, conn *sql.Conn, log zerolog.Logger) (Report, error) {
+	var rep Report
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return rep, fmt.Errorf("migrate schema: begin: %w", err)
 	}
@@ -371,7 +376,7 @@ func migrate(ctx context.Context, conn *sql.Conn, log zerolog.Logger) (schemaRep
 	return rep, nil
 }
 
-func migrateInTx(ctx context.Context, conn *sql.Conn, rep *schemaReport) error {
+func migrateInTx(ctx context.Context, conn *sql.Conn, rep *Report) error {
 	existing, err := tableNames(ctx, conn)
 	if err != nil {
 		return err
@@ -407,7 +412,7 @@ func migrateInTx(ctx context.Context, conn *sql.Conn, rep *schemaReport) error {
 			lastSeenWasMissing = true
 		}
 	}
-	for _, ddl := range indexDDL {
+	for _, ddl := range IndexDDL {
 		if _, err := conn.ExecContext(ctx, ddl); err != nil {
 			return fmt.Errorf("create index: %w (%s)", err, firstLine(ddl))
 		}

@@ -1,4 +1,4 @@
-package writer
+package schema
 
 import (
 	"context"
@@ -162,19 +162,27 @@ func fixtureDB(t *testing.T, ddl string, extra ...string) string {
 	return path
 }
 
-func openMigrated(t *testing.T, path string) (*database, schemaReport) {
+// openMigrated opens path as the writer does (incremental auto-vacuum,
+// which only a new file takes, and WAL) and migrates it.
+func openMigrated(t *testing.T, path string) (*sql.Conn, Report) {
 	t.Helper()
 	ctx := context.Background()
-	d, err := openDatabase(ctx, path, true, DBOptions{})
+	db := writertest.OpenRaw(t, path)
+	conn, err := db.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.close() })
-	rep, err := migrate(ctx, d.conn, zerolog.Nop())
+	t.Cleanup(func() { conn.Close() })
+	for _, pragma := range []string{`PRAGMA auto_vacuum = INCREMENTAL`, `PRAGMA journal_mode = WAL`} {
+		if _, err := conn.ExecContext(ctx, pragma); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := Migrate(ctx, conn, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d, rep
+	return conn, rep
 }
 
 // checkSchema asserts the database has the current CoreScope schema: what
@@ -203,7 +211,7 @@ func checkSchema(t *testing.T, path string) {
 			t.Errorf("column %s.%s missing", c.table, c.column)
 		}
 	}
-	for _, ddl := range indexDDL {
+	for _, ddl := range IndexDDL {
 		name := strings.Fields(strings.SplitN(ddl, " ON ", 2)[0])
 		idx := name[len(name)-1]
 		var n int
@@ -252,7 +260,7 @@ func checkSchema(t *testing.T, path string) {
 }
 
 func TestMigrate_NewDatabase_CreatesCurrentSchema(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sub", "meshcore.db")
+	path := filepath.Join(t.TempDir(), "meshcore.db")
 	_, rep := openMigrated(t, path)
 	if !rep.Created {
 		t.Error("report does not say the database was created")
@@ -278,22 +286,12 @@ func TestMigrate_NewDatabase_CreatesCurrentSchema(t *testing.T) {
 	if a, b := cols("nodes"), cols("inactive_nodes"); !slices.Equal(a, b) {
 		t.Errorf("nodes columns %v != inactive_nodes columns %v", a, b)
 	}
-	var sync int
-	d2, err := openDatabase(context.Background(), path, false, DBOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.close()
-	d2.conn.QueryRowContext(context.Background(), `PRAGMA synchronous`).Scan(&sync)
-	if sync != 2 {
-		t.Errorf("synchronous = %d, want 2 (FULL)", sync)
-	}
 }
 
 func TestMigrate_Twice_ChangesNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "meshcore.db")
-	d, _ := openMigrated(t, path)
-	rep, err := migrate(context.Background(), d.conn, zerolog.Nop())
+	conn, _ := openMigrated(t, path)
+	rep, err := Migrate(context.Background(), conn, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
