@@ -39,8 +39,11 @@ var templates embed.FS
 // Unit and file names.
 const (
 	ReceiverUnit = "meshingest-receiver.service"
-	WriterUnit   = "meshingest-writer.service"
-	SysusersFile = "meshingest.conf"
+	// ReceiverTemplateUnit runs receiver instances (receive --instance
+	// %i): meshingest-receiver@a.service, meshingest-receiver@b.service.
+	ReceiverTemplateUnit = "meshingest-receiver@.service"
+	WriterUnit           = "meshingest-writer.service"
+	SysusersFile         = "meshingest.conf"
 	// StateDir is the services' StateDirectory= and WorkingDirectory=.
 	StateDir = "/var/lib/meshingest"
 	// DefaultUser is the user both services run as.
@@ -96,7 +99,8 @@ var ErrParams = errors.New("deploy: invalid parameters")
 
 var userName = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,30}$`)
 
-// Render returns the two units and the sysusers.d entry.
+// Render returns the two units, the receiver's template unit and the
+// sysusers.d entry.
 func Render(p Params) ([]File, error) {
 	if p.User == "" {
 		p.User = DefaultUser
@@ -121,10 +125,14 @@ func Render(p Params) ([]File, error) {
 	for _, f := range []struct {
 		tmpl, name, dir string
 		paths, mounts   []string
+		instance        bool
 	}{
-		{"meshingest-receiver.service", ReceiverUnit, "etc/systemd/system", p.ReceiverPaths, p.ReceiverMounts},
-		{"meshingest-writer.service", WriterUnit, "etc/systemd/system", p.WriterPaths, p.WriterMounts},
-		{"meshingest.sysusers", SysusersFile, "etc/sysusers.d", nil, nil},
+		{"meshingest-receiver.service", ReceiverUnit, "etc/systemd/system", p.ReceiverPaths, p.ReceiverMounts, false},
+		// The template unit is the same unit with --instance %i: one
+		// text, so the two cannot drift apart.
+		{"meshingest-receiver.service", ReceiverTemplateUnit, "etc/systemd/system", p.ReceiverPaths, p.ReceiverMounts, true},
+		{"meshingest-writer.service", WriterUnit, "etc/systemd/system", p.WriterPaths, p.WriterMounts, false},
+		{"meshingest.sysusers", SysusersFile, "etc/sysusers.d", nil, nil, false},
 	} {
 		src, err := templates.ReadFile("systemd/" + f.tmpl)
 		if err != nil {
@@ -138,7 +146,8 @@ func Render(p Params) ([]File, error) {
 		err = t.Execute(&buf, struct {
 			Binary, Config, User              string
 			ReadWritePaths, RequiresMountsFor []string
-		}{p.Binary, p.Config, p.User, f.paths, f.mounts})
+			Instance                          bool
+		}{p.Binary, p.Config, p.User, f.paths, f.mounts, f.instance})
 		if err != nil {
 			return nil, fmt.Errorf("deploy: template %s: %w", f.tmpl, err)
 		}

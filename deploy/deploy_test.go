@@ -314,3 +314,51 @@ func TestInstall_MissingBinaryOrConfig_SaysWhatToDo(t *testing.T) {
 		t.Fatal("units were written although the checks failed")
 	}
 }
+
+func TestRender_ReceiverTemplate_RunsAnInstance(t *testing.T) {
+	files := render(t, Params{Binary: "/usr/local/bin/meshingest", Config: "/etc/meshingest/config.json"})
+	tmpl, ok := files[ReceiverTemplateUnit]
+	if !ok {
+		t.Fatalf("Render made no %s", ReceiverTemplateUnit)
+	}
+	if got := directives(tmpl.Data, "ExecStart"); len(got) != 1 || got[0] != "/usr/local/bin/meshingest receive --config /etc/meshingest/config.json --instance %i" {
+		t.Errorf("template ExecStart = %q, want the receiver with --instance %%i", got)
+	}
+	// Everything else is the single receiver's: the same hardening, user,
+	// watchdog and folders.
+	strip := func(b []byte) []string {
+		var out []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "#") || strings.HasPrefix(line, "ExecStart=") || strings.HasPrefix(line, "Description=") {
+				continue
+			}
+			out = append(out, line)
+		}
+		return out
+	}
+	if a, b := strip(files[ReceiverUnit].Data), strip(tmpl.Data); !slices.Equal(a, b) {
+		t.Errorf("the template unit differs from the receiver's beyond ExecStart and Description:\n%s\n---\n%s", strings.Join(a, "\n"), strings.Join(b, "\n"))
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze is not installed; run: apt-get install systemd (.ci/run does it)")
+	}
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(cfg, []byte("{}"), 0o600)
+	p := Params{Binary: realBinary(t), Config: cfg}
+	p.FromConfig(&shared.Config{DBPath: "/srv/corescope/meshcore.db", SpoolDir: "/srv/spool"})
+	files = render(t, p)
+	dir := t.TempDir()
+	// verify needs an instance: the template under the name of one.
+	inst := files[ReceiverTemplateUnit]
+	inst.Name = "meshingest-receiver@a.service"
+	if err := WriteFiles(dir, []File{inst, files[SysusersFile]}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(analyze, "verify", filepath.Join(dir, inst.Name))
+	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_COLOR=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", inst.Name, err, out)
+	}
+}

@@ -95,12 +95,25 @@ var clientIDUnsafe = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
 // after a restart — what a persistent QoS 1 session needs to be found again
 // by the broker. A QoS 0 source gets a random suffix: it keeps no session,
 // and two receivers on one host must not kick each other off the broker.
-func clientID(src shared.Source) string {
+//
+// A receiver instance (receive --instance NAME) adds its name, to an
+// explicit clientId too: two instances reading one configuration would
+// otherwise log in under one id, and a broker disconnects the older
+// session of an id that logs in again, so each would keep kicking the
+// other off (and at QoS 1 they would share, and split, one session).
+func clientID(src shared.Source, instance string) string {
 	if src.ClientID != "" {
+		if instance != "" {
+			return src.ClientID + "-" + instance
+		}
 		return src.ClientID
 	}
 	host, _ := os.Hostname()
-	id := clientIDUnsafe.ReplaceAllString("meshingest-"+host+"-"+src.Name, "_")
+	name := "meshingest-" + host + "-" + src.Name
+	if instance != "" {
+		name = "meshingest-" + host + "-" + instance + "-" + src.Name
+	}
+	id := clientIDUnsafe.ReplaceAllString(name, "_")
 	if src.QoS == 0 {
 		id += fmt.Sprintf("-%x", time.Now().UnixNano()&0xffffff)
 	}
@@ -116,10 +129,10 @@ func clientID(src shared.Source) string {
 //
 // The connection paho reads from is filtered by an oversizeGuard (limit
 // payload bytes, nonce its marker): see oversize.go.
-func clientOptions(src shared.Source, ep brokerEndpoint, limit int, nonce [nonceLen]byte, handler mqtt.MessageHandler, lost mqtt.ConnectionLostHandler) *mqtt.ClientOptions {
+func clientOptions(src shared.Source, instance string, ep brokerEndpoint, limit int, nonce [nonceLen]byte, handler mqtt.MessageHandler, lost mqtt.ConnectionLostHandler) *mqtt.ClientOptions {
 	o := mqtt.NewClientOptions()
 	o.AddBroker(ep.dial)
-	o.SetClientID(clientID(src))
+	o.SetClientID(clientID(src, instance))
 	o.SetUsername(ep.username)
 	o.SetPassword(ep.password)
 	o.SetProtocolVersion(4) // MQTT 3.1.1; no silent fallback to 3.1

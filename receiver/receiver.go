@@ -57,7 +57,12 @@ type Options struct {
 	MaxPayloadBytes int
 	// StatsFile is rewritten every second (shared.Config.Receiver.StatsFile).
 	StatsFile string
-	Log       zerolog.Logger
+	// Instance is the name of this receiver among several on one
+	// configuration (receive --instance): it becomes part of every MQTT
+	// client id, so the instances do not take each other's sessions. ""
+	// for a single receiver (ids as before).
+	Instance string
+	Log      zerolog.Logger
 	// Notifier sends sd_notify READY, WATCHDOG and STATUS; nil sends nothing.
 	Notifier *shared.Notifier
 	// Registry, when set, gets the receiver's Prometheus metrics.
@@ -276,7 +281,7 @@ func (r *Receiver) startSourceLocked(cfg shared.Source) *source {
 		st = newSourceStatus(cfg.Name)
 		r.statuses[cfg.Name] = st
 	}
-	s, err := newSource(cfg, st, r.opts.Spool, r.opts.MaxPayloadBytes, &r.progress, r.log)
+	s, err := newSource(cfg, r.opts.Instance, st, r.opts.Spool, r.opts.MaxPayloadBytes, &r.progress, r.log)
 	if err != nil { // checked by checkSources already
 		panic(err)
 	}

@@ -59,6 +59,9 @@ type source struct {
 	// maxPayload is the spool's payload limit, enforced on the connection
 	// (oversize.go) so that a larger message is never held in memory.
 	maxPayload int
+	// instance is the receiver instance's name (Options.Instance), part
+	// of the client id.
+	instance string
 
 	// intake is cleared when the source stops taking messages; QoS 1
 	// messages that arrive after that stay with the broker.
@@ -104,7 +107,7 @@ type session struct {
 	nonce [nonceLen]byte
 }
 
-func newSource(cfg shared.Source, status *sourceStatus, sp Spool, maxPayload int, prog *progress, log zerolog.Logger) (*source, error) {
+func newSource(cfg shared.Source, instance string, status *sourceStatus, sp Spool, maxPayload int, prog *progress, log zerolog.Logger) (*source, error) {
 	ep, err := parseBroker(cfg)
 	if err != nil {
 		return nil, err
@@ -121,6 +124,7 @@ func newSource(cfg shared.Source, status *sourceStatus, sp Spool, maxPayload int
 		log:          log.With().Str("source", cfg.Name).Str("broker", shared.MaskBrokerURL(cfg.Broker)).Logger(),
 		warn:         shared.NewThrottle(warnEvery),
 		maxPayload:   maxPayload,
+		instance:     instance,
 		redelivery:   redeliveryMin,
 		connectLog:   shared.NewDecay(connectLogFirst, connectLogMost),
 		firstAttempt: make(chan struct{}),
@@ -244,7 +248,7 @@ func (s *source) connect() (*session, error) {
 	attempt := s.status.connectAttempts.Add(1)
 	sess := &session{lost: make(chan error, 1), heldCh: make(chan struct{}, 1), nonce: newNonce()}
 	sess.acks = newAckQueue(s.status)
-	opts := clientOptions(s.cfg, s.endpoint, s.maxPayload, sess.nonce,
+	opts := clientOptions(s.cfg, s.instance, s.endpoint, s.maxPayload, sess.nonce,
 		func(_ mqtt.Client, m mqtt.Message) { s.onMessage(sess, m) },
 		func(_ mqtt.Client, err error) {
 			select {

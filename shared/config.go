@@ -218,6 +218,13 @@ type WriterConfig struct {
 	// ruling them out while diagnosing: the server shows no resolved
 	// paths and no neighbour graph without them.
 	Jobs *bool `json:"jobs,omitempty"`
+	// DedupWindowMs is how far apart, by receive time, receiver
+	// instances' copies of one publication may be and still count once;
+	// zero means the writer's default.
+	DedupWindowMs int `json:"dedupWindowMs,omitempty"`
+	// DedupMemoryMinutes is how far back a late copy from a recovering
+	// receiver is still recognised; zero means the writer's default.
+	DedupMemoryMinutes int `json:"dedupMemoryMinutes,omitempty"`
 }
 
 // JobsEnabled reports whether the writer runs CoreScope's jobs (default
@@ -402,6 +409,12 @@ func (c *Config) Validate(path string) error {
 	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		return bad("logLevel", "%v", err)
+	}
+	if w := c.Writer.DedupWindowMs; w < 0 || w > 60000 {
+		return bad("writer.dedupWindowMs", "%d is outside 0 to 60000: copies more than a minute apart are not one publication", w)
+	}
+	if c.Writer.DedupMemoryMinutes < 0 {
+		return bad("writer.dedupMemoryMinutes", "must not be negative")
 	}
 	for name, key := range c.ChannelKeys {
 		if !validChannelKeyHex(key) {

@@ -308,3 +308,11 @@ func writeSyncedTemp(path string, b []byte) (string, error) {
 	}
 	return tmp, nil
 }
+
+// HasIdentity reports whether dir is a spool folder that has its identity
+// already: what the writer looks for below a spoolDir of receiver
+// instances (their folders get theirs when the appender first opens them).
+func HasIdentity(dir string) bool {
+	fi, err := os.Lstat(filepath.Join(dir, identityFile))
+	return err == nil && fi.Mode().IsRegular()
+}

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/meshingest/meshingest/spool"
 )
 
 // batch is one SQLite transaction's worth of messages. Statements whose
@@ -48,6 +50,14 @@ type batch struct {
 	retained     map[retainedKey]int64
 
 	counts batchCounts
+	// copies is the rounds of receivers' copies (copies.go), nil when the
+	// writer drains a single spool; otherCopies counts, per spool, the
+	// copies it recognised as another spool's.
+	copies      *copies
+	otherCopies map[spool.Identity]int
+	// lateCopies counts, per spool, the copies matched to a round outside
+	// the window (copies.go).
+	lateCopies map[spool.Identity]int
 }
 
 type batchCounts struct {
@@ -92,16 +102,18 @@ type nodeDelta struct {
 
 func newBatch(ctx context.Context, s *store) *batch {
 	return &batch{
-		s:          s,
-		ctx:        ctx,
-		newTx:      map[ContentKey]txEntry{},
-		touchedTx:  map[int64]*txTouch{},
-		newObs:     map[string]int64{},
-		observers:  map[int64]*observerDelta{},
-		nodes:      map[string]*nodeDelta{},
-		deliveries: deliveries{},
-		retained:   map[retainedKey]int64{},
-		counts:     batchCounts{drops: map[string]int{}},
+		s:           s,
+		ctx:         ctx,
+		newTx:       map[ContentKey]txEntry{},
+		touchedTx:   map[int64]*txTouch{},
+		newObs:      map[string]int64{},
+		observers:   map[int64]*observerDelta{},
+		nodes:       map[string]*nodeDelta{},
+		deliveries:  deliveries{},
+		retained:    map[retainedKey]int64{},
+		counts:      batchCounts{drops: map[string]int{}},
+		otherCopies: map[spool.Identity]int{},
+		lateCopies:  map[spool.Identity]int{},
 	}
 }
 

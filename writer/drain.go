@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 )
 
 // The drain loop reads a batch of records from the spool, applies them and
@@ -55,9 +56,13 @@ func (w *Writer) drain(ctx context.Context) error {
 
 // openBatch is a batch whose transaction is open.
 type openBatch struct {
-	ctx          context.Context // the statements': not cancelled by a stop
-	b            *batch
-	next         writerState // where the records applied so far bring the writer
+	ctx  context.Context // the statements': not cancelled by a stop
+	b    *batch
+	next writerState // where the records applied so far bring the writer
+	// moved is, per spool the batch read from, the last record applied
+	// and how many; lastSpool is the spool of the batch's last record.
+	moved        map[*spoolSlot]*spoolMove
+	lastSpool    spool.Identity
 	sources      map[string]struct{}
 	lastReceived time.Time
 	// waitStart..holdStart is the wait for the write lock, holdStart on
@@ -65,6 +70,10 @@ type openBatch struct {
 	// for the reader, commitStart when COMMIT was sent.
 	waitStart, holdStart, commitStart time.Time
 	starved                           time.Duration
+	lastSlot                          *spoolSlot // openBatch.slot's
+	// copyRow and copyDrop are what copies.save stored and deleted.
+	copyRow  copyRow
+	copyDrop int
 }
 
 // drainBatch commits one batch and returns how many records it held (0
@@ -96,7 +105,10 @@ func (w *Writer) firstRecord(ctx context.Context) (*prepared, error) {
 		return nil, err
 	}
 	if w.pipe == nil {
-		pl, err := startPipeline(w.src, w.state.Position, w.in)
+		if err := w.refreshSlots(ctx); err != nil {
+			return nil, w.spoolTrouble(ctx, err)
+		}
+		pl, err := startPipeline(w.openCursor, w.in)
 		if err != nil {
 			return nil, w.spoolTrouble(ctx, err)
 		}
@@ -123,13 +135,27 @@ func (w *Writer) begin(ctx context.Context) (*openBatch, error) {
 	if _, err := w.db.conn.ExecContext(sctx, "BEGIN IMMEDIATE"); err != nil {
 		return nil, fmt.Errorf("begin batch: %w", err)
 	}
-	if err := checkPosition(sctx, w.db.conn, w.src.Spool(), w.state); err != nil {
-		w.db.conn.ExecContext(sctx, "ROLLBACK")
-		return nil, err
+	for _, sl := range w.slots {
+		if err := checkPosition(sctx, w.db.conn, sl.info, sl.pos); err != nil {
+			w.db.conn.ExecContext(sctx, "ROLLBACK")
+			return nil, err
+		}
 	}
 	return &openBatch{ctx: sctx, b: newBatch(sctx, w.store), next: w.state, sources: map[string]struct{}{},
-		waitStart: waitStart, holdStart: time.Now()}, nil
+		moved: map[*spoolSlot]*spoolMove{}, waitStart: waitStart, holdStart: time.Now()}, nil
 }
+
+// spoolMove is what a batch read from one spool.
+type spoolMove struct {
+	pos          Position
+	records      int
+	lastReceived time.Time
+	since        time.Time // spoolSlot.since as the batch leaves it
+}
+
+// dedup says whether the writer tells receivers' copies apart: when it
+// drains more than one spool.
+func (w *Writer) dedup() bool { return len(w.slots) > 1 }
 
 // fill writes the batch in its transaction: everything before the COMMIT.
 func (w *Writer) fill(ctx context.Context, ob *openBatch, first *prepared) error {
@@ -138,6 +164,17 @@ func (w *Writer) fill(ctx context.Context, ob *openBatch, first *prepared) error
 	}
 	if err := w.store.loadForms(ob.ctx); err != nil {
 		return err
+	}
+	if w.dedup() {
+		if err := w.store.loadCopies(ob.ctx); err != nil {
+			return err
+		}
+		live := make([]spool.Identity, len(w.slots))
+		for i, sl := range w.slots {
+			live[i] = sl.info.ID
+		}
+		ob.b.copies = &copies{m: w.store.copies, window: w.opts.DedupWindow.Milliseconds(), memory: w.opts.DedupMemory.Milliseconds(),
+			changed: map[roundRef]round{}, live: live}
 	}
 	if err := w.applyRecords(ctx, ob, first); err != nil {
 		return err
@@ -155,10 +192,26 @@ func (w *Writer) applyRecords(ctx context.Context, ob *openBatch, p *prepared) e
 	deadline := time.NewTimer(w.opts.BatchMaxTime - time.Since(ob.holdStart))
 	defer deadline.Stop()
 	for p != nil {
+		sl := ob.slot(w, p.pos.Spool)
+		mv := ob.moved[sl]
+		if mv == nil {
+			mv = &spoolMove{pos: sl.pos.Position, since: sl.since}
+			ob.moved[sl] = mv
+		}
+		// Within one receiver process Seqs are contiguous; a restarted
+		// one continues after the block its predecessor reserved. A gap
+		// therefore starts a new subscription, which can hold no copy of
+		// what was published before it (copies.go, late copies).
+		if mv.pos.Seq != 0 && p.rec.Seq != mv.pos.Seq+1 {
+			mv.since = p.t
+		}
+		p.since = mv.since
 		if err := w.in.apply(ob.b, p); err != nil {
 			return err
 		}
-		ob.next.Position = p.pos
+		mv.pos, mv.lastReceived = p.pos, p.t
+		mv.records++
+		ob.lastSpool = p.pos.Spool
 		if p.t.After(ob.next.StreamTime) {
 			ob.next.StreamTime = p.t
 		}
@@ -216,18 +269,38 @@ func (w *Writer) flush(ob *openBatch) error {
 	return nil
 }
 
+// slot is the slot of spool id; the batch remembers the last one asked.
+func (ob *openBatch) slot(w *Writer, id spool.Identity) *spoolSlot {
+	if ob.lastSlot != nil && ob.lastSlot.info.ID == id {
+		return ob.lastSlot
+	}
+	ob.lastSlot = w.slotOf(id)
+	return ob.lastSlot
+}
+
 // save stores where the batch brings the writer and the deliveries it
-// applied, in its transaction: the rows, the position and the delivery
+// applied, in its transaction: the rows, the positions and the delivery
 // memory commit together or not at all.
 func (w *Writer) save(ob *openBatch) error {
-	// What the spool still holds after the batch, for the day it is
-	// replaced: the appender's depth counts from the last commit.
-	unwritten := w.src.Depth(w.state.Position)
-	if unwritten >= 0 {
-		unwritten = max(unwritten-int64(ob.b.counts.messages), 0)
+	for sl, mv := range ob.moved {
+		// What the spool still holds after the batch, for the day it is
+		// replaced: the appender's depth counts from the last commit.
+		unwritten := sl.src.Depth(sl.pos.Position)
+		if unwritten >= 0 {
+			unwritten = max(unwritten-int64(mv.records), 0)
+		}
+		if err := w.store.savePosition(ob.ctx, spoolPosition{Position: mv.pos, legacy: sl.pos.legacy}, unwritten); err != nil {
+			return err
+		}
 	}
-	if err := w.store.saveState(ob.ctx, ob.next, unwritten); err != nil {
+	if err := w.store.saveStream(ob.ctx, ob.next, ob.lastSpool); err != nil {
 		return err
+	}
+	if c := ob.b.copies; c != nil {
+		var err error
+		if ob.copyRow, ob.copyDrop, err = c.save(ob.ctx, w.store, w.copyHorizon(ob.next.StreamTime)); err != nil {
+			return err
+		}
 	}
 	if err := ob.b.saveForms(ob.next.StreamTime); err != nil {
 		return err
@@ -262,24 +335,43 @@ func (w *Writer) rollback(ob *openBatch, err error) error {
 func (w *Writer) afterCommit(ob *openBatch) {
 	now := time.Now()
 	w.state = ob.next
-	w.state.legacy, w.state.current = false, ob.next.Position.Spool // what saveState stored
+	if !ob.lastSpool.IsZero() {
+		w.state.current = ob.lastSpool // what saveStream stored
+	}
+	w.posMu.Lock()
+	for sl, mv := range ob.moved {
+		sl.pos = spoolPosition{Position: mv.pos}
+		sl.lastReceived, sl.since = mv.lastReceived, mv.since
+	}
+	w.posMu.Unlock()
 	ob.b.committed()
+	if c := ob.b.copies; c != nil {
+		c.commit(ob.copyRow, ob.copyDrop, w.copyHorizon(ob.next.StreamTime))
+	}
 	if w.opts.Hook != nil {
 		w.opts.Hook.Committed()
 	}
-	w.setCommitted(ob.next.Position)
 	wait, hold := ob.holdStart.Sub(ob.waitStart), now.Sub(ob.holdStart)
 	w.stats.addBatch(&ob.b.counts, ob.sources, ob.lastReceived, wait, hold, now)
 	w.log.Debug().Int("records", ob.b.counts.messages).Int64("wait_ms", wait.Milliseconds()).Int64("hold_ms", hold.Milliseconds()).
 		Int64("commit_ms", now.Sub(ob.commitStart).Milliseconds()).Int64("waited_for_records_ms", ob.starved.Milliseconds()).
-		Stringer("position", ob.next.Position).Msg("batch committed")
-	// The rows are durable: the spool may forget the records.
-	if err := w.src.Release(ob.next.Position); err != nil {
-		w.throttledWarn("release", err, "could not delete drained spool segments; they are retried after the next batch")
+		Int("spools", len(ob.moved)).Msg("batch committed")
+	for sl, mv := range ob.moved {
+		sl.stats.committed(mv.records, ob.b.otherCopies[sl.info.ID], ob.b.lateCopies[sl.info.ID], mv.lastReceived)
+		// The rows are durable: the spool may forget the records.
+		if err := sl.src.Release(mv.pos); err != nil {
+			w.throttledWarn("release", err, "could not delete drained spool segments; they are retried after the next batch")
+		}
+		if err := sl.src.SavePosition(mv.pos); err != nil {
+			w.throttledWarn("position", err, "could not write the advisory writer-position.json")
+		}
 	}
-	if err := w.src.SavePosition(ob.next.Position); err != nil {
-		w.throttledWarn("position", err, "could not write the advisory writer-position.json")
-	}
+}
+
+// copyHorizon is the oldest receive time whose copies are remembered, Unix
+// ms: DedupMemory behind the newest record applied.
+func (w *Writer) copyHorizon(stream time.Time) int64 {
+	return stream.Add(-w.opts.DedupMemory).UnixMilli()
 }
 
 // spoolTrouble handles a spool that cannot be read (an unsafe file where
@@ -314,5 +406,5 @@ func (w *Writer) waitForRecords(ctx context.Context) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	w.src.WaitSealed(wctx)
+	w.waitSealed(wctx)
 }

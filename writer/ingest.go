@@ -62,7 +62,7 @@ const (
 func DropReasons() []string {
 	r := []string{DropInvalidSignature, DropUnreadable, DropIgnoredTopic, DropBlacklisted, DropNotWhitelisted, DropIATAFiltered,
 		DropNoRaw, DropNoText, DropNoObserver, DropDirectionTx, DropForeignAdvert, DropClientCoverage, DropRedelivered,
-		DropRetainedReplay}
+		DropRetainedReplay, DropOtherReceiver}
 	r = append(r, decoder.DropReasons()...)
 	r = append(r, advertProblems...)
 	slices.Sort(r)
@@ -167,8 +167,12 @@ type ingester struct {
 // prepared is a record taken apart as far as possible without the
 // database.
 type prepared struct {
-	rec   Record
-	pos   Position
+	rec Record
+	pos Position
+	// since is when its receiver's current subscription began, as far as
+	// the writer knows (spoolSlot.since; zero: unknown). Set by the drain
+	// loop.
+	since time.Time
 	t     time.Time // receive time, UTC
 	topic decoder.Topic
 	// observer is the observers.id the message is from (the topic's
@@ -412,13 +416,24 @@ func (in *ingester) apply(b *batch, p *prepared) error {
 	if err := in.applyRecord(b, p); err != nil {
 		return err
 	}
-	b.delivered(&p.rec)
+	b.delivered(&p.rec, p.pos.Spool)
 	return nil
 }
 
 func (in *ingester) applyRecord(b *batch, p *prepared) error {
-	if p.rec.Duplicate && b.isRedelivery(&p.rec) {
+	if p.rec.Duplicate && b.isRedelivery(&p.rec, p.pos.Spool) {
 		return in.drop(b, DropRedelivered, p, nil)
+	}
+	// After the redelivery rule: a QoS 1 redelivery is the same copy
+	// again, not another receiver's.
+	if b.copies != nil {
+		if apply, late := b.copies.admit(&p.rec, p.pos.Spool, p.since); !apply {
+			if late {
+				b.lateCopies[p.pos.Spool]++
+			}
+			b.otherCopies[p.pos.Spool]++
+			return in.drop(b, DropOtherReceiver, p, nil)
+		}
 	}
 	if p.rec.Retained && retainedKind(p.topic.Kind) {
 		if replay, err := b.retainedReplay(&p.rec); err != nil {
@@ -741,8 +756,8 @@ func (in *ingester) drop(b *batch, reason string, p *prepared, cause error) erro
 
 // quietDrops are the reasons that are normal operation, not worth a log
 // line: topics meshingest does not read, the second form of a reception, a
-// broker's replay of a retained message.
-var quietDrops = map[string]bool{DropIgnoredTopic: true, DropDuplicateForm: true, DropRetainedReplay: true}
+// broker's replay of a retained message, another receiver's copy.
+var quietDrops = map[string]bool{DropIgnoredTopic: true, DropDuplicateForm: true, DropRetainedReplay: true, DropOtherReceiver: true}
 
 func causeText(err error) string {
 	var me *decoder.MessageError

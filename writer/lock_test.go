@@ -162,7 +162,7 @@ func TestWriter_Begin_PositionMovedByAnotherWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.closeDB()
-	w.state.Position = Position{} // what a second writer that started before the first committed believes
+	w.slots[0].pos.Position = Position{} // what a second writer that started before the first committed believes
 	_, err = w.begin(ctx)
 	if !errors.Is(err, errPositionMoved) {
 		t.Fatalf("begin: %v, want errPositionMoved", err)

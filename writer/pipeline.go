@@ -45,8 +45,8 @@ const pipelineDepth = 256
 // once. The end of what is sealed, or an error, ends a chunk early.
 const pipelineChunk = 64
 
-func startPipeline(src Source, after Position, in *ingester) (*pipeline, error) {
-	c, err := src.Open(after)
+func startPipeline(open func() (Cursor, error), in *ingester) (*pipeline, error) {
+	c, err := open()
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc64"
+
+	"github.com/meshingest/meshingest/spool"
 )
 
 // A QoS 1 message the broker delivers again (the receiver died before its
@@ -86,20 +88,28 @@ func (m *deliveryMemory) get(key deliveryKey) (uint64, bool) {
 // A digest must be the same in every process: it is stored.
 var deliveryTable = crc64.MakeTable(crc64.ECMA)
 
-func deliveryOf(rec *Record) (deliveryKey, uint64, bool) {
+// deliveryOf is rec's delivery. Receiver instances read one configuration,
+// so their sources have the same names, but each has its own MQTT session
+// and packet ids: when the writer drains several spools (b.copies set),
+// the source is qualified by the spool ("<identity>/<source>").
+func (b *batch) deliveryOf(rec *Record, sp spool.Identity) (deliveryKey, uint64, bool) {
 	if rec.MessageID == 0 {
 		return deliveryKey{}, 0, false // QoS 0: never redelivered
+	}
+	source := rec.Source
+	if b.copies != nil {
+		source = sp.String() + "/" + source
 	}
 	// 0 marks "none" in sourceDigests: a payload whose digest is 0 is
 	// remembered as 1 (a 2^-64 chance of taking another payload with
 	// digest 1 for it).
-	return deliveryKey{rec.Source, rec.MessageID}, max(crc64.Checksum(rec.Payload, deliveryTable), 1), true
+	return deliveryKey{source, rec.MessageID}, max(crc64.Checksum(rec.Payload, deliveryTable), 1), true
 }
 
-// delivered notes that the batch applied rec (stored its rows or counted
-// its drop); the store learns it when the batch commits.
-func (b *batch) delivered(rec *Record) {
-	if key, digest, ok := deliveryOf(rec); ok {
+// delivered notes that the batch applied rec, from spool sp (stored its
+// rows or counted its drop); the store learns it when the batch commits.
+func (b *batch) delivered(rec *Record, sp spool.Identity) {
+	if key, digest, ok := b.deliveryOf(rec, sp); ok {
 		b.deliveries[key] = digest
 	}
 }
@@ -107,8 +117,8 @@ func (b *batch) delivered(rec *Record) {
 // isRedelivery says whether rec, a message with the DUP flag, repeats one
 // already applied. A DUP record without a packet id (no receiver spools
 // one) is never a redelivery.
-func (b *batch) isRedelivery(rec *Record) bool {
-	key, digest, ok := deliveryOf(rec)
+func (b *batch) isRedelivery(rec *Record, sp spool.Identity) bool {
+	key, digest, ok := b.deliveryOf(rec, sp)
 	if !ok {
 		return false
 	}

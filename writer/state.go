@@ -36,15 +36,20 @@ const (
 	stateStreamTime   = "stream_time" // RFC 3339 receive time of the last record: the writer's "now" for retention
 )
 
-// writerState is what the database says the writer has done.
+// writerState is what the database says the writer has done, beyond the
+// position in each spool (spoolSlot).
 type writerState struct {
-	Position   Position  // in the spool being read; Position.Spool names it
 	StreamTime time.Time // zero before the first record
+	// current is the identity stored in stateCurrentSpool.
+	current spool.Identity
+}
+
+// spoolPosition is where the writer is in one spool.
+type spoolPosition struct {
+	Position Position // Position.Spool names the spool
 	// legacy: Position is the identity-less one stored before identities,
 	// not yet claimed by this spool (the next save claims it).
 	legacy bool
-	// current is the identity stored in stateCurrentSpool.
-	current spool.Identity
 }
 
 type positionJSON struct {
@@ -122,7 +127,7 @@ func readPosition(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo) 
 // IMMEDIATE): two writers that meet on one database despite the lock
 // (lock.go) then never apply the same records twice; the one that finds
 // the position moved reads it again.
-func checkPosition(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo, st writerState) error {
+func checkPosition(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo, st spoolPosition) error {
 	got, legacy, err := readPosition(ctx, conn, info)
 	if err != nil {
 		return err
@@ -135,15 +140,21 @@ func checkPosition(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo,
 
 // readState reads where the writer resumes in the spool info, and what
 // spool it drained before.
-func readState(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo) (writerState, *SpoolReplaced, error) {
+func readState(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo) (writerState, spoolPosition, *SpoolReplaced, error) {
 	var st writerState
+	sp, replaced, err := readStateInto(ctx, conn, info, &st)
+	return st, sp, replaced, err
+}
+
+func readStateInto(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo, st *writerState) (spoolPosition, *SpoolReplaced, error) {
+	var sp spoolPosition
 	var err error
-	if st.Position, st.legacy, err = readPosition(ctx, conn, info); err != nil {
-		return st, nil, err
+	if sp.Position, sp.legacy, err = readPosition(ctx, conn, info); err != nil {
+		return sp, nil, err
 	}
 	raw, ok, err := stateValue(ctx, conn, stateStreamTime)
 	if err != nil {
-		return st, nil, err
+		return sp, nil, err
 	}
 	if ok {
 		if t, err := time.Parse(time.RFC3339Nano, raw); err == nil {
@@ -152,22 +163,22 @@ func readState(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo) (wr
 	}
 	raw, ok, err = stateValue(ctx, conn, stateCurrentSpool)
 	if err != nil || !ok {
-		return st, nil, err
+		return sp, nil, err
 	}
 	if st.current, err = spool.ParseIdentity(raw); err != nil {
-		return st, nil, fmt.Errorf("read %s from meshingest_state: %w", stateCurrentSpool, err)
+		return sp, nil, fmt.Errorf("read %s from meshingest_state: %w", stateCurrentSpool, err)
 	}
 	if st.current == info.ID {
-		return st, nil, nil
+		return sp, nil, nil
 	}
 	// Another spool was drained last. If this one is new to the database,
 	// it replaced that one.
-	if _, known, err := readPositionRow(ctx, conn, statePositionPrefix+info.ID.String()); err != nil || known || st.legacy {
-		return st, nil, err
+	if _, known, err := readPositionRow(ctx, conn, statePositionPrefix+info.ID.String()); err != nil || known || sp.legacy {
+		return sp, nil, err
 	}
 	prev, ok, err := readPositionRow(ctx, conn, statePositionPrefix+st.current.String())
 	if err != nil {
-		return st, nil, err
+		return sp, nil, err
 	}
 	r := &SpoolReplaced{Previous: st.current.String(), PreviousPosition: "-", UnwrittenRecords: -1}
 	if ok {
@@ -176,27 +187,32 @@ func readState(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo) (wr
 			r.UnwrittenRecords = *prev.Unwritten
 		}
 	}
-	return st, r, nil
+	return sp, r, nil
 }
 
-// saveState writes the position inside the batch's transaction: the rows
-// and the position they bring the writer to commit together or not at all.
-// unwritten is the records the spool still holds after it (-1 unknown).
-// The first batch from an adopted legacy spool claims (deletes) the legacy
-// position; the first from a spool other than the last one drained notes
-// it as the current spool.
-func (s *store) saveState(ctx context.Context, st writerState, unwritten int64) error {
-	raw, _ := json.Marshal(positionJSON{Spool: st.Position.Spool, Segment: st.Position.Segment, Seq: st.Position.Seq, Unwritten: &unwritten})
-	if _, err := s.stmt.saveState.ExecContext(ctx, statePositionPrefix+st.Position.Spool.String(), string(raw)); err != nil {
+// savePosition writes a spool's position inside the batch's transaction:
+// the rows and the position they bring the writer to commit together or
+// not at all. unwritten is the records the spool still holds after it (-1
+// unknown). The first batch from an adopted legacy spool claims (deletes)
+// the legacy position.
+func (s *store) savePosition(ctx context.Context, sp spoolPosition, unwritten int64) error {
+	raw, _ := json.Marshal(positionJSON{Spool: sp.Position.Spool, Segment: sp.Position.Segment, Seq: sp.Position.Seq, Unwritten: &unwritten})
+	if _, err := s.stmt.saveState.ExecContext(ctx, statePositionPrefix+sp.Position.Spool.String(), string(raw)); err != nil {
 		return fmt.Errorf("save writer position: %w", err)
 	}
-	if st.legacy {
+	if sp.legacy {
 		if _, err := s.conn.ExecContext(ctx, `DELETE FROM meshingest_state WHERE key = ?`, stateLegacyPosition); err != nil {
 			return fmt.Errorf("claim the legacy writer position: %w", err)
 		}
 	}
-	if st.current != st.Position.Spool {
-		if _, err := s.stmt.saveState.ExecContext(ctx, stateCurrentSpool, st.Position.Spool.String()); err != nil {
+	return nil
+}
+
+// saveStream writes the stream time, and notes last, the spool the batch
+// ended in, as the current spool when it is not already.
+func (s *store) saveStream(ctx context.Context, st writerState, last spool.Identity) error {
+	if !last.IsZero() && st.current != last {
+		if _, err := s.stmt.saveState.ExecContext(ctx, stateCurrentSpool, last.String()); err != nil {
 			return fmt.Errorf("save the current spool: %w", err)
 		}
 	}

@@ -46,6 +46,7 @@ type Stats struct {
 	perf        map[string]*lockWindow
 	spool       spool.Identity // the spool being drained
 	replaced    *SpoolReplaced // it replaced another one (noteSpool)
+	spools      []*SpoolStats  // each spool's own figures (spoolstats.go)
 }
 
 // NewStats returns zeroed counters, for Options.Stats. Every drop reason
@@ -267,6 +268,9 @@ type WriterExtra struct {
 	Drops             map[string]int64 `json:"drops"`
 	Database          troubleSnapshot  `json:"database"`
 	Spool             SpoolExtra       `json:"spool"`
+	// Spools are each spool's figures: with receiver instances, one per
+	// receiver (depth, lag, records applied, other receivers' copies).
+	Spools []SpoolFigures `json:"spools"`
 	// Health is what /-/healthy and /-/ready answer, for `meshingest
 	// status`.
 	Health        shared.HealthState `json:"health"`
@@ -333,6 +337,7 @@ func (s *Stats) snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64
 	}
 	lastMessage := maps.Clone(s.lastMessage)
 	s.mu.Unlock()
+	ex.Spools = s.spoolFigures(now)
 
 	// source_liveness: the receiver knows when each source last delivered
 	// a message, the writer when one from it was last written.
@@ -404,7 +409,7 @@ func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, t
 		gauge("healthy", "1 while /-/healthy answers 200: the drain loop goes round.", func() float64 { return bit(health.State().Healthy) }),
 		s.txSeconds,
 		s.lockWaitSeconds,
-		&statsCollector{s: s},
+		&statsCollector{s: s}, &spoolCollector{s: s},
 	)
 	// The spool reader's counters: what it could not return, by fate.
 	readerCounter := func(name, help string, v func(*spool.ReaderStats) uint64) prometheus.Collector {

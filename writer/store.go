@@ -31,6 +31,9 @@ type store struct {
 	// to recognise a broker's redelivery (redelivery.go); nil until read
 	// from meshingest_deliveries.
 	memory *deliveryMemory
+	// copies is the committed rounds of receivers' copies (copies.go);
+	// nil until read from meshingest_copies.
+	copies *copyMemory
 	// forms is the committed unpaired receptions (forms.go), retained the
 	// last retained digest per source and topic (retained.go); nil until
 	// read from meshingest_state and meshingest_retained.
@@ -228,6 +231,7 @@ func (s *store) forget() {
 	s.transmissions.Clear()
 	s.observers.Clear()
 	s.memory = nil
+	s.copies = nil
 	s.forms = nil
 	s.retained = nil
 }

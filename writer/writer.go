@@ -59,6 +59,20 @@ type Options struct {
 	// RetryMax caps the back-off while the database refuses writes.
 	// Default: config writer.retryMaxMs, else DefaultRetryMax.
 	RetryMax time.Duration
+	// DedupWindow is how far apart, by receive time, two receivers'
+	// copies of one publication may be and still be recognised as one
+	// (copies.go); it is also the most a silent receiver's spool holds
+	// the others back. Wider tolerates slower receivers; too wide merges
+	// an observer's deliberate re-publication of the same bytes with the
+	// first one. Default: config writer.dedupWindowMs, else
+	// DefaultDedupWindow; at most a minute.
+	DedupWindow time.Duration
+	// DedupMemory is how far behind the newest record, by receive time, a
+	// late copy is still recognised (a receiver whose records were sealed
+	// only after it resumed): memory grows with it, about 30 bytes per
+	// publication (225,000 at 250/s over 15 minutes). Default: config
+	// writer.dedupMemoryMinutes, else DefaultDedupMemory.
+	DedupMemory time.Duration
 	// NotReadyAfter is how long records may wait while the database
 	// refuses writes before the writer reports itself not ready (/-/ready,
 	// the stats file, `meshingest status`). Default: config
@@ -120,8 +134,11 @@ type Cursor interface {
 
 // Writer drains a spool into CoreScope's database.
 type Writer struct {
-	opts    Options
-	src     Source
+	opts Options
+	// slots are the spools drained; set finds more (nil: one spool).
+	// slots only grows, on the drain goroutine, under posMu.
+	slots   []*spoolSlot
+	set     *MergedSource
 	log     zerolog.Logger
 	in      *ingester
 	stats   *Stats
@@ -141,11 +158,10 @@ type Writer struct {
 	schemaVersion int64
 	lastPet       time.Time
 
-	spoolNoted spool.Identity // the spool noteSpool last logged
+	spoolNoted map[spool.Identity]bool // the spools noteSpool logged
 
-	posMu     sync.Mutex // guards committedPos for the stats goroutine
-	committed Position
-	ready     atomic.Bool
+	posMu sync.Mutex // guards slots (the list and positions) for other goroutines
+	ready atomic.Bool
 
 	// reloads hands a reloaded ingest configuration (channel keys,
 	// regions) to the drain goroutine, which applies it between batches.
@@ -162,8 +178,31 @@ type taskRun struct {
 	running bool      // a pass is in progress
 }
 
-// New prepares a writer; nothing is opened until Run.
+// New prepares a writer of one spool; nothing is opened until Run.
 func New(src Source, opts Options) (*Writer, error) {
+	w, err := newWriter(opts)
+	if err != nil {
+		return nil, err
+	}
+	w.slots = []*spoolSlot{w.newSlot(src)}
+	return w, nil
+}
+
+// NewMerged prepares a writer of every spool set finds (receiver
+// instances, spools.go), applying each publication once (copies.go).
+func NewMerged(set *MergedSource, opts Options) (*Writer, error) {
+	w, err := newWriter(opts)
+	if err != nil {
+		return nil, err
+	}
+	w.set = set
+	if err := w.refreshSlots(context.Background()); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func newWriter(opts Options) (*Writer, error) {
 	if opts.Config == nil {
 		return nil, errors.New("writer: Options.Config is required")
 	}
@@ -192,6 +231,22 @@ func New(src Source, opts Options) (*Writer, error) {
 	if opts.NotReadyAfter <= 0 {
 		opts.NotReadyAfter = DefaultNotReadyAfter
 	}
+	if opts.DedupWindow <= 0 {
+		opts.DedupWindow = time.Duration(cfg.Writer.DedupWindowMs) * time.Millisecond
+	}
+	if opts.DedupWindow <= 0 {
+		opts.DedupWindow = DefaultDedupWindow
+	}
+	if opts.DedupWindow > maxDedupWindow {
+		return nil, fmt.Errorf("writer: writer.dedupWindowMs %d is over %d: copies a minute apart are no longer one publication", opts.DedupWindow.Milliseconds(), maxDedupWindow.Milliseconds())
+	}
+	if opts.DedupMemory <= 0 {
+		opts.DedupMemory = time.Duration(cfg.Writer.DedupMemoryMinutes) * time.Minute
+	}
+	if opts.DedupMemory <= 0 {
+		opts.DedupMemory = DefaultDedupMemory
+	}
+	opts.DedupMemory = max(opts.DedupMemory, opts.DedupWindow)
 	if opts.DB.CacheKiB <= 0 {
 		opts.DB.CacheKiB = cfg.Writer.CacheKiB
 	}
@@ -216,14 +271,14 @@ func New(src Source, opts Options) (*Writer, error) {
 		opts.Stats = NewStats()
 	}
 	w := &Writer{
-		opts:    opts,
-		src:     src,
-		log:     opts.Log,
-		stats:   opts.Stats,
-		trouble: newTroubleTracker(opts.Log, opts.RetryMax),
-		notify:  notify,
-		reloads: make(chan ingestConfig, 1),
-		keys:    cfg,
+		opts:       opts,
+		log:        opts.Log,
+		stats:      opts.Stats,
+		trouble:    newTroubleTracker(opts.Log, opts.RetryMax),
+		notify:     notify,
+		reloads:    make(chan ingestConfig, 1),
+		keys:       cfg,
+		spoolNoted: map[spool.Identity]bool{},
 	}
 	w.in = &ingester{cfg: ic, hook: w.opts.Hook, log: opts.Log, throttle: shared.NewThrottle(time.Minute),
 		decoded: recent.New[ContentKey, struct{}](opts.Cache.withDefaults().Transmissions)}
@@ -279,9 +334,12 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	w.notify.Ready(fmt.Sprintf("database %s open; draining the spool", w.opts.Config.DBPath))
 	w.ready.Store(true)
-	w.log.Info().Str("db", w.opts.Config.DBPath).Stringer("spool", w.state.Position.Spool).Uint64("segment", w.state.Position.Segment).Uint64("seq", w.state.Position.Seq).
-		Int("batch_max_records", w.opts.BatchMaxRecords).Int64("batch_max_ms", w.opts.BatchMaxTime.Milliseconds()).
-		Msg("writer ready; resuming after the position stored in the database")
+	for _, s := range w.slots {
+		p := s.pos.Position
+		w.log.Info().Str("db", w.opts.Config.DBPath).Stringer("spool", p.Spool).Str("spool_dir", spoolDirOf(s.src)).Uint64("segment", p.Segment).Uint64("seq", p.Seq).
+			Int("batch_max_records", w.opts.BatchMaxRecords).Int64("batch_max_ms", w.opts.BatchMaxTime.Milliseconds()).
+			Msg("writer ready; resuming after the position stored in the database")
+	}
 
 	err := w.drain(ctx)
 	w.shutdown()
@@ -341,13 +399,22 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 		d.close()
 		return err
 	}
-	info := w.src.Spool()
-	st, replaced, err := readState(ctx, d.conn, info)
-	if err != nil {
-		d.close()
-		return err
+	var st writerState
+	positions := make([]spoolPosition, len(w.slots))
+	for i, sl := range w.slots {
+		sp, replaced, err := readStateInto(ctx, d.conn, sl.info, &st)
+		if err != nil {
+			d.close()
+			return err
+		}
+		if len(w.slots) > 1 {
+			// Instances are new spools beside the others, not
+			// replacements of the spool drained before.
+			replaced = nil
+		}
+		positions[i] = sp
+		w.noteSpool(&spoolSlot{info: sl.info, pos: sp}, replaced)
 	}
-	w.noteSpool(info, st, replaced)
 	s, err := newStore(ctx, d.conn, w.opts.Cache)
 	if err != nil {
 		d.close()
@@ -359,7 +426,11 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 		return err
 	}
 	w.db, w.store, w.state = d, s, st
-	w.setCommitted(st.Position)
+	w.posMu.Lock()
+	for i, sl := range w.slots {
+		sl.pos = positions[i]
+	}
+	w.posMu.Unlock()
 	w.dbChecked = time.Now()
 	return nil
 }
@@ -368,12 +439,15 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 // in it, and says so in the stats file: above all when a new spool
 // replaced the one drained before (its unwritten records are lost unless
 // that spool comes back).
-func (w *Writer) noteSpool(info spool.IdentityInfo, st writerState, replaced *SpoolReplaced) {
-	w.stats.setSpool(info.ID, replaced)
-	if w.spoolNoted == info.ID {
+func (w *Writer) noteSpool(sl *spoolSlot, replaced *SpoolReplaced) {
+	info, st := sl.info, sl.pos
+	if len(w.slots) <= 1 {
+		w.stats.setSpool(info.ID, replaced)
+	}
+	if w.spoolNoted[info.ID] {
 		return
 	}
-	w.spoolNoted = info.ID
+	w.spoolNoted[info.ID] = true
 	switch {
 	case replaced != nil:
 		ev := w.log.Warn().Str("spool", info.ID.String()).Str("previous_spool", replaced.Previous).
@@ -524,27 +598,55 @@ func (w *Writer) shutdown() {
 	w.log.Info().Int64("messages", w.stats.Messages.Load()).Msg("writer stopped")
 }
 
-func (w *Writer) setCommitted(p Position) {
+// slotsNow is a copy of the slots list, for other goroutines.
+func (w *Writer) slotsNow() []*spoolSlot {
 	w.posMu.Lock()
-	w.committed = p
-	w.posMu.Unlock()
+	defer w.posMu.Unlock()
+	return slices.Clone(w.slots)
 }
 
+// depth is the records the spools hold unwritten, -1 when one cannot
+// tell. Safe from any goroutine.
 func (w *Writer) depth() int64 {
-	w.posMu.Lock()
-	p := w.committed
-	w.posMu.Unlock()
-	return w.src.Depth(p)
+	var total int64
+	for _, s := range w.slotsNow() {
+		w.posMu.Lock()
+		p := s.pos.Position
+		w.posMu.Unlock()
+		d := s.src.Depth(p)
+		if d < 0 {
+			return -1
+		}
+		total += d
+	}
+	return total
 }
 
-// readerStats are the spool reader's counters, nil for a source that has
-// none. Safe from any goroutine.
+// readerStats are the spool readers' counters (summed over the spools),
+// nil for sources that have none. Safe from any goroutine.
 func (w *Writer) readerStats() *spool.ReaderStats {
-	if r, ok := w.src.(interface{ ReaderStats() spool.ReaderStats }); ok {
+	var sum *spool.ReaderStats
+	for _, s := range w.slotsNow() {
+		r, ok := s.src.(interface{ ReaderStats() spool.ReaderStats })
+		if !ok {
+			continue
+		}
 		st := r.ReaderStats()
-		return &st
+		if sum == nil {
+			sum = &spool.ReaderStats{}
+		}
+		sum.SegmentsRead += st.SegmentsRead
+		sum.RecordsRead += st.RecordsRead
+		sum.SegmentsReleased += st.SegmentsReleased
+		sum.SegmentsDamaged += st.SegmentsDamaged
+		sum.RecordsQuarantined += st.RecordsQuarantined
+		sum.SegmentsSetAside += st.SegmentsSetAside
+		sum.RecordsSetAside += st.RecordsSetAside
+		sum.RecordsLost += st.RecordsLost
+		sum.RecordsLostUnbounded = sum.RecordsLostUnbounded || st.RecordsLostUnbounded
+		sum.EntriesLost += st.EntriesLost
 	}
-	return nil
+	return sum
 }
 
 func (w *Writer) forgetTransmissions() {

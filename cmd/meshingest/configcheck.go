@@ -142,6 +142,12 @@ func effectiveConfig(cfg *shared.Config) *shared.Config {
 	if w.NotReadyAfterSec <= 0 {
 		w.NotReadyAfterSec = int(writer.DefaultNotReadyAfter / time.Second)
 	}
+	if w.DedupWindowMs == 0 {
+		w.DedupWindowMs = ms(writer.DefaultDedupWindow)
+	}
+	if w.DedupMemoryMinutes == 0 {
+		w.DedupMemoryMinutes = int(writer.DefaultDedupMemory / time.Minute)
+	}
 	jobs := w.JobsEnabled()
 	w.Jobs = &jobs
 	return &c

@@ -27,8 +27,10 @@ func runReceive(args []string) int {
 	fs := flag.NewFlagSet("receive", flag.ContinueOnError)
 	configPath := fs.String("config", "", "CoreScope `config.json` with meshingest's keys (environment overrides apply)")
 	logLevel := fs.String("log-level", "", "log level (debug, info, warn, error); overrides logLevel in the config, also on reload")
+	instance := fs.String("instance", "", "run as the receiver `NAME` among several on this configuration: spool into <spoolDir>/NAME, with MQTT client ids and a stats file of its own (docs/configuration.md#receiver-instances)")
+	metricsListen := fs.String("metrics-listen", "", "serve metrics on `ADDR` instead of receiver.metricsListen (each instance needs its own)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: meshingest receive [--config FILE] [--log-level LEVEL]")
+		fmt.Fprintln(fs.Output(), "usage: meshingest receive [--config FILE] [--log-level LEVEL] [--instance NAME] [--metrics-listen ADDR]")
 		fmt.Fprintln(fs.Output(), "Subscribes to the configured MQTT sources and appends every message to the spool.")
 		fmt.Fprintln(fs.Output(), "SIGTERM stops cleanly; SIGHUP reloads the sources and logLevel from the config file.")
 		fs.PrintDefaults()
@@ -40,6 +42,23 @@ func runReceive(args []string) int {
 	if !ok {
 		return 2
 	}
+	if *instance != "" {
+		if err := shared.CheckInstanceName(*instance); err != nil {
+			fmt.Fprintln(os.Stderr, "meshingest receive: --instance:", err)
+			return 2
+		}
+	}
+	// The flags' folders and addresses, applied to every configuration
+	// read (a reload's too, so it does not see them as changed keys).
+	adjust := func(c *shared.Config) {
+		if *instance != "" {
+			c.SpoolDir, c.Receiver.StatsFile = shared.InstanceSpoolDir(c.SpoolDir, *instance), shared.InstanceStatsFile(c.Receiver.StatsFile, *instance)
+		}
+		if *metricsListen != "" {
+			c.Receiver.MetricsListen = *metricsListen
+		}
+	}
+	adjust(cfg)
 	level := cfg.LogLevel
 	if *logLevel != "" {
 		level = *logLevel
@@ -48,6 +67,9 @@ func runReceive(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "meshingest receive: --log-level:", err)
 		return 2
+	}
+	if *instance != "" {
+		log = log.With().Str("instance", *instance).Logger()
 	}
 	if len(cfg.MQTTSources) == 0 {
 		fmt.Fprintln(os.Stderr, "meshingest receive: config: mqttSources: no MQTT source configured; add one (or set mqtt.broker or MQTT_BROKER)")
@@ -68,6 +90,7 @@ func runReceive(args []string) int {
 		// The same limit the spool was opened with (0: its default).
 		MaxPayloadBytes: cfg.Spool.MaxPayloadBytes,
 		StatsFile:       cfg.Receiver.StatsFile,
+		Instance:        *instance,
 		Log:             log,
 		Notifier:        shared.NewNotifier(),
 	}
@@ -88,7 +111,7 @@ func runReceive(args []string) int {
 		}
 	}
 	cur := cfg
-	onSIGHUP(ctx, reload, func() { cur = reloadReceiver(log, lvl, rcv, *configPath, *logLevel, cur) })
+	onSIGHUP(ctx, reload, func() { cur = reloadReceiver(log, lvl, rcv, *configPath, *logLevel, cur, adjust) })
 	if err := rcv.Run(ctx); err != nil {
 		return 1
 	}
@@ -100,11 +123,12 @@ func runReceive(args []string) int {
 // --log-level fixed it) change; what else changed that the receiver reads
 // is logged as needing a restart, at every reload until it is restarted.
 // A configuration that does not load changes nothing.
-func reloadReceiver(log zerolog.Logger, lvl *shared.LogLevel, rcv *receiver.Receiver, path, levelFlag string, cur *shared.Config) *shared.Config {
+func reloadReceiver(log zerolog.Logger, lvl *shared.LogLevel, rcv *receiver.Receiver, path, levelFlag string, cur *shared.Config, adjust func(*shared.Config)) *shared.Config {
 	next, ok := loadForReload(log, path)
 	if !ok {
 		return cur
 	}
+	adjust(next)
 	apply, restart := receiverReload.split(shared.ChangedKeys(cur, next))
 	inForce := *cur
 	// The level first, so that the lines about the rest are logged at it.

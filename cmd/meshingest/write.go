@@ -19,7 +19,9 @@ import (
 
 const writeUsage = `usage: meshingest write [--config FILE]
 
-Drains the spool into CoreScope's SQLite database (dbPath), creating or
+Drains the spool into CoreScope's SQLite database (dbPath) — spoolDir
+itself, and every receiver instance's folder below it (receive
+--instance), each publication applied once — creating or
 upgrading its schema first, and keeps draining whatever the receiver spools
 until SIGTERM; then it finishes the batch in progress and exits 0. Each
 batch is one transaction that also stores the spool position, so a crash
@@ -76,7 +78,9 @@ func runWrite(args []string) int {
 
 	ctx, reload, stop := shared.SignalContext(context.Background())
 	defer stop()
-	src, err := writer.OpenSpoolSource(cfg.SpoolDir, spool.ReaderOptions{
+	// The spool in spoolDir, or every receiver instance's below it
+	// (receive --instance): one writer drains them all.
+	src, err := writer.OpenMergedSource(cfg.SpoolDir, spool.ReaderOptions{
 		OnQuarantine: func(ev spool.QuarantineEvent) {
 			// Every record the segment held is in exactly one of the
 			// counts; the stats file's meshingest.spool.reader sums them.
@@ -105,7 +109,7 @@ func runWrite(args []string) int {
 		reg = shared.NewRegistry()
 		opts.Registry = reg
 	}
-	w, err := writer.New(src, opts)
+	w, err := writer.NewMerged(src, opts)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return 2

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
@@ -29,19 +30,25 @@ type EnvOptions struct {
 	PollInterval time.Duration
 	// NoWriter leaves the writer stopped at start.
 	NoWriter bool
+	// Instances, when set, runs one receiver per name (receive
+	// --instance) instead of the single one (activeactive.go).
+	Instances []string
 }
 
 // Env is one running system under test with its load and instruments.
 type Env struct {
 	Dir, ConfigPath, DBPath, SpoolDir, ReceiverStats, WriterStats string
 
-	Broker   *Mosquitto
+	Broker *Mosquitto
+	// Receiver is the single receiver, or the first instance.
 	Receiver *Process
-	Writer   *Process
-	Gen      *loadgen.Generator
-	Pub      *Publisher
-	Poller   *Poller
-	Started  time.Time
+	// Instances are the receiver instances (EnvOptions.Instances).
+	Instances []*Instance
+	Writer    *Process
+	Gen       *loadgen.Generator
+	Pub       *Publisher
+	Poller    *Poller
+	Started   time.Time
 
 	sampler     *sampler
 	cancel      context.CancelFunc
@@ -82,7 +89,12 @@ func NewEnv(o EnvOptions) (*Env, error) {
 	}
 	e.Receiver = newProcess("receiver", o.Binary, filepath.Join(o.Dir, "receiver.log"), "receive", "--config", e.ConfigPath)
 	e.Writer = newProcess("writer", o.Binary, filepath.Join(o.Dir, "writer.log"), "write", "--config", e.ConfigPath)
-	if err := e.StartReceiver(); err != nil {
+	if len(o.Instances) > 0 {
+		if err := e.startInstances(o); err != nil {
+			e.Close()
+			return nil, err
+		}
+	} else if err := e.StartReceiver(); err != nil {
 		e.Broker.Stop()
 		return nil, err
 	}
@@ -269,6 +281,14 @@ func (e *Env) ReceiverDrops() map[string]int64 {
 	for k, v := range e.rxDrops {
 		out[k] = v
 	}
+	if len(e.Instances) > 0 {
+		for _, in := range e.Instances {
+			for k, v := range receiverDrops(readStats(in.StatsFile)) {
+				out[k] += v
+			}
+		}
+		return out
+	}
 	for k, v := range receiverDrops(readStats(e.ReceiverStats)) {
 		out[k] += v
 	}
@@ -284,6 +304,9 @@ func (e *Env) ReceiverDrops() map[string]int64 {
 // Records still arriving (QoS 1 redeliveries) move the target, so the
 // condition must hold twice, quiet apart.
 func (e *Env) WaitDrained(ctx context.Context, timeout, quiet time.Duration) (time.Duration, error) {
+	if len(e.Instances) > 0 {
+		return e.waitInstancesDrained(ctx, timeout, quiet)
+	}
 	start := time.Now()
 	var settledAt time.Time
 	var settledSeq float64
@@ -336,5 +359,9 @@ func (e *Env) Close() {
 	}
 	e.Writer.Stop(10 * time.Second)
 	e.Receiver.Stop(10 * time.Second)
+	for _, in := range e.Instances {
+		in.Proc.signal(syscall.SIGCONT) // a stopped one must be able to exit
+		in.Proc.Stop(10 * time.Second)
+	}
 	e.Broker.Stop()
 }

@@ -37,6 +37,12 @@ type Config struct {
 	// FaultLoad is how long the load runs around a one-off fault (broker
 	// restart, spool cap, damaged segments, database swap) [60 s].
 	FaultLoad time.Duration
+	// ActiveActive is how long the active-active kill scenario kills one
+	// receiver or the other [5 min]; ReceiverOutage how long its outage
+	// scenario keeps one frozen [10 min]; CostMessages how many
+	// publications its cost scenario catches up on [30,000].
+	ActiveActive, ReceiverOutage time.Duration
+	CostMessages                 int
 	// Strace counts the fsyncs of both processes with strace during the
 	// steady phase (an independent check of the stats files).
 	Strace bool
@@ -58,6 +64,7 @@ func FullConfig() Config {
 		Lock: 10 * time.Minute, LockLead: 15 * time.Second, LockTail: 45 * time.Second,
 		FaultLoad: 60 * time.Second, Strace: true,
 		HugePublishes: []HugePublish{{0, 100e6}, {1, 100e6}, {0, 100e6}, {1, 260e6}, {0, 260e6}},
+		ActiveActive:  5 * time.Minute, ReceiverOutage: 10 * time.Minute, CostMessages: 30_000,
 	}
 }
 
@@ -69,6 +76,7 @@ func ShortConfig() Config {
 		Lock: 30 * time.Second, LockLead: 5 * time.Second, LockTail: 10 * time.Second,
 		FaultLoad:     10 * time.Second,
 		HugePublishes: []HugePublish{{0, 100e6}, {1, 100e6}},
+		ActiveActive:  20 * time.Second, ReceiverOutage: 20 * time.Second, CostMessages: 5_000,
 	}
 }
 
@@ -91,6 +99,9 @@ func Scenarios() []Scenario {
 		{"spool-cap", "the spool byte cap reached while the writer is stopped (QoS 0): drops counted", runSpoolCap},
 		{"segment-damage", "a sealed segment truncated and another bit-flipped before the writer reads them", runSegmentDamage},
 		{"vacuum-swap", "the database swapped for a VACUUM INTO copy while the writer is stopped", runVacuumSwap},
+		{"active-active-kill", "two receivers at QoS 0, one or the other SIGKILLed every few seconds: nothing lost or doubled", runActiveActiveKills},
+		{"active-active-outage", "two receivers at QoS 0, one frozen for the outage then restarted: its late records apply nothing again", runActiveActiveOutage},
+		{"active-active-cost", "writer catch-up on two receivers' copies against one: CPU per publication", runActiveActiveCost},
 	}, boundaryScenarios()...)
 }
 

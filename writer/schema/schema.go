@@ -139,6 +139,14 @@ var tableDDL = []struct{ name, ddl string }{
 	{"meshingest_deliveries", `CREATE TABLE IF NOT EXISTS meshingest_deliveries (
 		batch INTEGER PRIMARY KEY,
 		digests BLOB NOT NULL)`},
+	// meshingest_copies remembers the rounds of copies that receivers'
+	// spools supplied of each publication (a row per batch, written with
+	// its rows), so a copy is recognised across writer restarts
+	// (copies.go).
+	{"meshingest_copies", `CREATE TABLE IF NOT EXISTS meshingest_copies (
+		batch INTEGER PRIMARY KEY,
+		t_max INTEGER NOT NULL,
+		rounds BLOB NOT NULL)`},
 	// meshingest_retained holds, per source and topic, the payload digest
 	// (CRC-64) of the last retained message applied, so that the broker's
 	// replay of it at the next subscribe changes nothing (retained.go).

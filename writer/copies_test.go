@@ -1,0 +1,117 @@
+package writer
+
+import (
+	"testing"
+	"time"
+
+	"github.com/meshingest/meshingest/spool"
+)
+
+// admitAll runs recs (each with the spool it came from) through one batch's
+// copies over m and returns which were applied.
+// copyInput is a record and the spool it came from.
+type copyInput struct {
+	sp    spool.Identity
+	rec   Record
+	since time.Time // when its receiver's subscription began
+}
+
+func admitAll(t *testing.T, m *copyMemory, recs []copyInput) []bool {
+	t.Helper()
+	c := &copies{m: m, window: 5000, memory: 15 * 60 * 1000, changed: map[roundRef]round{}}
+	var out []bool
+	for _, r := range recs {
+		apply, _ := c.admit(&r.rec, r.sp, r.since)
+		out = append(out, apply)
+	}
+	c.commit(copyRow{}, 0, 0)
+	return out
+}
+
+func TestCopies_Admit_MaximumOverReceivers(t *testing.T) {
+	a, b := spool.Identity{1}, spool.Identity{2}
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	pub := func(sp spool.Identity, at time.Duration, payload string) copyInput {
+		return copyInput{sp: sp, rec: Record{ReceivedAt: t0.Add(at), Topic: "meshcore/SJC/x/packets", Payload: []byte(payload)}}
+	}
+	ms := time.Millisecond
+	restarted := func(in copyInput, at time.Duration) copyInput {
+		in.since = t0.Add(at)
+		return in
+	}
+	for _, c := range []struct {
+		name string
+		recs []copyInput
+		want []bool
+	}{
+		{"both hear it", []copyInput{pub(a, 0, "p"), pub(b, 2*ms, "p")}, []bool{true, false}},
+		// An observer publishes the same bytes twice: both receivers hear
+		// both, it counts twice, not four times.
+		{"deliberate pair", []copyInput{pub(a, 0, "p"), pub(a, 300*ms, "p"), pub(b, 2*ms, "p"), pub(b, 302*ms, "p")}, []bool{true, true, false, false}},
+		// a missed the second copy: b supplies it.
+		{"second copy from the other receiver", []copyInput{pub(a, 0, "p"), pub(b, 2*ms, "p"), pub(b, 302*ms, "p")}, []bool{true, false, true}},
+		// The same bytes a minute later are a new publication.
+		{"published again after the window", []copyInput{pub(a, 0, "p"), pub(b, 2*ms, "p"), pub(a, time.Minute, "p"), pub(b, time.Minute+2*ms, "p")}, []bool{true, false, true, false}},
+		// b froze and reads what the broker buffered for it 40 s late,
+		// stamped with that time: still a's publication.
+		{"copy buffered for a frozen receiver", []copyInput{pub(a, 0, "p"), pub(a, time.Second, "q"), pub(b, 40*time.Second, "p"), pub(b, 40*time.Second+ms, "q")}, []bool{true, true, false, false}},
+		// b was down (restarted at 30 s) when "p" was first published; the
+		// same bytes again at 40 s, heard only by b (a is down now), are a
+		// second publication.
+		{"same bytes again, heard by a restarted receiver", []copyInput{pub(a, 0, "p"), restarted(pub(b, 40*time.Second, "p"), 30*time.Second)}, []bool{true, true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := admitAll(t, newCopyMemory(), c.recs)
+			for i := range c.want {
+				if got[i] != c.want[i] {
+					t.Errorf("copy %d applied %v, want %v (all: %v)", i, got[i], c.want[i], got)
+				}
+			}
+		})
+	}
+}
+
+func TestCopies_Rounds_EncodeDecode(t *testing.T) {
+	in := map[roundRef]round{
+		{bucket: 29579967, key: 0xdeadbeef}: {off: 45123, applied: 2, counts: [maxCopySpools]uint8{2, 1}},
+		{bucket: -1, key: 1}:                {off: 59900, applied: 1, counts: [maxCopySpools]uint8{0, 0, 1}},
+	}
+	blob, tMax := encodeRounds(in)
+	if tMax != 29579967*copyBucketMs+45123 {
+		t.Errorf("tMax %d", tMax)
+	}
+	out := map[roundRef]round{}
+	if err := decodeRounds(blob, func(ref roundRef, r round) { out[ref] = r }); err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(in) {
+		t.Fatalf("decoded %d rounds, want %d", len(out), len(in))
+	}
+	for k, v := range in {
+		if out[k] != v {
+			t.Errorf("round %+v: got %+v, want %+v", k, out[k], v)
+		}
+	}
+	if err := decodeRounds(blob[:len(blob)-1], func(roundRef, round) {}); err == nil {
+		t.Error("a truncated list decoded without error")
+	}
+}
+
+func TestCopies_Ordinal_ReusesASpoolNoLongerDrained(t *testing.T) {
+	m := newCopyMemory()
+	for i := range maxCopySpools {
+		m.spools = append(m.spools, spool.Identity{byte(i + 1)})
+	}
+	next := spool.Identity{99}
+	c := &copies{m: m, changed: map[roundRef]round{}, live: []spool.Identity{m.spools[0], m.spools[2], m.spools[3], m.spools[4], next}}
+	if got := c.ordinal(next); got != 1 {
+		t.Fatalf("ordinal %d, want 1 (the one spool no longer drained)", got)
+	}
+	if got := c.ordinal(next); got != 1 {
+		t.Fatalf("second ask: ordinal %d, want 1", got)
+	}
+	c.commit(copyRow{}, 0, 0)
+	if m.spools[1] != next || len(m.spools) != maxCopySpools {
+		t.Errorf("committed spools %v, want %v at 1", m.spools, next)
+	}
+}
