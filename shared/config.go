@@ -155,9 +155,19 @@ type DBMaintenance struct {
 // SpoolConfig tunes the spool. Zero values mean the spool package's defaults,
 // which were chosen by benchmark (see the spool package documentation).
 type SpoolConfig struct {
-	// GroupWindowMs is how long the appender gathers records before one
-	// commit and fsync. It is also the most a crash can lose of QoS 0
-	// traffic.
+	// Profile selects the spool's timing defaults: "low-latency" (the
+	// default: a record is committed as soon as it arrives, groups at most
+	// every minGroupIntervalMs under load, each group sealed at once) or
+	// "low-wear" (for SD cards: 1 s groups and segments, the fewest syncs
+	// and bytes). docs/configuration.md has the figures of each.
+	Profile string `json:"profile,omitempty"`
+	// MinGroupIntervalMs is the least time between two groups' starts
+	// (low-latency 150, low-wear groupWindowMs).
+	MinGroupIntervalMs int `json:"minGroupIntervalMs,omitempty"`
+	// GroupWindowMs is how long the appender gathers records after the
+	// first one before one commit and fsync (low-latency 0, low-wear
+	// 1000). With minGroupIntervalMs it bounds what a crash can lose of
+	// QoS 0 traffic.
 	GroupWindowMs int `json:"groupWindowMs,omitempty"`
 	// GroupMaxRecords closes a group early under load.
 	GroupMaxRecords int `json:"groupMaxRecords,omitempty"`
@@ -431,11 +441,17 @@ func (c *Config) Validate(path string) error {
 			return bad("foreignAdverts.mode", "%q is not one of flag, drop", c.ForeignAdverts.Mode)
 		}
 	}
+	switch c.Spool.Profile {
+	case "", "low-latency", "low-wear":
+	default:
+		return bad("spool.profile", "%q is not one of low-latency, low-wear", c.Spool.Profile)
+	}
 	nonNegative := []struct {
 		field string
 		v     int64
 	}{
 		{"spool.groupWindowMs", int64(c.Spool.GroupWindowMs)},
+		{"spool.minGroupIntervalMs", int64(c.Spool.MinGroupIntervalMs)},
 		{"spool.groupMaxRecords", int64(c.Spool.GroupMaxRecords)},
 		{"spool.segmentMaxBytes", c.Spool.SegmentMaxBytes},
 		{"spool.segmentMaxAgeMs", int64(c.Spool.SegmentMaxAgeMs)},
