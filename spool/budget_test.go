@@ -20,18 +20,17 @@ func TestAppender_Fsyncs_SteadyLowRate(t *testing.T) {
 	for _, tc := range []struct {
 		profile Profile
 		budget  float64
-		window  time.Duration
 	}{
-		{ProfileLowWear, 2.2, DefaultGroupWindow},
-		{ProfileLowLatency, 2.2 / DefaultMinGroupInterval.Seconds(), DefaultMinGroupInterval},
+		{ProfileLowWear, 2.2},
+		{ProfileLowLatency, 2.2 / DefaultMinGroupInterval.Seconds()},
 	} {
 		t.Run(string(tc.profile), func(t *testing.T) {
-			steadyLowRate(t, tc.profile, tc.budget, tc.window)
+			steadyLowRate(t, tc.profile, tc.budget)
 		})
 	}
 }
 
-func steadyLowRate(t *testing.T, profile Profile, budget float64, window time.Duration) {
+func steadyLowRate(t *testing.T, profile Profile, budget float64) {
 	dir := newSpoolDir(t)
 	a, err := OpenAppender(dir, Options{Profile: profile})
 	if err != nil {
@@ -76,12 +75,9 @@ func steadyLowRate(t *testing.T, profile Profile, budget float64, window time.Du
 	if perSec > budget {
 		t.Fatalf("%.2f fsyncs/s at %d records/s, budget %.1f", perSec, rate, budget)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	// Durable here means sealed: the writer can read it.
-	if worst > window+300*time.Millisecond {
-		t.Fatalf("a record took %v to be sealed", worst)
-	}
+	// Durable here means sealed: the writer can read it. How soon is a
+	// figure (logged above), not asserted: on a loaded machine an fsync
+	// alone can take longer than the window (issue 19).
 	if segs, _ := listSegments(dir, activeExt); len(segs) != 0 {
 		t.Fatalf("an active segment exists at low rate: %v", segs)
 	}
