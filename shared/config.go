@@ -221,6 +221,10 @@ type WriterConfig struct {
 	// but it is resident memory (about 1.8 KiB per KiB of cache with the
 	// pure-Go SQLite). Zero means the writer's default.
 	CacheKiB int `json:"cacheKiB,omitempty"`
+	// PageSize is the SQLite page size of a database the writer creates
+	// (512 to 65536, a power of two; default 1024): smaller pages write
+	// fewer bytes per commit. An existing database keeps its own.
+	PageSize int `json:"pageSize,omitempty"`
 	// Jobs runs, beside the inserts, the jobs CoreScope's server depends
 	// on: resolved_path, neighbor_edges, multibyte capability, geo-prune
 	// requests and the backfills of old databases (writer/jobs.go).
@@ -441,6 +445,9 @@ func (c *Config) Validate(path string) error {
 			return bad("foreignAdverts.mode", "%q is not one of flag, drop", c.ForeignAdverts.Mode)
 		}
 	}
+	if ps := c.Writer.PageSize; ps != 0 && (ps < 512 || ps > 65536 || ps&(ps-1) != 0) {
+		return bad("writer.pageSize", "%d: use a power of two from 512 to 65536", ps)
+	}
 	switch c.Spool.Profile {
 	case "", "low-latency", "low-wear":
 	default:
@@ -463,6 +470,7 @@ func (c *Config) Validate(path string) error {
 		{"writer.batchMaxMs", int64(c.Writer.BatchMaxMs)},
 		{"writer.retryMaxMs", int64(c.Writer.RetryMaxMs)},
 		{"writer.cacheKiB", int64(c.Writer.CacheKiB)},
+		{"writer.pageSize", int64(c.Writer.PageSize)},
 		{"writer.notReadyAfterSec", int64(c.Writer.NotReadyAfterSec)},
 		{"neighborEdgesMaxAgeDays", int64(c.NeighborEdgesMaxAgeDays)},
 	}

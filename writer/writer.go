@@ -195,6 +195,9 @@ func New(src Source, opts Options) (*Writer, error) {
 	if opts.DB.CacheKiB <= 0 {
 		opts.DB.CacheKiB = cfg.Writer.CacheKiB
 	}
+	if opts.DB.PageSize <= 0 {
+		opts.DB.PageSize = cfg.Writer.PageSize
+	}
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = time.Second
 	}

@@ -139,6 +139,9 @@ func effectiveConfig(cfg *shared.Config) *shared.Config {
 	if w.CacheKiB <= 0 {
 		w.CacheKiB = writer.DefaultCacheKiB
 	}
+	if w.PageSize <= 0 {
+		w.PageSize = writer.DefaultPageSize
+	}
 	if w.NotReadyAfterSec <= 0 {
 		w.NotReadyAfterSec = int(writer.DefaultNotReadyAfter / time.Second)
 	}
