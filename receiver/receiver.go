@@ -16,7 +16,9 @@
 package receiver
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -142,7 +144,17 @@ type Receiver struct {
 
 	statsErr *shared.Throttle
 	ready    readiness
+	// statsKey is the last stats file written, without its sample time,
+	// and statsAt when; only writeStats touches them, and its calls never
+	// overlap (before the stats loop starts, in it, after it ended).
+	statsKey []byte
+	statsAt  time.Time
 }
+
+// statsHeartbeat is the longest the stats file goes unwritten while no
+// figure changes: well inside the 5 s after which the writer counts the
+// receiver as gone (shared.ReadReceiverSnapshot's maxAge).
+const statsHeartbeat = 2 * time.Second
 
 // readiness is whether the receiver can do its job: every source has tried
 // to connect once, and the spool can take a record. systemd gets READY=1
@@ -576,8 +588,20 @@ func (r *Receiver) statusLine() string {
 	return line
 }
 
+// writeStats rewrites the stats file when a figure changed since the last
+// write, or statsHeartbeat after it: an idle receiver does not rewrite
+// (and, on ext4, flush) the same file every second.
 func (r *Receiver) writeStats(now time.Time) {
-	if err := shared.WriteJSONAtomic(r.opts.StatsFile, r.Snapshot(now)); err != nil {
+	snap := r.Snapshot(now)
+	key := snap
+	key.SampledAt = ""
+	key.Spool.DiskFree >>= 20 // other programs move it all the time
+	b, err := json.Marshal(key)
+	if err == nil && bytes.Equal(b, r.statsKey) && now.Sub(r.statsAt) < statsHeartbeat {
+		return
+	}
+	r.statsKey, r.statsAt = b, now
+	if err := shared.WriteJSONAtomic(r.opts.StatsFile, snap); err != nil {
 		if ok, n := r.statsErr.Allow("stats", now); ok {
 			r.log.Error().Err(err).Int("suppressed", n).Msg("cannot write the receiver stats file")
 		}

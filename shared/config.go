@@ -155,9 +155,19 @@ type DBMaintenance struct {
 // SpoolConfig tunes the spool. Zero values mean the spool package's defaults,
 // which were chosen by benchmark (see the spool package documentation).
 type SpoolConfig struct {
-	// GroupWindowMs is how long the appender gathers records before one
-	// commit and fsync. It is also the most a crash can lose of QoS 0
-	// traffic.
+	// Profile selects the spool's timing defaults: "low-latency" (the
+	// default: a record is committed as soon as it arrives, groups at most
+	// every minGroupIntervalMs under load, each group sealed at once) or
+	// "low-wear" (for SD cards: 1 s groups and segments, the fewest syncs
+	// and bytes). docs/configuration.md has the figures of each.
+	Profile string `json:"profile,omitempty"`
+	// MinGroupIntervalMs is the least time between two groups' starts
+	// (low-latency 150, low-wear groupWindowMs).
+	MinGroupIntervalMs int `json:"minGroupIntervalMs,omitempty"`
+	// GroupWindowMs is how long the appender gathers records after the
+	// first one before one commit and fsync (low-latency 0, low-wear
+	// 1000). With minGroupIntervalMs it bounds what a crash can lose of
+	// QoS 0 traffic.
 	GroupWindowMs int `json:"groupWindowMs,omitempty"`
 	// GroupMaxRecords closes a group early under load.
 	GroupMaxRecords int `json:"groupMaxRecords,omitempty"`
@@ -211,6 +221,11 @@ type WriterConfig struct {
 	// but it is resident memory (about 1.8 KiB per KiB of cache with the
 	// pure-Go SQLite). Zero means the writer's default.
 	CacheKiB int `json:"cacheKiB,omitempty"`
+	// PageSize is the SQLite page size of a database the writer creates
+	// (512 to 65536, a power of two; default 4096, SQLite's): smaller
+	// pages write fewer bytes per commit (1024 for SD cards). An existing
+	// database keeps its own.
+	PageSize int `json:"pageSize,omitempty"`
 	// Jobs runs, beside the inserts, the jobs CoreScope's server depends
 	// on: resolved_path, neighbor_edges, multibyte capability, geo-prune
 	// requests and the backfills of old databases (writer/jobs.go).
@@ -444,11 +459,20 @@ func (c *Config) Validate(path string) error {
 			return bad("foreignAdverts.mode", "%q is not one of flag, drop", c.ForeignAdverts.Mode)
 		}
 	}
+	if ps := c.Writer.PageSize; ps != 0 && (ps < 512 || ps > 65536 || ps&(ps-1) != 0) {
+		return bad("writer.pageSize", "%d: use a power of two from 512 to 65536", ps)
+	}
+	switch c.Spool.Profile {
+	case "", "low-latency", "low-wear":
+	default:
+		return bad("spool.profile", "%q is not one of low-latency, low-wear", c.Spool.Profile)
+	}
 	nonNegative := []struct {
 		field string
 		v     int64
 	}{
 		{"spool.groupWindowMs", int64(c.Spool.GroupWindowMs)},
+		{"spool.minGroupIntervalMs", int64(c.Spool.MinGroupIntervalMs)},
 		{"spool.groupMaxRecords", int64(c.Spool.GroupMaxRecords)},
 		{"spool.segmentMaxBytes", c.Spool.SegmentMaxBytes},
 		{"spool.segmentMaxAgeMs", int64(c.Spool.SegmentMaxAgeMs)},
@@ -460,6 +484,7 @@ func (c *Config) Validate(path string) error {
 		{"writer.batchMaxMs", int64(c.Writer.BatchMaxMs)},
 		{"writer.retryMaxMs", int64(c.Writer.RetryMaxMs)},
 		{"writer.cacheKiB", int64(c.Writer.CacheKiB)},
+		{"writer.pageSize", int64(c.Writer.PageSize)},
 		{"writer.notReadyAfterSec", int64(c.Writer.NotReadyAfterSec)},
 		{"neighborEdgesMaxAgeDays", int64(c.NeighborEdgesMaxAgeDays)},
 	}

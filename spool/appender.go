@@ -12,25 +12,46 @@ import (
 	"github.com/meshingest/meshingest/shared"
 )
 
-// Appender appends records to the spool. One goroutine owns every file of
-// the spool (the go-diskqueue model): Append only encodes the record, gives
-// it its Seq and queues it; the appender goroutine gathers queued records
-// into groups, writes each group in one bbolt transaction followed by one
-// fdatasync, reports durability through the records' done callbacks and
-// seals segments.
+// Appender appends records to the spool. Two goroutines run behind it, and
+// each owns its part:
+//   - the appender goroutine (run) owns the files being written: it alone
+//     creates, writes, syncs and seals segments, reserves Seqs in the
+//     sequence file and fsyncs the folder. Append only encodes a record,
+//     gives it its Seq and queues it; run gathers queued records into
+//     groups, writes each group in one bbolt transaction followed by one
+//     fdatasync, reports durability through the records' done callbacks
+//     and seals segments.
+//   - the housekeeping goroutine (status.go) owns the folder scan: the
+//     trailer cache of sealed segments (depth) and appender-status.json.
+//     It only reads segment files, and never one being written.
+//
+// What both need (the queue, the counters, the byte and free-disk figures,
+// the active segment's summary) is under mu. Close stops run, then
+// housekeeping, and then makes the last housekeeping pass itself, once
+// neither runs.
+//
+// When a group starts: at once when a record arrives and the last group
+// started at least MinGroupInterval ago (an idle appender commits the
+// first record without waiting), else when that interval is up; records
+// that arrive while a group is written form the next group. GroupWindow,
+// when set (the low-wear profile), holds a group open that long after its
+// first record; GroupMaxRecords, GroupMaxBytes and, for QoS 1, AckWindow
+// close it early.
 //
 // How a group reaches disk, and what it costs in syncs:
-//   - No active segment and the group is old enough to seal (the usual case
-//     at low rates, since GroupWindow equals SegmentMaxAge): the group is
-//     written whole as a new segment under a temporary name, its trailer
-//     appended, one fdatasync, renamed to its sealed name, one fsync of the
-//     folder. Two syncs per group, and the writer sees it at once.
-//   - Otherwise (groups closed early by count, bytes or a QoS 1 ack window)
-//     the group is committed to the active segment and fdatasynced: one sync
-//     per group, plus one folder fsync when the group created the segment.
-//     Sealing appends the trailer (one fdatasync) and renames the file (one
-//     folder fsync, shared with the next segment's creation when there is
-//     one).
+//   - Low-latency profile (the default), and in the low-wear profile when
+//     there is no active segment and the group is old enough to seal (the
+//     usual case at low rates, since GroupWindow equals SegmentMaxAge): the
+//     group is written whole as a new segment under a temporary name, its
+//     trailer appended, one fdatasync, renamed to its sealed name, one
+//     fsync of the folder. Two syncs per group, and the writer sees it at
+//     once.
+//   - Otherwise (low-wear groups closed early by count, bytes or a QoS 1
+//     ack window) the group is committed to the active segment and
+//     fdatasynced: one sync per group, plus one folder fsync when the
+//     group created the segment. Sealing appends the trailer (one
+//     fdatasync) and renames the file (one folder fsync, shared with the
+//     next segment's creation when there is one).
 type Appender struct {
 	dir  string
 	id   IdentityInfo
@@ -38,6 +59,7 @@ type Appender struct {
 	lock *shared.FileLock
 	tmpl []byte
 
+	// Shared by Append, run and housekeeping, under mu.
 	mu            sync.Mutex
 	queue         []*entry // not yet in a group, in Seq order
 	queueBytes    int64
@@ -54,7 +76,8 @@ type Appender struct {
 	noSpace       bool  // a write failed with ENOSPC; cleared when space is back
 	noSpaceNeed   int64 // free bytes beyond the floor that count as space back
 	activeInfo    *SegmentInfo
-	refusedFull   string // why the last append was refused with ErrFull; "" once one succeeds
+	refusedFull   string    // why the last append was refused with ErrFull; "" once one succeeds
+	lastGroup     time.Time // when the last group was taken from the queue (monotonic)
 
 	wake     chan struct{}
 	exited   chan struct{}
@@ -67,7 +90,11 @@ type Appender struct {
 	stranded *segmentWriter // closed but not sealed after a failure: blocks new segments
 	reserved uint64         // Seqs up to here are reserved in the sequence file
 	dirDirty bool           // a name in the folder changed since the last folder fsync
-	depth    depthCache
+
+	// Owned by the housekeeping goroutine (and by Close once it stopped).
+	depth      depthCache // trailers of the sealed segments, read once each
+	lastStatus AppenderStatus
+	statusAt   time.Time // when appender-status.json was last written
 }
 
 type entry struct {
@@ -113,6 +140,7 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 		lock:     lock,
 		tmpl:     tmpl,
 		diskFree: -1,
+		depth:    depthCache{},
 		wake:     make(chan struct{}, 1),
 		exited:   make(chan struct{}),
 		stopHK:   make(chan struct{}),
@@ -324,8 +352,14 @@ func (a *Appender) groupDueLocked(now time.Time) bool {
 		!now.Before(a.groupDeadlineLocked())
 }
 
+// groupDeadlineLocked is when the next group starts: GroupWindow after its
+// first record, and not before MinGroupInterval after the last group
+// started; a QoS >= 1 record brings it forward to AckWindow after it.
 func (a *Appender) groupDeadlineLocked() time.Time {
 	d := a.queue[0].at.Add(a.opts.GroupWindow)
+	if next := a.lastGroup.Add(a.opts.MinGroupInterval); next.After(d) {
+		d = next
+	}
 	if !a.queueFirstAck.IsZero() {
 		if ad := a.queueFirstAck.Add(a.opts.AckWindow); ad.Before(d) {
 			d = ad
@@ -343,6 +377,7 @@ func (a *Appender) takeGroupLocked() ([]*entry, int64) {
 	}
 	g := a.queue[:n:n]
 	a.queue = a.queue[n:]
+	a.lastGroup = time.Now()
 	a.queueBytes -= bytes
 	a.queueFirstAck = time.Time{}
 	for _, e := range a.queue {
@@ -392,9 +427,10 @@ func (a *Appender) commitGroup(g []*entry, gBytes int64, closing, more bool) {
 	}
 }
 
-// writeGroup writes one group. more says records are already queued behind
-// it: then a new segment is kept active for them, since a segment per group
-// would cost a sync per group more.
+// writeGroup writes one group. With the low-latency profile every group is
+// a sealed segment of its own. With low-wear, more says records are
+// already queued behind it: then a new segment is kept active for them,
+// since a segment per group would cost a sync per group more.
 func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now time.Time) error {
 	encs := make([][]byte, len(g))
 	for i, e := range g {
@@ -409,6 +445,9 @@ func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now 
 		}
 	}
 	if a.active == nil {
+		if a.opts.sealEachGroup() {
+			return a.writeWholeSegment(encs)
+		}
 		if !more && (closing || now.Sub(g[0].at) >= a.opts.SegmentMaxAge || gBytes >= a.opts.SegmentMaxBytes) {
 			return a.writeWholeSegment(encs)
 		}

@@ -39,7 +39,11 @@ func oneSegment(t testing.TB, n int) (data []byte, sum segmentSummary, id Identi
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "spool")
 	opts := fastOptions()
-	opts.GroupWindow, opts.SegmentMaxAge = 10e9, 10e9 // one group, sealed at Close
+	// Low-wear: the QoS 1 records close groups early, and low-latency would
+	// seal each group as a segment of its own; here they share the active
+	// segment, sealed at Close.
+	opts.Profile = ProfileLowWear
+	opts.GroupWindow, opts.SegmentMaxAge = 10e9, 10e9 // one segment, sealed at Close
 	a, err := OpenAppender(dir, opts)
 	if err != nil {
 		t.Fatal(err)

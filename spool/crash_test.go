@@ -60,6 +60,11 @@ func crashChild(dir string) {
 		GroupMaxRecords: 50 + rng.IntN(2000),
 		QueueMaxBytes:   4 << 20,
 	}
+	if rng.IntN(2) == 0 {
+		opts.Profile = ProfileLowWear
+	} else {
+		opts.MinGroupInterval = time.Duration(1+rng.IntN(30)) * time.Millisecond
+	}
 	a, err := OpenAppender(dir, opts)
 	if err != nil {
 		fmt.Println("E", err)

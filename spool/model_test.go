@@ -76,18 +76,29 @@ type modelOptions struct {
 	GroupWindowMs, AckWindowMs, SegmentMaxAgeMs int
 	SegmentMaxBytes                             int64
 	GroupMaxRecords                             int
+	// LowWear selects the low-wear profile (groups into an active
+	// segment); else low-latency (a sealed segment per group, at most one
+	// group per MinGroupIntervalMs).
+	LowWear            bool
+	MinGroupIntervalMs int
 }
 
 func (o modelOptions) options() Options {
+	profile := ProfileLowLatency
+	if o.LowWear {
+		profile = ProfileLowWear
+	}
 	return Options{
-		GroupWindow:     time.Duration(o.GroupWindowMs) * time.Millisecond,
-		AckWindow:       time.Duration(o.AckWindowMs) * time.Millisecond,
-		SegmentMaxAge:   time.Duration(o.SegmentMaxAgeMs) * time.Millisecond,
-		SegmentMaxBytes: o.SegmentMaxBytes,
-		GroupMaxRecords: o.GroupMaxRecords,
-		QueueMaxBytes:   8 << 20,
-		MaxBytes:        -1,
-		MinFreeBytes:    -1,
+		Profile:          profile,
+		MinGroupInterval: time.Duration(o.MinGroupIntervalMs) * time.Millisecond,
+		GroupWindow:      time.Duration(o.GroupWindowMs) * time.Millisecond,
+		AckWindow:        time.Duration(o.AckWindowMs) * time.Millisecond,
+		SegmentMaxAge:    time.Duration(o.SegmentMaxAgeMs) * time.Millisecond,
+		SegmentMaxBytes:  o.SegmentMaxBytes,
+		GroupMaxRecords:  o.GroupMaxRecords,
+		QueueMaxBytes:    8 << 20,
+		MaxBytes:         -1,
+		MinFreeBytes:     -1,
 	}
 }
 
@@ -277,6 +288,11 @@ func newModelRun(t *testing.T, seed uint64, root string, pfs *powercut.FS, i int
 		// The defaults' shape: a group gathered as long as a segment may
 		// age is written whole as a sealed segment.
 		m.opts.SegmentMaxAgeMs = m.opts.GroupWindowMs
+	}
+	m.opts.LowWear = rng.IntN(2) == 0
+	m.opts.MinGroupIntervalMs = 1 + rng.IntN(30)
+	if !m.opts.LowWear && rng.IntN(2) == 0 {
+		m.opts.GroupWindowMs = 0 // the low-latency default: no gathering
 	}
 	// The folder exists and is durable before the receiver first runs, as
 	// the installer (or systemd's StateDirectory) leaves it, or not.

@@ -111,8 +111,10 @@ func undrained(s SegmentInfo, pos Position) uint64 {
 }
 
 // AppenderStatus is what the appender publishes in appender-status.json
-// about once a second (atomically, without fsync), so that `spool status`
-// never has to open the active segment, whose lock the appender holds.
+// (atomically, without fsync), so that `spool status` never has to open the
+// active segment, whose lock the appender holds. It is rewritten when a
+// figure changed, checked once a second, and at least every
+// statusHeartbeat otherwise, so UpdatedAt says the appender is alive.
 type AppenderStatus struct {
 	PID       int           `json:"pid"`
 	UpdatedAt time.Time     `json:"updated_at"`
@@ -132,9 +134,15 @@ func ReadAppenderStatus(dir string) (AppenderStatus, error) {
 	return st, err
 }
 
-// housekeeping refreshes the byte, free-disk and depth figures and the
-// status file once a second, on its own goroutine so that the scans never
-// delay a group.
+// statusHeartbeat is the longest appender-status.json goes unwritten while
+// nothing changes: well inside the 5 s after which the writer stops
+// trusting its depth figure (writer/spool.go).
+const statusHeartbeat = 2 * time.Second
+
+// housekeeping refreshes the byte, free-disk and depth figures once a
+// second, and the status file when they changed, on its own goroutine so
+// that the scans never delay a group. It owns a.depth, a.lastStatus and
+// a.statusAt.
 func (a *Appender) housekeeping() {
 	defer close(a.hkExited)
 	t := time.NewTicker(time.Second)
@@ -211,11 +219,33 @@ func (a *Appender) housekeep() {
 		a.stats.DepthBytes += ai.Bytes
 		older(ai.Oldest)
 	}
-	st := AppenderStatus{PID: os.Getpid(), UpdatedAt: time.Now().UTC(), Closed: a.closed, Stats: a.statsLocked()}
+	st := AppenderStatus{PID: os.Getpid(), Closed: a.closed, Stats: a.statsLocked()}
 	if a.activeInfo != nil {
 		ai := *a.activeInfo
 		st.Active = &ai
 	}
 	a.mu.Unlock()
+	now := time.Now()
+	if a.sameStatus(st) && now.Sub(a.statusAt) < statusHeartbeat {
+		return
+	}
+	a.lastStatus, a.statusAt = st, now
+	st.UpdatedAt = now.UTC()
 	shared.WriteJSONAtomic(filepath.Join(a.dir, statusFile), st)
+}
+
+// sameStatus says st carries what the last status file did. The free-disk
+// figure counts as changed only by a MiB or more: other programs move it
+// all the time.
+func (a *Appender) sameStatus(st AppenderStatus) bool {
+	last := a.lastStatus
+	if a.statusAt.IsZero() || st.Closed != last.Closed || (st.Active == nil) != (last.Active == nil) ||
+		st.Active != nil && *st.Active != *last.Active {
+		return false
+	}
+	const slack = 1 << 20
+	if d := st.Stats.DiskFree - last.Stats.DiskFree; d > -slack && d < slack {
+		st.Stats.DiskFree = last.Stats.DiskFree
+	}
+	return st.Stats == last.Stats
 }

@@ -21,7 +21,7 @@ import (
 func TestInspect_DuringAppendAndDrain(t *testing.T) {
 	dir := newSpoolDir(t)
 	const window = 100 * time.Millisecond
-	a, err := OpenAppender(dir, Options{GroupWindow: window, SegmentMaxAge: 1500 * time.Millisecond, GroupMaxRecords: 100_000})
+	a, err := OpenAppender(dir, Options{Profile: ProfileLowWear, GroupWindow: window, SegmentMaxAge: 1500 * time.Millisecond, GroupMaxRecords: 100_000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -239,3 +239,29 @@ func TestOpenDatabase_NewFile_FoldersSynced(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenDatabase_NewFile_PageSizeAutoVacuumWAL: a database the writer
+// creates has the page size asked for, incremental auto-vacuum and WAL.
+// The driver sorts a DSN's pragmas by name, which once set WAL and
+// auto-vacuum before the page size and left every file at 4096; an
+// existing file keeps its page size.
+func TestOpenDatabase_NewFile_PageSizeAutoVacuumWAL(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshcore.db")
+	for _, ps := range []int{2048, 8192} { // the second open finds the file
+		d, err := openDatabase(context.Background(), path, true, DBOptions{PageSize: ps})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pageSize, autoVacuum int
+		var mode string
+		for q, dst := range map[string]any{"PRAGMA page_size": &pageSize, "PRAGMA auto_vacuum": &autoVacuum, "PRAGMA journal_mode": &mode} {
+			if err := d.conn.QueryRowContext(context.Background(), q).Scan(dst); err != nil {
+				t.Fatal(q, err)
+			}
+		}
+		d.close()
+		if pageSize != 2048 || autoVacuum != 2 || mode != "wal" {
+			t.Fatalf("opened with PageSize %d: page_size %d, auto_vacuum %d, journal_mode %s; want 2048, 2 (incremental), wal", ps, pageSize, autoVacuum, mode)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package writer
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -249,6 +250,9 @@ func newWriter(opts Options) (*Writer, error) {
 	opts.DedupMemory = max(opts.DedupMemory, opts.DedupWindow)
 	if opts.DB.CacheKiB <= 0 {
 		opts.DB.CacheKiB = cfg.Writer.CacheKiB
+	}
+	if opts.DB.PageSize <= 0 {
+		opts.DB.PageSize = cfg.Writer.PageSize
 	}
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = time.Second
@@ -853,8 +857,8 @@ func (w *Writer) statsLoop(ctx context.Context) {
 	tick := time.NewTicker(w.opts.StatsInterval)
 	defer tick.Stop()
 	var prevIO *shared.ProcIO
-	var prevAt, lastStatus time.Time
-	var lastKey string
+	var prevAt, lastStatus, lastFileAt time.Time
+	var lastKey, lastFileKey string
 	for final := false; ; {
 		now := time.Now()
 		rx, rxErr := shared.ReadReceiverSnapshot(w.opts.ReceiverStatsFile, 5*time.Second, now)
@@ -886,8 +890,13 @@ func (w *Writer) statsLoop(ctx context.Context) {
 			lastStatus, lastKey = now, key
 			w.notify.Status(statusLine(&f))
 		}
-		if err := shared.WriteJSONAtomic(w.opts.StatsFile, f); err != nil {
-			w.throttledWarn("statsfile", err, "could not write the stats file")
+		// Rewritten when a figure changed, or statsHeartbeat after the last
+		// write: an idle writer does not rewrite the same file every second.
+		if key := statsFileKey(f); final || key != lastFileKey || now.Sub(lastFileAt) >= statsHeartbeat {
+			lastFileKey, lastFileAt = key, now
+			if err := shared.WriteJSONAtomic(w.opts.StatsFile, f); err != nil {
+				w.throttledWarn("statsfile", err, "could not write the stats file")
+			}
 		}
 		if final {
 			return
@@ -900,6 +909,20 @@ func (w *Writer) statsLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// statsHeartbeat is the longest the stats file goes unwritten while no
+// figure changes: CoreScope's server ignores a file sampled more than 5 s
+// ago (docs/reference/stats-contract.md).
+const statsHeartbeat = 2 * time.Second
+
+// statsFileKey is f without what changes with the clock alone: the sample
+// times, the I/O rates (the file's own writes move them), the loop's tick
+// and the lag, which grows by itself while nothing is written.
+func statsFileKey(f StatsFile) string {
+	f.SampledAt, f.ProcIO, f.WatchdogLastTickUnix, f.Meshingest.LagSeconds = "", nil, 0, 0
+	b, _ := json.Marshal(f)
+	return string(b)
 }
 
 func statusKey(f *StatsFile) string {

@@ -105,18 +105,18 @@ func effectiveConfig(cfg *shared.Config) *shared.Config {
 	c := *cfg
 	ms := func(d time.Duration) int { return int(d / time.Millisecond) }
 	sp := &c.Spool
-	if sp.GroupWindowMs <= 0 {
-		sp.GroupWindowMs = ms(spool.DefaultGroupWindow)
-	}
+	// The timing defaults depend on the profile: the spool resolves them.
+	so := spool.OptionsFromConfig(*sp).Resolved()
+	sp.Profile = string(so.Profile)
+	sp.GroupWindowMs = ms(so.GroupWindow)
+	sp.MinGroupIntervalMs = ms(so.MinGroupInterval)
 	if sp.GroupMaxRecords <= 0 {
 		sp.GroupMaxRecords = spool.DefaultGroupMaxRecords
 	}
 	if sp.SegmentMaxBytes <= 0 {
 		sp.SegmentMaxBytes = spool.DefaultSegmentMaxBytes
 	}
-	if sp.SegmentMaxAgeMs <= 0 {
-		sp.SegmentMaxAgeMs = ms(spool.DefaultSegmentMaxAge)
-	}
+	sp.SegmentMaxAgeMs = ms(so.SegmentMaxAge)
 	if sp.MaxBytes == 0 {
 		sp.MaxBytes = spool.DefaultMaxBytes
 	}
@@ -138,6 +138,9 @@ func effectiveConfig(cfg *shared.Config) *shared.Config {
 	}
 	if w.CacheKiB <= 0 {
 		w.CacheKiB = writer.DefaultCacheKiB
+	}
+	if w.PageSize <= 0 {
+		w.PageSize = writer.DefaultPageSize
 	}
 	if w.NotReadyAfterSec <= 0 {
 		w.NotReadyAfterSec = int(writer.DefaultNotReadyAfter / time.Second)

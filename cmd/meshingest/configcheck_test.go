@@ -51,7 +51,7 @@ func TestConfigCheck_Valid_PrintsEffectiveMasked(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &eff); err != nil {
 		t.Fatalf("stdout is not the configuration as JSON: %v\n%s", err, out)
 	}
-	if eff.Spool.GroupWindowMs != 1000 || eff.Spool.SegmentMaxBytes != spool.DefaultSegmentMaxBytes || eff.Writer.BatchMaxRecords != 16000 ||
+	if eff.Spool.Profile != "low-latency" || eff.Spool.MinGroupIntervalMs != 150 || eff.Spool.SegmentMaxBytes != spool.DefaultSegmentMaxBytes || eff.Writer.BatchMaxRecords != 16000 ||
 		eff.Writer.Jobs == nil || !*eff.Writer.Jobs || eff.SpoolDir != dir+"/data/spool" || eff.MQTTSources[0].Topics[0] != "meshcore/#" {
 		t.Errorf("defaults not filled in: %s", out)
 	}

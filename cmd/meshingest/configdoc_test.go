@@ -199,6 +199,11 @@ func TestConfigDoc_DefaultsAreTheCodes(t *testing.T) {
 		"receiver.statsFile": func() bool {
 			return eff.Receiver.StatsFile == filepath.Join(eff.SpoolDir, "receiver-stats.json")
 		},
+		"spool.groupWindowMs": func() bool {
+			want := fmt.Sprintf("0 (low-wear: %d)", spool.DefaultGroupWindow.Milliseconds())
+			lw := spool.Options{Profile: spool.ProfileLowWear}.Resolved()
+			return row(rows, "spool.groupWindowMs").def == want && eff.Spool.GroupWindowMs == 0 && lw.GroupWindow == spool.DefaultGroupWindow
+		},
 		"spool.minFreeBytes": func() bool {
 			want := fmt.Sprintf("%d MiB or %d %% of the disk, whichever is smaller", spool.DefaultMinFreeBytes>>20, spool.DefaultMinFreePercent)
 			return row(rows, "spool.minFreeBytes").def == want && eff.Spool.MinFreeBytes == 0

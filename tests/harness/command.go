@@ -40,6 +40,8 @@ func Command(name string, args []string, defaults []string) int {
 	lock := fs.Duration("lock", 0, "how long the database lock is held (default 10m, 30s with --short)")
 	kills := fs.Int("kills", 0, "SIGKILLs per kill scenario (default 100, 5 with --short)")
 	noStrace := fs.Bool("no-strace", false, "do not count fsyncs with strace during the steady phase")
+	profile := fs.String("profile", "", "the spool.profile of the processes under test: low-latency (the product's default) or low-wear")
+	poll := fs.Duration("poll", 0, "how often the latency poller reads the database, the latency figures' resolution (default 100ms)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: meshingest-harness %s [flags]\n\n", name)
 		fmt.Fprintln(fs.Output(), "Runs the load and fault harness against real receiver and writer processes,")
@@ -72,6 +74,7 @@ func Command(name string, args []string, defaults []string) int {
 		cfg.ReceiverKills, cfg.QoS0Kills, cfg.WriterKills = *kills, *kills, *kills
 	}
 	cfg.Strace = cfg.Strace && !*noStrace
+	cfg.Profile, cfg.Poll = *profile, *poll
 	if *short {
 		cfg.Strace = !*noStrace
 	}

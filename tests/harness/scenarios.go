@@ -21,15 +21,16 @@ import (
 
 const (
 	mib = 1 << 20
-	// rssLimit and fsyncLimit are the issue's goals per process.
+	// rssLimit is issue 7's goal per process; the steady scenario's own
+	// limits are steadyLimitsFor's.
 	rssLimit     = 64 * mib
-	fsyncLimit   = 2.0
 	latencyLimit = 2 * time.Second
 	catchUpLimit = 30 * time.Second
 	reconnectMax = 5 * time.Second
-	// groupWindow is the spool's default QoS 0 group window, the documented
-	// most a receiver crash can lose (spool.DefaultGroupWindow).
-	groupWindow = spool.DefaultGroupWindow
+	// lowWearWindow is the low-wear profile's QoS 0 group window, the
+	// documented most a receiver crash can lose there; lossWindow gives
+	// each profile's.
+	lowWearWindow = spool.DefaultGroupWindow
 	// spoolCap is the spool-cap scenario's spool.maxBytes: a few seconds
 	// of the load, so even the short run fills it.
 	spoolCap = 1 * mib
@@ -138,7 +139,9 @@ func runSteady(ctx context.Context, s *Suite, r *Result) error {
 	t50, t99, _, tcnt := LatencyPercentiles(txA, a.start, steadyEnd)
 	r.figure("publish → observation row", fmt.Sprintf("p50 %s, p99 %s, max %s (%d rows; poll every %s)", ms(p50), ms(p99), ms(pmax), cnt, e.Poller.interval))
 	r.figure("publish → transmission row (first observation)", fmt.Sprintf("p50 %s, p99 %s (%d rows)", ms(t50), ms(t99), tcnt))
-	r.checkTiming("publish → row p99 at steady load", ms(p99), "≤ 2 s", cnt > 0 && p99 <= latencyLimit)
+	lim := steadyLimitsFor(cfg.Profile, cfg.Rate)
+	r.figure("profile", fmt.Sprintf("spool.profile %s; limits of issue 17 for it at this rate", lim.profile))
+	r.checkTiming("publish → row p99 at steady load", ms(p99), "≤ "+ms(lim.p99), cnt > 0 && p99 <= lim.p99)
 
 	rxSelf := (b.rxFsyncs - a.rxFsyncs) / span
 	r.figure("receiver fsyncs/s (its stats file)", fmt.Sprintf("%.2f", rxSelf))
@@ -146,14 +149,14 @@ func runSteady(ctx context.Context, s *Suite, r *Result) error {
 	if cfg.Strace && straceErr == nil {
 		rxS, wxS := float64(rxStrace)/straceSpan.Seconds(), float64(wxStrace)/straceSpan.Seconds()
 		r.figure("fsync-family calls/s counted by strace", fmt.Sprintf("receiver %.2f, writer %.2f", rxS, wxS))
-		r.check("receiver fsyncs/s (strace)", fmt.Sprintf("%.2f", rxS), "≤ 2", rxS <= fsyncLimit)
-		r.check("writer fsyncs/s (strace)", fmt.Sprintf("%.2f", wxS), "≤ 2", wxS <= fsyncLimit)
+		r.check("fsyncs/s, both processes (strace)", fmt.Sprintf("%.2f", rxS+wxS), fmt.Sprintf("≤ %.0f", lim.fsyncs), !lim.perMessage || rxS+wxS <= lim.fsyncs)
 	} else {
 		if straceErr != nil {
 			r.note("strace failed (%v): the writer's fsyncs are not measured; the receiver's come from its stats file", straceErr)
 		}
-		r.check("receiver fsyncs/s (stats file)", fmt.Sprintf("%.2f", rxSelf), "≤ 2", rxSelf <= fsyncLimit)
+		r.check("receiver fsyncs/s (stats file)", fmt.Sprintf("%.2f", rxSelf), fmt.Sprintf("≤ %.0f", lim.fsyncs), !lim.perMessage || rxSelf <= lim.fsyncs)
 	}
+	var bytesBoth, cpuBoth, writerBytes float64
 	for _, p := range []struct {
 		name string
 		a, b ProcSample
@@ -162,7 +165,19 @@ func runSteady(ctx context.Context, s *Suite, r *Result) error {
 		cpu := p.b.CPUSeconds - p.a.CPUSeconds
 		r.figure(p.name+" disk bytes written per observation", fmt.Sprintf("%.0f B (%.1f KiB/s)", wb/max(obs, 1), wb/span/1024))
 		r.figure(p.name+" CPU", fmt.Sprintf("%.1f %% of one core; %.0f µs per message", 100*cpu/span, 1e6*cpu/max(msgs, 1)))
+		bytesBoth += wb / max(obs, 1)
+		cpuBoth += 1e3 * cpu / max(msgs, 1)
+		if p.name == "writer" {
+			writerBytes = wb / max(obs, 1)
+		}
 	}
+	// Per-message limits are the issue's at 250 msg/s; at a few messages
+	// a second the fixed costs dominate and they are figures only.
+	r.check("disk bytes per observation, both processes", fmt.Sprintf("%.0f B", bytesBoth), fmt.Sprintf("≤ %.0f B", lim.bytes), !lim.perMessage || bytesBoth <= lim.bytes)
+	if lim.writerBytes > 0 {
+		r.check("writer disk bytes per observation", fmt.Sprintf("%.0f B", writerBytes), fmt.Sprintf("≤ %.0f B", lim.writerBytes), !lim.perMessage || writerBytes <= lim.writerBytes)
+	}
+	r.check("CPU per message, both processes", fmt.Sprintf("%.3f ms", cpuBoth), fmt.Sprintf("≤ %.2f ms", lim.cpuMs), !lim.perMessage || cpuBoth <= lim.cpuMs)
 
 	// The burst: as fast as the publisher can, then the time to drain it.
 	burstStart := time.Now()
@@ -187,7 +202,47 @@ func runSteady(ctx context.Context, s *Suite, r *Result) error {
 		return err
 	}
 	rssChecks(r)
+	both := r.ReceiverCost.HWMBytes + r.WriterCost.HWMBytes
+	r.check("peak RSS, both processes (sum of VmHWM)", mibs(both), fmt.Sprintf("≤ %s", mibs(lim.rss)), both > 0 && both <= lim.rss)
 	return nil
+}
+
+// lossWindow is the most of QoS 0 traffic a receiver crash can lose at a
+// spool profile, before the time it is down: the group being gathered
+// (docs/configuration.md, "Spool profiles"), plus its commit: 300 ms, the
+// receiver's commit p99 beside other helpers' load (load average 8).
+func lossWindow(profile string) time.Duration {
+	const commit = 300 * time.Millisecond
+	if profile == "low-wear" {
+		return lowWearWindow + commit
+	}
+	return spool.DefaultMinGroupInterval + commit
+}
+
+// steadyLimits are issue 17's limits for the steady scenario.
+type steadyLimits struct {
+	profile string
+	p99     time.Duration
+	// fsyncs per second and disk bytes per observation (both processes),
+	// writer bytes per observation (0: no own limit), CPU ms per message:
+	// judged only when perMessage (the issue states them at 250 msg/s).
+	fsyncs, bytes, writerBytes, cpuMs float64
+	perMessage                        bool
+	rss                               int64
+}
+
+func steadyLimitsFor(profile string, rate float64) steadyLimits {
+	l := steadyLimits{profile: "low-latency", p99: 300 * time.Millisecond, fsyncs: 25, bytes: 4096, cpuMs: 0.15,
+		perMessage: rate >= 100, rss: 48 * mib}
+	if rate < 10 {
+		l.p99 = 150 * time.Millisecond
+	}
+	if profile == "low-wear" {
+		// Today's 1 s windows: about a second of latency, for the fewest
+		// syncs and bytes.
+		l.profile, l.p99, l.fsyncs, l.writerBytes = profile, latencyLimit, 5, 3072
+	}
+	return l
 }
 
 // rssChecks: the peak RSS of every incarnation of each process.
@@ -282,6 +337,7 @@ func receiverKills(ctx context.Context, s *Suite, r *Result, qos, kills int) err
 	if qos == 0 && len(downs) > 0 {
 		lost := r.Rec.MessagesLost()
 		perKill := float64(lost) / float64(len(downs))
+		groupWindow := lossWindow(s.Config.Profile)
 		window := s.Config.Rate * groupWindow.Seconds()
 		bound := s.Config.Rate * (groupWindow + mean).Seconds()
 		r.figure("QoS 0 loss", fmt.Sprintf("%d messages in %d kills: %.1f per kill; group window %s = %.0f messages at this rate, plus %.0f published while no receiver was subscribed", lost, len(downs), perKill, groupWindow, window, s.Config.Rate*mean.Seconds()))

@@ -50,6 +50,13 @@ type Config struct {
 	// streamed in this order: the sizes take about 800 MB through
 	// mosquitto, the short run's 200 MB.
 	HugePublishes []HugePublish
+	// Profile is the spool.profile the processes run with ("" is the
+	// product's default, low-latency); the steady scenario judges its
+	// figures by the profile's limits.
+	Profile string
+	// Poll is how often the latency poller reads the database: the
+	// latency figures' resolution [100 ms].
+	Poll time.Duration
 	// Only, when set, runs just these scenarios (by name).
 	Only []string
 	// Progress gets one line per step; nil means none.
@@ -169,6 +176,16 @@ func (s *Suite) newEnv(name string, o EnvOptions) (*Env, error) {
 	o.Binary = s.Config.Binary
 	o.Dir = filepath.Join(s.Config.WorkDir, fmt.Sprintf("%02d-%s", s.runs, name))
 	o.Seed = s.Config.Seed
+	if o.PollInterval == 0 {
+		o.PollInterval = s.Config.Poll
+	}
+	if s.Config.Profile != "" {
+		sp := map[string]any{"profile": s.Config.Profile}
+		for k, v := range o.Spool {
+			sp[k] = v
+		}
+		o.Spool = sp
+	}
 	os.RemoveAll(o.Dir)
 	return NewEnv(o)
 }
