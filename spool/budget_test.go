@@ -83,27 +83,36 @@ func steadyLowRate(t *testing.T, profile Profile, budget float64) {
 	}
 }
 
-// TestAppender_Fsyncs_QoS1AckWindow checks that a QoS 1 record is durable
-// within about the ack window, not the group window.
+// TestAppender_Fsyncs_QoS1AckWindow checks that a QoS 1 record is made
+// durable by the ack window, not the group window: with a group window and
+// a segment age of an hour, nothing else could close its group. How soon
+// is the disk's business: the deadline is generous and the worst is logged.
 func TestAppender_Fsyncs_QoS1AckWindow(t *testing.T) {
-	a, err := OpenAppender(t.TempDir(), Options{})
+	a, err := OpenAppender(newSpoolDir(t), Options{Profile: ProfileLowWear, GroupWindow: time.Hour, SegmentMaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
+	var worst time.Duration
 	for i := 0; i < 20; i++ {
 		rec := testRecord(i, 200)
 		rec.QoS = 1
 		start := time.Now()
 		done := make(chan time.Duration, 1)
-		a.Append(rec, func(err error) {
+		if err := a.Append(rec, func(err error) {
 			if err != nil {
 				t.Error(err)
 			}
 			done <- time.Since(start)
-		})
-		if d := <-done; d > DefaultAckWindow+200*time.Millisecond {
-			t.Fatalf("QoS 1 record durable after %v, ack window %v", d, DefaultAckWindow)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case d := <-done:
+			worst = max(worst, d)
+		case <-time.After(time.Minute):
+			t.Fatalf("QoS 1 record %d not durable after a minute: only the hour-long group window would close its group (ack window %v)", i, DefaultAckWindow)
 		}
 	}
+	t.Logf("worst QoS 1 append → durable %v (ack window %v)", worst, DefaultAckWindow)
 }
