@@ -211,6 +211,12 @@ type WriterConfig struct {
 	// but it is resident memory (about 1.8 KiB per KiB of cache with the
 	// pure-Go SQLite). Zero means the writer's default.
 	CacheKiB int `json:"cacheKiB,omitempty"`
+	// WALAutoCheckpointPages is SQLite's wal_autocheckpoint: how many WAL
+	// pages make a commit fold the WAL into the database file. Fewer
+	// pages keep the WAL small but write hot index pages more often.
+	// Zero means the writer's default (16000 pages, 62.5 MiB); the power
+	// cut test sets it low so that cuts land in checkpoints.
+	WALAutoCheckpointPages int `json:"walAutoCheckpointPages,omitempty"`
 	// Jobs runs, beside the inserts, the jobs CoreScope's server depends
 	// on: resolved_path, neighbor_edges, multibyte capability, geo-prune
 	// requests and the backfills of old databases (writer/jobs.go).
@@ -447,6 +453,7 @@ func (c *Config) Validate(path string) error {
 		{"writer.batchMaxMs", int64(c.Writer.BatchMaxMs)},
 		{"writer.retryMaxMs", int64(c.Writer.RetryMaxMs)},
 		{"writer.cacheKiB", int64(c.Writer.CacheKiB)},
+		{"writer.walAutoCheckpointPages", int64(c.Writer.WALAutoCheckpointPages)},
 		{"writer.notReadyAfterSec", int64(c.Writer.NotReadyAfterSec)},
 		{"neighborEdgesMaxAgeDays", int64(c.NeighborEdgesMaxAgeDays)},
 	}

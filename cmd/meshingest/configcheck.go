@@ -139,6 +139,9 @@ func effectiveConfig(cfg *shared.Config) *shared.Config {
 	if w.CacheKiB <= 0 {
 		w.CacheKiB = writer.DefaultCacheKiB
 	}
+	if w.WALAutoCheckpointPages <= 0 {
+		w.WALAutoCheckpointPages = writer.DefaultWALAutoCheckpointPages
+	}
 	if w.NotReadyAfterSec <= 0 {
 		w.NotReadyAfterSec = int(writer.DefaultNotReadyAfter / time.Second)
 	}
