@@ -475,3 +475,9 @@ func droppedObserver(row string) string {
 	id, _, _ := strings.Cut(rest, " ")
 	return id
 }
+
+// HasObservation reports whether the observation row of k is there.
+func (s *DBState) HasObservation(k loadgen.ObservationKey) bool {
+	_, ok := s.Observations[observation{k.Hash, k.ObserverID, k.PathJSON}]
+	return ok
+}
