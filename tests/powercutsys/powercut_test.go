@@ -76,6 +76,7 @@ type cutRecord struct {
 	at, readyAt     time.Time
 	opts            powercut.CutOptions
 	aim             string
+	hit             bool // the aimed-at event was seen just before the cut
 	importCompleted bool
 }
 
@@ -151,10 +152,28 @@ func TestPowerCut_System_AckedMessagesSurviveOnce(t *testing.T) {
 	t.Logf("QoS 0: %d published, %d lost, the oldest lost published %s before its cut; imports %d (%d cut short); spool verify damage %d, quarantined items %d; wall time %s",
 		s.pub0.Published(), s.qos0Lost, s.qos0WorstAge.Round(time.Millisecond), s.imports, countCutImports(s.cuts),
 		s.verifyDamage, s.quarantined, time.Since(started).Round(time.Second))
+	t.Logf("cuts by aim (event seen/cuts): %s", aimSummary(s.cuts))
 	fmt.Printf("powercut: cuts=%d acked=%d lost=%d doubled=%d\n", len(s.cuts), acked, lost, doubled)
 	if fs.ForcedCuts > 0 {
 		t.Errorf("%d cuts found files still open on the mount", fs.ForcedCuts)
 	}
+}
+
+func aimSummary(cuts []cutRecord) string {
+	var parts []string
+	for _, aim := range aims {
+		hit, n := 0, 0
+		for _, c := range cuts {
+			if c.aim == aim {
+				n++
+				if c.hit {
+					hit++
+				}
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s %d/%d", aim, hit, n))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func countCutImports(cuts []cutRecord) int {
@@ -326,12 +345,105 @@ func (s *system) startReceiver() time.Time {
 	return time.Now()
 }
 
-// aims are the moments a cut is aimed at. The spool seals several times
-// a second, the writer commits and deletes consumed segments behind it and
-// checkpoints every few commits, and the receiver group-commits QoS 1
-// records every 20 ms, so a cut at a random instant of the load lands in
-// each of them in turn; an import cut is aimed by timing alone.
-var aims = []string{"load", "load", "load", "spool import"}
+// aims are the moments a cut is aimed at. A cut aimed at an event waits,
+// after a random stretch of load, until the event shows in the lower
+// folder (which the test may read: the mount writes through to it as
+// calls come), then kills at once or a few milliseconds later, while the
+// process is between the write and the sync that makes it durable:
+//
+//   - group commit: the active segment grew (a group's bbolt transaction
+//     written, its fdatasync under way);
+//   - seal: a sealed segment appeared (renamed; the folder's fsync next);
+//   - segment delete: a sealed segment is gone (the writer's Release);
+//   - sqlite commit: the WAL changed (frames written, their fsync next);
+//   - checkpoint: the database file changed (pages copied back from the
+//     WAL; checkpoints come every few commits, walAutoCheckpointPages);
+//   - spool import: during `meshingest spool import` of a capture;
+//   - random: any instant of the load.
+var aims = []string{"random", "group commit", "seal", "segment delete", "sqlite commit", "checkpoint", "spool import"}
+
+// fileState is what the aims watch in the lower folder.
+type fileState struct {
+	segs          map[string]bool
+	active        map[string]int64
+	activeMod     time.Time
+	wal, db       int64
+	walMod, dbMod time.Time
+}
+
+func (s *system) fileState() fileState {
+	lower := s.pfs.Lower()
+	st := fileState{segs: map[string]bool{}, active: map[string]int64{}}
+	if ents, err := os.ReadDir(filepath.Join(lower, "spool")); err == nil {
+		for _, e := range ents {
+			name := e.Name()
+			switch filepath.Ext(name) {
+			case ".seg":
+				st.segs[name] = true
+			case ".active":
+				if fi, err := e.Info(); err == nil {
+					st.active[name] = fi.Size()
+					st.activeMod = fi.ModTime()
+				}
+			}
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(lower, "meshcore.db-wal")); err == nil {
+		st.wal, st.walMod = fi.Size(), fi.ModTime()
+	}
+	if fi, err := os.Stat(filepath.Join(lower, "meshcore.db")); err == nil {
+		st.db, st.dbMod = fi.Size(), fi.ModTime()
+	}
+	return st
+}
+
+// happened reports whether the aim's event lies between a and b.
+func happened(aim string, a, b fileState) bool {
+	switch aim {
+	case "group commit":
+		for name, size := range b.active {
+			if old, ok := a.active[name]; ok && (size != old || !b.activeMod.Equal(a.activeMod)) {
+				return true
+			}
+		}
+	case "seal":
+		for name := range b.segs {
+			if !a.segs[name] {
+				return true
+			}
+		}
+	case "segment delete":
+		for name := range a.segs {
+			if !b.segs[name] {
+				return true
+			}
+		}
+	case "sqlite commit":
+		return b.wal != a.wal || !b.walMod.Equal(a.walMod)
+	case "checkpoint":
+		return b.db != a.db || !b.dbMod.Equal(a.dbMod)
+	}
+	return false
+}
+
+// aimAt polls the lower folder until the aim's event shows, for at most
+// a few seconds, and reports whether it did.
+func (s *system) aimAt(aim string, rng *rand.Rand) bool {
+	prev := s.fileState()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(200 * time.Microsecond)
+		cur := s.fileState()
+		if happened(aim, prev, cur) {
+			if rng.IntN(2) == 0 {
+				time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+			}
+			return true
+		}
+		prev = cur
+	}
+	return false
+}
 
 // cycle runs the load for a random while, cuts the power, restarts the
 // system and checks it.
@@ -356,18 +468,24 @@ func (s *system) cycle(n int, rng *rand.Rand) {
 		go func() { corpusErr <- s.publishCorpus() }()
 	}
 	c := cutRecord{n: n, aim: aims[rng.IntN(len(aims))]}
-	if n == 1 {
-		c.aim = "load" // the first import comes after the corpus is in
+	if n == 1 && c.aim == "spool import" {
+		c.aim = "random" // the first import comes after the corpus is in
 	}
 	sleepRand(rng, 300*time.Millisecond, 2500*time.Millisecond)
 	var imp *exec.Cmd
 	var impDone chan error
-	if c.aim == "spool import" {
+	switch c.aim {
+	case "random":
+		c.hit = true
+	case "spool import":
 		// An import needs the receiver stopped; it dies first, the
 		// power goes during the import (or just after it).
 		s.rx.Kill()
 		imp, impDone = s.startImport(rng)
 		sleepRand(rng, 0, 400*time.Millisecond)
+		c.hit = true
+	default:
+		c.hit = s.aimAt(c.aim, rng)
 	}
 	c.at = time.Now()
 	s.killAll(imp)
@@ -415,6 +533,8 @@ func (s *system) cycle(n int, rng *rand.Rand) {
 
 func importNote(c cutRecord) string {
 	switch {
+	case !c.hit:
+		return ", its event not seen: cut late"
 	case c.aim != "spool import":
 		return ""
 	case c.importCompleted:
