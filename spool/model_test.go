@@ -806,3 +806,41 @@ func TestAppender_Open_NewFolderSurvivesPowerCut(t *testing.T) {
 	}
 	checkSpool(t, dir)
 }
+
+// The writer may start before the receiver and make the spool folder
+// itself (LockConsumer); the appender then finds it made and syncs
+// nothing. Found by the system power-cut test (tests/powercutsys): the
+// folder's name was not durable, a cut took the spool with every record
+// the receiver had acknowledged, and the next receiver made a new spool.
+func TestLockConsumer_NewFolder_SurvivesPowerCut(t *testing.T) {
+	pfs := powercut.Mount(t, t.TempDir())
+	dir := filepath.Join(pfs.Dir(), "var", "lib", "spool")
+	lock, err := LockConsumer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := OpenAppender(dir, Options{MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]Record, 10)
+	for i := range recs {
+		recs[i] = testRecord(i, 100)
+	}
+	appendAll(t, a, recs)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lock.Close()
+	if err := pfs.Cut(powercut.CutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("after a power cut: %v", err)
+	}
+	got, _ := readAll(t, dir, ReaderOptions{Inspect: true})
+	if len(got) != len(recs) {
+		t.Fatalf("after a power cut: %d records, want the %d reported durable", len(got), len(recs))
+	}
+	checkSpool(t, dir)
+}
