@@ -42,6 +42,10 @@ import (
 // short on a loaded machine.
 const CutsEnv = "MESHINGEST_POWERCUTS"
 
+// KeepEnv names a folder where a failed run leaves its logs, broker,
+// spool and database.
+const KeepEnv = "MESHINGEST_POWERCUT_KEEP"
+
 const (
 	defaultCuts = 3
 	// rate1 and rate0 are the QoS 1 and QoS 0 streams, messages per
@@ -190,7 +194,16 @@ func newSystem(t *testing.T) *system {
 	s := &system{t: t, bin: testkit.BinaryPath(t), work: t.TempDir(), importsCut: map[loadgen.ObservationKey]bool{}}
 	s.pfs = powercut.Mount(t, t.TempDir())
 	s.spoolDir = filepath.Join(s.pfs.Dir(), "spool")
-	s.dbPath = filepath.Join(s.pfs.Dir(), "meshcore.db")
+	// The database's folder is the operator's, made and synced before the
+	// start; the spool folder is left to the processes to make. Apart,
+	// SQLite's syncs of the database folder make nothing of the spool's
+	// durable.
+	dbDir := filepath.Join(s.pfs.Dir(), "db")
+	if err := os.Mkdir(dbDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, s.pfs.Dir())
+	s.dbPath = filepath.Join(dbDir, "meshcore.db")
 	s.cfgPath = filepath.Join(s.work, "config.json")
 	s.rxStats = filepath.Join(s.work, "receiver-stats.json")
 	s.wxStats = filepath.Join(s.work, "writer-stats.json")
@@ -222,6 +235,14 @@ func newSystem(t *testing.T) *system {
 				b, _ := os.ReadFile(filepath.Join(s.work, name))
 				t.Logf("the end of %s:\n%s", name, tailText(b, 3000))
 			}
+			// The files outlive the test for a look (MESHINGEST_POWERCUT_KEEP
+			// names where).
+			if keep := os.Getenv(KeepEnv); keep != "" {
+				dst := filepath.Join(keep, time.Now().Format("150405"))
+				out, err := exec.Command("cp", "-a", s.work, dst+"-work").CombinedOutput()
+				out2, err2 := exec.Command("cp", "-a", s.pfs.Lower(), dst+"-lower").CombinedOutput()
+				t.Logf("kept the files in %s-work and %s-lower (%v %s %v %s)", dst, dst, err, out, err2, out2)
+			}
 		}
 	})
 	s.startWriter()
@@ -234,6 +255,18 @@ func newSystem(t *testing.T) *system {
 	}
 	t.Cleanup(func() { s.pub1.Close(); s.pub0.Close() })
 	return s
+}
+
+func syncDir(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func observerSet(g *loadgen.Generator) map[string]bool {
@@ -388,10 +421,10 @@ func (s *system) fileState() fileState {
 			}
 		}
 	}
-	if fi, err := os.Stat(filepath.Join(lower, "meshcore.db-wal")); err == nil {
+	if fi, err := os.Stat(filepath.Join(lower, "db", "meshcore.db-wal")); err == nil {
 		st.wal, st.walMod = fi.Size(), fi.ModTime()
 	}
-	if fi, err := os.Stat(filepath.Join(lower, "meshcore.db")); err == nil {
+	if fi, err := os.Stat(filepath.Join(lower, "db", "meshcore.db")); err == nil {
 		st.db, st.dbMod = fi.Size(), fi.ModTime()
 	}
 	return st
@@ -482,7 +515,9 @@ func (s *system) cycle(n int, rng *rand.Rand) {
 		// power goes during the import (or just after it).
 		s.rx.Kill()
 		imp, impDone = s.startImport(rng)
-		sleepRand(rng, 0, 400*time.Millisecond)
+		// Most imports are cut short; some finish, and must then be
+		// whole.
+		sleepRand(rng, 0, 1200*time.Millisecond)
 		c.hit = true
 	default:
 		c.hit = s.aimAt(c.aim, rng)
