@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // TestClassify_RealSQLiteErrors provokes each kind of refusal on a real
@@ -200,5 +201,28 @@ func TestOpenDatabase_NewFile_FoldersSynced(t *testing.T) {
 		if !strings.Contains(string(b), "<"+folder+">) = 0") {
 			t.Errorf("no fsync of the folder %s; fsyncs:\n%s", folder, b)
 		}
+	}
+}
+
+// writer.walAutoCheckpointPages reaches the connection (the power-cut
+// test sets it low so that cuts land in checkpoints).
+func TestNew_WALAutoCheckpointPages_FromConfig(t *testing.T) {
+	cfg := writertest.CorpusConfig(t)
+	cfg.Writer.WALAutoCheckpointPages = 123
+	w, err := New(spoolOf(t, nil), Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := openDatabase(context.Background(), filepath.Join(t.TempDir(), "db.sqlite"), true, w.opts.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	var pages int
+	if err := d.conn.QueryRowContext(context.Background(), "PRAGMA wal_autocheckpoint").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if pages != 123 {
+		t.Fatalf("wal_autocheckpoint %d, want the configured 123", pages)
 	}
 }
