@@ -226,6 +226,12 @@ type WriterConfig struct {
 	// pages write fewer bytes per commit (1024 for SD cards). An existing
 	// database keeps its own.
 	PageSize int `json:"pageSize,omitempty"`
+	// WALAutoCheckpointPages is SQLite's wal_autocheckpoint: how many WAL
+	// pages make a commit fold the WAL into the database file. Fewer
+	// pages keep the WAL small but write hot index pages more often.
+	// Zero means the writer's default (16000 pages, 62.5 MiB); the power
+	// cut test sets it low so that cuts land in checkpoints.
+	WALAutoCheckpointPages int `json:"walAutoCheckpointPages,omitempty"`
 	// Jobs runs, beside the inserts, the jobs CoreScope's server depends
 	// on: resolved_path, neighbor_edges, multibyte capability, geo-prune
 	// requests and the backfills of old databases (writer/jobs.go).
@@ -485,6 +491,7 @@ func (c *Config) Validate(path string) error {
 		{"writer.retryMaxMs", int64(c.Writer.RetryMaxMs)},
 		{"writer.cacheKiB", int64(c.Writer.CacheKiB)},
 		{"writer.pageSize", int64(c.Writer.PageSize)},
+		{"writer.walAutoCheckpointPages", int64(c.Writer.WALAutoCheckpointPages)},
 		{"writer.notReadyAfterSec", int64(c.Writer.NotReadyAfterSec)},
 		{"neighborEdgesMaxAgeDays", int64(c.NeighborEdgesMaxAgeDays)},
 	}

@@ -34,7 +34,11 @@ type ConsumerLock struct{ l *shared.FileLock }
 // an *Error wrapping ErrConsumerLocked that names the lock file and the
 // holder's pid.
 func LockConsumer(dir string) (*ConsumerLock, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Synced like the appender's (mkdirAllSynced): the writer may start
+	// first, and the appender then finds the folder made and syncs
+	// nothing, so a folder name left unsynced here would take the whole
+	// spool with it in a power cut.
+	if err := mkdirAllSynced(dir); err != nil {
 		return nil, &Error{Op: "create spool folder", Path: dir, Err: err, Hint: "create it, owned by the user meshingest runs as, mode 0700"}
 	}
 	path := filepath.Join(dir, consumerLockFile)

@@ -101,6 +101,9 @@ func writeReason(path string, r reasonFile) error {
 		return err
 	}
 	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = fdatasyncFile(f) // as in quarantineRecords
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -121,6 +124,11 @@ func quarantineRecords(dir string, segment uint64, recs []damagedRecord, at time
 			return &Error{Op: "quarantine record", Path: path, Err: err}
 		}
 		_, err = f.Write(d.Raw)
+		if err == nil {
+			// The callers sync the folder; the content must be durable
+			// before the name is, or a power cut leaves an empty item.
+			err = fdatasyncFile(f)
+		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

@@ -74,7 +74,7 @@ func (o DBOptions) withDefaults() DBOptions {
 		o.BusyTimeoutMs = 1000
 	}
 	if o.WALAutoCheckpointPages <= 0 {
-		o.WALAutoCheckpointPages = 16000
+		o.WALAutoCheckpointPages = DefaultWALAutoCheckpointPages
 	}
 	return o
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 	"github.com/meshingest/meshingest/writer/schema"
 )
 
@@ -263,5 +264,28 @@ func TestOpenDatabase_NewFile_PageSizeAutoVacuumWAL(t *testing.T) {
 		if pageSize != 2048 || autoVacuum != 2 || mode != "wal" {
 			t.Fatalf("opened with PageSize %d: page_size %d, auto_vacuum %d, journal_mode %s; want 2048, 2 (incremental), wal", ps, pageSize, autoVacuum, mode)
 		}
+	}
+}
+
+// writer.walAutoCheckpointPages reaches the connection (the power-cut
+// test sets it low so that cuts land in checkpoints).
+func TestNew_WALAutoCheckpointPages_FromConfig(t *testing.T) {
+	cfg := writertest.CorpusConfig(t)
+	cfg.Writer.WALAutoCheckpointPages = 123
+	w, err := New(spoolOf(t, nil), Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := openDatabase(context.Background(), filepath.Join(t.TempDir(), "db.sqlite"), true, w.opts.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	var pages int
+	if err := d.conn.QueryRowContext(context.Background(), "PRAGMA wal_autocheckpoint").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if pages != 123 {
+		t.Fatalf("wal_autocheckpoint %d, want the configured 123", pages)
 	}
 }

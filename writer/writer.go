@@ -30,6 +30,8 @@ const (
 	DefaultBatchMaxTime    = time.Second
 	DefaultRetryMax        = time.Second
 	DefaultCacheKiB        = 2 << 10
+	// DefaultWALAutoCheckpointPages is wal_autocheckpoint (DBOptions).
+	DefaultWALAutoCheckpointPages = 16000
 	// DefaultNotReadyAfter is how long records may wait while the
 	// database refuses writes before /-/ready answers 503: longer than a
 	// VACUUM or a backup of a mid-sized database holds the lock, shorter
@@ -253,6 +255,9 @@ func newWriter(opts Options) (*Writer, error) {
 	}
 	if opts.DB.PageSize <= 0 {
 		opts.DB.PageSize = cfg.Writer.PageSize
+	}
+	if opts.DB.WALAutoCheckpointPages <= 0 {
+		opts.DB.WALAutoCheckpointPages = cfg.Writer.WALAutoCheckpointPages
 	}
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = time.Second

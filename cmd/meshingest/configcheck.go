@@ -142,6 +142,9 @@ func effectiveConfig(cfg *shared.Config) *shared.Config {
 	if w.PageSize <= 0 {
 		w.PageSize = writer.DefaultPageSize
 	}
+	if w.WALAutoCheckpointPages <= 0 {
+		w.WALAutoCheckpointPages = writer.DefaultWALAutoCheckpointPages
+	}
 	if w.NotReadyAfterSec <= 0 {
 		w.NotReadyAfterSec = int(writer.DefaultNotReadyAfter / time.Second)
 	}

@@ -37,7 +37,7 @@ func (e *Env) startInstances(o EnvOptions) error {
 	for _, name := range o.Instances {
 		in := &Instance{
 			Name:      name,
-			Proc:      newProcess("receiver-"+name, o.Binary, filepath.Join(o.Dir, "receiver-"+name+".log"), "receive", "--config", e.ConfigPath, "--instance", name),
+			Proc:      NewProcess("receiver-"+name, o.Binary, filepath.Join(o.Dir, "receiver-"+name+".log"), "receive", "--config", e.ConfigPath, "--instance", name),
 			StatsFile: shared.InstanceStatsFile(base, name),
 			SpoolDir:  shared.InstanceSpoolDir(e.SpoolDir, name),
 		}

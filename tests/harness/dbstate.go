@@ -43,6 +43,8 @@ type DBState struct {
 	PacketCount     map[string]int
 	AdvertCount     map[string]int
 	DroppedByReason map[string]int
+
+	observationRowsBy map[string]int // raw observation rows per observer id
 }
 
 // jobsSettled reports whether the writer's jobs have derived again what
@@ -69,6 +71,7 @@ func ReadDBState(path string) (*DBState, error) {
 		Transmissions: map[string]string{}, Observations: map[observation]string{}, Observers: map[string]string{},
 		Nodes: map[string]string{}, Dropped: map[string]int{}, NeighborEdges: map[string]string{},
 		PacketCount: map[string]int{}, AdvertCount: map[string]int{}, DroppedByReason: map[string]int{},
+		observationRowsBy: map[string]int{},
 	}
 	queries := []struct {
 		what string
@@ -92,6 +95,7 @@ func ReadDBState(path string) (*DBState, error) {
 			}
 			s.Observations[observation{c[0].String, c[1].String, c[2].String}] = rowText([]string{"direction", "snr", "rssi", "score", "raw_hex", "resolved_path"}, c[3:])
 			s.ObservationRows++
+			s.observationRowsBy[c[1].String]++
 		}},
 		{"observers", `SELECT id, packet_count, name, iata, model, firmware, client_version, radio, battery_mv, uptime_secs,
 			noise_floor, inactive, clock_skew_count_24h, can_relay, can_relay_seen FROM observers`, func(c []sql.NullString) {
@@ -413,4 +417,71 @@ func scanRowsAny(db *sql.DB, query string, args []any, row func(int64, []string)
 		row(id, slices.Clone(vals))
 	}
 	return rows.Err()
+}
+
+// Only returns the part of s that the given observers published: their
+// observation rows, packet counts and dropped_packets rows, so that one
+// database fed by several independent streams can be reconciled stream by
+// stream. Transmissions, nodes and advert counts are kept whole (Reconcile
+// looks at a stream's own keys only).
+func (s *DBState) Only(observers map[string]bool) *DBState {
+	out := *s
+	out.Observations = map[observation]string{}
+	out.ObservationRows = 0
+	for k, v := range s.Observations {
+		if observers[k.observer] {
+			out.Observations[k] = v
+			out.ObservationRows++
+		}
+	}
+	// Doubled rows hide behind a map key: count them back in for the
+	// observers, as the unfiltered row count does.
+	out.ObservationRows += s.doubledRows(observers)
+	out.PacketCount = map[string]int{}
+	for id, n := range s.PacketCount {
+		if observers[id] {
+			out.PacketCount[id] = n
+		}
+	}
+	out.Dropped, out.DroppedByReason, out.DroppedRows = map[string]int{}, map[string]int{}, 0
+	for row, n := range s.Dropped {
+		if observers[droppedObserver(row)] {
+			out.Dropped[row] = n
+			out.DroppedRows += n
+		}
+	}
+	return &out
+}
+
+// doubledRows is how many observation rows of the observers a map key
+// hid; s.observationRowsBy counts them per observer while reading.
+func (s *DBState) doubledRows(observers map[string]bool) int {
+	n := 0
+	for id, rows := range s.observationRowsBy {
+		if observers[id] {
+			n += rows
+		}
+	}
+	for k := range s.Observations {
+		if observers[k.observer] {
+			n--
+		}
+	}
+	return n
+}
+
+// droppedObserver is the observer_id field of a dropped_packets row text.
+func droppedObserver(row string) string {
+	_, rest, ok := strings.Cut(row, " observer_id=")
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, " ")
+	return id
+}
+
+// HasObservation reports whether the observation row of k is there.
+func (s *DBState) HasObservation(k loadgen.ObservationKey) bool {
+	_, ok := s.Observations[observation{k.Hash, k.ObserverID, k.PathJSON}]
+	return ok
 }

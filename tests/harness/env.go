@@ -87,8 +87,8 @@ func NewEnv(o EnvOptions) (*Env, error) {
 		e.Broker.Stop()
 		return nil, err
 	}
-	e.Receiver = newProcess("receiver", o.Binary, filepath.Join(o.Dir, "receiver.log"), "receive", "--config", e.ConfigPath)
-	e.Writer = newProcess("writer", o.Binary, filepath.Join(o.Dir, "writer.log"), "write", "--config", e.ConfigPath)
+	e.Receiver = NewProcess("receiver", o.Binary, filepath.Join(o.Dir, "receiver.log"), "receive", "--config", e.ConfigPath)
+	e.Writer = NewProcess("writer", o.Binary, filepath.Join(o.Dir, "writer.log"), "write", "--config", e.ConfigPath)
 	if len(o.Instances) > 0 {
 		if err := e.startInstances(o); err != nil {
 			e.Close()
@@ -168,6 +168,21 @@ func (e *Env) StartReceiver() error {
 	e.Receiver.Kill() // a receiver that never connected is not left behind
 	log, _ := os.ReadFile(e.Receiver.log)
 	return fmt.Errorf("receiver (pid %d) not connected within 10 s; the end of %s:\n%s", pid, e.Receiver.log, tail(log, 1500))
+}
+
+// ReceiverConnected reports whether the receiver stats file at path was
+// written by the process pid and says one of its sources is connected.
+func ReceiverConnected(path string, pid int) bool {
+	s := readStats(path)
+	return s != nil && int(s.num("pid")) == pid && receiverConnected(s)
+}
+
+// ReceiverNextSeq is the spool's next Seq in the receiver stats file at
+// path, and when the file was written (zero when it cannot be read).
+func ReceiverNextSeq(path string) (next uint64, sampledAt time.Time) {
+	s := readStats(path)
+	at, _ := time.Parse(time.RFC3339Nano, s.str("sampledAt"))
+	return uint64(s.num("spool", "next_seq")), at
 }
 
 func receiverConnected(s stats) bool {

@@ -29,7 +29,9 @@ type Process struct {
 	kills  int
 }
 
-func newProcess(name, bin, logPath string, args ...string) *Process {
+// NewProcess prepares a process (not started) that runs bin with args and
+// appends its output to logPath.
+func NewProcess(name, bin, logPath string, args ...string) *Process {
 	return &Process{Name: name, bin: bin, args: args, log: logPath}
 }
 

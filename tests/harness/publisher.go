@@ -213,6 +213,12 @@ func (p *Publisher) firstPublished(hash string) (time.Time, bool) {
 	return t, ok
 }
 
+// ObservationPublished returns when the observation (content hash,
+// observer id, path_json) was first published.
+func (p *Publisher) ObservationPublished(hash, observer, path string) (time.Time, bool) {
+	return p.observationPublished(observation{hash, observer, path})
+}
+
 func (p *Publisher) observationPublished(k observation) (time.Time, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -47,6 +47,12 @@ type Options struct {
 	TransportShare float64
 	// Clock gives the envelope timestamps [time.Now].
 	Clock func() time.Time
+	// Stream, when set, is appended to the names that are not random: the
+	// generator's own channels (harness-256-<Stream>) and its observer
+	// whose id is not a key (harnessobs-<Stream>), so that generators with
+	// different seeds can feed one database under one configuration
+	// without a channel name with two keys or an observer in two streams.
+	Stream string
 }
 
 func (o *Options) defaults() {
@@ -166,7 +172,7 @@ func New(opts Options) *Generator {
 		o := newObserver(g.rng, i, opts.Regions)
 		if i == 3 {
 			// Real meshes have an observer whose id is not a key (`kpabap`).
-			o.ID = "harnessobs"
+			o.ID = g.streamName("harnessobs")
 		}
 		if i == 5 && (o.Publisher == PyMCRepeater || o.Publisher == MeshcoreHA) {
 			o.LocalOffsetHours = -7 // naive Pacific time: the writer records clock skew
@@ -179,8 +185,8 @@ func New(opts Options) *Generator {
 		newChannel("#wardriving", hashtagSecret("#wardriving"), true, true),
 		newChannel("#bot", hashtagSecret("#bot"), true, true),
 		newChannel("#chat", hashtagSecret("#chat"), true, true),
-		newChannel("harness-256", g.randBytes(32), true, false),
-		newChannel("harness-ops", g.randBytes(16), true, false),
+		newChannel(g.streamName("harness-256"), g.randBytes(32), true, false),
+		newChannel(g.streamName("harness-ops"), g.randBytes(16), true, false),
 	}
 	for i := 0; i < 6; i++ {
 		g.unknown = append(g.unknown, newChannel("", g.randBytes(16), false, false))
@@ -191,6 +197,14 @@ func New(opts Options) *Generator {
 		}
 	}
 	return g
+}
+
+// streamName is name, made the Stream's own when Options.Stream is set.
+func (g *Generator) streamName(name string) string {
+	if g.opts.Stream == "" {
+		return name
+	}
+	return name + "-" + g.opts.Stream
 }
 
 // KeyConfig is what the harness writes into config.json so the writer has
