@@ -869,18 +869,7 @@ func observerRows(path string) (map[string]string, error) {
 // waits for the broker's acknowledgement, recording its publish time like
 // publish does.
 func (p *Publisher) publishRetained(m loadgen.Message, retain bool) error {
-	now := time.Now()
-	if m.Stored() {
-		p.mu.Lock()
-		if _, ok := p.txTimes[m.Hash]; !ok {
-			p.txTimes[m.Hash] = now
-		}
-		k := observation{m.Hash, m.ObserverID, m.PathJSON}
-		if _, ok := p.obsTimes[k]; !ok {
-			p.obsTimes[k] = now
-		}
-		p.mu.Unlock()
-	}
+	p.notePublished(m)
 	tok := p.client.Publish(m.Topic, 1, retain, m.Payload)
 	if !tok.WaitTimeout(60*time.Second) || tok.Error() != nil {
 		return fmt.Errorf("publisher: message %d: %v", m.Seq, tok.Error())

@@ -132,10 +132,10 @@ func (p *Publisher) Resume() {
 	}
 }
 
-// publish hands m to paho. A message taken from the generator is in its
-// accounting, so it is published whatever happens to the run's context:
-// while the client is not connected it is retried (for up to a minute).
-func (p *Publisher) publish(m loadgen.Message) error {
+// notePublished records now as the publish time of m's transmission and
+// observation, if they are the first, for the latency figures; it returns
+// now.
+func (p *Publisher) notePublished(m loadgen.Message) time.Time {
 	now := time.Now()
 	if m.Stored() {
 		p.mu.Lock()
@@ -148,6 +148,14 @@ func (p *Publisher) publish(m loadgen.Message) error {
 		}
 		p.mu.Unlock()
 	}
+	return now
+}
+
+// publish hands m to paho. A message taken from the generator is in its
+// accounting, so it is published whatever happens to the run's context:
+// while the client is not connected it is retried (for up to a minute).
+func (p *Publisher) publish(m loadgen.Message) error {
+	p.notePublished(m)
 	if p.qos == 1 {
 		p.window <- struct{}{} // freed as acknowledgements arrive
 		tok := p.client.Publish(m.Topic, 1, false, m.Payload)
