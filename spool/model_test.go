@@ -802,6 +802,13 @@ func TestAppender_Open_NewFolderSurvivesPowerCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	appendThenCut(t, pfs, dir, a, func() {})
+}
+
+// appendThenCut appends ten records through a, closes it, runs beforeCut,
+// cuts the power and checks that the folder and all ten records are there.
+func appendThenCut(t *testing.T, pfs *powercut.FS, dir string, a *Appender, beforeCut func()) {
+	t.Helper()
 	recs := make([]Record, 10)
 	for i := range recs {
 		recs[i] = testRecord(i, 100)
@@ -810,6 +817,7 @@ func TestAppender_Open_NewFolderSurvivesPowerCut(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
+	beforeCut()
 	if err := pfs.Cut(powercut.CutOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -839,26 +847,7 @@ func TestLockConsumer_NewFolder_SurvivesPowerCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs := make([]Record, 10)
-	for i := range recs {
-		recs[i] = testRecord(i, 100)
-	}
-	appendAll(t, a, recs)
-	if err := a.Close(); err != nil {
-		t.Fatal(err)
-	}
-	lock.Close()
-	if err := pfs.Cut(powercut.CutOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("after a power cut: %v", err)
-	}
-	got, _ := readAll(t, dir, ReaderOptions{Inspect: true})
-	if len(got) != len(recs) {
-		t.Fatalf("after a power cut: %d records, want the %d reported durable", len(got), len(recs))
-	}
-	checkSpool(t, dir)
+	appendThenCut(t, pfs, dir, a, func() { lock.Close() })
 }
 
 // What recovery sets aside must outlive a power cut: the damaged records
