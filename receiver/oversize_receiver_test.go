@@ -4,12 +4,8 @@ package receiver
 // the receiver.
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/binary"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,60 +20,27 @@ import (
 	"github.com/meshingest/meshingest/spool"
 )
 
-// rawPublisher speaks just enough MQTT 3.1.1 to publish a payload of any
-// size streamed from a reader, so the test itself never holds a huge
-// message in memory.
+// rawPublisher is testkit.RawPublisher failing the test on an error.
 type rawPublisher struct {
-	t    testing.TB
-	conn net.Conn
-	r    *bufio.Reader
-	id   uint16
+	t testing.TB
+	p *testkit.RawPublisher
 }
 
 func dialRawPublisher(t testing.TB, addr string) *rawPublisher {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	p, err := testkit.DialRawPublisher(addr, "raw")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	clientID := fmt.Sprintf("raw-%d", time.Now().UnixNano())
-	vh := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, byte(len(clientID))}
-	pkt := appendRemainingLength([]byte{0x10}, len(vh)+len(clientID))
-	pkt = append(append(pkt, vh...), clientID...)
-	if _, err := conn.Write(pkt); err != nil {
-		t.Fatal(err)
-	}
-	p := &rawPublisher{t: t, conn: conn, r: bufio.NewReader(conn)}
-	var connack [4]byte
-	if _, err := io.ReadFull(p.r, connack[:]); err != nil || connack[0] != 0x20 || connack[3] != 0 {
-		t.Fatalf("CONNACK % x: %v", connack, err)
-	}
-	return p
+	t.Cleanup(p.Close)
+	return &rawPublisher{t: t, p: p}
 }
 
 // publish sends size zero bytes to topic; at QoS 1 it waits for the PUBACK.
-func (p *rawPublisher) publish(topic string, qos byte, size int) {
-	p.t.Helper()
-	vh := binary.BigEndian.AppendUint16(nil, uint16(len(topic)))
-	vh = append(vh, topic...)
-	if qos > 0 {
-		p.id++
-		vh = binary.BigEndian.AppendUint16(vh, p.id)
-	}
-	hdr := appendRemainingLength([]byte{0x30 | qos<<1}, len(vh)+size)
-	p.conn.SetDeadline(time.Now().Add(5 * time.Minute))
-	if _, err := p.conn.Write(append(hdr, vh...)); err != nil {
-		p.t.Fatal(err)
-	}
-	if _, err := io.CopyN(p.conn, zeros{}, int64(size)); err != nil {
-		p.t.Fatal(err)
-	}
-	if qos > 0 {
-		var ack [4]byte
-		if _, err := io.ReadFull(p.r, ack[:]); err != nil || ack[0] != 0x40 || binary.BigEndian.Uint16(ack[2:]) != p.id {
-			p.t.Fatalf("PUBACK % x for id %d: %v", ack, p.id, err)
-		}
+func (r *rawPublisher) publish(topic string, qos byte, size int) {
+	r.t.Helper()
+	if err := r.p.Publish(topic, qos, size); err != nil {
+		r.t.Fatal(err)
 	}
 }
 

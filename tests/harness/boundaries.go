@@ -1,15 +1,12 @@
 package harness
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/tests/loadgen"
 )
@@ -624,7 +622,7 @@ func runHugePublish(ctx context.Context, s *Suite, r *Result) error {
 	sleep(ctx, 2*time.Second)
 	rx := readStats(e.ReceiverStats)
 	connects, disconnects := sourceCounts(rx)
-	raw, err := dialRawPublisher("127.0.0.1:" + strconv.Itoa(e.Broker.Port))
+	raw, err := testkit.DialRawPublisher("127.0.0.1:"+strconv.Itoa(e.Broker.Port), "harness-huge")
 	if err != nil {
 		stop()
 		return err
@@ -634,7 +632,7 @@ func runHugePublish(ctx context.Context, s *Suite, r *Result) error {
 	var sizes []string
 	start := time.Now()
 	for _, h := range cfg.HugePublishes {
-		if err := raw.publish("meshcore/HUGE/HUGEPUBLISHER/packets", h.QoS, h.Bytes); err != nil {
+		if err := raw.Publish("meshcore/HUGE/HUGEPUBLISHER/packets", h.QoS, h.Bytes); err != nil {
 			stop()
 			return err
 		}
@@ -682,86 +680,6 @@ func sourceCounts(s stats) (connects, disconnects float64) {
 		disconnects += d
 	}
 	return connects, disconnects
-}
-
-// rawPublisher speaks just enough MQTT 3.1.1 to stream a huge payload
-// without holding it in memory (paho would build the whole packet).
-type rawPublisher struct {
-	conn net.Conn
-	r    *bufio.Reader
-	id   uint16
-}
-
-func dialRawPublisher(addr string) (*rawPublisher, error) {
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	clientID := fmt.Sprintf("harness-huge-%d", time.Now().UnixNano())
-	vh := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, byte(len(clientID))}
-	pkt := appendRemainingLength([]byte{0x10}, len(vh)+len(clientID))
-	pkt = append(append(pkt, vh...), clientID...)
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := conn.Write(pkt); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	p := &rawPublisher{conn: conn, r: bufio.NewReader(conn)}
-	var connack [4]byte
-	if _, err := io.ReadFull(p.r, connack[:]); err != nil || connack[0] != 0x20 || connack[3] != 0 {
-		conn.Close()
-		return nil, fmt.Errorf("raw publisher: CONNACK % x: %v", connack, err)
-	}
-	return p, nil
-}
-
-func (p *rawPublisher) Close() { p.conn.Close() }
-
-// publish streams size zero bytes to topic; at QoS 1 it waits for the
-// broker's PUBACK.
-func (p *rawPublisher) publish(topic string, qos byte, size int) error {
-	vh := binary.BigEndian.AppendUint16(nil, uint16(len(topic)))
-	vh = append(vh, topic...)
-	if qos > 0 {
-		p.id++
-		vh = binary.BigEndian.AppendUint16(vh, p.id)
-	}
-	hdr := appendRemainingLength([]byte{0x30 | qos<<1}, len(vh)+size)
-	p.conn.SetDeadline(time.Now().Add(5 * time.Minute))
-	if _, err := p.conn.Write(append(hdr, vh...)); err != nil {
-		return fmt.Errorf("raw publisher: %w", err)
-	}
-	if _, err := io.CopyN(p.conn, zeros{}, int64(size)); err != nil {
-		return fmt.Errorf("raw publisher: payload: %w", err)
-	}
-	if qos > 0 {
-		var ack [4]byte
-		if _, err := io.ReadFull(p.r, ack[:]); err != nil || ack[0] != 0x40 || binary.BigEndian.Uint16(ack[2:]) != p.id {
-			return fmt.Errorf("raw publisher: PUBACK % x for id %d: %v", ack, p.id, err)
-		}
-	}
-	return nil
-}
-
-func appendRemainingLength(b []byte, n int) []byte {
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
-type zeros struct{}
-
-func (zeros) Read(b []byte) (int, error) {
-	clear(b)
-	return len(b), nil
 }
 
 // runRetainedReplay is issue 18 case 7: some packet messages of the load
