@@ -393,7 +393,10 @@ func variantConfig(e *Env, name string, set map[string]any) (string, error) {
 // restored over the spool): none may be applied again.
 func runSegmentsSwapped(ctx context.Context, s *Suite, r *Result) error {
 	cfg := s.Config
-	e, err := s.newEnv(r.Name, EnvOptions{QoS: 0, NoWriter: true})
+	// The scenario plants a foreign segment between two sealed ones, so it
+	// needs gaps between their ids: at the low-latency profile every group
+	// is a segment of its own and consecutive ids leave none.
+	e, err := s.newEnv(r.Name, EnvOptions{QoS: 0, NoWriter: true, Spool: map[string]any{"profile": "low-wear"}})
 	if err != nil {
 		return err
 	}
@@ -571,7 +574,9 @@ func foreignSegment(e *Env, seed uint64, lo, hi uint64) (string, int, error) {
 		return "", 0, fmt.Errorf("no free segment name between %d and %d", lo, hi)
 	}
 	dir := filepath.Join(e.Dir, "spool-foreign")
-	a, err := spool.OpenAppender(dir, spool.Options{})
+	// One sealed segment for all its records: the low-wear profile's
+	// groups share an active segment (low-latency seals every group).
+	a, err := spool.OpenAppender(dir, spool.Options{Profile: spool.ProfileLowWear})
 	if err != nil {
 		return "", 0, err
 	}

@@ -46,12 +46,6 @@ func TestSuite_ShortFaultRuns(t *testing.T) {
 				t.Parallel()
 				cfg := ShortConfig()
 				cfg.Binary, cfg.WorkDir, cfg.Only = bin, t.TempDir(), only
-				if name == "spool" {
-					// segments-swapped plants a segment between two sealed
-					// ones; at the low-latency profile every group is a
-					// segment of its own and leaves no free name between.
-					cfg.Profile = "low-wear"
-				}
 				var progress bytes.Buffer
 				cfg.Progress = &progress
 				suite, err := NewSuite(cfg)
