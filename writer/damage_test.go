@@ -22,8 +22,8 @@ func TestWriter_DamagedSpool_ExactCountsInStatsAndMetrics(t *testing.T) {
 	cfg := writertest.CorpusConfig(t)
 	dir := filepath.Join(t.TempDir(), "spool")
 	corpus := writertest.CorpusRecords(t)
-	for i := range 6 { // a segment each
-		writertest.AppendToSpool(t, dir, corpus[i*len(corpus)/6:(i+1)*len(corpus)/6], spool.Options{})
+	for i := range 6 { // a segment each: low-wear groups share one until Close seals it
+		writertest.AppendToSpool(t, dir, corpus[i*len(corpus)/6:(i+1)*len(corpus)/6], spool.Options{Profile: spool.ProfileLowWear})
 	}
 	segs, err := spool.ListSegments(dir)
 	if err != nil || len(segs) < 5 {
