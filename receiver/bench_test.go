@@ -287,3 +287,138 @@ func (r *Receiver) status(name string) *sourceStatus {
 	defer r.mu.Unlock()
 	return r.statuses[name]
 }
+
+// BenchmarkBurst_QoS0 publishes b.N QoS 0 messages as fast as
+// mosquitto_pub (a separate process) can, and reports how many the
+// receiver spooled, dropped (every reason) and never saw, and how often an
+// append waited for room in the spool's queue (spool.queueFullWaitMs):
+//
+//	go test -run '^$' -bench Burst_QoS0 -benchtime 1000000x -timeout 30m ./receiver/
+//
+// The issue's case is a machine with two CPU-bound neighbours (start two
+// `sh -c 'while :; do :; done' &` beside it); the load average is logged.
+// MESHINGEST_BENCH_QUEUE_BYTES shrinks the queue (default 32 MiB) so that
+// it fills on a fast disk too; MESHINGEST_BENCH_QUEUE_WAIT_MS=-1 turns the
+// wait off (the old behaviour) for comparison.
+func BenchmarkBurst_QoS0(b *testing.B) {
+	pubBin, err := exec.LookPath("mosquitto_pub")
+	if err != nil {
+		b.Skip("mosquitto_pub not installed (apt-get install mosquitto-clients)")
+	}
+	broker := testkit.StartMosquitto(b, testkit.MosquittoOptions{})
+	topic, payload := benchPayload(b)
+	dir := b.TempDir()
+	opts := spool.Options{QueueMaxBytes: int64(getenvInt("MESHINGEST_BENCH_QUEUE_BYTES"))}
+	if ms := getenvInt("MESHINGEST_BENCH_QUEUE_WAIT_MS"); ms != 0 {
+		opts.QueueFullWait = time.Duration(ms) * time.Millisecond
+	}
+	app, err := spool.OpenAppender(filepath.Join(dir, "spool"), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := New(Options{
+		Sources:   []shared.Source{{Name: "bench", Broker: broker.MQTTURL(), QoS: 0, ClientID: "bench-burst"}},
+		Spool:     app,
+		StatsFile: filepath.Join(dir, "stats.json"),
+		Log:       benchLog(b),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for {
+		if st := r.status("bench"); st != nil && st.connected.Load() {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	lines := filepath.Join(dir, "burst.txt")
+	f, err := os.Create(lines)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	for i := 0; i < b.N; i++ {
+		w.Write(payload)
+		w.WriteByte('\n')
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	in, err := os.Open(lines)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close()
+	pub := exec.Command(pubBin, "-h", "127.0.0.1", "-p", fmt.Sprint(broker.Port), "-q", "0", "-t", topic, "-l")
+	pub.Stdin = in
+
+	st := r.status("bench")
+	before := app.Stats()
+	b.ResetTimer()
+	start := time.Now()
+	if err := pub.Run(); err != nil {
+		b.Fatalf("mosquitto_pub: %v", err)
+	}
+	published := time.Since(start)
+	// Done when every message received is settled (durable or dropped)
+	// and nothing new arrived for 3 s.
+	last, since := int64(-1), time.Now()
+	for time.Since(since) < 3*time.Second {
+		got := st.packetsTotal.Load()
+		if got != last || st.durable.Load()+dropsOf(st) < got {
+			last, since = got, time.Now()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	elapsed := since.Sub(start)
+	b.StopTimer()
+	after := app.Stats()
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	received := st.packetsTotal.Load()
+	b.ReportMetric(float64(b.N)/published.Seconds(), "published-msg/s")
+	b.ReportMetric(float64(st.durable.Load())/elapsed.Seconds(), "spooled-msg/s")
+	b.ReportMetric(float64(int64(b.N)-received), "never-received")
+	b.ReportMetric(float64(dropsOf(st)), "dropped")
+	b.ReportMetric(float64(after.QueueFullWaits-before.QueueFullWaits), "queue-full-waits")
+	load, _ := os.ReadFile("/proc/loadavg")
+	b.Logf("load average %s", strings.Fields(string(load))[0])
+	b.Logf("%d published in %s, %d received, %d durable, drops %v, %d disconnects, %d waits for room, %d refused queue_full",
+		b.N, published.Round(time.Millisecond), received, st.durable.Load(), dropMap(st), st.disconnectCount.Load(),
+		after.QueueFullWaits-before.QueueFullWaits, after.RefusedQueueFull-before.RefusedQueueFull)
+}
+
+// dropsOf is every message the source dropped, whatever the reason.
+func dropsOf(st *sourceStatus) int64 {
+	var n int64
+	for _, v := range dropMap(st) {
+		n += v
+	}
+	return n
+}
+
+func dropMap(st *sourceStatus) map[string]int64 {
+	_, _, c := st.snapshot(time.Now())
+	return nonZero(c.Dropped)
+}
+
+// benchLog is the receiver's log for a benchmark: discarded, or into the
+// file MESHINGEST_BENCH_LOG names.
+func benchLog(b *testing.B) zerolog.Logger {
+	path := os.Getenv("MESHINGEST_BENCH_LOG")
+	if path == "" {
+		return zerolog.New(io.Discard)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return zerolog.New(f).With().Timestamp().Logger()
+}

@@ -21,7 +21,7 @@ type collector struct {
 
 	depthRecords, depthBytes, depthSegments, oldestAge, spoolBytes, maxBytes, diskFree, minFree,
 	fsyncs, fsyncP50, fsyncP99, commitP50, commitP99, groups, failedGroups, sealed,
-	queuedRecords, queuedBytes, quarantined *prometheus.Desc
+	queuedRecords, queuedBytes, queueFullWaits, quarantined *prometheus.Desc
 }
 
 func newCollector(r *Receiver) *collector {
@@ -52,25 +52,26 @@ func newCollector(r *Receiver) *collector {
 		ready:         d("ready", "1 while /-/ready answers 200: every source has tried to connect, the spool takes messages and its writes succeed."),
 		healthy:       d("healthy", "1 while /-/healthy answers 200: the receiver's loop runs and the spool settles what it is given."),
 
-		depthRecords:  d("spool_depth_records", "Records on disk the writer has not drained yet (by its advisory position), the active segment included."),
-		depthBytes:    d("spool_depth_bytes", "Bytes of the segments holding those records."),
-		depthSegments: d("spool_depth_segments", "Segments holding those records."),
-		oldestAge:     d("spool_oldest_record_age_seconds", "Age of the oldest record the writer has not drained (0 when none), to within a segment's span."),
-		spoolBytes:    d("spool_bytes", "Bytes the spool's cap counts: segments and quarantine."),
-		maxBytes:      d("spool_max_bytes", "The spool's byte cap in force (spool.maxBytes; -1 none)."),
-		diskFree:      d("spool_disk_free_bytes", "Free bytes on the spool's file system (-1 unknown)."),
-		minFree:       d("spool_min_free_bytes", "The free-disk floor in force (spool.minFreeBytes, scaled to the disk; -1 none)."),
-		fsyncs:        d("spool_fsyncs_total", "fsync and fdatasync calls the appender made (segments, the sequence file, the folder)."),
-		fsyncP50:      d("spool_fsync_p50_seconds", "Median fsync latency over the last 1,024 syncs."),
-		fsyncP99:      d("spool_fsync_p99_seconds", "99th percentile fsync latency over the last 1,024 syncs."),
-		commitP50:     d("spool_commit_p50_seconds", "Median time from a group's first write to durable, over the last 1,024 groups."),
-		commitP99:     d("spool_commit_p99_seconds", "99th percentile time from a group's first write to durable, over the last 1,024 groups."),
-		groups:        d("spool_groups_total", "Groups (one commit and fsync each) made durable."),
-		failedGroups:  d("spool_failed_groups_total", "Groups that did not reach disk."),
-		sealed:        d("spool_segments_sealed_total", "Segments sealed."),
-		queuedRecords: d("spool_queued_records", "Records in memory, not yet on disk."),
-		queuedBytes:   d("spool_queued_bytes", "Bytes of records in memory, not yet on disk."),
-		quarantined:   d("spool_quarantined_records", "Damaged records moved to quarantine when the appender recovered segments at start."),
+		depthRecords:   d("spool_depth_records", "Records on disk the writer has not drained yet (by its advisory position), the active segment included."),
+		depthBytes:     d("spool_depth_bytes", "Bytes of the segments holding those records."),
+		depthSegments:  d("spool_depth_segments", "Segments holding those records."),
+		oldestAge:      d("spool_oldest_record_age_seconds", "Age of the oldest record the writer has not drained (0 when none), to within a segment's span."),
+		spoolBytes:     d("spool_bytes", "Bytes the spool's cap counts: segments and quarantine."),
+		maxBytes:       d("spool_max_bytes", "The spool's byte cap in force (spool.maxBytes; -1 none)."),
+		diskFree:       d("spool_disk_free_bytes", "Free bytes on the spool's file system (-1 unknown)."),
+		minFree:        d("spool_min_free_bytes", "The free-disk floor in force (spool.minFreeBytes, scaled to the disk; -1 none)."),
+		fsyncs:         d("spool_fsyncs_total", "fsync and fdatasync calls the appender made (segments, the sequence file, the folder)."),
+		fsyncP50:       d("spool_fsync_p50_seconds", "Median fsync latency over the last 1,024 syncs."),
+		fsyncP99:       d("spool_fsync_p99_seconds", "99th percentile fsync latency over the last 1,024 syncs."),
+		commitP50:      d("spool_commit_p50_seconds", "Median time from a group's first write to durable, over the last 1,024 groups."),
+		commitP99:      d("spool_commit_p99_seconds", "99th percentile time from a group's first write to durable, over the last 1,024 groups."),
+		groups:         d("spool_groups_total", "Groups (one commit and fsync each) made durable."),
+		failedGroups:   d("spool_failed_groups_total", "Groups that did not reach disk."),
+		sealed:         d("spool_segments_sealed_total", "Segments sealed."),
+		queuedRecords:  d("spool_queued_records", "Records in memory, not yet on disk."),
+		queuedBytes:    d("spool_queued_bytes", "Bytes of records in memory, not yet on disk."),
+		queueFullWaits: d("spool_queue_full_waits_total", "Times appends found the in-memory queue full and waited for the disk (spool.queueFullWaitMs) instead of dropping."),
+		quarantined:    d("spool_quarantined_records", "Damaged records moved to quarantine when the appender recovered segments at start."),
 	}
 }
 
@@ -80,7 +81,7 @@ func (c *collector) descs() []*prometheus.Desc {
 		c.held, c.redeliveries, c.last5m, c.lastReceipt, c.pending, c.ready, c.healthy,
 		c.depthRecords, c.depthBytes, c.depthSegments, c.oldestAge, c.spoolBytes, c.maxBytes, c.diskFree, c.minFree,
 		c.fsyncs, c.fsyncP50, c.fsyncP99, c.commitP50, c.commitP99, c.groups, c.failedGroups, c.sealed,
-		c.queuedRecords, c.queuedBytes, c.quarantined}
+		c.queuedRecords, c.queuedBytes, c.queueFullWaits, c.quarantined}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -143,6 +144,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.diskFree, float64(sp.DiskFree))
 	gauge(c.minFree, float64(sp.MinFreeBytes))
 	counter(c.fsyncs, float64(sp.Fsyncs))
+	counter(c.queueFullWaits, float64(sp.QueueFullWaits))
 	gauge(c.fsyncP50, sp.FsyncP50.Seconds())
 	gauge(c.fsyncP99, sp.FsyncP99.Seconds())
 	gauge(c.commitP50, sp.CommitP50.Seconds())

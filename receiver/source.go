@@ -418,10 +418,13 @@ func maskedErr(err error) error {
 }
 
 // onMessage runs on paho's goroutine for every message, in receive order.
-// It must return at once whatever the disk does: a handler that waits
+// It must never wait long whatever the disk does: a handler that waits
 // starves paho's reader, the keepalive fails, and the broker throws the
-// backlog away (measured.md). So it only appends (which never blocks) and
-// queues the acknowledgement.
+// backlog away (measured.md). So it only appends and queues the
+// acknowledgement. An append into a full queue waits for room for at most
+// spool.queueFullWaitMs, once per stall (spool.Options.QueueFullWait):
+// that short push-back lets a burst the disk cannot take at once wait in
+// the socket and the broker instead of being dropped.
 func (s *source) onMessage(sess *session, m mqtt.Message) {
 	now := time.Now()
 	s.status.markReceived(now, m.Retained(), m.Duplicate())

@@ -184,6 +184,11 @@ type SpoolConfig struct {
 	// QueueMaxBytes bounds the memory holding records not yet on disk;
 	// past it QoS 0 messages are dropped and counted.
 	QueueMaxBytes int64 `json:"queueMaxBytes,omitempty"`
+	// QueueFullWaitMs is how long an append waits for room in a full
+	// queue (the receiver stops reading from the broker meanwhile) before
+	// a QoS 0 message is dropped as queue_full (default 5000; -1: never
+	// wait). Keep it under the MQTT ping timeout, 10 s.
+	QueueFullWaitMs int `json:"queueFullWaitMs,omitempty"`
 }
 
 // ReceiverConfig holds the receiver's own settings.
@@ -524,6 +529,11 @@ func (c *Config) Validate(path string) error {
 		if n.v < 0 {
 			return bad(n.field, "must not be negative")
 		}
+	}
+	// A receiver blocked in a wait for longer than the MQTT ping timeout
+	// (10 s) loses its connection, and with it the burst it waited for.
+	if w := c.Spool.QueueFullWaitMs; w < -1 || w > 8000 {
+		return bad("spool.queueFullWaitMs", "%d; give -1 (never wait) or up to 8000 ms (the MQTT ping timeout is 10 s)", w)
 	}
 	return nil
 }

@@ -175,6 +175,8 @@ func TestLoadConfig_BadValuesAndSectionTypos_Refused(t *testing.T) {
 		{`{"logLevel": "verbose"}`, `logLevel: "verbose" is not a log level; use one of debug, info, warn, error`},
 		{`{"retention": {"nodeDay": 3}}`, `retention: unknown key "nodeDay"; did you mean "nodeDays"?`},
 		{`{"retention": {"packetDays": -5}}`, `retention.packetDays: must not be negative`},
+		{`{"spool": {"queueFullWaitMs": 9000}}`, `spool.queueFullWaitMs: 9000; give -1 (never wait) or up to 8000 ms`},
+		{`{"spool": {"queueFullWaitMs": -2}}`, `spool.queueFullWaitMs: -2`},
 		{`{"retention": {"observerDays": -2}}`, `retention.observerDays: -2`},
 		{`{"geo_filter": {"polygn": [[1,2],[3,4],[5,6]]}}`, `geo_filter: unknown key "polygn"; did you mean "polygon"?`},
 		{`{"geo_filter": {"polygon": [[1,2],[3,4]]}}`, `geo_filter.polygon: 2 points`},

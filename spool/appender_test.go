@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 func fastOptions() Options {
@@ -88,6 +90,7 @@ func TestAppender_Append_Refusals(t *testing.T) {
 	opts := fastOptions()
 	opts.MaxPayloadBytes = 1000
 	opts.QueueMaxBytes = 10_000
+	opts.QueueFullWait = 3 * time.Second
 	var once sync.Once
 	opts.BeforeSync = func() { <-stall }
 	a, err := OpenAppenderAfterStart(t, dir, opts, &once)
@@ -110,8 +113,14 @@ func TestAppender_Append_Refusals(t *testing.T) {
 	if n < 15 || n > 20 {
 		t.Fatalf("queue took %d records of ~600 bytes under a 10,000-byte bound", n)
 	}
+	// The disk is still stalled and the wait budget spent: the next
+	// append is refused at once (it would wait again only 6 s after the
+	// first wait began).
+	if err := a.Append(testRecord(n, 500), nil); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("second append into the stalled queue: %v", err)
+	}
 	st := a.Stats()
-	if st.RefusedTooLarge != 1 || st.RefusedQueueFull != 1 || st.QueuedRecords != n {
+	if st.RefusedTooLarge != 1 || st.RefusedQueueFull != 2 || st.QueueFullWaits != 1 || st.QueuedRecords != n {
 		t.Fatalf("stats %+v", st)
 	}
 	close(stall)
@@ -127,6 +136,78 @@ func TestAppender_Append_Refusals(t *testing.T) {
 
 // OpenAppenderAfterStart opens an appender whose BeforeSync hook only
 // takes effect after OpenAppender's own syncs.
+// A burst larger than the queue on a disk slower than the burst: each
+// append that finds the queue full waits for the group being written to
+// leave it, so nothing is refused (the receiver's push-back on the MQTT
+// connection). On the old code every append past the bound was refused.
+func TestAppender_Append_FullQueueWaitsForRoom(t *testing.T) {
+	dir := newSpoolDir(t)
+	opts := fastOptions()
+	opts.QueueMaxBytes = 20_000
+	opts.QueueFullWait = time.Minute // generous: a loaded machine
+	opts.BeforeSync = func() { time.Sleep(5 * time.Millisecond) }
+	a, err := OpenAppender(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 400 // ~240 KB through a 20 KB queue
+	var durable sync.WaitGroup
+	durable.Add(n)
+	for i := 0; i < n; i++ {
+		if err := a.Append(testRecord(i, 500), func(error) { durable.Done() }); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	durable.Wait()
+	st := a.Stats()
+	if st.RefusedQueueFull != 0 || st.QueueFullWaits == 0 || st.AppendedRecords != n {
+		t.Fatalf("stats %+v: want every record appended after waits", st)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readAll(t, dir, ReaderOptions{}); len(got) != n {
+		t.Fatalf("read %d, want %d", len(got), n)
+	}
+}
+
+// Close while an append waits for room: the append returns ErrClosed at
+// once and its record is not written.
+func TestAppender_Close_WakesWaitingAppend(t *testing.T) {
+	dir := newSpoolDir(t)
+	stall := make(chan struct{})
+	opts := fastOptions()
+	opts.QueueMaxBytes = 5_000
+	opts.QueueFullWait = time.Hour
+	var once sync.Once
+	opts.BeforeSync = func() { <-stall }
+	a, err := OpenAppenderAfterStart(t, dir, opts, &once)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := 0
+	for ; a.Stats().QueuedBytes+600 <= opts.QueueMaxBytes; queued++ {
+		if err := a.Append(testRecord(queued, 500), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiting := make(chan error)
+	go func() { waiting <- a.Append(testRecord(queued, 500), nil) }()
+	testkit.WaitFor(t, time.Minute, "an append waiting for room", func() bool { return a.Stats().QueueFullWaits == 1 })
+	closed := make(chan error)
+	go func() { closed <- a.Close() }()
+	if err := <-waiting; !errors.Is(err, ErrClosed) {
+		t.Fatalf("the waiting append returned %v, want ErrClosed", err)
+	}
+	close(stall)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readAll(t, dir, ReaderOptions{}); len(got) != queued {
+		t.Fatalf("read %d, want the %d queued before the wait", len(got), queued)
+	}
+}
+
 func OpenAppenderAfterStart(t *testing.T, dir string, opts Options, _ *sync.Once) (*Appender, error) {
 	hook := opts.BeforeSync
 	var armed bool

@@ -78,4 +78,8 @@
 //	    syncs/s. End-to-end figures: docs/harness-report.md, steady.
 //	QueueMaxBytes 32 MiB: about 60,000 typical records, a minute of a
 //	    1,000 msg/s stall before the receiver must drop.
+//	QueueFullWait 5 s: a full queue makes appends wait (the MQTT
+//	    connection pushes back) at most 5 s in any 10 s, under the 10 s
+//	    ping timeout. A 1 M-message QoS 0 burst with and without it:
+//	    receiver.BenchmarkBurst_QoS0, figures in docs/benchmarks.md.
 package spool

@@ -49,6 +49,7 @@ const (
 	DefaultSegmentMaxAge    = time.Second
 	DefaultMaxPayloadBytes  = 64 << 10
 	DefaultQueueMaxBytes    = 32 << 20
+	DefaultQueueFullWait    = 5 * time.Second
 	DefaultMaxBytes         = 16 << 30
 	// DefaultMinFreeBytes is the free-disk floor on a large disk; on one
 	// smaller than 10 GiB the default is DefaultMinFreePercent of its size
@@ -101,6 +102,16 @@ type Options struct {
 	// it Append returns ErrQueueFull. While the disk stalls, this is how
 	// much the receiver can absorb before it must drop.
 	QueueMaxBytes int64
+	// QueueFullWait is how long appends may wait in all for room in a
+	// full queue within any 2 × QueueFullWait before they are refused with
+	// ErrQueueFull (zero: the default; negative: refuse at once). Waiting
+	// makes a burst the disk cannot take at once push back on the MQTT
+	// connection instead of being dropped at QoS 0; the receiver's handler
+	// is blocked meanwhile, and so is every packet behind the burst, the
+	// broker's PINGRESP too: it must stay well under the ping timeout
+	// (10 s). A longer wait trades counted drops for a lost connection,
+	// whose broker-side losses nobody counts.
+	QueueFullWait time.Duration
 	// MaxBytes caps the spool folder (segments and quarantine); a negative
 	// value means no cap. MinFreeBytes is the free-disk floor; negative
 	// means none, zero the default: the smaller of DefaultMinFreeBytes and
@@ -129,6 +140,7 @@ func OptionsFromConfig(c shared.SpoolConfig) Options {
 		MinFreeBytes:     c.MinFreeBytes,
 		MaxPayloadBytes:  c.MaxPayloadBytes,
 		QueueMaxBytes:    c.QueueMaxBytes,
+		QueueFullWait:    time.Duration(c.QueueFullWaitMs) * time.Millisecond,
 	}
 }
 
@@ -178,6 +190,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.QueueMaxBytes <= 0 {
 		o.QueueMaxBytes = DefaultQueueMaxBytes
+	}
+	if o.QueueFullWait == 0 {
+		o.QueueFullWait = DefaultQueueFullWait
 	}
 	if o.MaxBytes == 0 {
 		o.MaxBytes = DefaultMaxBytes

@@ -27,7 +27,11 @@ type AppenderStats struct {
 	RefusedTooLarge  uint64 `json:"refused_too_large"`
 	RefusedFull      uint64 `json:"refused_full"`
 	RefusedQueueFull uint64 `json:"refused_queue_full"`
-	RefusedInvalid   uint64 `json:"refused_invalid"`
+	// QueueFullWaits counts the times appends found the queue full and
+	// waited for a group to leave it (Options.QueueFullWait);
+	// RefusedQueueFull the appends refused.
+	QueueFullWaits uint64 `json:"queue_full_waits"`
+	RefusedInvalid uint64 `json:"refused_invalid"`
 
 	// QueuedRecords and QueuedBytes are in memory, not yet durable.
 	QueuedRecords int   `json:"queued_records"`
