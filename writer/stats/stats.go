@@ -1,4 +1,8 @@
-package writer
+// Package stats are the writer's figures: its counters (Counters), the
+// stats file CoreScope's server reads (File) and the Prometheus metrics
+// over the same counters (Register). The writer counts what it commits
+// into them; they know nothing of how a batch is applied.
+package stats
 
 import (
 	"maps"
@@ -9,13 +13,14 @@ import (
 
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/dbfile"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Stats are the writer's counters. Only committed work is counted: a batch
-// that is rolled back adds nothing. The drain loop writes them; the stats
-// file and the Prometheus collectors read them.
-type Stats struct {
+// Counters are the writer's counters. Only committed work is counted: a
+// batch that is rolled back adds nothing. The drain loop writes them; the
+// stats file and the Prometheus collectors read them.
+type Counters struct {
 	Messages        atomic.Int64 // records consumed from the spool
 	TxInserted      atomic.Int64
 	ObsWritten      atomic.Int64
@@ -38,6 +43,8 @@ type Stats struct {
 	// holding the write lock and waiting for it, for Prometheus.
 	txSeconds, lockWaitSeconds prometheus.Histogram
 
+	reasons []string // every drop reason, shown from zero
+
 	mu          sync.Mutex
 	drops       map[string]int64 // reason → messages
 	lastMessage map[string]int64 // source → unix time its last message was committed
@@ -45,18 +52,18 @@ type Stats struct {
 	txTimes     *window // ms, transaction time of ingest batches
 	perf        map[string]*lockWindow
 	spool       spool.Identity // the spool being drained
-	replaced    *SpoolReplaced // it replaced another one (noteSpool)
-	spools      []*SpoolStats  // each spool's own figures (spoolstats.go)
+	replaced    *SpoolReplaced // it replaced another one (SetSpool)
 }
 
-// NewStats returns zeroed counters, for Options.Stats. Every drop reason
-// is there from the start, at 0 (DropReasons).
-func NewStats() *Stats {
+// New returns zeroed counters. Every drop reason in reasons is there from
+// the start, at 0 (the writer's DropReasons).
+func New(reasons []string) *Counters {
 	drops := map[string]int64{}
-	for _, r := range DropReasons() {
+	for _, r := range reasons {
 		drops[r] = 0
 	}
-	return &Stats{
+	return &Counters{
+		reasons:     reasons,
 		drops:       drops,
 		lastMessage: map[string]int64{},
 		backfills:   map[string]int64{},
@@ -73,27 +80,36 @@ func NewStats() *Stats {
 // for its whole writer.batchMaxMs and a slow commit after it.
 var lockBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-// addBatch counts a committed ingest batch.
-func (s *Stats) addBatch(c *batchCounts, sources map[string]struct{}, lastReceived time.Time, wait, hold time.Duration, now time.Time) {
-	s.Messages.Add(int64(c.messages))
-	s.TxInserted.Add(int64(c.txInserted))
-	s.ObsWritten.Add(int64(c.obsWritten))
-	s.TxDupes.Add(int64(c.txDupes))
-	s.NodeUpserts.Add(int64(c.nodeUpserts))
-	s.ObserverUpserts.Add(int64(c.observerUpserts))
-	s.SigDrops.Add(int64(c.sigDrops))
-	s.MetricsRows.Add(int64(c.metricsRows))
-	s.NeighborReports.Add(int64(c.neighborReports))
+// Batch is what one committed ingest batch wrote.
+type Batch struct {
+	Messages, TxInserted, TxDupes, ObsWritten, NodeUpserts, ObserverUpserts int
+	SigDrops, MetricsRows, NeighborReports                                  int
+	Drops                                                                   map[string]int // reason → messages dropped
+}
+
+// AddBatch counts a committed ingest batch: its rows, the sources it
+// had messages from, the receive time of its last record, and how long
+// its transaction waited for the write lock and held it.
+func (s *Counters) AddBatch(c Batch, sources map[string]struct{}, lastReceived time.Time, wait, hold time.Duration, now time.Time) {
+	s.Messages.Add(int64(c.Messages))
+	s.TxInserted.Add(int64(c.TxInserted))
+	s.ObsWritten.Add(int64(c.ObsWritten))
+	s.TxDupes.Add(int64(c.TxDupes))
+	s.NodeUpserts.Add(int64(c.NodeUpserts))
+	s.ObserverUpserts.Add(int64(c.ObserverUpserts))
+	s.SigDrops.Add(int64(c.SigDrops))
+	s.MetricsRows.Add(int64(c.MetricsRows))
+	s.NeighborReports.Add(int64(c.NeighborReports))
 	s.Commits.Add(1)
 	s.Batches.Add(1)
-	s.LastBatchSize.Store(int64(c.messages))
+	s.LastBatchSize.Store(int64(c.Messages))
 	s.LastCommitUnix.Store(now.Unix())
 	if !lastReceived.IsZero() {
 		s.LastReceivedNs.Store(lastReceived.UnixNano())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for r, n := range c.drops {
+	for r, n := range c.Drops {
 		s.drops[r] += int64(n)
 	}
 	for src := range sources {
@@ -105,17 +121,17 @@ func (s *Stats) addBatch(c *batchCounts, sources map[string]struct{}, lastReceiv
 	s.lockWaitSeconds.Observe(wait.Seconds())
 }
 
-// addMaintenance counts a committed maintenance transaction.
-func (s *Stats) addMaintenance(component string, wait, hold time.Duration) {
+// AddMaintenance counts a committed maintenance transaction.
+func (s *Counters) AddMaintenance(component string, wait, hold time.Duration) {
 	s.Commits.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lockWindowLocked(component).add(wait, hold)
 }
 
-// setSpool notes the spool being drained and, when it is new to the
+// SetSpool notes the spool being drained and, when it is new to the
 // database, the one it replaced.
-func (s *Stats) setSpool(id spool.Identity, replaced *SpoolReplaced) {
+func (s *Counters) SetSpool(id spool.Identity, replaced *SpoolReplaced) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.spool != id || replaced != nil {
@@ -126,13 +142,13 @@ func (s *Stats) setSpool(id spool.Identity, replaced *SpoolReplaced) {
 
 // AddBackfill counts rows a named backfill job updated (stats file
 // `backfillUpdates`).
-func (s *Stats) AddBackfill(name string, n int64) {
+func (s *Counters) AddBackfill(name string, n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.backfills[name] += n
 }
 
-func (s *Stats) lockWindowLocked(component string) *lockWindow {
+func (s *Counters) lockWindowLocked(component string) *lockWindow {
 	w := s.perf[component]
 	if w == nil {
 		w = &lockWindow{wait: newWindow(1024), hold: newWindow(1024)}
@@ -142,7 +158,7 @@ func (s *Stats) lockWindowLocked(component string) *lockWindow {
 }
 
 // Drops returns the messages dropped so far, by reason.
-func (s *Stats) Drops() map[string]int64 {
+func (s *Counters) Drops() map[string]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return maps.Clone(s.drops)
@@ -217,8 +233,8 @@ type writerPerf struct {
 	HoldMax         float64 `json:"hold_ms_max"`
 }
 
-// procIORates is the stats file's procIO object.
-type procIORates struct {
+// ProcIORates is the stats file's procIO object.
+type ProcIORates struct {
 	ReadBytesPerSec           float64 `json:"readBytesPerSec"`
 	WriteBytesPerSec          float64 `json:"writeBytesPerSec"`
 	CancelledWriteBytesPerSec float64 `json:"cancelledWriteBytesPerSec"`
@@ -227,10 +243,10 @@ type procIORates struct {
 	SampledAt                 string  `json:"sampledAt"`
 }
 
-// StatsFile is the JSON CoreScope's server reads at CORESCOPE_INGESTOR_STATS
+// File is the JSON CoreScope's server reads at CORESCOPE_INGESTOR_STATS
 // (docs/reference/stats-contract.md), with meshingest's additions under
 // "meshingest" (ignored by the server).
-type StatsFile struct {
+type File struct {
 	SampledAt            string                           `json:"sampledAt"`
 	TxInserted           int64                            `json:"tx_inserted"`
 	ObsInserted          int64                            `json:"obs_inserted"`
@@ -242,7 +258,7 @@ type StatsFile struct {
 	WALCommits           int64                            `json:"walCommits"`
 	GroupCommitFlushes   int64                            `json:"groupCommitFlushes"`
 	BackfillUpdates      map[string]int64                 `json:"backfillUpdates"`
-	ProcIO               *procIORates                     `json:"procIO,omitempty"`
+	ProcIO               *ProcIORates                     `json:"procIO,omitempty"`
 	WriterPerf           map[string]writerPerf            `json:"writer_perf,omitempty"`
 	SourceLiveness       map[string]shared.SourceLiveness `json:"source_liveness,omitempty"`
 	SourceStatuses       []shared.SourceStatus            `json:"source_statuses,omitempty"`
@@ -266,7 +282,7 @@ type WriterExtra struct {
 	MetricsRows       int64            `json:"observer_metrics_rows"`
 	NeighborReports   int64            `json:"neighbor_reports"`
 	Drops             map[string]int64 `json:"drops"`
-	Database          troubleSnapshot  `json:"database"`
+	Database          dbfile.Snapshot  `json:"database"`
 	Spool             SpoolExtra       `json:"spool"`
 	// Spools are each spool's figures: with receiver instances, one per
 	// receiver (depth, lag, records applied, other receivers' copies).
@@ -275,6 +291,18 @@ type WriterExtra struct {
 	// status`.
 	Health        shared.HealthState `json:"health"`
 	ReceiverStats string             `json:"receiver_stats,omitempty"` // why the receiver's part is missing
+}
+
+// SpoolReplaced says that the spool being read is new to the database and
+// another one was drained before it: a spool folder made anew (a replaced
+// disk, `rm -rf`, a disk not mounted at boot).
+type SpoolReplaced struct {
+	Previous         string `json:"previous"`          // its identity
+	PreviousPosition string `json:"previous_position"` // where the writer stopped in it
+	// UnwrittenRecords is how many records the previous spool still held
+	// after that position at the writer's last commit in it, -1 unknown:
+	// they were never written, unless that spool is drained again.
+	UnwrittenRecords int64 `json:"unwritten_records"`
 }
 
 // SpoolExtra is the stats file's spool object: the spool drained, and
@@ -291,10 +319,11 @@ type SpoolExtra struct {
 	Reader *spool.ReaderStats `json:"reader,omitempty"`
 }
 
-// snapshot builds the stats file. rx is the receiver's snapshot (nil when
-// stale or missing); depth is the spool depth, negative when unknown.
-func (s *Stats) snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64, trouble troubleSnapshot) StatsFile {
-	f := StatsFile{
+// Snapshot builds the stats file. rx is the receiver's snapshot (nil when
+// stale or missing); depth is the spool depth, negative when unknown;
+// spools are each spool's figures.
+func (s *Counters) Snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64, trouble dbfile.Snapshot, spools []SpoolFigures) File {
+	f := File{
 		SampledAt:          now.UTC().Format(time.RFC3339Nano),
 		TxInserted:         s.TxInserted.Load(),
 		ObsInserted:        s.ObsWritten.Load(),
@@ -337,7 +366,7 @@ func (s *Stats) snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64
 	}
 	lastMessage := maps.Clone(s.lastMessage)
 	s.mu.Unlock()
-	ex.Spools = s.spoolFigures(now)
+	ex.Spools = spools
 
 	// source_liveness: the receiver knows when each source last delivered
 	// a message, the writer when one from it was last written.
@@ -356,10 +385,10 @@ func (s *Stats) snapshot(now time.Time, rx *shared.ReceiverSnapshot, depth int64
 	return f
 }
 
-// registerMetrics exposes the same figures as Prometheus metrics. The
-// counters read the Stats atomics, so the file and the metrics never
-// disagree. Durations are in seconds (Prometheus' base unit).
-func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, trouble func() troubleSnapshot, health shared.Health, reader func() *spool.ReaderStats) {
+// Register exposes the same figures as Prometheus metrics. The counters
+// read the Counters' atomics, so the file and the metrics never disagree.
+// Durations are in seconds (Prometheus' base unit).
+func (s *Counters) Register(reg prometheus.Registerer, depth func() int64, trouble func() dbfile.Snapshot, health shared.Health, reader func() *spool.ReaderStats, spools func(now time.Time) []SpoolFigures) {
 	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "meshingest", Subsystem: "writer", Name: name, Help: help},
 			func() float64 { return float64(v.Load()) })
@@ -409,7 +438,7 @@ func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, t
 		gauge("healthy", "1 while /-/healthy answers 200: the drain loop goes round.", func() float64 { return bit(health.State().Healthy) }),
 		s.txSeconds,
 		s.lockWaitSeconds,
-		&statsCollector{s: s}, &spoolCollector{s: s},
+		&statsCollector{s: s}, &spoolCollector{figures: spools},
 	)
 	// The spool reader's counters: what it could not return, by fate.
 	readerCounter := func(name, help string, v func(*spool.ReaderStats) uint64) prometheus.Collector {
@@ -432,7 +461,7 @@ func (s *Stats) registerMetrics(reg prometheus.Registerer, depth func() int64, t
 }
 
 // statsCollector exposes the drops by reason, every reason from zero.
-type statsCollector struct{ s *Stats }
+type statsCollector struct{ s *Counters }
 
 var descDrops = prometheus.NewDesc("meshingest_writer_drops_total", "Messages dropped, by reason (every reason from zero).", []string{"reason"}, nil)
 
@@ -442,7 +471,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	c.s.mu.Lock()
 	drops := maps.Clone(c.s.drops)
 	c.s.mu.Unlock()
-	for _, r := range DropReasons() {
+	for _, r := range c.s.reasons {
 		if _, ok := drops[r]; !ok {
 			drops[r] = 0
 		}
