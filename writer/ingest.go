@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/geofilter"
 	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/rs/zerolog"
 )
@@ -77,7 +78,7 @@ type ingestConfig struct {
 	blacklist       map[string]bool // lower-cased observer ids
 	whitelist       map[string]bool // upper-cased IATA codes; nil admits all
 	sources         map[string]sourceRules
-	geo             *geoFilter
+	geo             *geofilter.Filter
 	dropForeign     bool
 	metricsInterval time.Duration
 	clientCoverage  bool
@@ -120,7 +121,7 @@ func newIngestConfig(cfg *shared.Config) (ingestConfig, error) {
 		reread:          decoder.Options{Regions: decode.Regions},
 		blacklist:       map[string]bool{},
 		sources:         map[string]sourceRules{},
-		geo:             newGeoFilter(cfg.GeoFilter),
+		geo:             geofilter.New(cfg.GeoFilter),
 		dropForeign:     cfg.DropForeignAdverts(),
 		metricsInterval: cfg.MetricsSampleInterval(),
 		clientCoverage:  cfg.ClientRxCoverage != nil && cfg.ClientRxCoverage.Enabled,
@@ -616,7 +617,7 @@ func (in *ingester) storedAdvert(b *batch, p *prepared, cached *NodeAdvert) *Nod
 // outside geo_filter.
 func (in *ingester) advertOf(n *decoder.Node, scope sql.NullString) *NodeAdvert {
 	a := nodeAdvertFrom(n, scope)
-	a.Foreign = !in.cfg.geo.passes(a.Lat, a.Lon)
+	a.Foreign = !in.cfg.geo.Passes(a.Lat, a.Lon)
 	return a
 }
 
