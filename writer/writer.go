@@ -3,10 +3,8 @@ package writer
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -854,105 +852,25 @@ func minus(a, b []string) []string {
 	return out
 }
 
-// statsLoop writes the stats file every interval until ctx ends.
+// statsLoop writes the stats file every interval until ctx ends, and a
+// last one after.
 func (w *Writer) statsLoop(ctx context.Context) {
 	if w.opts.StatsFile == "" {
 		return
 	}
-	tick := time.NewTicker(w.opts.StatsInterval)
-	defer tick.Stop()
-	var prevIO *shared.ProcIO
-	var prevAt, lastStatus, lastFileAt time.Time
-	var lastKey, lastFileKey string
-	for final := false; ; {
-		now := time.Now()
-		rx, rxErr := shared.ReadReceiverSnapshot(w.opts.ReceiverStatsFile, 5*time.Second, now)
-		f := w.stats.snapshot(now, rx, w.depth(), w.trouble.Snapshot(now))
-		f.Meshingest.PID = os.Getpid()
-		f.Meshingest.Health = w.Health().State()
-		f.Meshingest.Spool.Reader = w.readerStats()
-		if rxErr != nil {
-			f.Meshingest.ReceiverStats = rxErr.Error()
-		}
-		if cur, err := shared.ReadProcIO(0); err == nil {
-			if prevIO != nil {
-				sec := now.Sub(prevAt).Seconds()
-				f.ProcIO = &stats.ProcIORates{
-					ReadBytesPerSec:           float64(cur.ReadBytes-prevIO.ReadBytes) / sec,
-					WriteBytesPerSec:          float64(cur.WriteBytes-prevIO.WriteBytes) / sec,
-					CancelledWriteBytesPerSec: float64(cur.CancelledWriteBytes-prevIO.CancelledWriteBytes) / sec,
-					SyscallsRead:              float64(cur.SyscR-prevIO.SyscR) / sec,
-					SyscallsWrite:             float64(cur.SyscW-prevIO.SyscW) / sec,
-					SampledAt:                 f.SampledAt,
-				}
-			}
-			prevIO, prevAt = &cur, now
-		}
-		f.WatchdogLastTickUnix = w.stats.LoopTickUnix.Load()
-		// The status line follows state changes at once and the figures
-		// every few seconds; nothing before READY, which carries its own.
-		if key := statusKey(&f); !final && w.ready.Load() && (key != lastKey || now.Sub(lastStatus) >= 5*time.Second) {
-			lastStatus, lastKey = now, key
-			w.notify.Status(statusLine(&f))
-		}
-		// Rewritten when a figure changed, or statsHeartbeat after the last
-		// write: an idle writer does not rewrite the same file every second.
-		if key := statsFileKey(f); final || key != lastFileKey || now.Sub(lastFileAt) >= statsHeartbeat {
-			lastFileKey, lastFileAt = key, now
-			if err := shared.WriteJSONAtomic(w.opts.StatsFile, f); err != nil {
-				w.throttledWarn("statsfile", err, "could not write the stats file")
-			}
-		}
-		if final {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			// Run has stopped the drain loop: one last file, with the
-			// counters of the last batches.
-			final = true
-		case <-tick.C:
-		}
-	}
-}
-
-// statsHeartbeat is the longest the stats file goes unwritten while no
-// figure changes: CoreScope's server ignores a file sampled more than 5 s
-// ago (docs/reference/stats-contract.md).
-const statsHeartbeat = 2 * time.Second
-
-// statsFileKey is f without what changes with the clock alone: the sample
-// times, the I/O rates (the file's own writes move them), the loop's tick
-// and the lag, which grows by itself while nothing is written.
-func statsFileKey(f stats.File) string {
-	f.SampledAt, f.ProcIO, f.WatchdogLastTickUnix, f.Meshingest.LagSeconds = "", nil, 0, 0
-	b, _ := json.Marshal(f)
-	return string(b)
-}
-
-func statusKey(f *stats.File) string {
-	return fmt.Sprint(f.Meshingest.CaughtUp, f.Meshingest.Database.State, f.Meshingest.Health.Ready, f.Meshingest.Health.Healthy)
-}
-
-// statusLine is the one line `systemctl status` shows.
-func statusLine(f *stats.File) string {
-	ex := &f.Meshingest
-	state := "caught up"
-	if !ex.CaughtUp {
-		state = "catching up"
-	}
-	db := "database ok"
-	if ex.Database.Current != nil {
-		db = fmt.Sprintf("database refuses writes (%s) for %.0fs", ex.Database.Current.Kind, ex.Database.Current.Seconds)
-	}
-	line := fmt.Sprintf("%s; lag %.0fs; %d messages written; %s", state, ex.LagSeconds, ex.Messages, db)
-	if !ex.Health.Ready {
-		line = "NOT READY; " + line
-	}
-	if !ex.Health.Healthy {
-		line = "UNHEALTHY (" + ex.Health.Unhealthy + "); " + line
-	}
-	return line
+	stats.Loop{
+		Path: w.opts.StatsFile, ReceiverPath: w.opts.ReceiverStatsFile, Interval: w.opts.StatsInterval,
+		Sample: func(now time.Time, rx *shared.ReceiverSnapshot) stats.File {
+			f := w.stats.snapshot(now, rx, w.depth(), w.trouble.Snapshot(now))
+			f.Meshingest.Health = w.Health().State()
+			f.Meshingest.Spool.Reader = w.readerStats()
+			f.WatchdogLastTickUnix = w.stats.LoopTickUnix.Load()
+			return f
+		},
+		Ready:  w.ready.Load,
+		Status: func(line string) { w.notify.Status(line) },
+		Warn:   func(err error) { w.throttledWarn("statsfile", err, "could not write the stats file") },
+	}.Run(ctx)
 }
 
 func schemaVersion(ctx context.Context, conn *sql.Conn) (int64, error) {
