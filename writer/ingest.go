@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/forms"
 	"github.com/meshingest/meshingest/writer/geofilter"
 	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/rs/zerolog"
@@ -511,9 +512,9 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 	}
 	// The second form of a reception counts nothing; its first form
 	// stored the transmission.
-	form := formKey{p.observer, p.frame.Fingerprint()}
+	form := forms.Key{Observer: p.observer, Fingerprint: p.frame.Fingerprint()}
 	raw := p.pkt.Form != decoder.FormPacket
-	if found && b.forms().match(form, raw, p.t.UnixMilli()) {
+	if found && b.forms().Match(form, raw, p.t.UnixMilli()) {
 		return in.secondForm(b, p, e)
 	}
 	var advert *NodeAdvert
@@ -555,7 +556,7 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 	if err := in.observe(b, p, e, advert, !found); err != nil {
 		return err
 	}
-	b.forms().add(form, raw, p.t.UnixMilli())
+	b.forms().Add(form, raw, p.t.UnixMilli())
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer/forms"
 	"github.com/meshingest/meshingest/writer/internal/recent"
 )
 
@@ -37,7 +38,7 @@ type store struct {
 	// forms is the committed unpaired receptions (forms.go), retained the
 	// last retained digest per source and topic (retained.go); nil until
 	// read from meshingest_state and meshingest_retained.
-	forms    *formMemory
+	forms    *forms.Memory
 	retained map[retainedKey]int64
 
 	stmt struct {
