@@ -14,6 +14,7 @@ import (
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
+	"github.com/meshingest/meshingest/writer/redelivery"
 )
 
 const obsA = "AAAA000000000000000000000000000000000000000000000000000000000001"
@@ -434,7 +435,7 @@ func storedDeliveries(t *testing.T, db *sql.DB) int {
 		if err := rows.Scan(&blob); err != nil {
 			t.Fatal(err)
 		}
-		n, err := decodeDeliveries(blob, func(deliveryKey, uint64) {})
+		n, err := redelivery.Decode(blob, func(redelivery.Key, uint64) {})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/writer/forms"
 	"github.com/meshingest/meshingest/writer/internal/recent"
+	"github.com/meshingest/meshingest/writer/redelivery"
 )
 
 // observationChunk is how many observations one multi-row INSERT writes.
@@ -31,7 +32,7 @@ type store struct {
 	// memory is what committed batches applied under a QoS 1 packet id,
 	// to recognise a broker's redelivery (redelivery.go); nil until read
 	// from meshingest_deliveries.
-	memory *deliveryMemory
+	memory *redelivery.Memory
 	// copies is the committed rounds of receivers' copies (copies.go);
 	// nil until read from meshingest_copies.
 	copies *copyMemory
