@@ -114,8 +114,8 @@ func readPosition(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo) 
 // checkPosition fails with errPositionMoved unless the stored position of
 // st's spool is still st's. Run inside the batch's transaction (BEGIN
 // IMMEDIATE): two writers that meet on one database despite the lock
-// (lock.go) then never apply the same records twice; the one that finds
-// the position moved reads it again.
+// (dbfile.LockDatabase) then never apply the same records twice; the one
+// that finds the position moved reads it again.
 func checkPosition(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo, st spoolPosition) error {
 	got, legacy, err := readPosition(ctx, conn, info)
 	if err != nil {

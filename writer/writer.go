@@ -25,7 +25,8 @@ import (
 
 // Defaults of the options the configuration can set (writer.*). `meshingest
 // config check` prints them and docs/configuration.md is tested against
-// them.
+// them. The connection's own are dbfile's (DefaultCacheKiB, DefaultPageSize,
+// DefaultWALAutoCheckpointPages).
 const (
 	DefaultBatchMaxRecords = 16000
 	DefaultBatchMaxTime    = time.Second
@@ -307,12 +308,12 @@ func (w *Writer) Stats() *Stats { return w.stats }
 // ends. Then it finishes the batch in progress, closes the database and
 // returns nil. A database that cannot be opened or migrated is retried, as
 // an episode, until it can or ctx ends, unless retrying cannot help (a
-// *dbfile.Error that is Permanent: a folder, not a database, permission denied,
-// a read-only file system): then Run returns that error, whose message
-// carries the hint. When another writer holds the database (lock.go), Run
-// returns a *dbfile.LockError (errors.Is ErrLocked) at once, or, if another
-// process takes the lock file over while it runs, after the batch in
-// progress. Configuration errors are New's.
+// *dbfile.Error that is Permanent: a folder, not a database, permission
+// denied, a read-only file system): then Run returns that error, whose
+// message carries the hint. When another writer holds the database
+// (dbfile.LockDatabase), Run returns a *dbfile.LockError (errors.Is
+// ErrLocked) at once, or, if another process takes the lock file over
+// while it runs, after the batch in progress. Configuration errors are New's.
 func (w *Writer) Run(ctx context.Context) error {
 	statsCtx, stopStats := context.WithCancel(context.WithoutCancel(ctx))
 	statsDone := make(chan struct{})

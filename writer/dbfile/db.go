@@ -26,8 +26,8 @@ import (
 )
 
 // Options tune the SQLite connection. Zero values mean the defaults, which
-// were chosen by the writer's benchmarks (see writer/measured.md and the
-// writer's package documentation).
+// were chosen by the writer's benchmarks (docs/reference/measured.md and
+// the writer's package documentation).
 type Options struct {
 	// CacheKiB is the page cache size. A larger cache keeps more of the
 	// observation indexes in memory once the tables reach millions of
