@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/redelivery"
 )
 
 // batch is one SQLite transaction's worth of messages. Statements whose
@@ -38,10 +39,10 @@ type batch struct {
 	obsArgs    []any
 	// deliveries are the QoS 1 deliveries applied in this batch
 	// (store.memory after the commit; redelivery.go).
-	deliveries deliveries
+	deliveries redelivery.Deliveries
 	// deliveryRow is the meshingest_deliveries row saveDeliveries wrote,
 	// deliveryDrop how many of the oldest stored rows it deleted.
-	deliveryRow  deliveryRow
+	deliveryRow  redelivery.Row
 	deliveryDrop int
 	// formsTouched: the batch matched or added unpaired receptions
 	// (forms.go); retained holds the digests of the retained messages it
@@ -109,7 +110,7 @@ func newBatch(ctx context.Context, s *store) *batch {
 		newObs:      map[string]int64{},
 		observers:   map[int64]*observerDelta{},
 		nodes:       map[string]*nodeDelta{},
-		deliveries:  deliveries{},
+		deliveries:  redelivery.Deliveries{},
 		retained:    map[retainedKey]int64{},
 		counts:      batchCounts{drops: map[string]int{}},
 		otherCopies: map[spool.Identity]int{},

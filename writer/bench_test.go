@@ -21,6 +21,7 @@ import (
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/dbfile"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
 	"github.com/meshingest/meshingest/writer/schema"
 	"github.com/rs/zerolog"
@@ -202,14 +203,14 @@ func startBenchDB(b *testing.B, base, path string) {
 		dropPageCache(path)
 		return
 	}
-	d, err := openDatabase(context.Background(), path, true, DBOptions{})
+	d, err := openDatabase(context.Background(), path, true, dbfile.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	if _, err := schema.Migrate(context.Background(), d.conn, zerolog.Nop()); err != nil {
 		b.Fatal(err)
 	}
-	d.close()
+	d.Close()
 }
 
 func median(v []float64) float64 {
@@ -345,11 +346,11 @@ func newRows(b testing.TB, path string, before map[string]int64) map[string]*tab
 func insertCeiling(b testing.TB, path string, rows map[string]*tableRows) time.Duration {
 	b.Helper()
 	ctx := context.Background()
-	d, err := openDatabase(ctx, path, false, DBOptions{})
+	d, err := openDatabase(ctx, path, false, dbfile.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer d.close()
+	defer d.Close()
 	dropPageCache(path)
 	start := time.Now()
 	if _, err := d.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
@@ -419,11 +420,11 @@ func preloadedDB(b testing.TB) string {
 func buildPreloaded(b testing.TB, path string, txCount, fanout int) {
 	b.Helper()
 	ctx := context.Background()
-	d, err := openDatabase(ctx, path, true, DBOptions{CacheKiB: 256 << 10})
+	d, err := openDatabase(ctx, path, true, dbfile.Options{CacheKiB: 256 << 10})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer d.close()
+	defer d.Close()
 	if _, err := schema.Migrate(ctx, d.conn, zerolog.Nop()); err != nil {
 		b.Fatal(err)
 	}

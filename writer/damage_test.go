@@ -10,6 +10,7 @@ import (
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
+	"github.com/meshingest/meshingest/writer/stats"
 )
 
 // TestWriter_DamagedSpool_ExactCountsInStatsAndMetrics: one segment cut to
@@ -48,7 +49,7 @@ func TestWriter_DamagedSpool_ExactCountsInStatsAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var f StatsFile
+	var f stats.File
 	if err := json.Unmarshal(raw, &f); err != nil {
 		t.Fatal(err)
 	}

@@ -27,8 +27,8 @@
 //     one statement per message would, whatever the batch boundaries.
 //   - One writer. Run holds an flock beside the database, and
 //     OpenSpoolSource the spool folder's consumer lock, for the writer's
-//     life (lock.go): a second writer is refused (exit status 3 in
-//     `meshingest write`). Each batch checks in its transaction that the
+//     life (writer/dbfile/lock.go): a second writer is refused (exit
+//     status 3 in `meshingest write`). Each batch checks in its transaction that the
 //     stored position is still the one it started from.
 //   - One position per spool identity (state.go): a new spool folder is
 //     read from its first record, a known one resumes where it stopped.
@@ -67,6 +67,14 @@
 // neighbor_edges, multibyte capability, prune requests, backfills) are
 // package writer/jobs, which the caller passes in Options.Hook and
 // Options.Tasks (writer/jobs/README.md).
+//
+// What the core is built on are packages of their own, which never import
+// it: the database file (writer/dbfile: opening it, what is wrong with it,
+// the episodes of refused writes, the one-writer lock), the figures
+// (writer/stats: counters, stats file, metrics), retention
+// (writer/retention), the geo filter (writer/geofilter) and the stored
+// memories of unpaired receptions (writer/forms) and of QoS 1 deliveries
+// (writer/redelivery). README.md, Layout, lists the files.
 //
 // # Operating it
 //

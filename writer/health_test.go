@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/dbfile"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
@@ -23,7 +24,7 @@ import (
 func TestWriter_Health_RefusedPastThreshold_NotReady(t *testing.T) {
 	cfg := writertest.CorpusConfig(t)
 	d, _ := openMigrated(t, cfg.DBPath)
-	d.close()
+	d.Close()
 	lock, err := sql.Open("sqlite", "file:"+cfg.DBPath)
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +38,7 @@ func TestWriter_Health_RefusedPastThreshold_NotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs := writertest.CorpusRecords(t)
-	w, err := New(spoolOf(t, recs), Options{Config: cfg, NotReadyAfter: 300 * time.Millisecond, DB: DBOptions{BusyTimeoutMs: 50}})
+	w, err := New(spoolOf(t, recs), Options{Config: cfg, NotReadyAfter: 300 * time.Millisecond, DB: dbfile.Options{BusyTimeoutMs: 50}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer/retention"
 )
 
 // Tx is the writer's connection while a batch's transaction is open. A
@@ -74,4 +75,11 @@ type Task interface {
 // committed, so that it can forget what a rolled-back step taught it.
 type StepWatcher interface {
 	StepEnded(committed bool)
+}
+
+// retentionTask is retention.Pass, which is always there, as a Task.
+type retentionTask struct{ *retention.Pass }
+
+func (r retentionTask) Step(ctx context.Context, tx Tx, now time.Time) (more bool, err error) {
+	return r.Pass.Step(ctx, tx, now)
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/forms"
+	"github.com/meshingest/meshingest/writer/geofilter"
 	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/rs/zerolog"
 )
@@ -77,7 +79,7 @@ type ingestConfig struct {
 	blacklist       map[string]bool // lower-cased observer ids
 	whitelist       map[string]bool // upper-cased IATA codes; nil admits all
 	sources         map[string]sourceRules
-	geo             *geoFilter
+	geo             *geofilter.Filter
 	dropForeign     bool
 	metricsInterval time.Duration
 	clientCoverage  bool
@@ -120,7 +122,7 @@ func newIngestConfig(cfg *shared.Config) (ingestConfig, error) {
 		reread:          decoder.Options{Regions: decode.Regions},
 		blacklist:       map[string]bool{},
 		sources:         map[string]sourceRules{},
-		geo:             newGeoFilter(cfg.GeoFilter),
+		geo:             geofilter.New(cfg.GeoFilter),
 		dropForeign:     cfg.DropForeignAdverts(),
 		metricsInterval: cfg.MetricsSampleInterval(),
 		clientCoverage:  cfg.ClientRxCoverage != nil && cfg.ClientRxCoverage.Enabled,
@@ -510,9 +512,9 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 	}
 	// The second form of a reception counts nothing; its first form
 	// stored the transmission.
-	form := formKey{p.observer, p.frame.Fingerprint()}
+	form := forms.Key{Observer: p.observer, Fingerprint: p.frame.Fingerprint()}
 	raw := p.pkt.Form != decoder.FormPacket
-	if found && b.forms().match(form, raw, p.t.UnixMilli()) {
+	if found && b.forms().Match(form, raw, p.t.UnixMilli()) {
 		return in.secondForm(b, p, e)
 	}
 	var advert *NodeAdvert
@@ -554,7 +556,7 @@ func (in *ingester) applyPacket(b *batch, p *prepared) error {
 	if err := in.observe(b, p, e, advert, !found); err != nil {
 		return err
 	}
-	b.forms().add(form, raw, p.t.UnixMilli())
+	b.forms().Add(form, raw, p.t.UnixMilli())
 	return nil
 }
 
@@ -616,7 +618,7 @@ func (in *ingester) storedAdvert(b *batch, p *prepared, cached *NodeAdvert) *Nod
 // outside geo_filter.
 func (in *ingester) advertOf(n *decoder.Node, scope sql.NullString) *NodeAdvert {
 	a := nodeAdvertFrom(n, scope)
-	a.Foreign = !in.cfg.geo.passes(a.Lat, a.Lon)
+	a.Foreign = !in.cfg.geo.Passes(a.Lat, a.Lon)
 	return a
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
+	"github.com/meshingest/meshingest/writer/redelivery"
 )
 
 const obsA = "AAAA000000000000000000000000000000000000000000000000000000000001"
@@ -297,11 +298,6 @@ func TestIngest_GeoFilter(t *testing.T) {
 			t.Errorf("mode %s: foreign nodes, transmissions = %s, want %s", mode, got, want)
 		}
 	}
-	g := newGeoFilter(&shared.GeoFilter{Polygon: [][2]float64{{37, -122}, {37, -121}, {38, -121}, {38, -122}}, BufferKm: 5})
-	in := func(lat, lon float64) bool { return g.passes(nullF(lat), nullF(lon)) }
-	if !in(37.5, -121.5) || !in(36.97, -121.5) || in(36.8, -121.5) {
-		t.Error("polygon with a 5 km buffer: wrong inside/outside")
-	}
 }
 
 func nullF(v float64) sql.NullFloat64 { return sql.NullFloat64{Float64: v, Valid: true} }
@@ -439,7 +435,7 @@ func storedDeliveries(t *testing.T, db *sql.DB) int {
 		if err := rows.Scan(&blob); err != nil {
 			t.Fatal(err)
 		}
-		n, err := decodeDeliveries(blob, func(deliveryKey, uint64) {})
+		n, err := redelivery.Decode(blob, func(redelivery.Key, uint64) {})
 		if err != nil {
 			t.Fatal(err)
 		}

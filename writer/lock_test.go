@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/dbfile"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
@@ -40,7 +41,7 @@ func TestWriter_SecondProcess_RefusedWhileFirstRuns(t *testing.T) {
 		db, spool string
 		lockFile  string
 	}{
-		{"same database, own spool", first.DB, filepath.Join(dir, "other-spool"), DatabaseLockPath(first.DB)},
+		{"same database, own spool", first.DB, filepath.Join(dir, "other-spool"), dbfile.DatabaseLockPath(first.DB)},
 		{"same database and spool", first.DB, first.Spool, ""},
 		{"own database, same spool", filepath.Join(dir, "other.db"), first.Spool, filepath.Join(first.Spool, "writer.lock")},
 	} {
@@ -92,9 +93,9 @@ func TestWriter_Run_SecondWriterInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = w2.Run(t.Context())
-	var le *LockError
-	if !errors.As(err, &le) || !errors.Is(err, ErrLocked) || le.PID != os.Getpid() || le.Path != DatabaseLockPath(cfg.DBPath) {
-		t.Fatalf("second Run: %v, want a LockError naming %s and pid %d", err, DatabaseLockPath(cfg.DBPath), os.Getpid())
+	var le *dbfile.LockError
+	if !errors.As(err, &le) || !errors.Is(err, ErrLocked) || le.PID != os.Getpid() || le.Path != dbfile.DatabaseLockPath(cfg.DBPath) {
+		t.Fatalf("second Run: %v, want a dbfile.LockError naming %s and pid %d", err, dbfile.DatabaseLockPath(cfg.DBPath), os.Getpid())
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -102,42 +103,6 @@ func TestWriter_Run_SecondWriterInProcess(t *testing.T) {
 	}
 	// Released: a third writer runs.
 	drain(t, spoolOf(t, nil), Options{Config: cfg}, 0)
-}
-
-// TestFileLock_Check_DeletedFileLockedAgain: a lock file deleted by hand is
-// created and locked again, so a writer started afterwards is still kept
-// out.
-func TestFileLock_Check_DeletedFileLockedAgain(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "x.lock")
-	l, err := acquireLock(path, "test", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.release()
-	if renewed, err := l.check(); err != nil || renewed {
-		t.Fatalf("check of an untouched lock: renewed %v, %v", renewed, err)
-	}
-	os.Remove(path)
-	if renewed, err := l.check(); err != nil || !renewed {
-		t.Fatalf("check after the file was deleted: renewed %v, %v; want renewed", renewed, err)
-	}
-	if _, err := acquireLock(path, "test", ""); !errors.Is(err, ErrLocked) {
-		t.Fatalf("a second lock on the renewed file: %v, want ErrLocked", err)
-	}
-}
-
-// TestDatabaseLockPath_Symlink: two paths to one database, one through a
-// symbolic link, give one lock file.
-func TestDatabaseLockPath_Symlink(t *testing.T) {
-	dir := t.TempDir()
-	real := filepath.Join(dir, "real")
-	os.Mkdir(real, 0o700)
-	os.WriteFile(filepath.Join(real, "meshcore.db"), nil, 0o600)
-	os.Symlink(real, filepath.Join(dir, "link"))
-	a, b := DatabaseLockPath(filepath.Join(real, "meshcore.db")), DatabaseLockPath(filepath.Join(dir, "link", "meshcore.db"))
-	if a != b {
-		t.Errorf("lock files %s and %s for one database", a, b)
-	}
 }
 
 // TestWriter_Begin_PositionMovedByAnotherWriter: a batch that finds
@@ -167,8 +132,8 @@ func TestWriter_Begin_PositionMovedByAnotherWriter(t *testing.T) {
 	if !errors.Is(err, errPositionMoved) {
 		t.Fatalf("begin: %v, want errPositionMoved", err)
 	}
-	if kind, reopen := classify(err); kind != troubleOtherWriter || !reopen {
-		t.Errorf("classified %s (reopen %v), want %s and a reopen", kind, reopen, troubleOtherWriter)
+	if kind, reopen := classify(err); kind != dbfile.OtherWriter || !reopen {
+		t.Errorf("classified %s (reopen %v), want %s and a reopen", kind, reopen, dbfile.OtherWriter)
 	}
 	if n := writertest.Count(t, db, `SELECT SUM(packet_count) FROM observers`); n != before {
 		t.Errorf("packet_count sum %d, want %d", n, before)

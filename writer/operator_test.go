@@ -71,7 +71,7 @@ func TestWriter_Process_PermissionDenied_ExitsWithHint(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, "w"), 0o755)
 	p := newProcessSetup(t, filepath.Join(dir, "w"), nil)
 	d, _ := openMigrated(t, p.DB) // owned by root, 0644 at most: nobody cannot write it
-	d.close()
+	d.Close()
 	os.Mkdir(p.Spool, 0o700)
 	for _, f := range []string{p.Spool, p.Config, p.Dir} {
 		os.Chown(f, 65534, 65534)

@@ -19,6 +19,7 @@ import (
 	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
+	"github.com/meshingest/meshingest/writer/stats"
 )
 
 // The tests and benchmarks that need "a real writer process" run the
@@ -125,15 +126,15 @@ func stopProcess(t testing.TB, cmd *exec.Cmd) {
 }
 
 // readStats reads the writer's stats file.
-func (p *processSetup) readStats(t testing.TB) (StatsFile, bool) {
+func (p *processSetup) readStats(t testing.TB) (stats.File, bool) {
 	t.Helper()
 	b, err := os.ReadFile(p.StatsFile)
 	if err != nil {
-		return StatsFile{}, false
+		return stats.File{}, false
 	}
-	var f StatsFile
+	var f stats.File
 	if err := json.Unmarshal(b, &f); err != nil {
-		return StatsFile{}, false
+		return stats.File{}, false
 	}
 	return f, true
 }

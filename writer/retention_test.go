@@ -7,6 +7,7 @@ import (
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/dbfile"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
@@ -71,7 +72,7 @@ func TestRetention_StreamTime(t *testing.T) {
 			t.Errorf("%s = %d, want %d", c.what, got, c.want)
 		}
 	}
-	if p, ok := w.Stats().snapshot(time.Now(), nil, 0, troubleSnapshot{}).WriterPerf["retention"]; !ok || p.Count < 5 {
+	if p, ok := w.Stats().snapshot(time.Now(), nil, 0, dbfile.Snapshot{}).WriterPerf["retention"]; !ok || p.Count < 5 {
 		t.Errorf("retention ran %d steps, want several small ones", p.Count)
 	}
 }

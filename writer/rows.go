@@ -3,6 +3,8 @@ package writer
 import (
 	"database/sql"
 	"time"
+
+	"github.com/meshingest/meshingest/writer/schema"
 )
 
 // The rows one MQTT message becomes (docs/reference/mqtt-formats.md §7).
@@ -85,10 +87,10 @@ type DroppedPacket struct {
 	DroppedAt    time.Time
 }
 
-// Time formats CoreScope stores.
+// Time formats CoreScope stores (schema.SecondsLayout, schema.DateTimeLayout).
 const (
-	rfc3339Seconds = "2006-01-02T15:04:05Z" // first_seen, last_seen, observer_metrics.timestamp
-	sqliteDateTime = "2006-01-02 15:04:05"  // CURRENT_TIMESTAMP, dropped_packets.dropped_at
+	rfc3339Seconds = schema.SecondsLayout
+	sqliteDateTime = schema.DateTimeLayout
 )
 
 // FormatSeconds is a unix time as CoreScope stores first_seen, last_seen

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/stats"
 )
 
 // Keys of meshingest_state.
@@ -59,18 +60,6 @@ type positionJSON struct {
 	// Unwritten is the records the spool held after this position when it
 	// was stored, -1 when unknown (omitted in legacy rows).
 	Unwritten *int64 `json:"unwritten,omitempty"`
-}
-
-// SpoolReplaced says that the spool being read is new to the database and
-// another one was drained before it: a spool folder made anew (a replaced
-// disk, `rm -rf`, a disk not mounted at boot).
-type SpoolReplaced struct {
-	Previous         string `json:"previous"`          // its identity
-	PreviousPosition string `json:"previous_position"` // where the writer stopped in it
-	// UnwrittenRecords is how many records the previous spool still held
-	// after that position at the writer's last commit in it, -1 unknown:
-	// they were never written, unless that spool is drained again.
-	UnwrittenRecords int64 `json:"unwritten_records"`
 }
 
 // errPositionMoved is a batch that found another position stored than the
@@ -125,8 +114,8 @@ func readPosition(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo) 
 // checkPosition fails with errPositionMoved unless the stored position of
 // st's spool is still st's. Run inside the batch's transaction (BEGIN
 // IMMEDIATE): two writers that meet on one database despite the lock
-// (lock.go) then never apply the same records twice; the one that finds
-// the position moved reads it again.
+// (dbfile.LockDatabase) then never apply the same records twice; the one
+// that finds the position moved reads it again.
 func checkPosition(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo, st spoolPosition) error {
 	got, legacy, err := readPosition(ctx, conn, info)
 	if err != nil {
@@ -140,13 +129,13 @@ func checkPosition(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo,
 
 // readState reads where the writer resumes in the spool info, and what
 // spool it drained before.
-func readState(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo) (writerState, spoolPosition, *SpoolReplaced, error) {
+func readState(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo) (writerState, spoolPosition, *stats.SpoolReplaced, error) {
 	var st writerState
 	sp, replaced, err := readStateInto(ctx, conn, info, &st)
 	return st, sp, replaced, err
 }
 
-func readStateInto(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo, st *writerState) (spoolPosition, *SpoolReplaced, error) {
+func readStateInto(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo, st *writerState) (spoolPosition, *stats.SpoolReplaced, error) {
 	var sp spoolPosition
 	var err error
 	if sp.Position, sp.legacy, err = readPosition(ctx, conn, info); err != nil {
@@ -180,7 +169,7 @@ func readStateInto(ctx context.Context, conn *sql.Conn, info spool.IdentityInfo,
 	if err != nil {
 		return sp, nil, err
 	}
-	r := &SpoolReplaced{Previous: st.current.String(), PreviousPosition: "-", UnwrittenRecords: -1}
+	r := &stats.SpoolReplaced{Previous: st.current.String(), PreviousPosition: "-", UnwrittenRecords: -1}
 	if ok {
 		r.PreviousPosition = Position{Spool: st.current, Segment: prev.Segment, Seq: prev.Seq}.String()
 		if prev.Unwritten != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/dbfile"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
@@ -48,7 +49,7 @@ func TestWriter_NewSpoolFolder_DrainedFromItsFirstRecord(t *testing.T) {
 	writertest.AppendToSpool(t, dir, fresh, spool.Options{})
 	w := drainDir(t, Options{Config: cfg}, dir, 2000)
 
-	f := w.Stats().snapshot(time.Now(), nil, -1, troubleSnapshot{})
+	f := w.Stats().snapshot(time.Now(), nil, -1, dbfile.Snapshot{})
 	rep := f.Meshingest.Spool.Replaced
 	if rep == nil || rep.Previous != old.ID.String() || rep.UnwrittenRecords != -1 {
 		t.Fatalf("stats spool %+v (replaced %+v), want it to say spool %s was replaced", f.Meshingest.Spool, rep, old.ID)
@@ -77,7 +78,7 @@ func TestWriter_StaleSpool_ResumesAtItsOwnPosition(t *testing.T) {
 	drainDir(t, Options{Config: cfg}, b, 700)
 	writertest.AppendToSpool(t, a, g.records(300), spool.Options{})
 	w := drainDir(t, Options{Config: cfg}, a, 300)
-	if rep := w.Stats().snapshot(time.Now(), nil, -1, troubleSnapshot{}).Meshingest.Spool.Replaced; rep != nil {
+	if rep := w.Stats().snapshot(time.Now(), nil, -1, dbfile.Snapshot{}).Meshingest.Spool.Replaced; rep != nil {
 		t.Errorf("a spool the database knew is reported as replacing another: %+v", rep)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
+	"github.com/meshingest/meshingest/writer/stats"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -67,7 +68,7 @@ func TestWriter_StatsFile_CoreScopeContract(t *testing.T) {
 	if err != nil || time.Since(sampled) > 5*time.Second {
 		t.Errorf("sampledAt %v is not a fresh RFC 3339 time (%v)", f["sampledAt"], err)
 	}
-	var sf StatsFile
+	var sf stats.File
 	json.Unmarshal(raw, &sf)
 	// obs_inserted counts observation writes, as CoreScope's counter does:
 	// the repeated report (observations 85 and 294) filled the same row.
@@ -118,7 +119,7 @@ func TestWriter_StatsFile_CoreScopeContract(t *testing.T) {
 	shared.WriteJSONAtomic(cfg.Receiver.StatsFile, rx)
 	time.Sleep(300 * time.Millisecond)
 	raw, _ = os.ReadFile(cfg.Writer.StatsFile)
-	sf = StatsFile{}
+	sf = stats.File{}
 	json.Unmarshal(raw, &sf)
 	if len(sf.SourceStatuses) != 0 || sf.Meshingest.ReceiverStats == "" {
 		t.Errorf("stale receiver stats merged: %+v (%q)", sf.SourceStatuses, sf.Meshingest.ReceiverStats)
@@ -172,7 +173,7 @@ func TestWriter_StatsFile_WrittenOnStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var f StatsFile
+	var f stats.File
 	json.Unmarshal(raw, &f)
 	if f.Meshingest.Messages != int64(len(recs)) || f.TxInserted != 498 {
 		t.Errorf("last stats file: %d messages, %d transmissions; want %d and 498", f.Meshingest.Messages, f.TxInserted, len(recs))

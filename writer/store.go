@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer/forms"
 	"github.com/meshingest/meshingest/writer/internal/recent"
+	"github.com/meshingest/meshingest/writer/redelivery"
 )
 
 // observationChunk is how many observations one multi-row INSERT writes.
@@ -30,14 +32,14 @@ type store struct {
 	// memory is what committed batches applied under a QoS 1 packet id,
 	// to recognise a broker's redelivery (redelivery.go); nil until read
 	// from meshingest_deliveries.
-	memory *deliveryMemory
+	memory *redelivery.Memory
 	// copies is the committed rounds of receivers' copies (copies.go);
 	// nil until read from meshingest_copies.
 	copies *copyMemory
 	// forms is the committed unpaired receptions (forms.go), retained the
 	// last retained digest per source and topic (retained.go); nil until
 	// read from meshingest_state and meshingest_retained.
-	forms    *formMemory
+	forms    *forms.Memory
 	retained map[retainedKey]int64
 
 	stmt struct {

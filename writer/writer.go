@@ -3,10 +3,8 @@ package writer
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -16,22 +14,23 @@ import (
 
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/dbfile"
 	"github.com/meshingest/meshingest/writer/internal/recent"
+	"github.com/meshingest/meshingest/writer/retention"
 	"github.com/meshingest/meshingest/writer/schema"
+	"github.com/meshingest/meshingest/writer/stats"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
 // Defaults of the options the configuration can set (writer.*). `meshingest
 // config check` prints them and docs/configuration.md is tested against
-// them.
+// them. The connection's own are dbfile's (DefaultCacheKiB, DefaultPageSize,
+// DefaultWALAutoCheckpointPages).
 const (
 	DefaultBatchMaxRecords = 16000
 	DefaultBatchMaxTime    = time.Second
 	DefaultRetryMax        = time.Second
-	DefaultCacheKiB        = 2 << 10
-	// DefaultWALAutoCheckpointPages is wal_autocheckpoint (DBOptions).
-	DefaultWALAutoCheckpointPages = 16000
 	// DefaultNotReadyAfter is how long records may wait while the
 	// database refuses writes before /-/ready answers 503: longer than a
 	// VACUUM or a backup of a mid-sized database holds the lock, shorter
@@ -82,7 +81,7 @@ type Options struct {
 	// writer.notReadyAfterSec, else DefaultNotReadyAfter.
 	NotReadyAfter time.Duration
 
-	DB    DBOptions
+	DB    dbfile.Options
 	Cache CacheOptions
 
 	// Hook sees every observation inside the batch's transaction (nil:
@@ -145,12 +144,12 @@ type Writer struct {
 	log     zerolog.Logger
 	in      *ingester
 	stats   *Stats
-	trouble *troubleTracker
+	trouble troubleTracker
 	notify  *shared.Notifier
 	tasks   []*taskRun
 
 	// Owned by the drain goroutine.
-	dbLock    *fileLock // the database's writer lock, held for all of Run
+	dbLock    *dbfile.Lock // the database's writer lock, held for all of Run
 	db        *database
 	store     *store
 	pipe      *pipeline // reads and prepares records ahead; nil between reads
@@ -283,7 +282,7 @@ func newWriter(opts Options) (*Writer, error) {
 		opts:       opts,
 		log:        opts.Log,
 		stats:      opts.Stats,
-		trouble:    newTroubleTracker(opts.Log, opts.RetryMax),
+		trouble:    troubleTracker{dbfile.NewTracker(opts.Log, opts.RetryMax)},
 		notify:     notify,
 		reloads:    make(chan ingestConfig, 1),
 		keys:       cfg,
@@ -291,12 +290,12 @@ func newWriter(opts Options) (*Writer, error) {
 	}
 	w.in = &ingester{cfg: ic, hook: w.opts.Hook, log: opts.Log, throttle: shared.NewThrottle(time.Minute),
 		decoded: recent.New[ContentKey, struct{}](opts.Cache.withDefaults().Transmissions)}
-	tasks := append([]Task{newRetention(cfg, w.forgetTransmissions)}, w.opts.Tasks...)
+	tasks := append([]Task{retentionTask{retention.New(cfg, w.forgetTransmissions)}}, w.opts.Tasks...)
 	for _, t := range tasks {
 		w.tasks = append(w.tasks, &taskRun{task: t})
 	}
 	if opts.Registry != nil {
-		w.stats.registerMetrics(opts.Registry, w.depth, func() troubleSnapshot { return w.trouble.snapshot(time.Now()) }, w.Health(), w.readerStats)
+		w.stats.Register(opts.Registry, w.depth, func() dbfile.Snapshot { return w.trouble.Snapshot(time.Now()) }, w.Health(), w.readerStats, w.stats.spoolFigures)
 	}
 	return w, nil
 }
@@ -309,12 +308,12 @@ func (w *Writer) Stats() *Stats { return w.stats }
 // ends. Then it finishes the batch in progress, closes the database and
 // returns nil. A database that cannot be opened or migrated is retried, as
 // an episode, until it can or ctx ends, unless retrying cannot help (a
-// *DBError that is Permanent: a folder, not a database, permission denied,
-// a read-only file system): then Run returns that error, whose message
-// carries the hint. When another writer holds the database (lock.go), Run
-// returns a *LockError (errors.Is ErrLocked) at once, or, if another
-// process takes the lock file over while it runs, after the batch in
-// progress. Configuration errors are New's.
+// *dbfile.Error that is Permanent: a folder, not a database, permission
+// denied, a read-only file system): then Run returns that error, whose
+// message carries the hint. When another writer holds the database
+// (dbfile.LockDatabase), Run returns a *dbfile.LockError (errors.Is
+// ErrLocked) at once, or, if another process takes the lock file over
+// while it runs, after the batch in progress. Configuration errors are New's.
 func (w *Writer) Run(ctx context.Context) error {
 	statsCtx, stopStats := context.WithCancel(context.WithoutCancel(ctx))
 	statsDone := make(chan struct{})
@@ -328,10 +327,10 @@ func (w *Writer) Run(ctx context.Context) error {
 	}()
 
 	if err := w.lock(ctx); err != nil {
-		w.log.Error().Err(err).Str("lock_file", DatabaseLockPath(w.opts.Config.DBPath)).Msg("another writer holds the database; not starting")
+		w.log.Error().Err(err).Str("lock_file", dbfile.DatabaseLockPath(w.opts.Config.DBPath)).Msg("another writer holds the database; not starting")
 		return err
 	}
-	defer w.dbLock.release()
+	defer w.dbLock.Release()
 	if err := w.start(ctx); err != nil {
 		w.notify.Status("cannot use the database: " + err.Error())
 		w.shutdown()
@@ -360,7 +359,7 @@ func (w *Writer) Run(ctx context.Context) error {
 // writable) is retried as an episode until ctx ends.
 func (w *Writer) lock(ctx context.Context) error {
 	for ctx.Err() == nil {
-		l, err := lockDatabase(w.opts.Config.DBPath)
+		l, err := dbfile.LockDatabase(w.opts.Config.DBPath)
 		if err == nil {
 			w.dbLock = l
 			return nil
@@ -384,7 +383,7 @@ func (w *Writer) start(ctx context.Context) error {
 			w.trouble.succeeded(time.Now())
 			return nil
 		}
-		if de := (*DBError)(nil); errors.As(err, &de) && de.Permanent() {
+		if de := (*dbfile.Error)(nil); errors.As(err, &de) && de.Permanent() {
 			return err
 		}
 		w.refused(ctx, err)
@@ -398,14 +397,14 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 	if err != nil {
 		return err
 	}
-	if d.created {
+	if d.Created {
 		// Right for a new installation, wrong after a typo in dbPath
 		// (CoreScope would go on reading the old file): say where.
-		abs, _ := filepath.Abs(d.path)
+		abs, _ := filepath.Abs(d.Path)
 		w.log.Warn().Str("db", abs).Msg("no database at dbPath: created a new, empty one here")
 	}
 	if _, err := schema.Migrate(ctx, d.conn, w.log); err != nil {
-		d.close()
+		d.Close()
 		return err
 	}
 	var st writerState
@@ -413,7 +412,7 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 	for i, sl := range w.slots {
 		sp, replaced, err := readStateInto(ctx, d.conn, sl.info, &st)
 		if err != nil {
-			d.close()
+			d.Close()
 			return err
 		}
 		if len(w.slots) > 1 {
@@ -426,12 +425,12 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 	}
 	s, err := newStore(ctx, d.conn, w.opts.Cache)
 	if err != nil {
-		d.close()
+		d.Close()
 		return err
 	}
 	if w.schemaVersion, err = schemaVersion(ctx, d.conn); err != nil {
 		s.close()
-		d.close()
+		d.Close()
 		return err
 	}
 	w.db, w.store, w.state = d, s, st
@@ -448,10 +447,10 @@ func (w *Writer) openDB(ctx context.Context, create bool) error {
 // in it, and says so in the stats file: above all when a new spool
 // replaced the one drained before (its unwritten records are lost unless
 // that spool comes back).
-func (w *Writer) noteSpool(sl *spoolSlot, replaced *SpoolReplaced) {
+func (w *Writer) noteSpool(sl *spoolSlot, replaced *stats.SpoolReplaced) {
 	info, st := sl.info, sl.pos
 	if len(w.slots) <= 1 {
-		w.stats.setSpool(info.ID, replaced)
+		w.stats.SetSpool(info.ID, replaced)
 	}
 	if w.spoolNoted[info.ID] {
 		return
@@ -480,7 +479,7 @@ func (w *Writer) closeDB() {
 		w.store = nil
 	}
 	if w.db != nil {
-		w.db.close()
+		w.db.Close()
 		w.db = nil
 	}
 }
@@ -510,7 +509,7 @@ func (w *Writer) refused(ctx context.Context, err error) {
 	if reopen {
 		w.closeDB()
 	}
-	delay := w.trouble.failed(kind, err, time.Now())
+	delay := w.trouble.Failed(kind, err, time.Now())
 	w.notify.Status(fmt.Sprintf("database refuses writes (%s); retrying", kind))
 	w.sleep(ctx, delay)
 }
@@ -546,23 +545,23 @@ func (w *Writer) sleep(ctx context.Context, d time.Duration) {
 func (w *Writer) ensureDB(ctx context.Context) error {
 	if w.db != nil && time.Since(w.dbChecked) >= time.Second {
 		w.dbChecked = time.Now()
-		if renewed, err := w.dbLock.check(); err != nil {
+		if renewed, err := w.dbLock.Check(); err != nil {
 			return err
 		} else if renewed {
-			w.log.Warn().Str("lock_file", w.dbLock.path).Msg("the writer's lock file was deleted or replaced; locked it again")
+			w.log.Warn().Str("lock_file", w.dbLock.Path()).Msg("the writer's lock file was deleted or replaced; locked it again")
 		}
-		replaced, err := w.db.replaced()
+		replaced, err := w.db.Replaced()
 		if err != nil {
 			w.closeDB()
 			return err
 		}
 		if replaced {
-			w.log.Warn().Str("db", w.db.path).Msg("the database file was replaced under the writer; reopening it and resuming from the position stored in it")
+			w.log.Warn().Str("db", w.db.Path).Msg("the database file was replaced under the writer; reopening it and resuming from the position stored in it")
 			w.closeDB()
 		} else if v, err := schemaVersion(ctx, w.db.conn); err != nil {
 			return err
 		} else if v != w.schemaVersion {
-			w.log.Warn().Str("db", w.db.path).Msg("another process changed the database schema; checking it again")
+			w.log.Warn().Str("db", w.db.Path).Msg("another process changed the database schema; checking it again")
 			if _, err := schema.Migrate(ctx, w.db.conn, w.log); err != nil {
 				return err
 			}
@@ -704,7 +703,7 @@ func (w *Writer) runTaskStep(ctx context.Context) (more bool) {
 			t.running, t.next = false, now.Add(time.Minute)
 			return false
 		}
-		w.stats.addMaintenance(t.task.Name(), holdStart.Sub(waitStart), time.Since(holdStart))
+		w.stats.AddMaintenance(t.task.Name(), holdStart.Sub(waitStart), time.Since(holdStart))
 		if !stepMore {
 			t.running, t.next = false, time.Now().Add(t.task.Interval())
 		}
@@ -736,10 +735,10 @@ func (w *Writer) unhealthy(now time.Time) string {
 }
 
 func (w *Writer) notReady(now time.Time) string {
-	tr := w.trouble.snapshot(now)
+	tr := w.trouble.Snapshot(now)
 	if e := tr.Current; e != nil && time.Duration(e.Seconds*float64(time.Second)) > w.opts.NotReadyAfter && w.depth() != 0 {
 		return fmt.Sprintf("records have waited %s while the database refuses writes (%s: %s); %s",
-			time.Duration(e.Seconds*float64(time.Second)).Round(time.Second), e.Kind, e.LastError, troubleHint(troubleKind(e.Kind)))
+			time.Duration(e.Seconds*float64(time.Second)).Round(time.Second), e.Kind, e.LastError, dbfile.Kind(e.Kind).Hint())
 	}
 	if !w.ready.Load() {
 		return "starting: opening and checking the database " + w.opts.Config.DBPath
@@ -854,105 +853,25 @@ func minus(a, b []string) []string {
 	return out
 }
 
-// statsLoop writes the stats file every interval until ctx ends.
+// statsLoop writes the stats file every interval until ctx ends, and a
+// last one after.
 func (w *Writer) statsLoop(ctx context.Context) {
 	if w.opts.StatsFile == "" {
 		return
 	}
-	tick := time.NewTicker(w.opts.StatsInterval)
-	defer tick.Stop()
-	var prevIO *shared.ProcIO
-	var prevAt, lastStatus, lastFileAt time.Time
-	var lastKey, lastFileKey string
-	for final := false; ; {
-		now := time.Now()
-		rx, rxErr := shared.ReadReceiverSnapshot(w.opts.ReceiverStatsFile, 5*time.Second, now)
-		f := w.stats.snapshot(now, rx, w.depth(), w.trouble.snapshot(now))
-		f.Meshingest.PID = os.Getpid()
-		f.Meshingest.Health = w.Health().State()
-		f.Meshingest.Spool.Reader = w.readerStats()
-		if rxErr != nil {
-			f.Meshingest.ReceiverStats = rxErr.Error()
-		}
-		if cur, err := shared.ReadProcIO(0); err == nil {
-			if prevIO != nil {
-				sec := now.Sub(prevAt).Seconds()
-				f.ProcIO = &procIORates{
-					ReadBytesPerSec:           float64(cur.ReadBytes-prevIO.ReadBytes) / sec,
-					WriteBytesPerSec:          float64(cur.WriteBytes-prevIO.WriteBytes) / sec,
-					CancelledWriteBytesPerSec: float64(cur.CancelledWriteBytes-prevIO.CancelledWriteBytes) / sec,
-					SyscallsRead:              float64(cur.SyscR-prevIO.SyscR) / sec,
-					SyscallsWrite:             float64(cur.SyscW-prevIO.SyscW) / sec,
-					SampledAt:                 f.SampledAt,
-				}
-			}
-			prevIO, prevAt = &cur, now
-		}
-		f.WatchdogLastTickUnix = w.stats.LoopTickUnix.Load()
-		// The status line follows state changes at once and the figures
-		// every few seconds; nothing before READY, which carries its own.
-		if key := statusKey(&f); !final && w.ready.Load() && (key != lastKey || now.Sub(lastStatus) >= 5*time.Second) {
-			lastStatus, lastKey = now, key
-			w.notify.Status(statusLine(&f))
-		}
-		// Rewritten when a figure changed, or statsHeartbeat after the last
-		// write: an idle writer does not rewrite the same file every second.
-		if key := statsFileKey(f); final || key != lastFileKey || now.Sub(lastFileAt) >= statsHeartbeat {
-			lastFileKey, lastFileAt = key, now
-			if err := shared.WriteJSONAtomic(w.opts.StatsFile, f); err != nil {
-				w.throttledWarn("statsfile", err, "could not write the stats file")
-			}
-		}
-		if final {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			// Run has stopped the drain loop: one last file, with the
-			// counters of the last batches.
-			final = true
-		case <-tick.C:
-		}
-	}
-}
-
-// statsHeartbeat is the longest the stats file goes unwritten while no
-// figure changes: CoreScope's server ignores a file sampled more than 5 s
-// ago (docs/reference/stats-contract.md).
-const statsHeartbeat = 2 * time.Second
-
-// statsFileKey is f without what changes with the clock alone: the sample
-// times, the I/O rates (the file's own writes move them), the loop's tick
-// and the lag, which grows by itself while nothing is written.
-func statsFileKey(f StatsFile) string {
-	f.SampledAt, f.ProcIO, f.WatchdogLastTickUnix, f.Meshingest.LagSeconds = "", nil, 0, 0
-	b, _ := json.Marshal(f)
-	return string(b)
-}
-
-func statusKey(f *StatsFile) string {
-	return fmt.Sprint(f.Meshingest.CaughtUp, f.Meshingest.Database.State, f.Meshingest.Health.Ready, f.Meshingest.Health.Healthy)
-}
-
-// statusLine is the one line `systemctl status` shows.
-func statusLine(f *StatsFile) string {
-	ex := &f.Meshingest
-	state := "caught up"
-	if !ex.CaughtUp {
-		state = "catching up"
-	}
-	db := "database ok"
-	if ex.Database.Current != nil {
-		db = fmt.Sprintf("database refuses writes (%s) for %.0fs", ex.Database.Current.Kind, ex.Database.Current.Seconds)
-	}
-	line := fmt.Sprintf("%s; lag %.0fs; %d messages written; %s", state, ex.LagSeconds, ex.Messages, db)
-	if !ex.Health.Ready {
-		line = "NOT READY; " + line
-	}
-	if !ex.Health.Healthy {
-		line = "UNHEALTHY (" + ex.Health.Unhealthy + "); " + line
-	}
-	return line
+	stats.Loop{
+		Path: w.opts.StatsFile, ReceiverPath: w.opts.ReceiverStatsFile, Interval: w.opts.StatsInterval,
+		Sample: func(now time.Time, rx *shared.ReceiverSnapshot) stats.File {
+			f := w.stats.snapshot(now, rx, w.depth(), w.trouble.Snapshot(now))
+			f.Meshingest.Health = w.Health().State()
+			f.Meshingest.Spool.Reader = w.readerStats()
+			f.WatchdogLastTickUnix = w.stats.LoopTickUnix.Load()
+			return f
+		},
+		Ready:  w.ready.Load,
+		Status: func(line string) { w.notify.Status(line) },
+		Warn:   func(err error) { w.throttledWarn("statsfile", err, "could not write the stats file") },
+	}.Run(ctx)
 }
 
 func schemaVersion(ctx context.Context, conn *sql.Conn) (int64, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/dbfile"
 )
 
 const configUsage = `usage: meshingest config check [--config FILE]
@@ -137,13 +138,13 @@ func effectiveConfig(cfg *shared.Config) *shared.Config {
 		w.RetryMaxMs = ms(writer.DefaultRetryMax)
 	}
 	if w.CacheKiB <= 0 {
-		w.CacheKiB = writer.DefaultCacheKiB
+		w.CacheKiB = dbfile.DefaultCacheKiB
 	}
 	if w.PageSize <= 0 {
-		w.PageSize = writer.DefaultPageSize
+		w.PageSize = dbfile.DefaultPageSize
 	}
 	if w.WALAutoCheckpointPages <= 0 {
-		w.WALAutoCheckpointPages = writer.DefaultWALAutoCheckpointPages
+		w.WALAutoCheckpointPages = dbfile.DefaultWALAutoCheckpointPages
 	}
 	if w.NotReadyAfterSec <= 0 {
 		w.NotReadyAfterSec = int(writer.DefaultNotReadyAfter / time.Second)

@@ -13,6 +13,7 @@ import (
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/dbfile"
 	"github.com/meshingest/meshingest/writer/jobs"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -125,12 +126,12 @@ func runWrite(args []string) int {
 	if err := w.Run(ctx); errors.Is(err, writer.ErrLocked) {
 		return exitLocked // Run logged it
 	} else if err != nil {
-		var de *writer.DBError
+		var de *dbfile.Error
 		if errors.As(err, &de) && de.Permanent() {
 			// Retrying cannot fix it: exit with the hint rather than
 			// retry for ever without being ready. 2, like a bad
 			// configuration, so that systemd's restarts stop soon.
-			log.Error().Err(de.Err).Str("db", de.Path).Str("kind", de.Kind).Str("hint", de.Hint()).Msg("cannot use the database: " + de.Op)
+			log.Error().Err(de.Err).Str("db", de.Path).Str("kind", string(de.Kind)).Str("hint", de.Hint()).Msg("cannot use the database: " + de.Op)
 			return 2
 		}
 		log.Error().Err(err).Msg("writer stopped")

@@ -142,7 +142,7 @@ func TestFS_Cut_BboltNoSyncLosesCommits(t *testing.T) {
 }
 
 // openSQLite opens path with the writer's connection settings
-// (writer/db.go), synchronous and wal_autocheckpoint as given.
+// (writer/dbfile/db.go), synchronous and wal_autocheckpoint as given.
 func openSQLite(path, synchronous string, checkpointPages int) (*sql.DB, error) {
 	q := url.Values{}
 	for _, p := range []string{"auto_vacuum(INCREMENTAL)", "journal_mode(WAL)", "synchronous(" + synchronous + ")",

@@ -16,6 +16,7 @@ import (
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/writer"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
+	"github.com/meshingest/meshingest/writer/stats"
 )
 
 // corpusDatabase drains the real capture into a new database and returns
@@ -280,7 +281,7 @@ func TestBackfillTask_OldDatabase_Filled(t *testing.T) {
 	// stop. They count only what is committed, so they trail the last
 	// committed step by one.
 	counted := func() map[string]int64 {
-		var f writer.StatsFile
+		var f stats.File
 		b, _ := os.ReadFile(c.cfg.Writer.StatsFile)
 		json.Unmarshal(b, &f)
 		return f.BackfillUpdates

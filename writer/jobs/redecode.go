@@ -17,6 +17,7 @@ import (
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/writer"
+	"github.com/meshingest/meshingest/writer/dbfile"
 	"github.com/rs/zerolog"
 )
 
@@ -312,7 +313,7 @@ func (r *redecoder) inTx(ctx context.Context, fn func() error) error {
 			}
 			return nil
 		}
-		if !writer.IsBusy(err) {
+		if !dbfile.IsBusy(err) {
 			return err
 		}
 		if !r.busy {

@@ -25,6 +25,12 @@ import (
 // have the same columns in the same order, so CoreScope's retention
 // (`INSERT INTO inactive_nodes SELECT * FROM nodes`) keeps working if it is
 // ever run against a database meshingest created.
+// Time formats CoreScope stores.
+const (
+	SecondsLayout  = "2006-01-02T15:04:05Z" // first_seen, last_seen, observer_metrics.timestamp
+	DateTimeLayout = "2006-01-02 15:04:05"  // CURRENT_TIMESTAMP, dropped_packets.dropped_at
+)
+
 var tableDDL = []struct{ name, ddl string }{
 	{"nodes", `CREATE TABLE IF NOT EXISTS nodes (` + nodeColumnsDDL + `)`},
 	{"inactive_nodes", `CREATE TABLE IF NOT EXISTS inactive_nodes (` + nodeColumnsDDL + `)`},

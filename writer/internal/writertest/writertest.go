@@ -155,7 +155,7 @@ func Count(t testing.TB, db *sql.DB, query string, args ...any) int64 {
 }
 
 // CheckForeignKeys fails the test when a row references a missing parent:
-// the writer does not have SQLite enforce foreign keys (writer/db.go) and
+// the writer does not have SQLite enforce foreign keys (writer/dbfile/db.go) and
 // keeps them by construction, which every test that writes rows checks.
 func CheckForeignKeys(t testing.TB, path string) {
 	t.Helper()

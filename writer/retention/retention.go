@@ -1,14 +1,23 @@
-package writer
+// Package retention is CoreScope's retention pass, a task the writer runs
+// between ingest batches (writer.Task).
+package retention
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/schema"
 )
 
-// retention is CoreScope's retention pass (mqtt-formats.md §8): nodes not
+// Tx is the part of the writer's open transaction (writer.Tx) a step uses.
+type Tx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Pass is CoreScope's retention pass (mqtt-formats.md §8): nodes not
 // heard for nodeDays move to inactive_nodes, observers not heard for
 // observerDays are marked inactive and their metrics deleted, old metrics,
 // drops, neighbor edges and (with packetDays) packets are deleted, and an
@@ -20,7 +29,7 @@ import (
 // record, not the wall clock. After the writer was stopped for a week, a
 // wall-clock pass at start would move every node to inactive_nodes before
 // the week of spooled adverts that keep them alive is written.
-type retention struct {
+type Pass struct {
 	nodeDays, observerDays, metricsDays, packetDays, edgeDays, clientRxDays int
 	vacuumPages                                                             int
 	onPacketsDeleted                                                        func()
@@ -31,8 +40,11 @@ type retention struct {
 // retentionChunk bounds the rows one step deletes or moves.
 const retentionChunk = 500
 
-func newRetention(cfg *shared.Config, onPacketsDeleted func()) *retention {
-	r := &retention{
+// New is the pass cfg's retention.* asks for; onPacketsDeleted is called
+// after a step deleted transmissions (the writer forgets its cache of
+// them).
+func New(cfg *shared.Config, onPacketsDeleted func()) *Pass {
+	r := &Pass{
 		nodeDays:         cfg.NodeDays(),
 		observerDays:     cfg.ObserverDays(),
 		metricsDays:      cfg.MetricsDays(),
@@ -45,8 +57,11 @@ func newRetention(cfg *shared.Config, onPacketsDeleted func()) *retention {
 	return r
 }
 
-func (r *retention) Name() string            { return "retention" }
-func (r *retention) Interval() time.Duration { return time.Hour }
+// Name is the task's name in logs and writer_perf.
+func (r *Pass) Name() string { return "retention" }
+
+// Interval is the time between two passes.
+func (r *Pass) Interval() time.Duration { return time.Hour }
 
 type retentionPhase struct {
 	name string
@@ -54,23 +69,23 @@ type retentionPhase struct {
 	run func(ctx context.Context, tx Tx, now time.Time) (done bool, err error)
 }
 
-func (r *retention) phases() []retentionPhase {
+func (r *Pass) phases() []retentionPhase {
 	return []retentionPhase{
 		{"nodes", r.moveStaleNodes},
 		{"observers", r.markStaleObservers},
 		{"inactive observer metrics", r.deleteInactiveObserverMetrics},
 		{"metrics", r.chunked(`DELETE FROM observer_metrics WHERE rowid IN
 			(SELECT rowid FROM observer_metrics WHERE timestamp < ? LIMIT ?)`, func(now time.Time) any {
-			return FormatSeconds(now.AddDate(0, 0, -r.metricsDays).Unix())
+			return now.AddDate(0, 0, -r.metricsDays).UTC().Format(schema.SecondsLayout)
 		})},
 		{"dropped packets", r.chunked(`DELETE FROM dropped_packets WHERE id IN
 			(SELECT id FROM dropped_packets WHERE dropped_at < ? LIMIT ?)`, func(now time.Time) any {
-			return now.AddDate(0, 0, -r.metricsDays).UTC().Format(sqliteDateTime)
+			return now.AddDate(0, 0, -r.metricsDays).UTC().Format(schema.DateTimeLayout)
 		})},
 		{"packets", r.deleteOldPackets},
 		{"neighbor edges", r.chunked(`DELETE FROM neighbor_edges WHERE rowid IN
 			(SELECT rowid FROM neighbor_edges WHERE last_seen < ? LIMIT ?)`, func(now time.Time) any {
-			return FormatSeconds(now.AddDate(0, 0, -r.edgeDays).Unix())
+			return now.AddDate(0, 0, -r.edgeDays).UTC().Format(schema.SecondsLayout)
 		})},
 		{"client receptions", func(ctx context.Context, tx Tx, now time.Time) (bool, error) {
 			if r.clientRxDays <= 0 {
@@ -78,7 +93,7 @@ func (r *retention) phases() []retentionPhase {
 			}
 			return r.chunked(`DELETE FROM client_receptions WHERE id IN
 				(SELECT id FROM client_receptions WHERE rx_at < ? LIMIT ?)`, func(now time.Time) any {
-				return FormatSeconds(now.AddDate(0, 0, -r.clientRxDays).Unix())
+				return now.AddDate(0, 0, -r.clientRxDays).UTC().Format(schema.SecondsLayout)
 			})(ctx, tx, now)
 		}},
 		{"incremental vacuum", func(ctx context.Context, tx Tx, now time.Time) (bool, error) {
@@ -89,7 +104,7 @@ func (r *retention) phases() []retentionPhase {
 }
 
 // Step runs one chunk of the current phase.
-func (r *retention) Step(ctx context.Context, tx Tx, now time.Time) (more bool, err error) {
+func (r *Pass) Step(ctx context.Context, tx Tx, now time.Time) (more bool, err error) {
 	ph := r.phases()
 	if r.phase >= len(ph) {
 		r.phase = 0
@@ -108,7 +123,7 @@ func (r *retention) Step(ctx context.Context, tx Tx, now time.Time) (more bool, 
 	return true, nil
 }
 
-func (r *retention) chunked(query string, cutoff func(time.Time) any) func(context.Context, Tx, time.Time) (bool, error) {
+func (r *Pass) chunked(query string, cutoff func(time.Time) any) func(context.Context, Tx, time.Time) (bool, error) {
 	return func(ctx context.Context, tx Tx, now time.Time) (bool, error) {
 		res, err := tx.ExecContext(ctx, query, cutoff(now), retentionChunk)
 		if err != nil {
@@ -122,10 +137,10 @@ func (r *retention) chunked(query string, cutoff func(time.Time) any) func(conte
 // moveStaleNodes moves a chunk of nodes not heard since the cutoff to
 // inactive_nodes (replacing an older copy there), naming the columns so
 // the two tables need not have them in the same order.
-func (r *retention) moveStaleNodes(ctx context.Context, tx Tx, now time.Time) (bool, error) {
+func (r *Pass) moveStaleNodes(ctx context.Context, tx Tx, now time.Time) (bool, error) {
 	const cols = `public_key, name, role, lat, lon, last_seen, first_seen, advert_count, battery_mv,
 		temperature_c, foreign_advert, default_scope, multibyte_sup, multibyte_evidence`
-	cutoff := FormatSeconds(now.AddDate(0, 0, -r.nodeDays).Unix())
+	cutoff := now.AddDate(0, 0, -r.nodeDays).UTC().Format(schema.SecondsLayout)
 	const pick = `SELECT rowid FROM nodes WHERE last_seen < ?1 ORDER BY rowid LIMIT ?2`
 	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO inactive_nodes (`+cols+`)
 		SELECT `+cols+` FROM nodes WHERE rowid IN (`+pick+`)`, cutoff, retentionChunk); err != nil {
@@ -139,17 +154,17 @@ func (r *retention) moveStaleNodes(ctx context.Context, tx Tx, now time.Time) (b
 	return n < retentionChunk, nil
 }
 
-func (r *retention) markStaleObservers(ctx context.Context, tx Tx, now time.Time) (bool, error) {
+func (r *Pass) markStaleObservers(ctx context.Context, tx Tx, now time.Time) (bool, error) {
 	if r.observerDays < 0 {
 		return true, nil
 	}
-	cutoff := FormatSeconds(now.AddDate(0, 0, -r.observerDays).Unix())
+	cutoff := now.AddDate(0, 0, -r.observerDays).UTC().Format(schema.SecondsLayout)
 	_, err := tx.ExecContext(ctx, `UPDATE observers SET inactive = 1
 		WHERE last_seen < ? AND (inactive IS NULL OR inactive = 0)`, cutoff)
 	return true, err
 }
 
-func (r *retention) deleteInactiveObserverMetrics(ctx context.Context, tx Tx, now time.Time) (bool, error) {
+func (r *Pass) deleteInactiveObserverMetrics(ctx context.Context, tx Tx, now time.Time) (bool, error) {
 	if r.observerDays < 0 {
 		return true, nil
 	}
@@ -165,11 +180,11 @@ func (r *retention) deleteInactiveObserverMetrics(ctx context.Context, tx Tx, no
 
 // deleteOldPackets deletes a chunk of transmissions first seen before
 // packetDays, their observations first.
-func (r *retention) deleteOldPackets(ctx context.Context, tx Tx, now time.Time) (bool, error) {
+func (r *Pass) deleteOldPackets(ctx context.Context, tx Tx, now time.Time) (bool, error) {
 	if r.packetDays <= 0 {
 		return true, nil
 	}
-	cutoff := FormatSeconds(now.AddDate(0, 0, -r.packetDays).Unix())
+	cutoff := now.AddDate(0, 0, -r.packetDays).UTC().Format(schema.SecondsLayout)
 	// Fewer transmissions per step: each has tens of observations.
 	const txChunk = retentionChunk / 10
 	const pick = `SELECT id FROM transmissions WHERE first_seen < ?1 ORDER BY id LIMIT ?2`

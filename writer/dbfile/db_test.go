@@ -1,4 +1,4 @@
-package writer
+package dbfile
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,22 +13,20 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/meshingest/meshingest/shared"
-	"github.com/meshingest/meshingest/writer/internal/writertest"
 	"github.com/meshingest/meshingest/writer/schema"
 )
 
 // openMigrated opens (creating) the database at path as the writer does and
 // brings it to the current schema.
-func openMigrated(t *testing.T, path string) (*database, schema.Report) {
+func openMigrated(t *testing.T, path string) (*File, schema.Report) {
 	t.Helper()
 	ctx := context.Background()
-	d, err := openDatabase(ctx, path, true, DBOptions{})
+	d, err := Open(ctx, path, true, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.close() })
-	rep, err := schema.Migrate(ctx, d.conn, zerolog.Nop())
+	t.Cleanup(func() { d.Close() })
+	rep, err := schema.Migrate(ctx, d.Conn, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,32 +62,32 @@ func TestClassify_RealSQLiteErrors(t *testing.T) {
 	full.SetMaxOpenConns(1)
 
 	cases := []struct {
-		want   troubleKind
+		want   Kind
 		reopen bool
 		run    func() error
 	}{
-		{troubleBusy, false, func() error {
-			if _, err := d.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		{Busy, false, func() error {
+			if _, err := d.Conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 				return fmt.Errorf("setup: %w", err)
 			}
-			defer d.conn.ExecContext(ctx, "ROLLBACK")
+			defer d.Conn.ExecContext(ctx, "ROLLBACK")
 			_, err := oc.ExecContext(ctx, "BEGIN IMMEDIATE")
 			return err
 		}},
-		{troubleReadOnly, true, func() error {
+		{ReadOnly, true, func() error {
 			_, err := ro.Exec(`INSERT INTO _migrations (name) VALUES ('x')`)
 			return err
 		}},
-		{troubleDiskFull, false, func() error {
+		{DiskFull, false, func() error {
 			_, err := full.Exec(`INSERT INTO _migrations (name) VALUES (hex(randomblob(3000)))`)
 			return err
 		}},
-		{troubleSchema, true, func() error {
-			_, err := d.conn.ExecContext(ctx, `INSERT INTO no_such_table VALUES (1)`)
+		{Schema, true, func() error {
+			_, err := d.Conn.ExecContext(ctx, `INSERT INTO no_such_table VALUES (1)`)
 			return err
 		}},
-		{troubleMissing, true, func() error {
-			_, err := openDatabase(ctx, filepath.Join(t.TempDir(), "gone.db"), false, DBOptions{})
+		{Missing, true, func() error {
+			_, err := Open(ctx, filepath.Join(t.TempDir(), "gone.db"), false, Options{})
 			return err
 		}},
 	}
@@ -100,9 +97,9 @@ func TestClassify_RealSQLiteErrors(t *testing.T) {
 			t.Errorf("%s: no error provoked", c.want)
 			continue
 		}
-		kind, reopen := classify(err)
+		kind, reopen := Classify(err)
 		if kind != c.want || reopen != c.reopen {
-			t.Errorf("classify(%v) = %s, %v; want %s, %v", err, kind, reopen, c.want, c.reopen)
+			t.Errorf("Classify(%v) = %s, %v; want %s, %v", err, kind, reopen, c.want, c.reopen)
 		}
 	}
 }
@@ -123,25 +120,25 @@ func TestOpenDatabase_WrongFiles_KindAndHint(t *testing.T) {
 		name      string
 		path      string
 		create    bool
-		kind      troubleKind
+		kind      Kind
 		permanent bool
 		hint      string
 	}{
-		{"a folder", dir, true, troubleIsDir, true, "dbPath names a folder"},
-		{"not a database", garbage, true, troubleNotADB, true, "not a SQLite database"},
-		{"a FIFO", fifo, true, troubleNotADB, true, "not a SQLite database"},
-		{"a file where a folder should be", filepath.Join(fileAsFolder, "meshcore.db"), true, troubleNoFolder, false, "not a folder"},
-		{"folder gone while running", filepath.Join(dir, "unmounted", "meshcore.db"), false, troubleNoFolder, false, "folder is gone"},
-		{"file gone while running", filepath.Join(dir, "gone.db"), false, troubleMissing, false, "never creates an empty one"},
+		{"a folder", dir, true, IsDir, true, "dbPath names a folder"},
+		{"not a database", garbage, true, NotADB, true, "not a SQLite database"},
+		{"a FIFO", fifo, true, NotADB, true, "not a SQLite database"},
+		{"a file where a folder should be", filepath.Join(fileAsFolder, "meshcore.db"), true, NoFolder, false, "not a folder"},
+		{"folder gone while running", filepath.Join(dir, "unmounted", "meshcore.db"), false, NoFolder, false, "folder is gone"},
+		{"file gone while running", filepath.Join(dir, "gone.db"), false, Missing, false, "never creates an empty one"},
 	}
 	for _, c := range cases {
-		_, err := openDatabase(ctx, c.path, c.create, DBOptions{})
+		_, err := Open(ctx, c.path, c.create, Options{})
 		if err == nil {
 			t.Errorf("%s: opened", c.name)
 			continue
 		}
-		kind, _ := classify(err)
-		var de *DBError
+		kind, _ := Classify(err)
+		var de *Error
 		isDB := errors.As(err, &de)
 		if kind != c.kind || (isDB && de.Permanent()) != c.permanent || !strings.Contains(err.Error(), c.hint) {
 			t.Errorf("%s: kind %s permanent %v, error %q; want %s, %v, a hint containing %q", c.name, kind, isDB && de.Permanent(), err, c.kind, c.permanent, c.hint)
@@ -159,9 +156,9 @@ func TestOpenDatabase_ReadOnlyFileSystem_Permanent(t *testing.T) {
 	}
 	t.Cleanup(func() { syscall.Unmount(ro, 0) })
 	for _, path := range []string{filepath.Join(ro, "meshcore.db"), filepath.Join(ro, "data", "meshcore.db")} {
-		_, err := openDatabase(context.Background(), path, true, DBOptions{})
-		var de *DBError
-		if !errors.As(err, &de) || de.Kind != string(troubleReadOnlyFS) || !de.Permanent() || !strings.Contains(err.Error(), "ReadWritePaths=") {
+		_, err := Open(context.Background(), path, true, Options{})
+		var de *Error
+		if !errors.As(err, &de) || de.Kind != ReadOnlyFS || !de.Permanent() || !strings.Contains(err.Error(), "ReadWritePaths=") {
 			t.Errorf("%s: %v; want a permanent read_only_fs error with the ReadWritePaths= hint", path, err)
 		}
 	}
@@ -170,20 +167,20 @@ func TestOpenDatabase_ReadOnlyFileSystem_Permanent(t *testing.T) {
 // A database that does not exist is created with its folder, and says so.
 func TestOpenDatabase_Missing_CreatedWithFolder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "new", "data", "meshcore.db")
-	d, err := openDatabase(context.Background(), path, true, DBOptions{})
+	d, err := Open(context.Background(), path, true, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.close()
-	if !d.created {
+	defer d.Close()
+	if !d.Created {
 		t.Error("a new database not reported as created")
 	}
-	d2, err := openDatabase(context.Background(), path, true, DBOptions{})
+	d2, err := Open(context.Background(), path, true, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d2.close()
-	if d2.created {
+	defer d2.Close()
+	if d2.Created {
 		t.Error("an existing database reported as created")
 	}
 }
@@ -191,53 +188,17 @@ func TestOpenDatabase_Missing_CreatedWithFolder(t *testing.T) {
 // A commit is durable at COMMIT only in WAL mode with synchronous=FULL
 // (NORMAL syncs the WAL at checkpoints only; tests/powercut shows the loss).
 func TestOpenDatabase_Connection_WALAndSynchronousFull(t *testing.T) {
-	d, err := openDatabase(context.Background(), filepath.Join(t.TempDir(), "meshcore.db"), true, DBOptions{})
+	d, err := Open(context.Background(), filepath.Join(t.TempDir(), "meshcore.db"), true, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.close()
+	defer d.Close()
 	var mode string
 	var sync int
-	d.conn.QueryRowContext(context.Background(), `PRAGMA journal_mode`).Scan(&mode)
-	d.conn.QueryRowContext(context.Background(), `PRAGMA synchronous`).Scan(&sync)
+	d.Conn.QueryRowContext(context.Background(), `PRAGMA journal_mode`).Scan(&mode)
+	d.Conn.QueryRowContext(context.Background(), `PRAGMA synchronous`).Scan(&sync)
 	if mode != "wal" || sync != 2 {
 		t.Errorf("journal_mode = %s, synchronous = %d; want wal and 2 (FULL)", mode, sync)
-	}
-}
-
-// TestOpenDatabase_NewFile_FoldersSynced: a database created in folders
-// that did not exist survives a power cut: the writer fsyncs every folder
-// that received a new entry, the new folders' parents included, which
-// SQLite does not (it syncs only the folder of a journal or WAL it creates).
-// Checked with strace on a real writer process.
-func TestOpenDatabase_NewFile_FoldersSynced(t *testing.T) {
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		t.Skip("strace is needed to see the writer's fsyncs")
-	}
-	dir := t.TempDir()
-	p := newProcessSetup(t, dir, map[string]any{"dbPath": filepath.Join(dir, "a", "b", "meshcore.db")})
-	trace := filepath.Join(dir, "strace.txt")
-	log, _ := os.Create(p.LogFile)
-	cmd := exec.Command(strace, "-f", "-y", "-e", "trace=fsync,fdatasync", "-o", trace, meshingestBinary(t), "write", "--config", p.Config)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	log.Close()
-	p.waitReady(t, 1)
-	// The writer under strace: its pid is in its lock file.
-	if pid, _ := shared.ReadLockPID(DatabaseLockPath(filepath.Join(dir, "a", "b", "meshcore.db"))); pid > 0 {
-		syscall.Kill(pid, syscall.SIGTERM)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("writer under strace: %v", err)
-	}
-	b, _ := os.ReadFile(trace)
-	for _, folder := range []string{dir, filepath.Join(dir, "a"), filepath.Join(dir, "a", "b")} {
-		if !strings.Contains(string(b), "<"+folder+">) = 0") {
-			t.Errorf("no fsync of the folder %s; fsyncs:\n%s", folder, b)
-		}
 	}
 }
 
@@ -249,43 +210,20 @@ func TestOpenDatabase_NewFile_FoldersSynced(t *testing.T) {
 func TestOpenDatabase_NewFile_PageSizeAutoVacuumWAL(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "meshcore.db")
 	for _, ps := range []int{2048, 8192} { // the second open finds the file
-		d, err := openDatabase(context.Background(), path, true, DBOptions{PageSize: ps})
+		d, err := Open(context.Background(), path, true, Options{PageSize: ps})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var pageSize, autoVacuum int
 		var mode string
 		for q, dst := range map[string]any{"PRAGMA page_size": &pageSize, "PRAGMA auto_vacuum": &autoVacuum, "PRAGMA journal_mode": &mode} {
-			if err := d.conn.QueryRowContext(context.Background(), q).Scan(dst); err != nil {
+			if err := d.Conn.QueryRowContext(context.Background(), q).Scan(dst); err != nil {
 				t.Fatal(q, err)
 			}
 		}
-		d.close()
+		d.Close()
 		if pageSize != 2048 || autoVacuum != 2 || mode != "wal" {
 			t.Fatalf("opened with PageSize %d: page_size %d, auto_vacuum %d, journal_mode %s; want 2048, 2 (incremental), wal", ps, pageSize, autoVacuum, mode)
 		}
-	}
-}
-
-// writer.walAutoCheckpointPages reaches the connection (the power-cut
-// test sets it low so that cuts land in checkpoints).
-func TestNew_WALAutoCheckpointPages_FromConfig(t *testing.T) {
-	cfg := writertest.CorpusConfig(t)
-	cfg.Writer.WALAutoCheckpointPages = 123
-	w, err := New(spoolOf(t, nil), Options{Config: cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := openDatabase(context.Background(), filepath.Join(t.TempDir(), "db.sqlite"), true, w.opts.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.close()
-	var pages int
-	if err := d.conn.QueryRowContext(context.Background(), "PRAGMA wal_autocheckpoint").Scan(&pages); err != nil {
-		t.Fatal(err)
-	}
-	if pages != 123 {
-		t.Fatalf("wal_autocheckpoint %d, want the configured 123", pages)
 	}
 }

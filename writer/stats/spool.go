@@ -1,4 +1,4 @@
-package writer
+package stats
 
 import (
 	"path/filepath"
@@ -9,13 +9,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// SpoolStats are one spool's figures: with receiver instances, each
+// Spool are one spool's counters: with receiver instances, each
 // receiver's share of what was written.
-type SpoolStats struct {
-	id  spool.Identity
-	dir string
-	// depth is the spool's Source.Depth, -1 unknown; set by the writer.
-	depth func() int64
+type Spool struct {
+	ID  spool.Identity
+	Dir string
 
 	// Records is the records committed from the spool; OtherCopies those
 	// of them recognised as copies of publications another receiver's
@@ -29,22 +27,8 @@ type SpoolStats struct {
 	LastReceivedNs atomic.Int64 // receive time of its last record committed
 }
 
-// spoolStats returns the counters of spool id (in folder dir), made on
-// first use.
-func (s *Stats) spoolStats(id spool.Identity, dir string) *SpoolStats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, st := range s.spools {
-		if st.id == id {
-			return st
-		}
-	}
-	st := &SpoolStats{id: id, dir: dir, depth: func() int64 { return -1 }}
-	s.spools = append(s.spools, st)
-	return st
-}
-
-func (st *SpoolStats) committed(records, otherCopies, late int, lastReceived time.Time) {
+// Committed counts a committed batch's records from the spool.
+func (st *Spool) Committed(records, otherCopies, late int, lastReceived time.Time) {
 	st.Records.Add(int64(records))
 	st.OtherCopies.Add(int64(otherCopies))
 	st.Late.Add(int64(late))
@@ -69,8 +53,10 @@ type SpoolFigures struct {
 	LateCopies int64 `json:"late_copies"`
 }
 
-func (st *SpoolStats) figures(now time.Time) SpoolFigures {
-	f := SpoolFigures{Identity: st.id.String(), Dir: st.dir, DepthRecords: st.depth()}
+// Figures are the spool's entry in the stats file; depth is what it holds
+// unwritten, -1 unknown.
+func (st *Spool) Figures(now time.Time, depth int64) SpoolFigures {
+	f := SpoolFigures{Identity: st.ID.String(), Dir: st.Dir, DepthRecords: depth}
 	copies := st.OtherCopies.Load()
 	f.RecordsApplied, f.OtherReceiverCopies, f.LateCopies = st.Records.Load()-copies, copies, st.Late.Load()
 	if ns := st.LastReceivedNs.Load(); ns != 0 {
@@ -79,20 +65,11 @@ func (st *SpoolStats) figures(now time.Time) SpoolFigures {
 	return f
 }
 
-func (s *Stats) spoolFigures(now time.Time) []SpoolFigures {
-	s.mu.Lock()
-	list := append([]*SpoolStats(nil), s.spools...)
-	s.mu.Unlock()
-	out := make([]SpoolFigures, 0, len(list))
-	for _, st := range list {
-		out = append(out, st.figures(now))
-	}
-	return out
-}
-
 // spoolCollector exposes the figures of each spool, labelled with its
 // identity and folder name.
-type spoolCollector struct{ s *Stats }
+type spoolCollector struct {
+	figures func(now time.Time) []SpoolFigures
+}
 
 var (
 	spoolLabels       = []string{"spool", "folder"}
@@ -111,7 +88,7 @@ func (c *spoolCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, f := range c.s.spoolFigures(time.Now()) {
+	for _, f := range c.figures(time.Now()) {
 		labels := []string{f.Identity, filepath.Base(f.Dir)}
 		ch <- prometheus.MustNewConstMetric(descSpoolDepth, prometheus.GaugeValue, float64(f.DepthRecords), labels...)
 		ch <- prometheus.MustNewConstMetric(descSpoolLag, prometheus.GaugeValue, f.LagSeconds, labels...)

@@ -1,4 +1,11 @@
-package writer
+// Package dbfile is the writer's database file: opening it with the
+// writer's connection settings (Open, Options), telling what is wrong with
+// a file the writer cannot use (Error, Kind, Classify, and a hint for the
+// operator), the episodes during which the database refuses writes
+// (Tracker), and the lock that keeps a second writer out (LockDatabase).
+// It knows nothing of the spool or of CoreScope's tables: the writer
+// (package writer) builds on it.
+package dbfile
 
 import (
 	"bytes"
@@ -18,10 +25,10 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// DBOptions tune the SQLite connection. Zero values mean the defaults, which
-// were chosen by the benchmarks in this package (see measured.md and the
-// package documentation).
-type DBOptions struct {
+// Options tune the SQLite connection. Zero values mean the defaults, which
+// were chosen by the writer's benchmarks (docs/reference/measured.md and
+// the writer's package documentation).
+type Options struct {
 	// CacheKiB is the page cache size. A larger cache keeps more of the
 	// observation indexes in memory once the tables reach millions of
 	// rows (measured.md: 9.4k/s with 2 MiB, 11.4k/s with 64 MiB at 1 M
@@ -60,10 +67,18 @@ type DBOptions struct {
 	PageSize int
 }
 
-// DefaultPageSize is the page size of a database the writer creates.
-const DefaultPageSize = 4096
+// Defaults of the options the configuration can set (writer.cacheKiB,
+// writer.pageSize, writer.walAutoCheckpointPages). `meshingest config
+// check` prints them and docs/configuration.md is tested against them.
+const (
+	DefaultCacheKiB = 2 << 10
+	// DefaultPageSize is the page size of a database the writer creates.
+	DefaultPageSize = 4096
+	// DefaultWALAutoCheckpointPages is wal_autocheckpoint.
+	DefaultWALAutoCheckpointPages = 16000
+)
 
-func (o DBOptions) withDefaults() DBOptions {
+func (o Options) withDefaults() Options {
 	if o.PageSize <= 0 {
 		o.PageSize = DefaultPageSize
 	}
@@ -84,34 +99,35 @@ func (o DBOptions) withDefaults() DBOptions {
 // a new, empty database in its place: it waits for the file to come back.
 var ErrDatabaseMissing = errors.New("database file missing")
 
-// DBError is a database file the writer cannot use: what it was doing, the
-// path, what is wrong (Kind, one of the trouble kinds below) and, in the
-// message, what the operator can do about it.
-type DBError struct {
+// Error is a database file the writer cannot use: what it was doing, the
+// path, what is wrong (Kind) and, in the message, what the operator can do
+// about it.
+type Error struct {
 	Op   string // "open database", "create the database folder"
 	Path string
-	Kind string
+	Kind Kind
 	Err  error
 }
 
-func (e *DBError) Error() string {
-	return e.Op + " " + e.Path + ": " + e.Err.Error() + " (" + troubleHint(troubleKind(e.Kind)) + ")"
+func (e *Error) Error() string {
+	return e.Op + " " + e.Path + ": " + e.Err.Error() + " (" + e.Kind.Hint() + ")"
 }
 
-func (e *DBError) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error { return e.Err }
 
 // Hint is what the operator can do.
-func (e *DBError) Hint() string { return troubleHint(troubleKind(e.Kind)) }
+func (e *Error) Hint() string { return e.Kind.Hint() }
 
 // Permanent reports a database that retrying cannot fix: a folder, a file
 // that is not a database, one this user may not write, a read-only file
 // system, a damaged file. At start the writer exits with the hint instead
 // of retrying without ever being ready.
-func (e *DBError) Permanent() bool { return permanent(troubleKind(e.Kind)) }
+func (e *Error) Permanent() bool { return e.Kind.Permanent() }
 
-func permanent(k troubleKind) bool {
+// Permanent reports a kind of trouble that retrying cannot fix.
+func (k Kind) Permanent() bool {
 	switch k {
-	case troublePermission, troubleIsDir, troubleNotADB, troubleReadOnlyFS, troubleCorrupt:
+	case Permission, IsDir, NotADB, ReadOnlyFS, Corrupt:
 		return true
 	}
 	return false
@@ -134,14 +150,14 @@ func checkDatabaseFile(path string, create bool) (isNew bool, err error) {
 		dir := filepath.Dir(path)
 		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 			if !create {
-				return false, &DBError{Op: "open database", Path: path, Kind: string(troubleNoFolder), Err: fmt.Errorf("the folder %s is gone: %w", dir, ErrDatabaseMissing)}
+				return false, &Error{Op: "open database", Path: path, Kind: NoFolder, Err: fmt.Errorf("the folder %s is gone: %w", dir, ErrDatabaseMissing)}
 			}
 			if err := makeFolder(dir); err != nil {
 				return false, fileError("create the database folder", dir, err)
 			}
 		}
 		if !create {
-			return false, &DBError{Op: "open database", Path: path, Kind: string(troubleMissing), Err: ErrDatabaseMissing}
+			return false, &Error{Op: "open database", Path: path, Kind: Missing, Err: ErrDatabaseMissing}
 		}
 		if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
 			return false, fileError("create database", path, fmt.Errorf("the folder %s is not writable: %w", dir, err))
@@ -150,9 +166,9 @@ func checkDatabaseFile(path string, create bool) (isNew bool, err error) {
 	case err != nil:
 		return false, fileError("open database", path, err)
 	case fi.IsDir():
-		return false, &DBError{Op: "open database", Path: path, Kind: string(troubleIsDir), Err: errors.New("this is a folder, not a database file")}
+		return false, &Error{Op: "open database", Path: path, Kind: IsDir, Err: errors.New("this is a folder, not a database file")}
 	case !fi.Mode().IsRegular():
-		return false, &DBError{Op: "open database", Path: path, Kind: string(troubleNotADB), Err: fmt.Errorf("not a regular file (%s)", fi.Mode().Type())}
+		return false, &Error{Op: "open database", Path: path, Kind: NotADB, Err: fmt.Errorf("not a regular file (%s)", fi.Mode().Type())}
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -162,7 +178,7 @@ func checkDatabaseFile(path string, create bool) (isNew bool, err error) {
 	head := make([]byte, len(sqliteHeader))
 	n, _ := io.ReadFull(f, head)
 	if n > 0 && (n < len(head) || !bytes.Equal(head, sqliteHeader)) {
-		return false, &DBError{Op: "open database", Path: path, Kind: string(troubleNotADB), Err: fmt.Errorf("the file does not start with the SQLite header (%d bytes)", fi.Size())}
+		return false, &Error{Op: "open database", Path: path, Kind: NotADB, Err: fmt.Errorf("the file does not start with the SQLite header (%d bytes)", fi.Size())}
 	}
 	if err := syscall.Access(filepath.Dir(path), 2 /* W_OK */); err != nil {
 		return false, fileError("open database", path, fmt.Errorf("its folder is not writable (SQLite creates the -wal and -shm files there): %w", err))
@@ -172,41 +188,41 @@ func checkDatabaseFile(path string, create bool) (isNew bool, err error) {
 
 // fileError classifies a system call's failure on the database's path.
 func fileError(op, path string, err error) error {
-	kind := troubleIO
+	kind := IO
 	switch {
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		kind = troublePermission
+		kind = Permission
 	case errors.Is(err, syscall.EROFS):
-		kind = troubleReadOnlyFS
+		kind = ReadOnlyFS
 	case errors.Is(err, syscall.ENOSPC):
-		kind = troubleDiskFull
+		kind = DiskFull
 	case errors.Is(err, syscall.ENOTDIR):
-		kind = troubleNoFolder
+		kind = NoFolder
 	}
-	return &DBError{Op: op, Path: path, Kind: string(kind), Err: err}
+	return &Error{Op: op, Path: path, Kind: kind, Err: err}
 }
 
-// database is the writer's one SQLite connection and what it needs to know
+// File is the writer's one SQLite connection and what it needs to know
 // about the file under it.
-type database struct {
-	path string
+type File struct {
+	Path string
 	db   *sql.DB
-	conn *sql.Conn
+	Conn *sql.Conn
 	// dev and ino identify the file that was opened, so that a database
 	// replaced under the writer (a restore) is noticed and reopened
 	// instead of written into the unlinked old inode.
 	dev, ino uint64
-	// created is set when the open created the file.
-	created bool
+	// Created is set when the open created the file.
+	Created bool
 }
 
-// openDatabase opens (creating it when create is true) the SQLite file at
+// Open opens (creating it when create is true) the SQLite file at
 // path with the writer's connection settings: incremental auto-vacuum set
 // before the first table, WAL, synchronous=FULL (under NORMAL a committed
 // WAL transaction can vanish on power loss, and batching makes FULL cost
 // nothing measurable), foreign keys not enforced (see below), statement
 // journals in memory, and one connection.
-func openDatabase(ctx context.Context, path string, create bool, opts DBOptions) (*database, error) {
+func Open(ctx context.Context, path string, create bool, opts Options) (*File, error) {
 	opts = opts.withDefaults()
 	isNew, err := checkDatabaseFile(path, create)
 	if err != nil {
@@ -255,9 +271,9 @@ func openDatabase(ctx context.Context, path string, create bool, opts DBOptions)
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	d := &database{path: path, db: db, conn: conn, created: isNew}
+	d := &File{Path: path, db: db, Conn: conn, Created: isNew}
 	if err := d.checkJournalMode(ctx); err != nil {
-		d.close()
+		d.Close()
 		return nil, err
 	}
 	if isNew {
@@ -266,7 +282,7 @@ func openDatabase(ctx context.Context, path string, create bool, opts DBOptions)
 		// which covers the database's entry only by the accident of
 		// sharing the folder: sync it here.
 		if err := syncFolder(filepath.Dir(path)); err != nil {
-			d.close()
+			d.Close()
 			return nil, fmt.Errorf("open database %s: %w", path, err)
 		}
 	}
@@ -337,32 +353,33 @@ func syncFolder(dir string) error {
 	return nil
 }
 
-func (d *database) checkJournalMode(ctx context.Context) error {
+func (d *File) checkJournalMode(ctx context.Context) error {
 	var mode string
-	if err := d.conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return fmt.Errorf("open database %s: read journal_mode: %w", d.path, err)
+	if err := d.Conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("open database %s: read journal_mode: %w", d.Path, err)
 	}
 	if !strings.EqualFold(mode, "wal") {
-		return fmt.Errorf("open database %s: journal_mode is %q, not wal; another process may hold it in exclusive mode", d.path, mode)
+		return fmt.Errorf("open database %s: journal_mode is %q, not wal; another process may hold it in exclusive mode", d.Path, mode)
 	}
 	return nil
 }
 
-// replaced reports whether the file at d.path is no longer the one that
+// Replaced reports whether the file at d.Path is no longer the one that
 // was opened: it was deleted (ErrDatabaseMissing) or another file was moved
 // into its place.
-func (d *database) replaced() (bool, error) {
-	dev, ino, err := fileIdentity(d.path)
+func (d *File) Replaced() (bool, error) {
+	dev, ino, err := fileIdentity(d.Path)
 	if err != nil {
 		return true, err
 	}
 	return dev != d.dev || ino != d.ino, nil
 }
 
-func (d *database) close() error {
+// Close closes the connection.
+func (d *File) Close() error {
 	var errs []error
-	if d.conn != nil {
-		errs = append(errs, d.conn.Close())
+	if d.Conn != nil {
+		errs = append(errs, d.Conn.Close())
 	}
 	if d.db != nil {
 		errs = append(errs, d.db.Close())
@@ -385,122 +402,120 @@ func fileIdentity(path string) (dev, ino uint64, err error) {
 	return uint64(st.Dev), st.Ino, nil
 }
 
-// troubleKind names why the database refused a batch. It is what the log
-// line and the stats file show; every kind is handled the same way (roll
-// back, back off, retry the same batch).
-type troubleKind string
+// Kind names why the database refused a batch. It is what the log line
+// and the stats file show; every kind is handled the same way (roll back,
+// back off, retry the same batch).
+type Kind string
 
 const (
-	troubleBusy     troubleKind = "busy"      // another connection holds the write lock
-	troubleReadOnly troubleKind = "read_only" // SQLite opened the file read-only
-	troubleDiskFull troubleKind = "disk_full"
-	troubleSchema   troubleKind = "schema"  // a table or column missing or altered under us
-	troubleIO       troubleKind = "io"      // an I/O error from the file system
-	troubleMissing  troubleKind = "missing" // the database file is gone
-	// troubleOtherWriter: another writer committed a batch (checkPosition).
-	troubleOtherWriter troubleKind = "another_writer"
-	troubleOther       troubleKind = "other"
-	troublePermission  troubleKind = "permission_denied" // the file or its folder is not ours to write
-	troubleIsDir       troubleKind = "is_directory"      // dbPath names a folder
-	troubleNotADB      troubleKind = "not_a_database"    // the file is something else
-	troubleReadOnlyFS  troubleKind = "read_only_fs"      // mounted read-only (or ProtectSystem=)
-	troubleNoFolder    troubleKind = "missing_folder"    // the database's folder is gone
-	troubleCantOpen    troubleKind = "cannot_open"       // SQLite could not open it, for a reason it does not say
-	troubleCorrupt     troubleKind = "corrupt"           // SQLite found the file damaged
+	Busy     Kind = "busy"      // another connection holds the write lock
+	ReadOnly Kind = "read_only" // SQLite opened the file read-only
+	DiskFull Kind = "disk_full"
+	Schema   Kind = "schema"  // a table or column missing or altered under us
+	IO       Kind = "io"      // an I/O error from the file system
+	Missing  Kind = "missing" // the database file is gone
+	// OtherWriter: another writer committed a batch (the writer's
+	// position check finds it; Classify does not).
+	OtherWriter Kind = "another_writer"
+	Other       Kind = "other"
+	Permission  Kind = "permission_denied" // the file or its folder is not ours to write
+	IsDir       Kind = "is_directory"      // dbPath names a folder
+	NotADB      Kind = "not_a_database"    // the file is something else
+	ReadOnlyFS  Kind = "read_only_fs"      // mounted read-only (or ProtectSystem=)
+	NoFolder    Kind = "missing_folder"    // the database's folder is gone
+	CantOpen    Kind = "cannot_open"       // SQLite could not open it, for a reason it does not say
+	Corrupt     Kind = "corrupt"           // SQLite found the file damaged
 )
 
-// classify maps an error from SQLite (or from opening the file) to a
-// troubleKind, and says whether the connection must be reopened and the
+// Classify maps an error from SQLite (or from opening the file) to a
+// Kind, and says whether the connection must be reopened and the
 // schema checked again before the retry.
-func classify(err error) (kind troubleKind, reopen bool) {
-	var de *DBError
+func Classify(err error) (kind Kind, reopen bool) {
+	var de *Error
 	if errors.As(err, &de) {
-		return troubleKind(de.Kind), true
+		return de.Kind, true
 	}
 	if errors.Is(err, ErrDatabaseMissing) {
-		return troubleMissing, true
-	}
-	if errors.Is(err, errPositionMoved) {
-		return troubleOtherWriter, true
+		return Missing, true
 	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
 		switch se.Code() & 0xff {
 		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-			return troubleBusy, false
+			return Busy, false
 		case sqlite3.SQLITE_READONLY:
-			return troubleReadOnly, true
+			return ReadOnly, true
 		case sqlite3.SQLITE_FULL:
-			return troubleDiskFull, false
+			return DiskFull, false
 		case sqlite3.SQLITE_IOERR:
-			return troubleIO, true
+			return IO, true
 		case sqlite3.SQLITE_CANTOPEN:
-			return troubleCantOpen, true
+			return CantOpen, true
 		case sqlite3.SQLITE_SCHEMA:
-			return troubleSchema, true
+			return Schema, true
 		case sqlite3.SQLITE_NOTADB:
-			return troubleNotADB, true
+			return NotADB, true
 		case sqlite3.SQLITE_CORRUPT:
-			return troubleCorrupt, true
+			return Corrupt, true
 		case sqlite3.SQLITE_ERROR:
 			msg := se.Error()
 			if strings.Contains(msg, "no such table") || strings.Contains(msg, "no such column") ||
 				strings.Contains(msg, "has no column named") || strings.Contains(msg, "no such index") {
-				return troubleSchema, true
+				return Schema, true
 			}
 		}
-		return troubleOther, true
+		return Other, true
 	}
 	if errors.Is(err, syscall.ENOSPC) {
-		return troubleDiskFull, false
+		return DiskFull, false
 	}
 	if errors.Is(err, syscall.EROFS) {
-		return troubleReadOnlyFS, true
+		return ReadOnlyFS, true
 	}
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
-		return troublePermission, true
+		return Permission, true
 	}
-	return troubleOther, true
+	return Other, true
 }
 
 // IsBusy reports whether err is SQLite saying another connection holds the
 // write lock (busy or locked): worth waiting for and trying again. A second
 // writer on the database (`meshingest redecode`) retries on it.
 func IsBusy(err error) bool {
-	kind, _ := classify(err)
-	return kind == troubleBusy
+	kind, _ := Classify(err)
+	return kind == Busy
 }
 
-// troubleHint is the operator advice printed with an episode's first line.
-func troubleHint(kind troubleKind) string {
-	switch kind {
-	case troubleBusy:
+// Hint is the operator advice printed with an episode's first line.
+func (k Kind) Hint() string {
+	switch k {
+	case Busy:
 		return "another process holds the database write lock (VACUUM, a backup, a migration); the writer retries and catches up when it is released"
-	case troubleReadOnly:
+	case ReadOnly:
 		return "SQLite opened the database read-only: the file or its folder is not writable by this user; fix the permissions"
-	case troublePermission:
+	case Permission:
 		return "this user may not read and write the database file or create files in its folder (SQLite needs the -wal and -shm files beside it); fix the owner or the mode (the writer runs as the meshingest user under systemd)"
-	case troubleIsDir:
+	case IsDir:
 		return "dbPath names a folder; give the path of the database file inside it, e.g. .../meshcore.db"
-	case troubleNotADB:
+	case NotADB:
 		return "the file is not a SQLite database; check dbPath (it names another file?) or restore the database from a backup"
-	case troubleReadOnlyFS:
+	case ReadOnlyFS:
 		return "the file system holding the database is read-only: remount it read-write, or under systemd add its folder to ReadWritePaths= (ProtectSystem=strict makes the rest read-only)"
-	case troubleNoFolder:
+	case NoFolder:
 		return "the database's folder is gone or a part of the path is not a folder (an unmounted disk?); the writer waits for it and never creates an empty database in its place"
-	case troubleCantOpen:
+	case CantOpen:
 		return "SQLite cannot open the file: check that it is a database file this user can read and write, in a folder it can write"
-	case troubleCorrupt:
+	case Corrupt:
 		return "SQLite found the database damaged; restore it from a backup (writer/MAINTENANCE.md)"
-	case troubleDiskFull:
+	case DiskFull:
 		return "the disk holding the database is full; free space (the spool keeps every message meanwhile)"
-	case troubleSchema:
+	case Schema:
 		return "a table or column the writer needs is missing or was altered; the writer re-checks the schema before each retry"
-	case troubleIO:
+	case IO:
 		return "the file system reported an I/O error; check the disk and the kernel log"
-	case troubleOtherWriter:
+	case OtherWriter:
 		return "another writer is writing this database (reached through another path, or its lock file was deleted); the writer reads the position again, but stop the other one"
-	case troubleMissing:
+	case Missing:
 		return "the database file is gone; the writer waits for it to come back and never creates an empty one in its place"
 	default:
 		return "see the error; the writer retries the same batch"

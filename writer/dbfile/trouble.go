@@ -1,4 +1,4 @@
-package writer
+package dbfile
 
 import (
 	"sync"
@@ -7,12 +7,12 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// troubleTracker turns a run of failed batches into one episode: one log
+// Tracker turns a run of failed batches into one episode: one log
 // line when the database first refuses a batch, one when it takes one
 // again (with the episode's length and how many attempts it took), and the
 // current state for the stats file. It also computes the back-off before
 // the next attempt.
-type troubleTracker struct {
+type Tracker struct {
 	log      zerolog.Logger
 	first    time.Duration // first back-off
 	maxDelay time.Duration // back-off cap
@@ -22,7 +22,7 @@ type troubleTracker struct {
 	last     *Episode
 	episodes int64
 	retries  int64
-	byKind   map[troubleKind]int64 // retries per kind
+	byKind   map[Kind]int64 // retries per kind
 }
 
 // Episode is one stretch of time during which the database refused every
@@ -36,16 +36,18 @@ type Episode struct {
 	LastError string    `json:"last_error"`
 }
 
-func newTroubleTracker(log zerolog.Logger, maxDelay time.Duration) *troubleTracker {
+// NewTracker returns a tracker whose back-off doubles from 50 ms up to
+// maxDelay (default 1 s).
+func NewTracker(log zerolog.Logger, maxDelay time.Duration) *Tracker {
 	if maxDelay <= 0 {
 		maxDelay = time.Second
 	}
-	return &troubleTracker{log: log, first: 50 * time.Millisecond, maxDelay: maxDelay, byKind: map[troubleKind]int64{}}
+	return &Tracker{log: log, first: 50 * time.Millisecond, maxDelay: maxDelay, byKind: map[Kind]int64{}}
 }
 
-// failed records a refused batch and returns how long to wait before
+// Failed records a refused batch and returns how long to wait before
 // retrying it.
-func (t *troubleTracker) failed(kind troubleKind, err error, now time.Time) time.Duration {
+func (t *Tracker) Failed(kind Kind, err error, now time.Time) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.retries++
@@ -53,7 +55,7 @@ func (t *troubleTracker) failed(kind troubleKind, err error, now time.Time) time
 	if t.current == nil {
 		t.episodes++
 		t.current = &Episode{Kind: string(kind), Started: now}
-		t.log.Warn().Err(err).Str("kind", string(kind)).Str("hint", troubleHint(kind)).
+		t.log.Warn().Err(err).Str("kind", string(kind)).Str("hint", kind.Hint()).
 			Msg("database refuses writes; rolling back and retrying the same batch until it accepts them")
 	}
 	e := t.current
@@ -62,7 +64,7 @@ func (t *troubleTracker) failed(kind troubleKind, err error, now time.Time) time
 	if e.Kind != string(kind) {
 		// The cause changed within one episode (a lock, then a full
 		// disk): say so once, the end line gives the total.
-		t.log.Warn().Err(err).Str("kind", string(kind)).Str("was", e.Kind).Str("hint", troubleHint(kind)).
+		t.log.Warn().Err(err).Str("kind", string(kind)).Str("was", e.Kind).Str("hint", kind.Hint()).
 			Msg("database still refuses writes, for another reason")
 		e.Kind = string(kind)
 	}
@@ -71,8 +73,8 @@ func (t *troubleTracker) failed(kind troubleKind, err error, now time.Time) time
 	return min(delay, t.maxDelay)
 }
 
-// succeeded ends the current episode, if any.
-func (t *troubleTracker) succeeded(now time.Time) {
+// Succeeded ends the current episode, if any.
+func (t *Tracker) Succeeded(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.current == nil {
@@ -87,8 +89,8 @@ func (t *troubleTracker) succeeded(now time.Time) {
 	t.current = nil
 }
 
-// troubleSnapshot is the tracker's state for the stats file.
-type troubleSnapshot struct {
+// Snapshot is the tracker's state for the stats file.
+type Snapshot struct {
 	State       string           `json:"state"` // "ok" or the kind of the current episode
 	Current     *Episode         `json:"current_episode,omitempty"`
 	Last        *Episode         `json:"last_episode,omitempty"`
@@ -97,10 +99,11 @@ type troubleSnapshot struct {
 	RetriesKind map[string]int64 `json:"retries_by_kind"`
 }
 
-func (t *troubleTracker) snapshot(now time.Time) troubleSnapshot {
+// Snapshot is the tracker's state at now.
+func (t *Tracker) Snapshot(now time.Time) Snapshot {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := troubleSnapshot{State: "ok", Episodes: t.episodes, Retries: t.retries, RetriesKind: map[string]int64{}}
+	s := Snapshot{State: "ok", Episodes: t.episodes, Retries: t.retries, RetriesKind: map[string]int64{}}
 	for k, v := range t.byKind {
 		s.RetriesKind[string(k)] = v
 	}

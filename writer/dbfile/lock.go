@@ -1,4 +1,4 @@
-package writer
+package dbfile
 
 import (
 	"errors"
@@ -22,7 +22,7 @@ import (
 // The lock only keeps a second writer out. What keeps two writers from
 // counting twice if they ever meet anyway (one database reached through two
 // paths, a bind mount, a lock file deleted by hand) is the position check in
-// every batch's transaction (drain.go, begin): a batch that finds another
+// every batch's transaction (writer/drain.go, begin): a batch that finds another
 // position stored than the one it started from is rolled back.
 
 // ErrLocked is what a LockError matches with errors.Is: another writer
@@ -75,15 +75,15 @@ func resolvedPath(path string) string {
 	return abs
 }
 
-// fileLock is a held lock file (shared.LockFile) and what a refusal says.
-type fileLock struct {
+// Lock is a held lock file (shared.LockFile) and what a refusal says.
+type Lock struct {
 	path, what, hint string
 	l                *shared.FileLock
 }
 
-// acquireLock takes the lock file at path. A lock another process holds
+// AcquireLock takes the lock file at path. A lock another process holds
 // is a *LockError at once: the caller decides whether to wait.
-func acquireLock(path, what, hint string) (*fileLock, error) {
+func AcquireLock(path, what, hint string) (*Lock, error) {
 	l, err := shared.LockFile(path)
 	var held *shared.LockHeldError
 	if errors.As(err, &held) {
@@ -92,17 +92,20 @@ func acquireLock(path, what, hint string) (*fileLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	return &fileLock{path: path, what: what, hint: hint, l: l}, nil
+	return &Lock{path: path, what: what, hint: hint, l: l}, nil
 }
 
-// check makes sure the lock still guards the file at its path: one deleted
+// Path is the lock file.
+func (l *Lock) Path() string { return l.path }
+
+// Check makes sure the lock still guards the file at its path: one deleted
 // or replaced by hand is locked anew. It fails with a *LockError when
 // another process took the new file first.
-func (l *fileLock) check() (renewed bool, err error) {
+func (l *Lock) Check() (renewed bool, err error) {
 	if held, err := l.l.Held(); err == nil && held {
 		return false, nil
 	}
-	n, err := acquireLock(l.path, l.what, l.hint)
+	n, err := AcquireLock(l.path, l.what, l.hint)
 	if err != nil {
 		return false, err
 	}
@@ -111,20 +114,20 @@ func (l *fileLock) check() (renewed bool, err error) {
 	return true, nil
 }
 
-// release drops the lock. The file stays: deleting it would let a second
+// Release drops the lock. The file stays: deleting it would let a second
 // writer lock a new file while a third still holds the old one.
-func (l *fileLock) release() {
+func (l *Lock) Release() {
 	if l != nil {
 		l.l.Close()
 	}
 }
 
-// lockDatabase takes the database's writer lock, creating the database's
+// LockDatabase takes the database's writer lock, creating the database's
 // folder if need be (as opening it would).
-func lockDatabase(dbPath string) (*fileLock, error) {
+func LockDatabase(dbPath string) (*Lock, error) {
 	if err := makeFolder(filepath.Dir(dbPath)); err != nil {
 		return nil, fmt.Errorf("lock database %s: create folder: %w", dbPath, err)
 	}
-	return acquireLock(DatabaseLockPath(dbPath), "database "+dbPath,
+	return AcquireLock(DatabaseLockPath(dbPath), "database "+dbPath,
 		"only one `meshingest write` may write a database; stop the other one (systemctl status meshingest-writer), or give this one its own dbPath")
 }
