@@ -127,6 +127,9 @@ func effectiveConfig(cfg *shared.Config) *shared.Config {
 	if sp.QueueMaxBytes <= 0 {
 		sp.QueueMaxBytes = spool.DefaultQueueMaxBytes
 	}
+	if sp.QueueFullWaitMs == 0 {
+		sp.QueueFullWaitMs = int(spool.DefaultQueueFullWait.Milliseconds())
+	}
 	w := &c.Writer
 	if w.BatchMaxRecords <= 0 {
 		w.BatchMaxRecords = writer.DefaultBatchMaxRecords
