@@ -55,10 +55,10 @@ func TestSource_QoS1SpoolRefuses_BrokerRedelivers(t *testing.T) {
 
 // QoS 0 while the spool stalls (set MESHINGEST_STALL_SECONDS=60 for the
 // issue's full run; the default is 10 s): at 1,000 msg/s the client stays
-// connected — the handler waits for room at most 6 s in any 12 s, under
-// the ping timeout — and messages are dropped only once the in-memory
-// bound is reached and that wait ran out: the dropped ones are contiguous
-// runs (one per wait budget the stall outlasts), counted.
+// connected — the handler never waits (no wait for room here: this is
+// what a stall longer than the wait budget comes to), so the keepalive
+// never starves — and messages are dropped only once the in-memory bound
+// is reached: the dropped ones are one contiguous run, counted.
 func TestSource_QoS0SpoolStalls_DropsOnlyPastBoundNoDisconnect(t *testing.T) {
 	stall := 10 * time.Second
 	if v := getenvInt("MESHINGEST_STALL_SECONDS"); v > 0 {
@@ -71,18 +71,13 @@ func TestSource_QoS0SpoolStalls_DropsOnlyPastBoundNoDisconnect(t *testing.T) {
 	payload := make([]byte, 200)
 	// Room for about 40 % of the stall's traffic.
 	bound := int64(float64(stall/time.Second) * rate * 0.4 * 300)
-	// A wait for room of 60 % of the stall (at most 6 s): its budget's
-	// window (twice the wait) outlasts a short stall, so there is one
-	// wait and one run of drops.
-	wait := min(stall*6/10, 6*time.Second)
-	windows := int(stall/(2*wait)) + 1 // wait budgets the stall spans
 	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	// Low-wear: the stalled group is then the whole first second, so the
 	// drops are one run. With low-latency the stalled group is the last
 	// 150 ms, whose release at the stall's end lets that many messages in
 	// before the backlog's own group fills the bound again: two runs,
 	// both past the bound.
-	sp := newSpool(t, spool.Options{Profile: spool.ProfileLowWear, QueueMaxBytes: bound, QueueFullWait: wait})
+	sp := newSpool(t, spool.Options{Profile: spool.ProfileLowWear, QueueMaxBytes: bound, QueueFullWait: -1})
 	r := startReceiver(t, sp, shared.Source{Name: "q0", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}})
 	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q0"); return s.Connected })
 	pub := publisher(t, b.URL())
@@ -122,26 +117,66 @@ func TestSource_QoS0SpoolStalls_DropsOnlyPastBoundNoDisconnect(t *testing.T) {
 	if int64(len(dropped)) != c.Dropped[reasonQueueFull] || len(nonZero(c.Dropped)) != 1 || len(dropped) == 0 {
 		t.Fatalf("%d messages missing, drops counted %v", len(dropped), c.Dropped)
 	}
-	runs := 1
-	for i := 1; i < len(dropped); i++ {
-		if dropped[i] != dropped[i-1]+1 {
-			runs++
-		}
-	}
-	if runs > windows {
-		t.Fatalf("%d runs of drops between %d and %d, want at most %d (one per wait budget)", runs, dropped[0], dropped[len(dropped)-1], windows)
+	if run := dropped[len(dropped)-1] - dropped[0] + 1; run != len(dropped) {
+		t.Fatalf("drops are not one run past the bound: %d dropped between %d and %d", len(dropped), dropped[0], dropped[len(dropped)-1])
 	}
 	if s.PacketsTotal != int64(total) {
 		t.Fatalf("received %d of %d published", s.PacketsTotal, total)
-	}
-	if st := sp.Stats(); st.QueueFullWaits == 0 || st.QueueFullWaits > uint64(windows) {
-		t.Fatalf("%d waits for room in the full queue, want 1 to %d", st.QueueFullWaits, windows)
 	}
 	if warns := strings.Count(r.logs.String(), "spool refused a QoS 0 message"); stall <= time.Minute && warns != 1 {
 		t.Fatalf("%d warnings for the drops, want one (at most one a minute)", warns)
 	}
 	t.Logf("stall %s at %d msg/s, queue bound %d KiB: %d received, %d stored, %d dropped (messages %d..%d)",
 		stall, rate, bound>>10, s.PacketsTotal, len(stored), len(dropped), dropped[0], dropped[len(dropped)-1])
+}
+
+// QoS 0 while the spool stalls for less than the wait budget: the full
+// queue makes the handler wait, the burst waits in the socket and the
+// broker, and when the disk comes back every message is spooled: none
+// dropped, no disconnect. (Before the wait, everything past the queue's
+// bound was dropped as queue_full.) The stall lasts until the test sees
+// the wait, so a slow publisher on a loaded machine changes nothing.
+func TestSource_QoS0SpoolStallsShort_PushesBackDropsNothing(t *testing.T) {
+	b := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
+	// A wait budget far longer than the test needs; the keepalive is
+	// 30 s, so no ping falls in the wait.
+	sp := newSpool(t, spool.Options{Profile: spool.ProfileLowWear, QueueMaxBytes: 64 << 10, QueueFullWait: 20 * time.Second})
+	r := startReceiver(t, sp, shared.Source{Name: "q0", Broker: b.MQTTURL(), Topics: []string{"meshcore/#"}})
+	testkit.WaitFor(t, 5*time.Second, "connected", func() bool { s, _ := r.source("q0"); return s.Connected })
+	pub := publisher(t, b.URL())
+	release := sp.holdNextSync()
+	defer release()
+	payload := make([]byte, 300)
+	n := 0
+	send := func(k int) {
+		for ; k > 0; k-- {
+			copy(payload, fmt.Sprintf("%08d", n))
+			pub.Publish("meshcore/SJC/O/packets", 0, false, append([]byte(nil), payload...))
+			n++
+		}
+	}
+	// Past the 64 KiB bound (about 200 records) until an append waits,
+	// then as many again behind it.
+	testkit.WaitFor(t, time.Minute, "an append waiting for room", func() bool {
+		send(50)
+		return sp.Stats().QueueFullWaits > 0
+	})
+	send(n)
+	release()
+	testkit.WaitFor(t, time.Minute, "every message received", func() bool { s, _ := r.source("q0"); return s.PacketsTotal == int64(n) })
+	waitQuiet(t, r, "q0")
+	s, c := r.source("q0")
+	if s.ConnectCount != 1 || s.DisconnectCount != 0 {
+		t.Fatalf("the wait disconnected the source: %+v", s)
+	}
+	if len(nonZero(c.Dropped)) != 0 {
+		t.Fatalf("dropped %v, want nothing: the wait should have held the burst", c.Dropped)
+	}
+	r.stop(t)
+	if got := len(sp.records(t)); got != n {
+		t.Fatalf("%d records spooled, want all %d published", got, n)
+	}
+	t.Logf("%d published, %d waits for room, all spooled", n, sp.Stats().QueueFullWaits)
 }
 
 func getenvInt(name string) int {

@@ -135,7 +135,8 @@ func publish(t testing.TB, c mqtt.Client, topic string, qos byte, retained bool,
 type testSpool struct {
 	*spool.Appender
 	dir   string
-	stall atomic.Int64 // nanoseconds the next fsync waits
+	stall atomic.Int64                  // nanoseconds the next fsync waits
+	gate  atomic.Pointer[chan struct{}] // the next fsync waits until it is closed
 }
 
 func newSpool(t *testing.T, opts spool.Options) *testSpool {
@@ -144,6 +145,9 @@ func newSpool(t *testing.T, opts spool.Options) *testSpool {
 	opts.BeforeSync = func() {
 		if d := ts.stall.Swap(0); d > 0 {
 			time.Sleep(time.Duration(d))
+		}
+		if g := ts.gate.Swap(nil); g != nil {
+			<-*g
 		}
 	}
 	a, err := spool.OpenAppender(ts.dir, opts)
@@ -157,6 +161,14 @@ func newSpool(t *testing.T, opts spool.Options) *testSpool {
 
 // stallNextSync makes the next fsync take d.
 func (ts *testSpool) stallNextSync(d time.Duration) { ts.stall.Store(int64(d)) }
+
+// holdNextSync makes the next fsync wait until release is called.
+func (ts *testSpool) holdNextSync() (release func()) {
+	g := make(chan struct{})
+	ts.gate.Store(&g)
+	var once sync.Once
+	return func() { once.Do(func() { close(g) }) }
+}
 
 // records reads back every record; call it after the receiver stopped (its
 // Close sealed the active segment).
