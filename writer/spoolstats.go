@@ -27,6 +27,9 @@ type SpoolStats struct {
 	// broker had buffered for it, or whose records were sealed late.
 	Late           atomic.Int64
 	LastReceivedNs atomic.Int64 // receive time of its last record committed
+	// gone: its folder was replaced under the writer, so its depth is no
+	// longer known (the folder's is the new spool's).
+	gone atomic.Bool
 }
 
 // spoolStats returns the counters of spool id (in folder dir), made on
@@ -70,7 +73,10 @@ type SpoolFigures struct {
 }
 
 func (st *SpoolStats) figures(now time.Time) SpoolFigures {
-	f := SpoolFigures{Identity: st.id.String(), Dir: st.dir, DepthRecords: st.depth()}
+	f := SpoolFigures{Identity: st.id.String(), Dir: st.dir, DepthRecords: -1}
+	if !st.gone.Load() {
+		f.DepthRecords = st.depth()
+	}
 	copies := st.OtherCopies.Load()
 	f.RecordsApplied, f.OtherReceiverCopies, f.LateCopies = st.Records.Load()-copies, copies, st.Late.Load()
 	if ns := st.LastReceivedNs.Load(); ns != 0 {
