@@ -78,6 +78,9 @@ type Appender struct {
 	activeInfo    *SegmentInfo
 	refusedFull   string    // why the last append was refused with ErrFull; "" once one succeeds
 	lastGroup     time.Time // when the last group was taken from the queue (monotonic)
+	// folder is the spool folder the appender writes (remade.go); the
+	// appender goroutine replaces it when it remakes the folder.
+	folder appenderFolder
 
 	wake     chan struct{}
 	exited   chan struct{}
@@ -148,6 +151,10 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 	}
 	a.fsyncLat.init(1024)
 	a.commitLat.init(1024)
+	if a.folder, err = statFolder(dir); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	maxSeq, err := a.recover()
 	if err == nil {
 		err = a.startSequence(maxSeq)
@@ -170,7 +177,11 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 }
 
 // Identity is the identity of the spool the appender writes.
-func (a *Appender) Identity() IdentityInfo { return a.id }
+func (a *Appender) Identity() IdentityInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.id
+}
 
 // Append queues rec for the spool and returns at once; it never waits on
 // the disk. It assigns rec's Seq (the caller's copy is not changed) and,
@@ -427,15 +438,34 @@ func (a *Appender) commitGroup(g []*entry, gBytes int64, closing, more bool) {
 	}
 }
 
-// writeGroup writes one group. With the low-latency profile every group is
-// a sealed segment of its own. With low-wear, more says records are
-// already queued behind it: then a new segment is kept active for them,
-// since a segment per group would cost a sync per group more.
+// writeGroup writes one group (writeGroupIn), then makes sure it is in
+// the spool folder: when the folder was deleted under it, the folder is
+// made again and the group written there (remade.go), so that its records
+// are never reported durable in a folder that is gone.
 func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now time.Time) error {
 	encs := make([][]byte, len(g))
 	for i, e := range g {
 		encs[i] = e.enc
 	}
+	err := a.writeGroupIn(encs, gBytes, closing, more, now, g[0].at)
+	if a.folderIsOurs() {
+		return err
+	}
+	rescued, rerr := a.remakeFolder()
+	if rerr != nil {
+		return rerr
+	}
+	if rescued.holds(recordSeq(encs[0])) {
+		return nil // it was in the active segment, now sealed in the new folder
+	}
+	return a.writeWholeSegment(encs)
+}
+
+// writeGroupIn writes one group. With the low-latency profile every group is
+// a sealed segment of its own. With low-wear, more says records are
+// already queued behind it: then a new segment is kept active for them,
+// since a segment per group would cost a sync per group more.
+func (a *Appender) writeGroupIn(encs [][]byte, gBytes int64, closing, more bool, now, firstAt time.Time) error {
 	if err := a.reserveThrough(recordSeq(encs[len(encs)-1])); err != nil {
 		return err
 	}
@@ -448,7 +478,7 @@ func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now 
 		if a.opts.sealEachGroup() {
 			return a.writeWholeSegment(encs)
 		}
-		if !more && (closing || now.Sub(g[0].at) >= a.opts.SegmentMaxAge || gBytes >= a.opts.SegmentMaxBytes) {
+		if !more && (closing || now.Sub(firstAt) >= a.opts.SegmentMaxAge || gBytes >= a.opts.SegmentMaxBytes) {
 			return a.writeWholeSegment(encs)
 		}
 		id := recordSeq(encs[0])
@@ -456,7 +486,7 @@ func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now 
 		if err != nil {
 			return err
 		}
-		w.sealAt = g[0].at.Add(a.opts.SegmentMaxAge)
+		w.sealAt = firstAt.Add(a.opts.SegmentMaxAge)
 		a.active = w
 		a.dirDirty = true
 	}
@@ -522,6 +552,15 @@ func (a *Appender) mmapSize() int {
 // folder fsync is left to the next group or the end of the loop, so that a
 // new segment's creation can share it.
 func (a *Appender) sealActive() {
+	if !a.folderIsOurs() {
+		// Sealing would close the only copy of its records left: the
+		// file is gone with the folder. remakeFolder writes them anew.
+		if _, err := a.remakeFolder(); err == nil {
+			return
+		} else {
+			a.noteErr(err)
+		}
+	}
 	w := a.active
 	a.active = nil
 	a.stranded = w
