@@ -451,11 +451,14 @@ func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now 
 	if a.folderIsOurs() {
 		return err
 	}
-	rescued, rerr := a.remakeFolder()
+	res, rerr := a.remakeFolder()
 	if rerr != nil {
 		return rerr
 	}
-	if rescued.holds(recordSeq(encs[0])) {
+	if !res.remade {
+		return err // the folder is ours; only its lock file was gone
+	}
+	if res.rescued.holds(recordSeq(encs[0])) {
 		return nil // it was in the active segment, now sealed in the new folder
 	}
 	return a.writeWholeSegment(encs)
@@ -555,10 +558,10 @@ func (a *Appender) sealActive() {
 	if !a.folderIsOurs() {
 		// Sealing would close the only copy of its records left: the
 		// file is gone with the folder. remakeFolder writes them anew.
-		if _, err := a.remakeFolder(); err == nil {
-			return
-		} else {
+		if res, err := a.remakeFolder(); err != nil {
 			a.noteErr(err)
+		} else if res.remade {
+			return
 		}
 	}
 	w := a.active

@@ -84,32 +84,43 @@ func (a *Appender) folderIsOurs() bool {
 // seqRange is the Seqs from first to last; the zero range holds none.
 type seqRange struct{ first, last uint64 }
 
+// remakeResult says whether remakeFolder made the folder again (else it
+// found the folder its own, only its lock file deleted, and locked it
+// again), and which Seqs of the active segment it wrote into it.
+type remakeResult struct {
+	remade  bool
+	rescued seqRange
+}
+
 func (r seqRange) holds(seq uint64) bool { return r.first != 0 && seq >= r.first && seq <= r.last }
 
 // remakeFolder makes the spool folder again as a new spool (see above) and
-// writes the active segment's records into it, sealed; it returns their
-// Seqs. Run on the appender goroutine.
-func (a *Appender) remakeFolder() (seqRange, error) {
+// writes the active segment's records into it, sealed. Run on the
+// appender goroutine.
+func (a *Appender) remakeFolder() (remakeResult, error) {
+	if a.awaitEmptied() {
+		return remakeResult{}, a.relock()
+	}
 	// prepareDir fsyncs the parent when it makes the folder; it is synced
 	// again in case another process made it and did not.
 	if err := prepareDir(a.dir); err != nil {
-		return seqRange{}, err
+		return remakeResult{}, err
 	}
 	if err := syncDir(filepath.Dir(a.dir)); err != nil {
-		return seqRange{}, &Error{Op: "fsync parent of spool folder", Path: a.dir, Err: err, Hint: hintForWriteError(err)}
+		return remakeResult{}, &Error{Op: "fsync parent of spool folder", Path: a.dir, Err: err, Hint: hintForWriteError(err)}
 	}
 	segs, err := listSegments(a.dir, sealedExt, activeExt, tmpExt, recoveredExt, repairingExt)
 	if err != nil {
-		return seqRange{}, err
+		return remakeResult{}, err
 	}
 	if len(segs) > 0 {
-		return seqRange{}, &Error{Op: "remake spool folder", Path: a.dir,
+		return remakeResult{}, &Error{Op: "remake spool folder", Path: a.dir,
 			Err:  fmt.Errorf("the folder was replaced under the receiver by one holding %d segments", len(segs)),
 			Hint: "another spool was put in its place: restart the receiver to append to it"}
 	}
 	lock, err := lockAppender(a.dir)
 	if err != nil {
-		return seqRange{}, err
+		return remakeResult{}, err
 	}
 	id, err := a.newFolderIdentity()
 	if err == nil {
@@ -120,7 +131,7 @@ func (a *Appender) remakeFolder() (seqRange, error) {
 	}
 	if err != nil {
 		lock.Close()
-		return seqRange{}, err
+		return remakeResult{}, err
 	}
 	// The sequence file of the new folder: above every Seq issued.
 	a.mu.Lock()
@@ -128,7 +139,7 @@ func (a *Appender) remakeFolder() (seqRange, error) {
 	a.mu.Unlock()
 	a.reserved = 0
 	if err := a.reserveThrough(next); err != nil {
-		return seqRange{}, err
+		return remakeResult{}, err
 	}
 	// The stranded segment's file is gone and closed: its records were
 	// counted as held by the old folder.
@@ -143,7 +154,7 @@ func (a *Appender) remakeFolder() (seqRange, error) {
 		a.mu.Unlock()
 		if rerr == nil && len(encs) > 0 {
 			if err := a.writeWholeSegment(encs); err != nil {
-				return seqRange{}, err
+				return remakeResult{}, err
 			}
 			rescued = seqRange{recordSeq(encs[0]), recordSeq(encs[len(encs)-1])}
 		}
@@ -152,7 +163,58 @@ func (a *Appender) remakeFolder() (seqRange, error) {
 		a.mu.Unlock()
 	}
 	a.dirDirty = true
-	return rescued, a.syncFolder()
+	return remakeResult{remade: true, rescued: rescued}, a.syncFolder()
+}
+
+// emptyingWait bounds how long remakeFolder waits for a `rm -rf` under
+// way to finish: the folder it opened still there, its lock file gone,
+// segments left. Appends queue meanwhile (Options.QueueMaxBytes).
+const emptyingWait = 2 * time.Second
+
+// awaitEmptied waits, up to emptyingWait, while the folder the appender
+// opened is being emptied: writing into it then would only have the rest
+// of the `rm -rf` delete the new files too. It returns true when the
+// folder is still the appender's and still holds segments after the
+// wait: not deleted, only its lock file was.
+func (a *Appender) awaitEmptied() bool {
+	a.mu.Lock()
+	want := a.folder.dir
+	a.mu.Unlock()
+	for deadline := time.Now().Add(emptyingWait); ; time.Sleep(20 * time.Millisecond) {
+		fi, err := os.Stat(a.dir)
+		if err != nil {
+			return false
+		}
+		if d := fileIDOf(fi); d.dev != want.dev || d.ino != want.ino {
+			return false
+		}
+		if segs, err := listSegments(a.dir, sealedExt, activeExt, tmpExt, recoveredExt, repairingExt); err != nil || len(segs) == 0 {
+			return false
+		}
+		if !time.Now().Before(deadline) {
+			return true
+		}
+	}
+}
+
+// relock takes the appender lock again in the folder the appender opened,
+// whose lock file alone was deleted; the spool goes on as it was.
+func (a *Appender) relock() error {
+	lock, err := lockAppender(a.dir)
+	if err != nil {
+		return err
+	}
+	f, err := statFolder(a.dir)
+	if err != nil {
+		lock.Close()
+		return err
+	}
+	a.mu.Lock()
+	a.folder.dir, a.folder.lock = f.dir, f.lock
+	a.mu.Unlock()
+	a.lock.Close()
+	a.lock = lock
+	return nil
 }
 
 // newFolderIdentity gives the remade folder a new identity, or returns the

@@ -3,6 +3,7 @@ package spool
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -165,5 +166,79 @@ func TestAppender_Append_FolderDeletedDuringGroup(t *testing.T) {
 			// last scan may predate the first records.
 			checkRemade(t, a, dir, old, want, lost, false)
 		})
+	}
+}
+
+// TestAppender_Append_LockFileDeleted: only the lock file deleted (the
+// folder and its segments stay) is no deleted folder: after a wait for a
+// `rm -rf` that does not come, the appender locks the folder again and
+// goes on in the same spool.
+func TestAppender_Append_LockFileDeleted(t *testing.T) {
+	dir := newSpoolDir(t)
+	a, err := OpenAppender(dir, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	old := a.Identity().ID
+	var first, second []Record
+	for i := 0; i < 50; i++ {
+		first, second = append(first, testRecord(i, 50)), append(second, testRecord(100+i, 50))
+	}
+	appendAll(t, a, first)
+	if err := os.Remove(filepath.Join(dir, lockFile)); err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range appendEach(t, a, second) {
+		if err != nil {
+			t.Fatalf("record %d after the lock file was deleted: %v", i, err)
+		}
+	}
+	a.Close()
+	if _, err := os.Stat(filepath.Join(dir, lockFile)); err != nil {
+		t.Errorf("the lock file was not made again: %v", err)
+	}
+	got, _ := readAll(t, dir, ReaderOptions{Inspect: true})
+	if info, _ := ReadIdentity(dir); info.ID != old || len(got) != 100 || a.Stats().FoldersRemade != 0 {
+		t.Fatalf("spool %v (was %v), %d records, folders_remade %d; want the same spool, 100, 0", info.ID, old, len(got), a.Stats().FoldersRemade)
+	}
+}
+
+// TestAppender_Append_FolderBeingDeleted: a group meets the folder in the
+// middle of its `rm -rf` (the lock file gone, segments left): the
+// appender waits for the deletion to end rather than write files the
+// rest of it would delete, then makes the folder again. No record fails.
+func TestAppender_Append_FolderBeingDeleted(t *testing.T) {
+	dir := newSpoolDir(t)
+	a, err := OpenAppender(dir, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var first, second []Record
+	for i := 0; i < 50; i++ {
+		first, second = append(first, testRecord(i, 50)), append(second, testRecord(100+i, 50))
+	}
+	appendAll(t, a, first)
+	if err := os.Remove(filepath.Join(dir, lockFile)); err != nil {
+		t.Fatal(err)
+	}
+	removed := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the rest of a slow `rm -rf`
+		removed <- os.RemoveAll(dir)
+	}()
+	for i, err := range appendEach(t, a, second) {
+		if err != nil {
+			t.Fatalf("record %d while the folder was being deleted: %v", i, err)
+		}
+	}
+	if err := <-removed; err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	got, _ := readAll(t, dir, ReaderOptions{Inspect: true})
+	if len(got) != len(second) || a.Stats().FoldersRemade != 1 {
+		t.Fatalf("the remade folder holds %d records, folders_remade %d; want %d, 1", len(got), a.Stats().FoldersRemade, len(second))
 	}
 }
