@@ -92,7 +92,10 @@ type Appender struct {
 	active   *segmentWriter
 	stranded *segmentWriter // closed but not sealed after a failure: blocks new segments
 	reserved uint64         // Seqs up to here are reserved in the sequence file
-	dirDirty bool           // a name in the folder changed since the last folder fsync
+	// sealedThrough is the last Seq of the newest segment renamed to its
+	// sealed name: records up to it were visible to the writer.
+	sealedThrough uint64
+	dirDirty      bool // a name in the folder changed since the last folder fsync
 
 	// Owned by the housekeeping goroutine (and by Close once it stopped).
 	depth      depthCache // trailers of the sealed segments, read once each
@@ -451,15 +454,24 @@ func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now 
 	if a.folderIsOurs() {
 		return err
 	}
+	last := recordSeq(encs[len(encs)-1])
+	visible := last <= a.sealedThrough
 	res, rerr := a.remakeFolder()
 	if rerr != nil {
 		return rerr
 	}
-	if !res.remade {
+	switch {
+	case !res.remade:
 		return err // the folder is ours; only its lock file was gone
-	}
-	if res.rescued.holds(recordSeq(encs[0])) {
+	case res.rescued.holds(recordSeq(encs[0])):
 		return nil // it was in the active segment, now sealed in the new folder
+	case visible:
+		// Sealed in the old folder before it went: the writer may have
+		// applied it, so writing it again could apply it twice. Not
+		// reported durable: a QoS 1 message is redelivered by the
+		// broker, and the writer recognises a redelivery it applied.
+		return &Error{Op: "append", Path: a.dir, Err: fmt.Errorf("the spool folder was deleted just after records %d to %d were sealed in it", recordSeq(encs[0]), last),
+			Hint: "the folder was made again; QoS 1 messages are redelivered, QoS 0 ones are counted as not written"}
 	}
 	return a.writeWholeSegment(encs)
 }
@@ -538,6 +550,7 @@ func (a *Appender) writeWholeSegment(encs [][]byte) error {
 		os.Remove(tmp)
 		return err
 	}
+	a.sealedThrough = recordSeq(encs[len(encs)-1])
 	a.mu.Lock()
 	a.stats.SegmentsSealed++
 	a.mu.Unlock()
@@ -593,6 +606,7 @@ func (a *Appender) sealStranded() error {
 		return &Error{Op: "seal segment", Path: w.path, Err: err}
 	}
 	a.stranded = nil
+	a.sealedThrough = w.sum.LastSeq
 	a.dirDirty = true
 	a.mu.Lock()
 	a.stats.SegmentsSealed++

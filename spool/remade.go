@@ -20,11 +20,15 @@ import (
 // start at 1; its identity tells it apart, and the writer starts a spool
 // it has not seen at its first record). What it still holds of the old
 // folder is written into the new one: the records of the active segment
-// (the open file outlives its name) and the group being written. The
-// group being written is reported durable only once it is in the new
-// folder, so a QoS 1 message is never acknowledged for a record that is
-// in no folder. What the old folder held sealed and undrained is gone
-// with it and counted (RecordsLostWithFolder). The writer, for its part,
+// (the open file outlives its name; the writer never reads it) and the
+// group being written, unless that group was already sealed in the old
+// folder, where the writer may have read it: writing it again could apply
+// it twice, so it fails instead (a QoS 1 message is redelivered, and the
+// writer recognises a redelivery it applied). Either way a group is
+// reported durable only once the folder it is in is the appender's, so a
+// QoS 1 message is never acknowledged for a record that is in no folder.
+// What the old folder held sealed and undrained is gone with it and
+// counted (RecordsLostWithFolder). The writer, for its part,
 // finds its folder replaced and reopens it (replaced.go).
 //
 // A folder found in its place that already holds segments (another spool

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -207,7 +208,7 @@ func TestAppender_Append_LockFileDeleted(t *testing.T) {
 // TestAppender_Append_FolderBeingDeleted: a group meets the folder in the
 // middle of its `rm -rf` (the lock file gone, segments left): the
 // appender waits for the deletion to end rather than write files the
-// rest of it would delete, then makes the folder again. No record fails.
+// rest of it would delete, then makes the folder again.
 func TestAppender_Append_FolderBeingDeleted(t *testing.T) {
 	dir := newSpoolDir(t)
 	a, err := OpenAppender(dir, fastOptions())
@@ -228,17 +229,66 @@ func TestAppender_Append_FolderBeingDeleted(t *testing.T) {
 		time.Sleep(300 * time.Millisecond) // the rest of a slow `rm -rf`
 		removed <- os.RemoveAll(dir)
 	}()
+	// A group sealed in the folder before the rest of it went fails
+	// (TestAppender_Append_FolderDeletedAfterSeal); every other one goes
+	// into the remade folder.
+	durable := 0
 	for i, err := range appendEach(t, a, second) {
-		if err != nil {
+		switch {
+		case err == nil:
+			durable++
+		case !strings.Contains(err.Error(), "deleted just after"):
 			t.Fatalf("record %d while the folder was being deleted: %v", i, err)
 		}
 	}
 	if err := <-removed; err != nil {
 		t.Fatal(err)
 	}
+	appendAll(t, a, first) // again, after the deletion: all durable
 	a.Close()
 	got, _ := readAll(t, dir, ReaderOptions{Inspect: true})
-	if len(got) != len(second) || a.Stats().FoldersRemade != 1 {
-		t.Fatalf("the remade folder holds %d records, folders_remade %d; want %d, 1", len(got), a.Stats().FoldersRemade, len(second))
+	if len(got) != durable+len(first) || a.Stats().FoldersRemade != 1 {
+		t.Fatalf("the remade folder holds %d records, folders_remade %d; want %d (the records reported durable), 1", len(got), a.Stats().FoldersRemade, durable+len(first))
+	}
+	t.Logf("%d of %d records appended during the deletion reported durable", durable, len(second))
+}
+
+// TestAppender_Append_FolderDeletedAfterSeal: the folder deleted just
+// after a group was sealed in it (the writer may have read it): the group
+// is not written again, which could apply it twice, and not reported
+// durable either, so that the broker redelivers it; the appends after go
+// into the remade folder.
+func TestAppender_Append_FolderDeletedAfterSeal(t *testing.T) {
+	dir := newSpoolDir(t)
+	opts := fastOptions()
+	var armed atomic.Bool
+	var syncs atomic.Int64
+	// A sealed group syncs the segment, then the folder after its
+	// rename: the folder goes before the second.
+	opts.BeforeSync = func() {
+		if armed.Load() && syncs.Add(1) == 2 {
+			os.RemoveAll(dir)
+		}
+	}
+	a, err := OpenAppender(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	appendAll(t, a, []Record{testRecord(0, 50)})
+	armed.Store(true)
+	errs := appendEach(t, a, []Record{testRecord(1, 50)})
+	if errs[0] == nil || !strings.Contains(errs[0].Error(), "deleted just after") {
+		t.Fatalf("a group sealed in the deleted folder: done(%v), want an error", errs[0])
+	}
+	var after []Record
+	for i := 0; i < 20; i++ {
+		after = append(after, testRecord(10+i, 50))
+	}
+	appendAll(t, a, after)
+	a.Close()
+	got, _ := readAll(t, dir, ReaderOptions{Inspect: true})
+	if len(got) != len(after) || a.Stats().FoldersRemade != 1 {
+		t.Fatalf("the remade folder holds %d records, folders_remade %d; want %d (not the sealed group), 1", len(got), a.Stats().FoldersRemade, len(after))
 	}
 }
