@@ -167,6 +167,7 @@ type readiness struct {
 	notified bool      // READY=1 was sent
 	blocked  string    // why the spool takes nothing; "" when it can
 	loggedAt time.Time // last "cannot append" error
+	remade   uint64    // the spool's folders_remade last logged
 }
 
 // New checks every source and prepares the receiver; nothing connects
@@ -517,7 +518,14 @@ func (r *Receiver) updateReadiness(now time.Time) {
 		rd.loggedAt = now
 	}
 	wasReady := rd.notified
+	remade := st.FoldersRemade > rd.remade
+	rd.remade = st.FoldersRemade
 	rd.mu.Unlock()
+	if remade {
+		r.log.Warn().Uint64("folders_remade", st.FoldersRemade).Uint64("records_lost_with_folder", st.RecordsLostWithFolder).
+			Msg("the spool folder was deleted under the receiver: the spool made it again as a new spool and goes on appending there. " +
+				"Its active segment and the group being written went into the new folder; the sealed records the writer had not drained went with the old one (records_lost_with_folder, an upper bound, since the start)")
+	}
 	if notify {
 		r.notifier.Ready(r.statusLine())
 		r.log.Info().Int("sources", len(r.opts.Sources)).Msg("receiver ready")

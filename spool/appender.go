@@ -84,6 +84,9 @@ type Appender struct {
 	room        chan struct{}
 	waitedSince time.Time
 	waited      time.Duration
+	// folder is the spool folder the appender writes (remade.go); the
+	// appender goroutine replaces it when it remakes the folder.
+	folder appenderFolder
 
 	wake     chan struct{}
 	exited   chan struct{}
@@ -95,7 +98,10 @@ type Appender struct {
 	active   *segmentWriter
 	stranded *segmentWriter // closed but not sealed after a failure: blocks new segments
 	reserved uint64         // Seqs up to here are reserved in the sequence file
-	dirDirty bool           // a name in the folder changed since the last folder fsync
+	// sealedThrough is the last Seq of the newest segment renamed to its
+	// sealed name: records up to it were visible to the writer.
+	sealedThrough uint64
+	dirDirty      bool // a name in the folder changed since the last folder fsync
 
 	// Owned by the housekeeping goroutine (and by Close once it stopped).
 	depth      depthCache // trailers of the sealed segments, read once each
@@ -154,6 +160,10 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 	}
 	a.fsyncLat.init(1024)
 	a.commitLat.init(1024)
+	if a.folder, err = statFolder(dir); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	maxSeq, err := a.recover()
 	if err == nil {
 		err = a.startSequence(maxSeq)
@@ -176,7 +186,11 @@ func OpenAppender(dir string, opts Options) (*Appender, error) {
 }
 
 // Identity is the identity of the spool the appender writes.
-func (a *Appender) Identity() IdentityInfo { return a.id }
+func (a *Appender) Identity() IdentityInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.id
+}
 
 // Append queues rec for the spool and returns at once; it never waits on
 // the disk. It assigns rec's Seq (the caller's copy is not changed) and,
@@ -490,15 +504,46 @@ func (a *Appender) commitGroup(g []*entry, gBytes int64, closing, more bool) {
 	}
 }
 
-// writeGroup writes one group. With the low-latency profile every group is
-// a sealed segment of its own. With low-wear, more says records are
-// already queued behind it: then a new segment is kept active for them,
-// since a segment per group would cost a sync per group more.
+// writeGroup writes one group (writeGroupIn), then makes sure it is in
+// the spool folder: when the folder was deleted under it, the folder is
+// made again and the group written there (remade.go), so that its records
+// are never reported durable in a folder that is gone.
 func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now time.Time) error {
 	encs := make([][]byte, len(g))
 	for i, e := range g {
 		encs[i] = e.enc
 	}
+	err := a.writeGroupIn(encs, gBytes, closing, more, now, g[0].at)
+	if a.folderIsOurs() {
+		return err
+	}
+	last := recordSeq(encs[len(encs)-1])
+	visible := last <= a.sealedThrough
+	res, rerr := a.remakeFolder()
+	if rerr != nil {
+		return rerr
+	}
+	switch {
+	case !res.remade:
+		return err // the folder is ours; only its lock file was gone
+	case res.rescued.holds(recordSeq(encs[0])):
+		return nil // it was in the active segment, now sealed in the new folder
+	case visible:
+		// Sealed in the old folder before it went: the writer may have
+		// applied it, so writing it again could apply it twice. Not
+		// reported durable: a QoS 1 message is redelivered by the
+		// broker, and the writer recognises a redelivery it applied.
+		return &Error{Op: "append", Path: a.dir, Err: fmt.Errorf("the spool folder was deleted just after records %d to %d were sealed in it", recordSeq(encs[0]), last),
+			Hint: "the folder was made again; QoS 1 messages are redelivered, QoS 0 ones are counted as not written"}
+	}
+	return a.writeWholeSegment(encs)
+}
+
+// writeGroupIn writes one group. With the low-latency profile every group is
+// a sealed segment of its own. With low-wear, more says records are
+// already queued behind it: then a new segment is kept active for them,
+// since a segment per group would cost a sync per group more.
+func (a *Appender) writeGroupIn(encs [][]byte, gBytes int64, closing, more bool, now, firstAt time.Time) error {
 	if err := a.reserveThrough(recordSeq(encs[len(encs)-1])); err != nil {
 		return err
 	}
@@ -511,7 +556,7 @@ func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now 
 		if a.opts.sealEachGroup() {
 			return a.writeWholeSegment(encs)
 		}
-		if !more && (closing || now.Sub(g[0].at) >= a.opts.SegmentMaxAge || gBytes >= a.opts.SegmentMaxBytes) {
+		if !more && (closing || now.Sub(firstAt) >= a.opts.SegmentMaxAge || gBytes >= a.opts.SegmentMaxBytes) {
 			return a.writeWholeSegment(encs)
 		}
 		id := recordSeq(encs[0])
@@ -519,7 +564,7 @@ func (a *Appender) writeGroup(g []*entry, gBytes int64, closing, more bool, now 
 		if err != nil {
 			return err
 		}
-		w.sealAt = g[0].at.Add(a.opts.SegmentMaxAge)
+		w.sealAt = firstAt.Add(a.opts.SegmentMaxAge)
 		a.active = w
 		a.dirDirty = true
 	}
@@ -568,6 +613,7 @@ func (a *Appender) writeWholeSegment(encs [][]byte) error {
 		os.Remove(tmp)
 		return err
 	}
+	a.sealedThrough = recordSeq(encs[len(encs)-1])
 	a.mu.Lock()
 	a.stats.SegmentsSealed++
 	a.mu.Unlock()
@@ -585,6 +631,15 @@ func (a *Appender) mmapSize() int {
 // folder fsync is left to the next group or the end of the loop, so that a
 // new segment's creation can share it.
 func (a *Appender) sealActive() {
+	if !a.folderIsOurs() {
+		// Sealing would close the only copy of its records left: the
+		// file is gone with the folder. remakeFolder writes them anew.
+		if res, err := a.remakeFolder(); err != nil {
+			a.noteErr(err)
+		} else if res.remade {
+			return
+		}
+	}
 	w := a.active
 	a.active = nil
 	a.stranded = w
@@ -614,6 +669,7 @@ func (a *Appender) sealStranded() error {
 		return &Error{Op: "seal segment", Path: w.path, Err: err}
 	}
 	a.stranded = nil
+	a.sealedThrough = w.sum.LastSeq
 	a.dirDirty = true
 	a.mu.Lock()
 	a.stats.SegmentsSealed++

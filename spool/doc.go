@@ -18,7 +18,11 @@
 // rather than assumes: a segment of another spool, or out of place (a
 // renamed or swapped file), is set aside whole to quarantine/ and counted;
 // a segment's bbolt structure is walked with bounds checks before bbolt
-// maps it (boltcheck.go), so no file can crash the process.
+// maps it (boltcheck.go), so no file can crash the process. A folder
+// deleted and made anew under a running reader is another spool: the
+// reader says ErrSpoolReplaced rather than set its segments aside
+// (replaced.go), and an appender whose folder was deleted under it makes
+// it again as a new spool with what it still holds (remade.go).
 //
 // A segment left unsealed by a dead appender is rebuilt by the next one
 // from the records' own checksums (salvage.go), so a torn last transaction

@@ -37,6 +37,9 @@ type Reader struct {
 	closed bool
 	// reported: segments an inspecting reader reported set aside
 	reported map[string]bool
+	// opened is the folder and identity file the reader opened, to tell
+	// when the folder was replaced under it (replaced.go).
+	opened openedFolder
 
 	listings atomic.Uint64 // folder listings, for the tests of idle waiting
 }
@@ -72,6 +75,28 @@ type ReaderStats struct {
 	// trailer, so RecordsLost may be below the truth.
 	RecordsLostUnbounded bool   `json:"records_lost_unbounded,omitempty"`
 	EntriesLost          uint64 `json:"entries_lost"` // leaf entries damaged beyond delimiting
+	// FolderReplaced counts the times the reader found its folder
+	// replaced under it (ErrSpoolReplaced): deleted and made anew, or
+	// another spool put in its place. A reader counts it once; a writer
+	// that reopens its spool carries the count over.
+	FolderReplaced uint64 `json:"folder_replaced"`
+}
+
+// Add returns the sum of s and o, for a consumer that reopened its reader
+// and keeps counting across readers.
+func (s ReaderStats) Add(o ReaderStats) ReaderStats {
+	s.SegmentsRead += o.SegmentsRead
+	s.RecordsRead += o.RecordsRead
+	s.SegmentsReleased += o.SegmentsReleased
+	s.SegmentsDamaged += o.SegmentsDamaged
+	s.RecordsQuarantined += o.RecordsQuarantined
+	s.SegmentsSetAside += o.SegmentsSetAside
+	s.RecordsSetAside += o.RecordsSetAside
+	s.RecordsLost += o.RecordsLost
+	s.RecordsLostUnbounded = s.RecordsLostUnbounded || o.RecordsLostUnbounded
+	s.EntriesLost += o.EntriesLost
+	s.FolderReplaced += o.FolderReplaced
+	return s
 }
 
 // OpenReader opens the spool in dir for reading. Unless opts.Inspect, it
@@ -115,7 +140,15 @@ func OpenReader(dir string, opts ReaderOptions) (*Reader, error) {
 			os.Remove(filepath.Join(dir, s.Name))
 		}
 	}
-	return &Reader{dir: dir, id: id, opts: opts}, nil
+	r := &Reader{dir: dir, id: id, opts: opts}
+	if !opts.Inspect {
+		opened, err := statOpened(dir)
+		if err != nil {
+			return nil, err
+		}
+		r.opened = opened
+	}
+	return r, nil
 }
 
 // Dir is the spool folder.
@@ -169,8 +202,12 @@ func (r *Reader) Cursor(after Position) (*Cursor, error) {
 	if err := r.checkPosition("open cursor", after); err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(r.dir); err != nil {
-		return nil, &Error{Op: "open spool", Path: r.dir, Err: err}
+	if r.opts.Inspect {
+		if _, err := os.Stat(r.dir); err != nil {
+			return nil, &Error{Op: "open spool", Path: r.dir, Err: err}
+		}
+	} else if err := r.checkReplaced(); err != nil {
+		return nil, err
 	}
 	after.Spool = r.id.ID
 	return &Cursor{r: r, after: after}, nil
@@ -241,6 +278,9 @@ func (c *Cursor) Next() (Record, Position, error) {
 // before pos.Seq+1. A skipped segment whose trailer says it holds later
 // records overlaps the next one: it is out of place and set aside.
 func (c *Cursor) list() error {
+	if err := c.r.checkReplaced(); err != nil {
+		return err
+	}
 	segs, err := c.r.listSealed()
 	if err != nil {
 		return err
@@ -446,6 +486,11 @@ func (r *Reader) setAside(s segmentFile, reason string, spool Identity, records 
 			return nil
 		}
 	} else {
+		// A folder replaced since it was listed holds another spool's
+		// segments, which are not this reader's to set aside.
+		if err := r.checkReplaced(); err != nil {
+			return err
+		}
 		moved, err := quarantineFile(r.dir, path, reasonFile{Segment: s.ID, Reason: reason, At: ev.At, SetAside: records, Spool: spool})
 		if err != nil {
 			return err
@@ -495,6 +540,10 @@ func (r *Reader) salvage(sr *segmentReader, f *os.File, s segmentFile, damage er
 		Damaged: len(res.Damaged), Entries: res.BadElements, At: time.Now().UTC()}
 	ev.Lost, ev.LostExact = lostRecords(s.ID, held, res)
 	if !r.opts.Inspect {
+		// Rebuilt, the segment would carry this reader's identity.
+		if err := r.checkReplaced(); err != nil {
+			return err
+		}
 		moved, err := r.repair(f, res, s, ev)
 		if err != nil {
 			return err
@@ -741,6 +790,9 @@ func (r *Reader) Release(pos Position) error {
 	}
 	if pos.IsZero() {
 		return nil
+	}
+	if err := r.checkReplaced(); err != nil {
+		return err
 	}
 	segs, err := r.listSealed()
 	if err != nil {

@@ -33,6 +33,16 @@ type AppenderStats struct {
 	QueueFullWaits uint64 `json:"queue_full_waits"`
 	RefusedInvalid uint64 `json:"refused_invalid"`
 
+	// FoldersRemade counts the times the spool folder was found deleted
+	// (or another put in its place) under the appender, which made it
+	// again as a new spool (remade.go). RecordsLostWithFolder is what the
+	// deleted folders held that the writer had not drained, as far as the
+	// appender knew: its last scan, at most a second old, plus what it
+	// wrote since; records the writer applied in that second are counted
+	// too, so it is an upper bound.
+	FoldersRemade         uint64 `json:"folders_remade"`
+	RecordsLostWithFolder uint64 `json:"records_lost_with_folder"`
+
 	// QueuedRecords and QueuedBytes are in memory, not yet durable.
 	QueuedRecords int   `json:"queued_records"`
 	QueuedBytes   int64 `json:"queued_bytes"`

@@ -178,18 +178,33 @@ func statfsTotal(dir string) int64 {
 }
 
 func (a *Appender) housekeep() {
+	// Taken before the scan, so that a record made durable meanwhile
+	// counts in both: the lost count of a remade folder stays an upper
+	// bound (remade.go).
+	a.mu.Lock()
+	appended, folder := a.stats.AppendedRecords, a.folder
+	a.mu.Unlock()
 	free := statfsFree(a.dir)
-	sealed, _ := scanSealed(a.dir, a.depth)
+	sealed, scanErr := scanSealed(a.dir, a.depth)
 	bytes := quarantineBytes(a.dir)
 	for _, s := range sealed {
 		bytes += s.Bytes
 	}
 	pos, _ := ReadWriterPosition(a.dir)
+	// A folder deleted under the appender (or not its own any more) keeps
+	// the figures of the last scan: they are what it held, to count as
+	// lost when the folder is made again (remade.go).
+	ours := scanErr == nil && a.folderIsOurs()
+
+	a.mu.Lock()
 	if !pos.Spool.IsZero() && pos.Spool != a.id.ID {
 		pos = Position{} // a position in another spool drained nothing of this one
 	}
-
-	a.mu.Lock()
+	if !ours || a.folder.dir != folder.dir || a.folder.lock != folder.lock {
+		a.mu.Unlock() // or remade since the scan began
+		return
+	}
+	a.folder.scannedAppended = appended
 	if a.activeInfo != nil {
 		bytes += a.activeInfo.Bytes
 	}

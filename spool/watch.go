@@ -2,6 +2,7 @@ package spool
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"time"
@@ -130,6 +131,10 @@ func (r *Reader) WaitSealed(ctx context.Context) error {
 		r.startWatchLocked()
 		sealed := r.watch.sealed
 		r.mu.Unlock()
+		// A replaced folder never seals anything newer for this reader.
+		if err := r.checkReplaced(); errors.Is(err, ErrSpoolReplaced) {
+			return err
+		}
 		segs, err := r.listSealed()
 		if err != nil {
 			return err

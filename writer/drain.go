@@ -104,27 +104,53 @@ func (w *Writer) firstRecord(ctx context.Context) (*prepared, error) {
 	if err := w.ensureDB(ctx); err != nil {
 		return nil, err
 	}
-	if w.pipe == nil {
-		if err := w.refreshSlots(ctx); err != nil {
-			return nil, w.spoolTrouble(ctx, err)
+	for reopened := false; ; reopened = true {
+		if w.pipe == nil {
+			if err := w.refreshSlots(ctx); err != nil {
+				return nil, w.spoolTrouble(ctx, err)
+			}
+			if err := w.syncSlots(ctx); err != nil {
+				return nil, w.spoolTrouble(ctx, err)
+			}
+			pl, err := startPipeline(w.openCursor, w.in)
+			if err != nil {
+				err = w.spoolReplaced(ctx, err, reopened)
+				if err == nil {
+					continue
+				}
+				return nil, w.spoolTrouble(ctx, err)
+			}
+			w.pipe = pl
 		}
-		pl, err := startPipeline(w.openCursor, w.in)
-		if err != nil {
-			return nil, w.spoolTrouble(ctx, err)
+		it := w.pipe.next()
+		switch {
+		case it.eof:
+			w.stopReading()
+			w.stats.CaughtUp.Store(true)
+			return nil, nil
+		case it.err != nil:
+			if err := w.spoolReplaced(ctx, it.err, reopened); err != nil {
+				return nil, w.spoolTrouble(ctx, err)
+			}
+			continue
 		}
-		w.pipe = pl
+		w.stats.CaughtUp.Store(false)
+		return it.p, nil
 	}
-	it := w.pipe.next()
-	switch {
-	case it.eof:
-		w.stopReading()
-		w.stats.CaughtUp.Store(true)
-		return nil, nil
-	case it.err != nil:
-		return nil, w.spoolTrouble(ctx, it.err)
+}
+
+// spoolReplaced reopens the spools whose folders were replaced when err
+// says a reader found one (spool.ErrSpoolReplaced), once per firstRecord
+// (again: already reopened), and returns nil when it did; else err.
+func (w *Writer) spoolReplaced(ctx context.Context, err error, again bool) error {
+	w.stopReading()
+	if again || !errors.Is(err, spool.ErrSpoolReplaced) {
+		return err
 	}
-	w.stats.CaughtUp.Store(false)
-	return it.p, nil
+	if rerr := w.reopenReplaced(ctx); rerr != nil {
+		return rerr
+	}
+	return nil
 }
 
 // begin opens the batch's transaction. Its statements run to completion
@@ -249,7 +275,10 @@ func (w *Writer) nextRecord(ob *openBatch, deadline <-chan time.Time) *prepared 
 		w.stats.CaughtUp.Store(true)
 		return nil
 	case it.err != nil:
-		w.log.Warn().Err(it.err).Msg("spool read failed in the middle of a batch; committing what was read")
+		// A replaced folder is reopened by the next batch, which logs it.
+		if !errors.Is(it.err, spool.ErrSpoolReplaced) {
+			w.log.Warn().Err(it.err).Msg("spool read failed in the middle of a batch; committing what was read")
+		}
 		w.stopReading()
 		return nil
 	}
@@ -359,7 +388,7 @@ func (w *Writer) afterCommit(ob *openBatch) {
 	for sl, mv := range ob.moved {
 		sl.stats.committed(mv.records, ob.b.otherCopies[sl.info.ID], ob.b.lateCopies[sl.info.ID], mv.lastReceived)
 		// The rows are durable: the spool may forget the records.
-		if err := sl.src.Release(mv.pos); err != nil {
+		if err := sl.src.Release(mv.pos); err != nil && !errors.Is(err, spool.ErrSpoolReplaced) {
 			w.throttledWarn("release", err, "could not delete drained spool segments; they are retried after the next batch")
 		}
 		if err := sl.src.SavePosition(mv.pos); err != nil {

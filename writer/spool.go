@@ -2,6 +2,8 @@ package writer
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
@@ -16,14 +18,24 @@ type (
 
 // SpoolSource is a Source over a spool folder.
 type SpoolSource struct {
+	dir  string
+	opts spool.ReaderOptions
+
+	// mu guards r, lock and before: the drain goroutine replaces them
+	// when the folder was replaced (reopenIfReplaced), while the stats
+	// goroutine reads the reader's counters.
+	mu   sync.Mutex
 	r    *spool.Reader
 	lock *spool.ConsumerLock // OpenSpoolSource's; nil for NewSpoolSource
+	// before is what the readers closed by reopenIfReplaced counted.
+	before spool.ReaderStats
 }
 
 // NewSpoolSource reads the spool through r (opened without Inspect: the
 // writer releases what it has written). It takes no consumer lock: the
-// caller owns r; `meshingest write` uses OpenSpoolSource.
-func NewSpoolSource(r *spool.Reader) *SpoolSource { return &SpoolSource{r: r} }
+// caller owns r; `meshingest write` uses OpenSpoolSource. Since the caller
+// owns r, such a source is not reopened when its folder is replaced.
+func NewSpoolSource(r *spool.Reader) *SpoolSource { return &SpoolSource{dir: r.Dir(), r: r} }
 
 // OpenSpoolSource takes the spool folder's consumer lock
 // (spool.LockConsumer), then opens a reader over the folder: two writers
@@ -40,12 +52,14 @@ func OpenSpoolSource(dir string, opts spool.ReaderOptions) (*SpoolSource, error)
 		lock.Close()
 		return nil, err
 	}
-	return &SpoolSource{r: r, lock: lock}, nil
+	return &SpoolSource{dir: dir, opts: opts, r: r, lock: lock}, nil
 }
 
 // Close closes the reader and releases the consumer lock OpenSpoolSource
 // took.
 func (s *SpoolSource) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.lock == nil {
 		return nil
 	}
@@ -54,31 +68,79 @@ func (s *SpoolSource) Close() error {
 	return err
 }
 
-// Reader is the spool reader the source reads through.
-func (s *SpoolSource) Reader() *spool.Reader { return s.r }
+// Reader is the spool reader the source reads through now.
+func (s *SpoolSource) Reader() *spool.Reader {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.r
+}
 
-func (s *SpoolSource) Open(after Position) (Cursor, error) { return s.r.Cursor(after) }
+func (s *SpoolSource) Open(after Position) (Cursor, error) { return s.Reader().Cursor(after) }
 
-func (s *SpoolSource) Release(pos Position) error { return s.r.Release(pos) }
+func (s *SpoolSource) Release(pos Position) error { return s.Reader().Release(pos) }
 
-func (s *SpoolSource) WaitSealed(ctx context.Context) error { return s.r.WaitSealed(ctx) }
+func (s *SpoolSource) WaitSealed(ctx context.Context) error { return s.Reader().WaitSealed(ctx) }
 
-func (s *SpoolSource) Spool() spool.IdentityInfo { return s.r.IdentityInfo() }
+func (s *SpoolSource) Spool() spool.IdentityInfo { return s.Reader().IdentityInfo() }
 
-// ReaderStats are the reader's counters since it was opened: above all
-// the records it could not return (quarantined, set aside, lost), exact as
-// far as the segments' trailers tell.
-func (s *SpoolSource) ReaderStats() spool.ReaderStats { return s.r.Stats() }
+// ReaderStats are the reader's counters since the source was opened
+// (summed over the readers a replaced folder made it open): above all the
+// records it could not return (quarantined, set aside, lost), exact as far
+// as the segments' trailers tell.
+func (s *SpoolSource) ReaderStats() spool.ReaderStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.before.Add(s.r.Stats())
+}
 
+// SavePosition writes the advisory position file, unless the folder was
+// replaced: the position of the old spool means nothing in the new one,
+// and would make a folder without an identity yet look like a legacy one.
 func (s *SpoolSource) SavePosition(pos Position) error {
-	return spool.WriteWriterPosition(s.r.Dir(), pos)
+	r := s.Reader()
+	if !pos.Spool.IsZero() && pos.Spool != r.Identity() {
+		return nil
+	}
+	if err := r.CheckReplaced(); errors.Is(err, spool.ErrSpoolReplaced) {
+		return nil
+	}
+	return spool.WriteWriterPosition(s.dir, pos)
+}
+
+// reopenIfReplaced opens the folder anew when the reader found it
+// replaced (spool.ErrSpoolReplaced): the consumer lock again (the old one
+// is on the deleted folder) and a reader of the spool now there, under its
+// own identity. It returns the identity read before, and whether it
+// reopened. A source that does not own its reader (NewSpoolSource) is not
+// reopened.
+func (s *SpoolSource) reopenIfReplaced() (spool.IdentityInfo, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.r.IdentityInfo()
+	if s.lock == nil || !errors.Is(s.r.CheckReplaced(), spool.ErrSpoolReplaced) {
+		return prev, false, nil
+	}
+	lock, err := spool.LockConsumer(s.dir)
+	if err != nil {
+		return prev, false, err
+	}
+	r, err := spool.OpenReader(s.dir, s.opts)
+	if err != nil {
+		lock.Close()
+		return prev, false, err
+	}
+	s.before = s.before.Add(s.r.Stats())
+	s.r.Close()
+	s.lock.Close()
+	s.r, s.lock = r, lock
+	return prev, true, nil
 }
 
 // Depth is the appender's own figure (it counts the active segment too,
 // from the advisory position the writer saves after every commit), when
 // the appender published it in the last few seconds; else unknown.
 func (s *SpoolSource) Depth(Position) int64 {
-	st, err := spool.ReadAppenderStatus(s.r.Dir())
+	st, err := spool.ReadAppenderStatus(s.dir)
 	if err != nil || st.Closed || time.Since(st.UpdatedAt) > 5*time.Second {
 		return -1
 	}

@@ -235,7 +235,7 @@ func appenderRunning(src Source, now time.Time) bool {
 	if !ok {
 		return false
 	}
-	st, err := spool.ReadAppenderStatus(s.r.Dir())
+	st, err := spool.ReadAppenderStatus(s.dir)
 	return err == nil && !st.Closed && now.Sub(st.UpdatedAt) < appenderAlive
 }
 
@@ -292,19 +292,27 @@ func (w *Writer) refreshSlots(ctx context.Context) error {
 }
 
 func (w *Writer) newSlot(src Source) *spoolSlot {
-	s := &spoolSlot{src: src, info: src.Spool(), stats: w.stats.spoolStats(src.Spool().ID, spoolDirOf(src))}
-	s.stats.depth = func() int64 {
+	s := &spoolSlot{src: src, info: src.Spool()}
+	s.stats = w.slotStats(s)
+	return s
+}
+
+// slotStats are the counters of the spool s names.
+func (w *Writer) slotStats(s *spoolSlot) *SpoolStats {
+	st := w.stats.spoolStats(s.info.ID, spoolDirOf(s.src))
+	st.gone.Store(false)
+	st.depth = func() int64 {
 		w.posMu.Lock()
 		p := s.pos.Position
 		w.posMu.Unlock()
-		return src.Depth(p)
+		return s.src.Depth(p)
 	}
-	return s
+	return st
 }
 
 func spoolDirOf(src Source) string {
 	if s, ok := src.(*SpoolSource); ok {
-		return s.r.Dir()
+		return s.dir
 	}
 	return ""
 }
@@ -335,6 +343,67 @@ func (w *Writer) slotOf(id spool.Identity) *spoolSlot {
 		if s.info.ID == id {
 			return s
 		}
+	}
+	return nil
+}
+
+// A spool folder can be replaced under the running writer: deleted and
+// made anew by the receiver, or another spool put in its place. Its
+// reader then says spool.ErrSpoolReplaced (rather than setting the new
+// spool's segments aside as copied in); the writer reopens that spool's
+// source and drains the spool now in the folder under its own identity:
+// from its first record when the database has not seen it, from its
+// position when it has. Each spool of a merged set is reopened on its
+// own. The reader's folder_replaced counter says how often.
+
+// reopenReplaced reopens the sources whose folders were replaced, then
+// gives their slots the new spools' positions (syncSlots).
+func (w *Writer) reopenReplaced(ctx context.Context) error {
+	for _, sl := range w.slots {
+		src, ok := sl.src.(*SpoolSource)
+		if !ok {
+			continue
+		}
+		if _, _, err := src.reopenIfReplaced(); err != nil {
+			return err
+		}
+	}
+	return w.syncSlots(ctx)
+}
+
+// syncSlots moves every slot whose source now reads another spool than the
+// slot names (reopenReplaced) to that spool and the position the database
+// holds for it, and logs it once. A slot left behind by a database error
+// is moved at the next call.
+func (w *Writer) syncSlots(ctx context.Context) error {
+	for _, sl := range w.slots {
+		info := sl.src.Spool()
+		if info.ID == sl.info.ID {
+			continue
+		}
+		var st writerState
+		pos, replaced, err := readStateInto(ctx, w.db.conn, info, &st)
+		if err != nil {
+			return err
+		}
+		prev, prevPos := sl.info, sl.pos.Position
+		sl.stats.gone.Store(true)
+		w.posMu.Lock()
+		sl.info, sl.pos, sl.lastReceived, sl.since = info, pos, time.Time{}, time.Time{}
+		sl.stats = w.slotStats(sl)
+		w.posMu.Unlock()
+		w.spoolNoted[info.ID] = true
+		if len(w.slots) <= 1 {
+			w.stats.SetSpool(info.ID, replaced)
+		}
+		ev := w.log.Warn().Str("spool_dir", spoolDirOf(sl.src)).Str("previous_spool", prev.ID.String()).Stringer("previous_position", prevPos).
+			Str("spool", info.ID.String()).Stringer("position", pos.Position)
+		if replaced != nil && replaced.UnwrittenRecords >= 0 {
+			ev = ev.Int64("previous_unwritten_records", replaced.UnwrittenRecords)
+		}
+		ev.Msg("the spool folder was replaced under the running writer (deleted and made anew, or another spool put in its place): reopened it; " +
+			"the spool now there is drained from its first record (from its stored position if the database knows it). " +
+			"The previous spool's records after previous_position were not written (previous_unwritten_records as it last reported them) unless it comes back")
 	}
 	return nil
 }

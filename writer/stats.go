@@ -2,6 +2,7 @@ package writer
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshingest/meshingest/shared"
@@ -28,6 +29,9 @@ type SpoolStats struct {
 	*stats.Spool
 	// depth is the spool's Source.Depth, -1 unknown; set by the writer.
 	depth func() int64
+	// gone: its folder was replaced under the writer, so its depth is no
+	// longer known (the folder's is the new spool's).
+	gone atomic.Bool
 }
 
 // addBatch counts a committed ingest batch.
@@ -64,7 +68,11 @@ func (s *Stats) spoolFigures(now time.Time) []stats.SpoolFigures {
 	s.mu.Unlock()
 	out := make([]stats.SpoolFigures, 0, len(list))
 	for _, st := range list {
-		out = append(out, st.Figures(now, st.depth()))
+		depth := int64(-1)
+		if !st.gone.Load() {
+			depth = st.depth()
+		}
+		out = append(out, st.Figures(now, depth))
 	}
 	return out
 }

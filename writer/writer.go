@@ -643,16 +643,7 @@ func (w *Writer) readerStats() *spool.ReaderStats {
 		if sum == nil {
 			sum = &spool.ReaderStats{}
 		}
-		sum.SegmentsRead += st.SegmentsRead
-		sum.RecordsRead += st.RecordsRead
-		sum.SegmentsReleased += st.SegmentsReleased
-		sum.SegmentsDamaged += st.SegmentsDamaged
-		sum.RecordsQuarantined += st.RecordsQuarantined
-		sum.SegmentsSetAside += st.SegmentsSetAside
-		sum.RecordsSetAside += st.RecordsSetAside
-		sum.RecordsLost += st.RecordsLost
-		sum.RecordsLostUnbounded = sum.RecordsLostUnbounded || st.RecordsLostUnbounded
-		sum.EntriesLost += st.EntriesLost
+		*sum = sum.Add(st)
 	}
 	return sum
 }

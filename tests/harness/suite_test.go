@@ -36,7 +36,7 @@ func TestSuite_ShortFaultRuns(t *testing.T) {
 		"receiver": {"receiver-kill-qos1", "receiver-kill-qos0", "segment-damage"},
 		"writer":   {"writer-kill", "broker-restart", "vacuum-swap"},
 		"spool":    {"spool-wiped", "segments-swapped"},
-		"bounds":   {"two-writers", "huge-publish", "retained-replay"},
+		"bounds":   {"two-writers", "huge-publish", "retained-replay", "spool-wiped-live"},
 	}
 	var mu sync.Mutex
 	var all []*Result

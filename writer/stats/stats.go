@@ -456,6 +456,7 @@ func (s *Counters) Register(reg prometheus.Registerer, depth func() int64, troub
 		readerCounter("spool_records_quarantined_total", "Damaged spool records moved to quarantine/ (requeue can put them back).", func(st *spool.ReaderStats) uint64 { return st.RecordsQuarantined }),
 		readerCounter("spool_segments_set_aside_total", "Spool segments of another spool, or out of place, set aside whole.", func(st *spool.ReaderStats) uint64 { return st.SegmentsSetAside }),
 		readerCounter("spool_records_set_aside_total", "Records in spool segments set aside whole.", func(st *spool.ReaderStats) uint64 { return st.RecordsSetAside }),
+		readerCounter("spool_folders_replaced_total", "Times a spool folder was found replaced under the writer (deleted and made anew), which reopened it.", func(st *spool.ReaderStats) uint64 { return st.FolderReplaced }),
 		readerCounter("spool_records_lost_total", "Spool records in damaged segments that could not be read at all (a lower bound when a trailer was unreadable).", func(st *spool.ReaderStats) uint64 { return st.RecordsLost }),
 	)
 }
