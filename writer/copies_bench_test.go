@@ -2,11 +2,17 @@ package writer
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
 // BenchmarkCopies_Memory250PerSecond fills the rounds of two receivers'
@@ -51,4 +57,88 @@ func BenchmarkCopies_Memory250PerSecond(b *testing.B) {
 		b.ReportMetric(float64(took.Nanoseconds())/float64(2*n), "ns/copy")
 		runtime.KeepAlive(m)
 	}
+}
+
+// BenchmarkCopies_CatchUp measures the writer's CPU per publication
+// catching up on two receivers' full copies of a stream against one
+// receiver's (issue 16: at most 1.3×). Each round drains, in this
+// process, a fresh copy of the same backlog into a new database: one
+// receiver's spool, then two instances' spools (the second copy of each
+// record received 2 ms later), alternating, so that the load of a shared
+// machine falls on both alike; the medians are reported. The writer runs
+// without CoreScope's jobs, whose cost is per applied publication: the
+// ratio is the harder one. CPU is this
+// process's (getrusage), so -cpuprofile shows where the second copy's
+// cost goes:
+//
+//	go test ./writer -run '^$' -bench Copies_CatchUp -benchtime 1x [-cpuprofile cpu.out]
+//
+// MESHINGEST_BENCH_ROUNDS (default 3) sets the rounds of each,
+// MESHINGEST_BENCH_COPIES the publications (default 30,000).
+func BenchmarkCopies_CatchUp(b *testing.B) {
+	n := 30000
+	if v, err := strconv.Atoi(os.Getenv("MESHINGEST_BENCH_COPIES")); err == nil && v > 0 {
+		n = v
+	}
+	work := b.TempDir()
+	g := newTrafficGen(b, benchSeed, benchObservers, 5, 20, benchStart)
+	recs := g.records(n)
+	later := receiverCopy(recs, 2*time.Millisecond)
+	for b.Loop() {
+		var perPub [2][]float64
+		for round := 0; round < benchRounds(); round++ {
+			for copies := 1; copies <= 2; copies++ {
+				spoolDir := filepath.Join(work, fmt.Sprintf("round%d-%d", round, copies), "spool")
+				if copies == 1 {
+					writertest.AppendToSpool(b, spoolDir, recs, spool.Options{})
+				} else {
+					writertest.AppendToSpool(b, shared.InstanceSpoolDir(spoolDir, "a"), recs, spool.Options{})
+					writertest.AppendToSpool(b, shared.InstanceSpoolDir(spoolDir, "b"), later, spool.Options{})
+				}
+				cpu := catchUpCPU(b, spoolDir, int64(n*copies))
+				perPub[copies-1] = append(perPub[copies-1], cpu.Seconds()/float64(n))
+				b.Logf("round %d, %d copies: %.1f µs CPU per publication", round, copies, 1e6*cpu.Seconds()/float64(n))
+				os.RemoveAll(filepath.Dir(spoolDir))
+			}
+		}
+		b.ReportMetric(1e6*median(perPub[0]), "µs-CPU/pub-one")
+		b.ReportMetric(1e6*median(perPub[1]), "µs-CPU/pub-two")
+		ratios := make([]float64, len(perPub[0]))
+		for i := range ratios {
+			ratios[i] = perPub[1][i] / perPub[0][i]
+		}
+		b.ReportMetric(median(ratios), "two/one")
+	}
+}
+
+// catchUpCPU drains the spools of spoolDir with a writer into a new
+// database beside it until it has consumed records, and returns the CPU
+// time the process spent meanwhile.
+func catchUpCPU(b *testing.B, spoolDir string, records int64) time.Duration {
+	b.Helper()
+	dir := filepath.Dir(spoolDir)
+	cfg := &shared.Config{DBPath: filepath.Join(dir, "meshcore.db"), HashChannels: []string{"#test", "#wardriving", "#bot", "#chat"},
+		Writer: shared.WriterConfig{StatsFile: filepath.Join(dir, "stats.json")}}
+	startBenchDB(b, "", cfg.DBPath)
+	set, err := OpenMergedSource(spoolDir, spool.ReaderOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer set.Close()
+	w, err := NewMerged(set, Options{Config: cfg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runtime.GC()
+	before := rusageCPU()
+	writertest.RunUntil(b, fmt.Sprintf("the writer to consume %d records", records), 10*time.Minute, w.Run, func() bool {
+		return w.Stats().Messages.Load() >= records && w.Stats().CaughtUp.Load()
+	})
+	return rusageCPU() - before
+}
+
+func rusageCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
