@@ -1,10 +1,13 @@
 package writer
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
@@ -81,21 +84,17 @@ func BenchmarkCopies_CatchUp(b *testing.B) {
 		n = v
 	}
 	work := b.TempDir()
-	g := newTrafficGen(b, benchSeed, benchObservers, 5, 20, benchStart)
-	recs := g.records(n)
-	later := receiverCopy(recs, 2*time.Millisecond)
+	// The memory limit `meshingest write` sets (cmd/meshingest
+	// writerMemoryLimit): near it the collector runs more often, and what
+	// the second copy adds to the live heap costs CPU there.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(24 << 20))
 	for b.Loop() {
 		var perPub [2][]float64
 		for round := 0; round < benchRounds(); round++ {
 			for copies := 1; copies <= 2; copies++ {
 				spoolDir := filepath.Join(work, fmt.Sprintf("round%d-%d", round, copies), "spool")
-				if copies == 1 {
-					writertest.AppendToSpool(b, spoolDir, recs, spool.Options{})
-				} else {
-					writertest.AppendToSpool(b, shared.InstanceSpoolDir(spoolDir, "a"), recs, spool.Options{})
-					writertest.AppendToSpool(b, shared.InstanceSpoolDir(spoolDir, "b"), later, spool.Options{})
-				}
-				cpu := catchUpCPU(b, spoolDir, int64(n*copies))
+				spoolBacklog(b, spoolDir, n, copies)
+				cpu := catchUpCPU(b, spoolDir, int64(n), int64(n*copies))
 				perPub[copies-1] = append(perPub[copies-1], cpu.Seconds()/float64(n))
 				b.Logf("round %d, %d copies: %.1f µs CPU per publication", round, copies, 1e6*cpu.Seconds()/float64(n))
 				os.RemoveAll(filepath.Dir(spoolDir))
@@ -111,10 +110,33 @@ func BenchmarkCopies_CatchUp(b *testing.B) {
 	}
 }
 
+// spoolBacklog spools n publications of the same traffic every time into
+// spoolDir: as one receiver's spool, or as two instances' (b's copy of
+// each record received 2 ms after a's). The records are not kept: the
+// writer's heap must be its own.
+func spoolBacklog(b *testing.B, spoolDir string, n, copies int) {
+	recs := newTrafficGen(b, benchSeed, benchObservers, 5, 20, benchStart).records(n)
+	// At QoS 1, as the harness's receivers subscribe: each receiver's
+	// session numbers its deliveries itself.
+	for i := range recs {
+		recs[i].QoS, recs[i].MessageID = 1, uint16(i%65535+1)
+	}
+	if copies == 1 {
+		writertest.AppendToSpool(b, spoolDir, recs, spool.Options{})
+		return
+	}
+	writertest.AppendToSpool(b, shared.InstanceSpoolDir(spoolDir, "a"), recs, spool.Options{})
+	later := receiverCopy(recs, 2*time.Millisecond)
+	for i := range later {
+		later[i].MessageID = uint16((i+7)%65535 + 1)
+	}
+	writertest.AppendToSpool(b, shared.InstanceSpoolDir(spoolDir, "b"), later, spool.Options{})
+}
+
 // catchUpCPU drains the spools of spoolDir with a writer into a new
 // database beside it until it has consumed records, and returns the CPU
 // time the process spent meanwhile.
-func catchUpCPU(b *testing.B, spoolDir string, records int64) time.Duration {
+func catchUpCPU(b *testing.B, spoolDir string, publications, records int64) time.Duration {
 	b.Helper()
 	dir := filepath.Dir(spoolDir)
 	cfg := &shared.Config{DBPath: filepath.Join(dir, "meshcore.db"), HashChannels: []string{"#test", "#wardriving", "#bot", "#chat"},
@@ -130,11 +152,25 @@ func catchUpCPU(b *testing.B, spoolDir string, records int64) time.Duration {
 		b.Fatal(err)
 	}
 	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
 	before := rusageCPU()
-	writertest.RunUntil(b, fmt.Sprintf("the writer to consume %d records", records), 10*time.Minute, w.Run, func() bool {
-		return w.Stats().Messages.Load() >= records && w.Stats().CaughtUp.Load()
+	// The label marks the writer's samples in a -cpuprofile (its
+	// goroutines inherit it): pprof -tagfocus spools=2.
+	pprof.Do(context.Background(), pprof.Labels("spools", fmt.Sprint(records/int64(publications))), func(context.Context) {
+		writertest.RunUntil(b, fmt.Sprintf("the writer to consume %d records", records), 10*time.Minute, w.Run, func() bool {
+			return w.Stats().Messages.Load() >= records && w.Stats().CaughtUp.Load()
+		})
 	})
-	return rusageCPU() - before
+	cpu := rusageCPU() - before
+	runtime.ReadMemStats(&m1)
+	runtime.GC()
+	var live runtime.MemStats
+	runtime.ReadMemStats(&live)
+	b.Logf("%d spool(s): %.0f bytes allocated per publication, %d GC cycles, live heap after %.1f MiB", records/publications,
+		float64(m1.TotalAlloc-m0.TotalAlloc)/float64(publications), m1.NumGC-m0.NumGC, float64(live.HeapAlloc)/(1<<20))
+	runtime.KeepAlive(w)
+	return cpu
 }
 
 func rusageCPU() time.Duration {
