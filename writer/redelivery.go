@@ -98,7 +98,7 @@ func (b *batch) deliveryOf(rec *Record, sp spool.Identity) (deliveryKey, uint64,
 	}
 	source := rec.Source
 	if b.copies != nil {
-		source = sp.String() + "/" + source
+		source = b.copies.m.qualifiedSource(sp, source)
 	}
 	// 0 marks "none" in sourceDigests: a payload whose digest is 0 is
 	// remembered as 1 (a 2^-64 chance of taking another payload with
