@@ -311,39 +311,50 @@ func runActiveActiveOutage(ctx context.Context, s *Suite, r *Result) error {
 }
 
 // runActiveActiveCost: the writer's CPU per publication catching up on two
-// full copies of the stream against one, and the memory of the window.
+// full copies of the stream against one. The machine is shared, so one
+// receiver and two alternate for costRounds rounds and the median of the
+// rounds' ratios is the figure.
 func runActiveActiveCost(ctx context.Context, s *Suite, r *Result) error {
 	n := s.Config.CostMessages
-	var perPub [2]float64
-	for i, instances := range [][]string{nil, {"a", "b"}} {
-		e, err := s.newEnv(r.Name, EnvOptions{QoS: 1, NoWriter: true, Instances: instances})
-		if err != nil {
-			return err
-		}
-		if err := e.Pub.Run(ctx, n, 4000); err != nil {
+	var ratios []float64
+	for round := 0; round < costRounds; round++ {
+		var perPub [2]float64
+		for i, instances := range [][]string{nil, {"a", "b"}} {
+			e, err := s.newEnv(r.Name, EnvOptions{QoS: 1, NoWriter: true, Instances: instances})
+			if err != nil {
+				return err
+			}
+			if err := e.Pub.Run(ctx, n, 4000); err != nil {
+				e.Close()
+				return err
+			}
+			sleep(ctx, e.settleDelay())
+			if err := e.Writer.Start(); err != nil {
+				e.Close()
+				return err
+			}
+			d, err := e.WaitDrained(ctx, 15*time.Minute, time.Second)
+			cpu := e.Writer.Totals().CPUSeconds
+			if err == nil {
+				err = e.StopWriter()
+			}
+			hwm := e.Writer.Totals().HWMBytes
 			e.Close()
-			return err
+			if err != nil {
+				return err
+			}
+			perPub[i] = cpu / float64(n)
+			r.figure(fmt.Sprintf("round %d, writer catch-up, %d receiver(s)", round+1, max(len(instances), 1)),
+				fmt.Sprintf("%d publications (%d spool records) in %s: %.2f s CPU, %.0f µs per publication, peak RSS %s", n, n*max(len(instances), 1), d.Round(100*time.Millisecond), cpu, perPub[i]*1e6, mibs(hwm)))
 		}
-		sleep(ctx, e.settleDelay())
-		if err := e.Writer.Start(); err != nil {
-			e.Close()
-			return err
-		}
-		d, err := e.WaitDrained(ctx, 15*time.Minute, time.Second)
-		cpu := e.Writer.Totals().CPUSeconds
-		if err == nil {
-			err = e.StopWriter()
-		}
-		hwm := e.Writer.Totals().HWMBytes
-		e.Close()
-		if err != nil {
-			return err
-		}
-		perPub[i] = cpu / float64(n)
-		r.figure(fmt.Sprintf("writer catch-up, %d receiver(s)", max(len(instances), 1)),
-			fmt.Sprintf("%d publications (%d spool records) in %s: %.2f s CPU, %.0f µs per publication, peak RSS %s", n, n*max(len(instances), 1), d.Round(100*time.Millisecond), cpu, perPub[i]*1e6, mibs(hwm)))
+		ratios = append(ratios, perPub[1]/perPub[0])
 	}
-	ratio := perPub[1] / perPub[0]
-	r.check("writer CPU per publication, two copies / one", fmt.Sprintf("%.2f×", ratio), "≤ 1.3×", ratio <= 1.3)
+	slices.Sort(ratios)
+	ratio := ratios[len(ratios)/2]
+	r.check("writer CPU per publication, two copies / one (median of the rounds)", fmt.Sprintf("%.2f×", ratio), "≤ 1.3×", ratio <= 1.3)
 	return nil
 }
+
+// costRounds is how many times active-active-cost measures one receiver
+// and two, alternately.
+const costRounds = 3
