@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
-	"github.com/meshingest/meshingest/writer"
 )
 
 // Receiver instances (`receive --instance NAME`) spool into
@@ -86,12 +85,24 @@ func readSpoolLayout(spoolDir string) (spoolLayout, error) {
 	return l, nil
 }
 
+// spoolFigures is one entry of the writer's stats file's meshingest.spools
+// (the writer's SpoolFigures), as the status commands read it.
+type spoolFigures struct {
+	Identity            string  `json:"identity"`
+	Dir                 string  `json:"dir,omitempty"`
+	DepthRecords        int64   `json:"depth_records"` // -1 unknown
+	LagSeconds          float64 `json:"lag_seconds"`
+	RecordsApplied      int64   `json:"records_applied"`
+	OtherReceiverCopies int64   `json:"other_receiver_copies"`
+	LateCopies          int64   `json:"late_copies"`
+}
+
 // writerSpools is the writer's figures per spool, from its stats file.
 type writerSpools struct {
 	Path string
 	At   time.Time
 	// ByIdentity are meshingest.spools by spool identity.
-	ByIdentity map[string]writer.SpoolFigures
+	ByIdentity map[string]spoolFigures
 }
 
 // readWriterSpools reads the freshest of the writer's stats files that
@@ -107,7 +118,7 @@ func readWriterSpools(paths []string) (writerSpools, bool) {
 		var f struct {
 			SampledAt  string `json:"sampledAt"`
 			Meshingest struct {
-				Spools []writer.SpoolFigures `json:"spools"`
+				Spools []spoolFigures `json:"spools"`
 			} `json:"meshingest"`
 		}
 		if json.Unmarshal(data, &f) != nil {
@@ -117,7 +128,7 @@ func readWriterSpools(paths []string) (writerSpools, bool) {
 		if err != nil || (found && !at.After(best.At)) {
 			continue
 		}
-		best, found = writerSpools{Path: p, At: at, ByIdentity: map[string]writer.SpoolFigures{}}, true
+		best, found = writerSpools{Path: p, At: at, ByIdentity: map[string]spoolFigures{}}, true
 		for _, s := range f.Meshingest.Spools {
 			best.ByIdentity[s.Identity] = s
 		}
@@ -126,7 +137,7 @@ func readWriterSpools(paths []string) (writerSpools, bool) {
 }
 
 // figuresLine is a spool's writer figures in one line.
-func figuresLine(f writer.SpoolFigures) string {
+func figuresLine(f spoolFigures) string {
 	depth := "unknown"
 	if f.DepthRecords >= 0 {
 		depth = fmt.Sprint(f.DepthRecords)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
-	"github.com/meshingest/meshingest/writer"
 )
 
 func spoolStatus(args []string, stdout, stderr io.Writer) int {
@@ -171,8 +170,8 @@ type instanceSpoolStatus struct {
 	// Writer is the writer's figures for the spool; nil when its stats
 	// file does not list it (the writer has not opened it yet, or runs
 	// without it).
-	Writer *writer.SpoolFigures `json:"writer"`
-	Error  string               `json:"error,omitempty"`
+	Writer *spoolFigures `json:"writer"`
+	Error  string        `json:"error,omitempty"`
 }
 
 // writerStatsMaxAge is how old the writer's stats file (rewritten every
