@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"slices"
 	"time"
 
@@ -102,10 +103,18 @@ type roundRef struct {
 // time.
 type copyMemory struct {
 	buckets map[int64]map[uint64]round
-	rounds  int
-	spools  []spool.Identity // ordinal → spool
-	rows    []copyRow        // stored rows, oldest first
-	evicted uint64           // rounds forgotten early (copiesMaxRounds)
+	// spare is the last committed batch's map of changed rounds, emptied,
+	// for the next batch: a batch changes thousands, and growing a new
+	// map each time was a good part of what a second copy allocates.
+	spare map[roundRef]round
+	// qualified is "<identity>/<source>" by spool and source, the
+	// delivery memory's source names when several spools are drained
+	// (deliveryOf): built once, not for every record.
+	qualified map[spoolSource]string
+	rounds    int
+	spools    []spool.Identity // ordinal → spool
+	rows      []copyRow        // stored rows, oldest first
+	evicted   uint64           // rounds forgotten early (copiesMaxRounds)
 }
 
 type copyRow struct {
@@ -117,14 +126,51 @@ func newCopyMemory() *copyMemory {
 	return &copyMemory{buckets: map[int64]map[uint64]round{}}
 }
 
-// identity is a record's publication identity: its topic and payload.
+// identity is a record's publication identity: its topic and payload. It
+// is stored (meshingest_copies), so it must not change between versions.
 func identity(rec *Record) uint64 {
-	h := sha256.New()
-	h.Write([]byte(rec.Topic))
-	h.Write([]byte{0})
+	var buf []byte
+	return identityWith(sha256.New(), &buf, rec)
+}
+
+// identityWith is identity with a hasher and a buffer the caller reuses
+// (the topic is copied into buf: writing a string to a hash allocates).
+func identityWith(h hash.Hash, buf *[]byte, rec *Record) uint64 {
+	h.Reset()
+	*buf = append(append((*buf)[:0], rec.Topic...), 0)
+	h.Write(*buf)
 	h.Write(rec.Payload)
 	var sum [sha256.Size]byte
 	return binary.LittleEndian.Uint64(h.Sum(sum[:0]))
+}
+
+type spoolSource struct {
+	sp     spool.Identity
+	source string
+}
+
+func (m *copyMemory) qualifiedSource(sp spool.Identity, source string) string {
+	k := spoolSource{sp, source}
+	q, ok := m.qualified[k]
+	if !ok {
+		if m.qualified == nil || len(m.qualified) > 64 {
+			m.qualified = map[spoolSource]string{} // sources come and go with reloads
+		}
+		q = sp.String() + "/" + source
+		m.qualified[k] = q
+	}
+	return q
+}
+
+// changedMap is an empty map for a batch's changed rounds.
+func (m *copyMemory) changedMap() map[roundRef]round {
+	ch := m.spare
+	m.spare = nil
+	if ch == nil {
+		return map[roundRef]round{}
+	}
+	clear(ch)
+	return ch
 }
 
 func (m *copyMemory) get(ref roundRef) (round, bool) {
@@ -189,6 +235,15 @@ type copies struct {
 // duplicate within the memory after the swap (the writer drains at most
 // maxCopySpools spools, refreshSlots, so one is always free).
 func (c *copies) ordinal(id spool.Identity) int {
+	if len(c.reassigned) == 0 {
+		// The common case, without building the list: once per record.
+		if i := slices.Index(c.m.spools, id); i >= 0 {
+			return i
+		}
+		if i := slices.Index(c.spools, id); i >= 0 {
+			return len(c.m.spools) + i
+		}
+	}
 	all := c.ordinals()
 	for i, s := range all {
 		if s == id {
@@ -238,9 +293,11 @@ func (c *copies) lookup(ref roundRef) (round, bool) {
 // since is when the receiver's current subscription began (zero:
 // unknown): a late copy belongs to a round no older than that, since a
 // new subscription at QoS 0 receives nothing published before it.
-func (c *copies) admit(rec *Record, id spool.Identity, since time.Time) (apply, late bool) {
+//
+// key is rec's identity (identity), computed by the caller.
+func (c *copies) admit(rec *Record, key uint64, id spool.Identity, since time.Time) (apply, late bool) {
 	ord := c.ordinal(id)
-	key, t := identity(rec), rec.ReceivedAt.UnixMilli()
+	t := rec.ReceivedAt.UnixMilli()
 	// The round is in t's bucket or a neighbour: its first copy lies
 	// within the window of this one.
 	ref, r, found := roundRef{}, round{}, false
@@ -372,6 +429,7 @@ func (c *copies) commit(row copyRow, drop int, horizon int64) {
 	for ref, r := range c.changed {
 		m.put(ref, r)
 	}
+	m.spare, c.changed = c.changed, nil
 	m.rows = m.rows[drop:]
 	if row.batch != 0 {
 		m.rows = append(m.rows, row)
@@ -421,4 +479,63 @@ func decodeRounds(b []byte, put func(roundRef, round)) error {
 		put(ref, r)
 	}
 	return nil
+}
+
+// copyGuess foresees, on the pipeline's goroutine, which records admit
+// will recognise as another receiver's copy, so that prepare does not
+// decode them: without it the second copy of a publication cost two
+// thirds of the first (harness active-active-cost, 1.69×). It applies
+// admit's rule within the window to the records the pipeline has read,
+// which the drain loop applies in the same order; it knows nothing of
+// the rounds committed before the pipeline started nor of late copies, so
+// it can be wrong, and admit decides: a record guessed a copy that admit
+// applies after all is prepared then (ingester.applyRecord).
+type copyGuess struct {
+	window int64 // ms
+	h      hash.Hash
+	buf    []byte
+	spools []spool.Identity // ordinal → spool, in the order first read
+	// Two generations of rounds (copies counted per spool) by identity,
+	// each started at a receive time a window after the last: a round is
+	// forgotten one to two windows after it began (admit: exactly one),
+	// at 5 bytes a round.
+	cur, prev map[uint64][maxCopySpools]uint8
+	curStart  int64 // ms
+}
+
+func newCopyGuess(window time.Duration) *copyGuess {
+	return &copyGuess{window: window.Milliseconds(), h: sha256.New(), cur: map[uint64][maxCopySpools]uint8{}, prev: map[uint64][maxCopySpools]uint8{}}
+}
+
+// note computes rec's identity and says whether rec looks like a copy
+// another spool supplied already.
+func (g *copyGuess) note(rec *Record, id spool.Identity) (key uint64, copy bool) {
+	key = identityWith(g.h, &g.buf, rec)
+	ord := slices.Index(g.spools, id)
+	if ord < 0 {
+		if len(g.spools) == maxCopySpools {
+			return key, false
+		}
+		g.spools = append(g.spools, id)
+		ord = len(g.spools) - 1
+	}
+	t := rec.ReceivedAt.UnixMilli()
+	if t-g.curStart > g.window {
+		clear(g.prev)
+		g.prev, g.cur, g.curStart = g.cur, g.prev, t
+	}
+	counts, ok := g.cur[key]
+	if !ok {
+		counts = g.prev[key]
+	}
+	if counts[ord] < 255 {
+		counts[ord]++
+	}
+	g.cur[key] = counts
+	for i, n := range counts {
+		if i != ord && n >= counts[ord] {
+			return key, true
+		}
+	}
+	return key, false
 }

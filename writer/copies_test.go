@@ -1,6 +1,7 @@
 package writer
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ func admitAll(t *testing.T, m *copyMemory, recs []copyInput) []bool {
 	c := &copies{m: m, window: 5000, memory: 15 * 60 * 1000, changed: map[roundRef]round{}}
 	var out []bool
 	for _, r := range recs {
-		apply, _ := c.admit(&r.rec, r.sp, r.since)
+		apply, _ := c.admit(&r.rec, identity(&r.rec), r.sp, r.since)
 		out = append(out, apply)
 	}
 	c.commit(copyRow{}, 0, 0)
@@ -113,5 +114,53 @@ func TestCopies_Ordinal_ReusesASpoolNoLongerDrained(t *testing.T) {
 	c.commit(copyRow{}, 0, 0)
 	if m.spools[1] != next || len(m.spools) != maxCopySpools {
 		t.Errorf("committed spools %v, want %v at 1", m.spools, next)
+	}
+}
+
+// In the window, with records in receive order as the merge gives them,
+// the pipeline's guess is admit's decision: a copy is never decoded, an
+// applied record always is.
+func TestCopyGuess_Note_AgreesWithAdmitInTheWindow(t *testing.T) {
+	a, b := spool.Identity{1}, spool.Identity{2}
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	pub := func(sp spool.Identity, at time.Duration, payload string) copyInput {
+		return copyInput{sp: sp, rec: Record{ReceivedAt: t0.Add(at), Topic: "meshcore/SJC/x/packets", Payload: []byte(payload)}}
+	}
+	ms := time.Millisecond
+	for name, recs := range map[string][]copyInput{
+		"both hear it":        {pub(a, 0, "p"), pub(b, 2*ms, "p")},
+		"deliberate pair":     {pub(a, 0, "p"), pub(b, 2*ms, "p"), pub(a, 300*ms, "p"), pub(b, 302*ms, "p")},
+		"second copy from b":  {pub(a, 0, "p"), pub(b, 2*ms, "p"), pub(b, 302*ms, "p")},
+		"b first, then a":     {pub(b, 0, "p"), pub(a, ms, "p"), pub(a, 2*ms, "q"), pub(b, 3*ms, "q")},
+		"again after windows": {pub(a, 0, "p"), pub(b, 2*ms, "p"), pub(a, 11*time.Second, "p"), pub(b, 11*time.Second+2*ms, "p")},
+		"one receiver only":   {pub(a, 0, "p"), pub(a, ms, "p"), pub(a, 2*ms, "q")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			want := admitAll(t, newCopyMemory(), recs)
+			g := newCopyGuess(5 * time.Second)
+			for i, r := range recs {
+				key, copy := g.note(&r.rec, r.sp)
+				if key != identity(&r.rec) {
+					t.Fatalf("record %d: identity %x, want %x", i, key, identity(&r.rec))
+				}
+				if copy == want[i] {
+					t.Errorf("record %d: guessed a copy %v, admit applies it %v", i, copy, want[i])
+				}
+			}
+		})
+	}
+}
+
+// The guess holds two windows of receive time at most, whatever the
+// backlog.
+func TestCopyGuess_Note_BoundedToTwoWindows(t *testing.T) {
+	g := newCopyGuess(5 * time.Second)
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	for i := range 100_000 {
+		r := Record{ReceivedAt: t0.Add(time.Duration(i) * 4 * time.Millisecond), Topic: "t", Payload: []byte(fmt.Sprint(i))}
+		g.note(&r, spool.Identity{byte(1 + i%2)})
+	}
+	if n := len(g.cur) + len(g.prev); n > 2*5000/4+2 {
+		t.Fatalf("%d rounds held, want at most two windows' (%d)", n, 2*5000/4+2)
 	}
 }

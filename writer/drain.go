@@ -200,7 +200,7 @@ func (w *Writer) fill(ctx context.Context, ob *openBatch, first *prepared) error
 			live[i] = sl.info.ID
 		}
 		ob.b.copies = &copies{m: w.store.copies, window: w.opts.DedupWindow.Milliseconds(), memory: w.opts.DedupMemory.Milliseconds(),
-			changed: map[roundRef]round{}, live: live}
+			changed: w.store.copies.changedMap(), live: live}
 	}
 	if err := w.applyRecords(ctx, ob, first); err != nil {
 		return err

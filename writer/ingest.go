@@ -198,11 +198,65 @@ type prepared struct {
 	status    *decoder.StatusMessage
 	comp      *decoder.CompanionMessage
 	neighbors bool // a neighbors report, stored verbatim (rec.Payload)
+
+	// ident is the publication identity (copies.go) when the writer
+	// drains several spools (hasIdent); unprepared, when the pipeline
+	// guessed the record another receiver's copy and left it at that
+	// (guessedCopy): only rec, pos, t and ident are set.
+	ident      uint64
+	hasIdent   bool
+	unprepared bool
+	// noDecodeAhead: prepared on the drain goroutine, which must not
+	// touch the reader goroutine's decoded cache.
+	noDecodeAhead bool
+}
+
+// guessedCopy is a record the pipeline takes for another receiver's copy
+// (copyGuess): not taken apart, since admit will most likely drop it, and
+// handed over in a fraction of a prepared record's size.
+type guessedCopy struct {
+	rec   Record
+	pos   Position
+	ident uint64
+}
+
+// prepareGuessing is prepare for a writer draining several spools (g set):
+// a record g takes for another receiver's copy is returned as c instead.
+func (in *ingester) prepareGuessing(rec Record, pos Position, g *copyGuess) (p *prepared, c *guessedCopy) {
+	if g == nil {
+		return in.prepare(rec, pos), nil
+	}
+	key, copy := g.note(&rec, pos.Spool)
+	if copy {
+		return nil, &guessedCopy{rec: rec, pos: pos, ident: key}
+	}
+	p = in.prepare(rec, pos)
+	p.ident, p.hasIdent = key, true
+	return p, nil
+}
+
+// unprepared fills p, overwriting it, with c as the drain loop sees a
+// guessed copy.
+func (c *guessedCopy) unprepared(p *prepared) {
+	*p = prepared{rec: c.rec, pos: c.pos, t: c.rec.ReceivedAt.UTC(), ident: c.ident, hasIdent: true, unprepared: true}
+}
+
+// prepareNow prepares, on the drain goroutine, a record the pipeline left
+// unprepared that admit applies after all: a new prepared record, since
+// the batch may keep pointers into it.
+func (in *ingester) prepareNow(p *prepared) *prepared {
+	q := in.prepareWith(p.rec, p.pos, true)
+	q.since, q.ident, q.hasIdent = p.since, p.ident, p.hasIdent
+	return q
 }
 
 // prepare does the per-message work that needs no database.
 func (in *ingester) prepare(rec Record, pos Position) *prepared {
-	p := &prepared{rec: rec, pos: pos, t: rec.ReceivedAt.UTC()}
+	return in.prepareWith(rec, pos, false)
+}
+
+func (in *ingester) prepareWith(rec Record, pos Position, noDecodeAhead bool) *prepared {
+	p := &prepared{rec: rec, pos: pos, t: rec.ReceivedAt.UTC(), noDecodeAhead: noDecodeAhead}
 	p.topic = decoder.ParseTopic(rec.Topic)
 	topic := &p.topic
 	switch topic.Kind {
@@ -375,6 +429,9 @@ func (in *ingester) prepareObservation(p *prepared) {
 	p.region = strings.ToUpper(strings.TrimSpace(firstNonEmpty(p.pkt.Region.String, p.topic.Region, in.cfg.sources[p.rec.Source].region)))
 	// The first observation of a transmission is decoded in full here, on
 	// the reader's core; its duplicates (27 on average) are not.
+	if p.noDecodeAhead {
+		return // apply decodes a new transmission
+	}
 	if _, seen := in.decoded.Get(p.key); !seen {
 		in.decoded.Put(p.key, struct{}{})
 		p.full = in.decode(&p.frame, true)
@@ -429,12 +486,19 @@ func (in *ingester) applyRecord(b *batch, p *prepared) error {
 	// After the redelivery rule: a QoS 1 redelivery is the same copy
 	// again, not another receiver's.
 	if b.copies != nil {
-		if apply, late := b.copies.admit(&p.rec, p.pos.Spool, p.since); !apply {
+		key := p.ident
+		if !p.hasIdent {
+			key = identity(&p.rec)
+		}
+		if apply, late := b.copies.admit(&p.rec, key, p.pos.Spool, p.since); !apply {
 			if late {
 				b.lateCopies[p.pos.Spool]++
 			}
 			b.otherCopies[p.pos.Spool]++
 			return in.drop(b, DropOtherReceiver, p, nil)
+		}
+		if p.unprepared {
+			p = in.prepareNow(p)
 		}
 	}
 	if p.rec.Retained && retainedKind(p.topic.Kind) {
@@ -739,12 +803,16 @@ func (in *ingester) applyCompanion(b *batch, p *prepared) error {
 func (in *ingester) drop(b *batch, reason string, p *prepared, cause error) error {
 	rec := &p.rec
 	b.counts.drops[reason]++
-	if ok, suppressed := in.throttle.Allow(reason, time.Now()); ok && !quietDrops[reason] {
-		ev := in.log.Info().Str("reason", reason).Str("topic", rec.Topic).Str("source", rec.Source).Int("suppressed", suppressed)
-		if cause != nil {
-			ev = ev.Err(cause)
+	// Quiet reasons first: another receiver's copy is dropped for every
+	// publication, and the throttle takes the clock and a lock.
+	if !quietDrops[reason] {
+		if ok, suppressed := in.throttle.Allow(reason, time.Now()); ok {
+			ev := in.log.Info().Str("reason", reason).Str("topic", rec.Topic).Str("source", rec.Source).Int("suppressed", suppressed)
+			if cause != nil {
+				ev = ev.Err(cause)
+			}
+			ev.Msg("message not stored")
 		}
-		ev.Msg("message not stored")
 	}
 	if reason != DropUnreadable {
 		return nil

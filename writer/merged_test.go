@@ -3,6 +3,7 @@ package writer
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,4 +128,40 @@ func TestMergedSource_LateCopiesAfterRestart_NotAppliedAgain(t *testing.T) {
 			t.Errorf("%s: %d rows, want %d", table, len(got[table]), len(want[table]))
 		}
 	}
+}
+
+// TestMergedSource_GuessedCopyApplied_Prepared: a writer restarted between
+// the two receivers' copies of a publication starts a pipeline that knows
+// nothing of the first; when the observer then publishes the same bytes
+// again, the pipeline takes that second publication for a's copy of b's
+// and leaves it unprepared, but admit applies it: it must be prepared
+// then and stored like any other, as a single receiver's run stores it.
+func TestMergedSource_GuessedCopyApplied_Prepared(t *testing.T) {
+	var x Record
+	for _, r := range writertest.CorpusRecords(t) {
+		if strings.HasSuffix(r.Topic, "/packets") {
+			x = r
+			break
+		}
+	}
+	again := x
+	again.ReceivedAt = x.ReceivedAt.Add(time.Second)
+	ref := writertest.CorpusConfig(t)
+	drain(t, spoolOf(t, []Record{x, again}), Options{Config: ref}, 2)
+	want := dumpDB(t, ref.DBPath)
+
+	spoolDir := filepath.Join(t.TempDir(), "spool")
+	cfg := writertest.CorpusConfig(t)
+	writertest.AppendToSpool(t, shared.InstanceSpoolDir(spoolDir, "b"), nil, spool.Options{})
+	writertest.AppendToSpool(t, shared.InstanceSpoolDir(spoolDir, "a"), []Record{x}, spool.Options{})
+	drainMerged(t, spoolDir, Options{Config: cfg}, 1)
+	bCopy := x
+	bCopy.ReceivedAt = x.ReceivedAt.Add(2 * time.Millisecond)
+	writertest.AppendToSpool(t, shared.InstanceSpoolDir(spoolDir, "b"), []Record{bCopy}, spool.Options{})
+	writertest.AppendToSpool(t, shared.InstanceSpoolDir(spoolDir, "a"), []Record{again}, spool.Options{})
+	w := drainMerged(t, spoolDir, Options{Config: cfg}, 2)
+	if got := w.Stats().Drops()[DropOtherReceiver]; got != 1 {
+		t.Errorf("%d records recognised as the other receiver's copy, want 1 (b's)", got)
+	}
+	diffDumps(t, want, dumpDB(t, cfg.DBPath))
 }

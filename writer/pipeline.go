@@ -26,14 +26,21 @@ type pipeline struct {
 	done sync.WaitGroup
 	// buf is the rest of the chunk the drain loop is taking items from.
 	buf []pipelineItem
+	// guessed is what the drain loop gets for a guessed copy: one record
+	// reused, which it holds only until it takes the next item (a
+	// prepared record allocated for each was most of what a second copy
+	// made the collector do).
+	guessed prepared
 }
 
-// pipelineItem is a prepared record, or the end of what is sealed (eof),
-// or a spool error.
+// pipelineItem is a prepared record, or a record taken for another
+// receiver's copy (copy), or the end of what is sealed (eof), or a spool
+// error. The drain loop sees a copy as a prepared record (take1).
 type pipelineItem struct {
-	p   *prepared
-	eof bool
-	err error
+	p    *prepared
+	copy *guessedCopy
+	eof  bool
+	err  error
 }
 
 // pipelineDepth is how many prepared records may wait for the drain loop:
@@ -50,6 +57,10 @@ func startPipeline(open func() (Cursor, error), in *ingester) (*pipeline, error)
 	if err != nil {
 		return nil, err
 	}
+	var guess *copyGuess
+	if m, ok := c.(*mergeCursor); ok {
+		guess = newCopyGuess(m.window)
+	}
 	pl := &pipeline{out: make(chan []pipelineItem, pipelineDepth/pipelineChunk), stop: make(chan struct{})}
 	pl.done.Add(1)
 	go func() {
@@ -65,10 +76,11 @@ func startPipeline(open func() (Cursor, error), in *ingester) (*pipeline, error)
 			case err != nil:
 				it.err = err
 			default:
-				it.p = in.prepare(rec, pos)
+				it.p, it.copy = in.prepareGuessing(rec, pos, guess)
 			}
 			chunk = append(chunk, it)
-			if it.p != nil && len(chunk) < pipelineChunk {
+			record := it.p != nil || it.copy != nil
+			if record && len(chunk) < pipelineChunk {
 				continue
 			}
 			select {
@@ -76,7 +88,7 @@ func startPipeline(open func() (Cursor, error), in *ingester) (*pipeline, error)
 			case <-pl.stop:
 				return
 			}
-			if it.p == nil {
+			if !record {
 				return // eof or error: a new pipeline continues later
 			}
 			chunk = make([]pipelineItem, 0, pipelineChunk)
@@ -120,6 +132,10 @@ func (pl *pipeline) take1() pipelineItem {
 	it := pl.buf[0]
 	pl.buf[0] = pipelineItem{} // the chunk's array must not keep it alive
 	pl.buf = pl.buf[1:]
+	if it.copy != nil {
+		it.copy.unprepared(&pl.guessed)
+		it.p, it.copy = &pl.guessed, nil
+	}
 	return it
 }
 

@@ -94,6 +94,11 @@ type spoolFlags struct {
 	// mayCreate lets the command make the spool folder (import); every
 	// other command refuses a folder that is not a spool.
 	mayCreate bool
+	// instances lets the folder be a spoolDir of receiver instances
+	// (status): one whose subfolders are the spools.
+	instances bool
+	// cfg is the configuration when --config was given or needed.
+	cfg *shared.Config
 }
 
 func newSpoolFlags(name, usage string, stdout, stderr io.Writer, out jsonOutput) *spoolFlags {
@@ -147,10 +152,15 @@ func (f *spoolFlags) parse(args []string) int {
 			fmt.Fprintf(f.stderr, "meshingest spool %s: %v\n", f.name, err)
 			return 2
 		}
-		f.dir, f.spool = cfg.SpoolDir, cfg.Spool
+		f.dir, f.spool, f.cfg = cfg.SpoolDir, cfg.Spool, cfg
 	} else if f.config != "" {
 		if cfg, err := shared.LoadConfig(f.config); err == nil {
-			f.spool = cfg.Spool
+			f.spool, f.cfg = cfg.Spool, cfg
+		}
+	}
+	if f.instances {
+		if l, err := readSpoolLayout(f.dir); err == nil && l.instances() {
+			return -1
 		}
 	}
 	if !f.mayCreate {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshingest/meshingest/deploy"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/spool"
 )
 
 const statusUsage = `usage: meshingest status [--config FILE] [--max-age D] [--receiver-stats FILE] [--writer-stats FILE]
@@ -27,6 +28,13 @@ The stats files are where the configuration puts them; with the defaults,
 where the systemd units put them is looked at too (the receiver's in
 /run/meshingest, the writer's in /var/lib/meshingest), and the freshest
 file found is used.
+
+With receiver instances (receive --instance NAME, spools in
+<spoolDir>/NAME) there is a receiver line per instance, each from its own
+stats file (receiver-stats-NAME.json), and under the writer's line its
+figures per spool: unwritten, lag, records applied, copies recognised as
+another receiver's. An instance that is down makes the exit status 1:
+the other still receives, but a restart of it would now lose messages.
 
 Exit status: 0 when both are healthy and ready; 1 when one is unhealthy,
 or its stats file is missing or older than --max-age (the process is not
@@ -76,20 +84,65 @@ func statusCommand(args []string, stdout, stderr io.Writer, now time.Time) int {
 	if *wrPath != "" {
 		wr = []string{*wrPath}
 	}
-	exit := statusOK
-	for _, p := range []struct {
+	type process struct {
 		name  string
 		paths []string
 		read  func([]byte) (processHealth, error)
-	}{
-		{"receiver", rx, readReceiverHealth},
-		{"writer", wr, readWriterHealth},
-	} {
+	}
+	procs := []process{{"receiver", rx, readReceiverHealth}}
+	layout, err := readSpoolLayout(cfg.SpoolDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshingest status: %v\n", err)
+	}
+	if layout.instances() {
+		// One line per receiver instance, each from its own stats file
+		// (receive --instance NAME), and one for spoolDir's own receiver
+		// only if it has a spool there.
+		procs = procs[:0]
+		for _, s := range layout.Spools {
+			p := process{"receiver", rx, readReceiverHealth}
+			if s.Name != "" {
+				p.name, p.paths = "receiver "+s.Name, make([]string, len(rx))
+				for i, path := range rx {
+					p.paths[i] = shared.InstanceStatsFile(path, s.Name)
+				}
+			}
+			procs = append(procs, p)
+		}
+	}
+	procs = append(procs, process{"writer", wr, readWriterHealth})
+	exit := statusOK
+	for _, p := range procs {
 		line, code := processStatus(p.name, p.paths, p.read, *maxAge, now)
 		fmt.Fprintln(stdout, line)
 		exit = worse(exit, code)
 	}
+	if layout.instances() {
+		printWriterSpools(stdout, layout, wr)
+	}
 	return exit
+}
+
+// printWriterSpools prints, under the writer's line, its figures for each
+// receiver instance's spool, and names the folders it does not drain.
+func printWriterSpools(w io.Writer, layout spoolLayout, writerStats []string) {
+	ws, _ := readWriterSpools(writerStats)
+	for _, s := range layout.Spools {
+		id, err := spool.ReadIdentity(s.Dir)
+		if err != nil {
+			fmt.Fprintf(w, "  spool %s: %v\n", s.label(), err)
+			continue
+		}
+		f, ok := ws.ByIdentity[id.ID.String()]
+		if !ok {
+			fmt.Fprintf(w, "  spool %s (%s): not in the writer's stats (the writer has not opened it since it started)\n", s.label(), id.ID.Short())
+			continue
+		}
+		fmt.Fprintf(w, "  spool %s (%s): %s\n", s.label(), id.ID.Short(), figuresLine(f))
+	}
+	for _, d := range layout.NotSpools {
+		fmt.Fprintf(w, "  %s: not a spool (no identity file): the writer does not drain it\n", d)
+	}
 }
 
 func worse(a, b int) int {
@@ -133,7 +186,7 @@ func processStatus(name string, paths []string, read func([]byte) (processHealth
 		}
 	}
 	if best == nil {
-		why := "no stats file at " + strings.Join(absPaths(paths), " or ") + " (is it running? --" + name + "-stats names another file)"
+		why := "no stats file at " + strings.Join(absPaths(paths), " or ") + " (is it running? --" + strings.Fields(name)[0] + "-stats names another file)"
 		if len(problems) > 0 {
 			why = strings.Join(problems, "; ")
 		}

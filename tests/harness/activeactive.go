@@ -216,6 +216,45 @@ func runActiveActiveKills(ctx context.Context, s *Suite, r *Result) error {
 	return nil
 }
 
+// runActiveActiveWriterKills: two receivers at QoS 0 under load (with
+// re-observations and publications sent twice on purpose), the writer
+// SIGKILLed WriterKills times at random moments and restarted at once.
+// Each restart reads the rounds of copies back from meshingest_copies: a
+// kill between the two receivers' copies of a publication must not count
+// it twice, nor a publication sent twice count once.
+func runActiveActiveWriterKills(ctx context.Context, s *Suite, r *Result) error {
+	e, err := s.newEnv(r.Name, EnvOptions{QoS: 0, Instances: []string{"a", "b"}})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	stop := loadInBackground(ctx, e, s.Config.Rate, 0)
+	sleep(ctx, 3*time.Second)
+	downs, _, kerr := s.killLoop(ctx, s.Config.WriterKills, s.Config.Seed+16, e.KillWriter)
+	sleep(ctx, 3*time.Second)
+	if err := stop(); err != nil {
+		return err
+	}
+	if kerr != nil {
+		return kerr
+	}
+	r.figure("SIGKILLs of the writer", fmt.Sprintf("%d at random moments under %.0f msg/s at QoS 0, two receivers (a, b) spooling every publication", len(downs), s.Config.Rate))
+	r.check("writer restarts", fmt.Sprint(e.Writer.Starts()-1), fmt.Sprint(s.Config.WriterKills), e.Writer.Starts()-1 == s.Config.WriterKills)
+	e.WaitDrained(ctx, 15*time.Minute, 2*time.Second)
+	spoolFigures(e, r)
+	// A killed writer's drop counters lose up to its last second, so the
+	// copies recognised are a lower bound here, and drops without a row
+	// are not checked exactly.
+	copies := e.WriterDrops()[writer.DropOtherReceiver]
+	if err := s.finish(ctx, e, r, true, false); err != nil {
+		return err
+	}
+	r.figure("copies recognised as the other receiver's", fmt.Sprintf("at least %d (the stats files of killed writers miss up to their last second)", copies))
+	r.check("copies recognised", fmt.Sprint(copies), "> 0 (both receivers spooled)", copies > 0)
+	rssChecks(r)
+	return nil
+}
+
 // runActiveActiveOutage: receiver b frozen (SIGSTOP) for the outage while a
 // keeps spooling, then resumed (SIGCONT) and restarted: what the broker
 // and the kernel buffered for it reaches it when it resumes, stamped an
@@ -272,39 +311,50 @@ func runActiveActiveOutage(ctx context.Context, s *Suite, r *Result) error {
 }
 
 // runActiveActiveCost: the writer's CPU per publication catching up on two
-// full copies of the stream against one, and the memory of the window.
+// full copies of the stream against one. The machine is shared, so one
+// receiver and two alternate for costRounds rounds and the median of the
+// rounds' ratios is the figure.
 func runActiveActiveCost(ctx context.Context, s *Suite, r *Result) error {
 	n := s.Config.CostMessages
-	var perPub [2]float64
-	for i, instances := range [][]string{nil, {"a", "b"}} {
-		e, err := s.newEnv(r.Name, EnvOptions{QoS: 1, NoWriter: true, Instances: instances})
-		if err != nil {
-			return err
-		}
-		if err := e.Pub.Run(ctx, n, 4000); err != nil {
+	var ratios []float64
+	for round := 0; round < costRounds; round++ {
+		var perPub [2]float64
+		for i, instances := range [][]string{nil, {"a", "b"}} {
+			e, err := s.newEnv(r.Name, EnvOptions{QoS: 1, NoWriter: true, Instances: instances})
+			if err != nil {
+				return err
+			}
+			if err := e.Pub.Run(ctx, n, 4000); err != nil {
+				e.Close()
+				return err
+			}
+			sleep(ctx, e.settleDelay())
+			if err := e.Writer.Start(); err != nil {
+				e.Close()
+				return err
+			}
+			d, err := e.WaitDrained(ctx, 15*time.Minute, time.Second)
+			cpu := e.Writer.Totals().CPUSeconds
+			if err == nil {
+				err = e.StopWriter()
+			}
+			hwm := e.Writer.Totals().HWMBytes
 			e.Close()
-			return err
+			if err != nil {
+				return err
+			}
+			perPub[i] = cpu / float64(n)
+			r.figure(fmt.Sprintf("round %d, writer catch-up, %d receiver(s)", round+1, max(len(instances), 1)),
+				fmt.Sprintf("%d publications (%d spool records) in %s: %.2f s CPU, %.0f µs per publication, peak RSS %s", n, n*max(len(instances), 1), d.Round(100*time.Millisecond), cpu, perPub[i]*1e6, mibs(hwm)))
 		}
-		sleep(ctx, e.settleDelay())
-		if err := e.Writer.Start(); err != nil {
-			e.Close()
-			return err
-		}
-		d, err := e.WaitDrained(ctx, 15*time.Minute, time.Second)
-		cpu := e.Writer.Totals().CPUSeconds
-		if err == nil {
-			err = e.StopWriter()
-		}
-		hwm := e.Writer.Totals().HWMBytes
-		e.Close()
-		if err != nil {
-			return err
-		}
-		perPub[i] = cpu / float64(n)
-		r.figure(fmt.Sprintf("writer catch-up, %d receiver(s)", max(len(instances), 1)),
-			fmt.Sprintf("%d publications (%d spool records) in %s: %.2f s CPU, %.0f µs per publication, peak RSS %s", n, n*max(len(instances), 1), d.Round(100*time.Millisecond), cpu, perPub[i]*1e6, mibs(hwm)))
+		ratios = append(ratios, perPub[1]/perPub[0])
 	}
-	ratio := perPub[1] / perPub[0]
-	r.check("writer CPU per publication, two copies / one", fmt.Sprintf("%.2f×", ratio), "≤ 1.3×", ratio <= 1.3)
+	slices.Sort(ratios)
+	ratio := ratios[len(ratios)/2]
+	r.check("writer CPU per publication, two copies / one (median of the rounds)", fmt.Sprintf("%.2f×", ratio), "≤ 1.3×", ratio <= 1.3)
 	return nil
 }
+
+// costRounds is how many times active-active-cost measures one receiver
+// and two, alternately.
+const costRounds = 3

@@ -9,14 +9,14 @@ import (
 
 // TestSuite_ActiveActive_ShortRuns runs the active-active scenarios in
 // small against the real binary: two receivers at QoS 0, one SIGKILLed
-// and restarted every few seconds for 20 s; one frozen for 20 s and
-// resumed. Nothing may be lost or counted twice and every table must equal
+// and restarted every few seconds for 20 s; the writer SIGKILLed 5 times
+// while both feed it; one frozen for 20 s and resumed. Nothing may be lost or counted twice and every table must equal
 // an undisturbed single-receiver run's. The full runs (5 minutes of kills,
-// a 10-minute outage, the cost) are `meshingest-harness chaos --only
-// active-active-kill,active-active-outage,active-active-cost`.
+// 100 writer kills, a 10-minute outage, the cost) are `meshingest-harness chaos --only
+// active-active-kill,active-active-writer-kill,active-active-outage,active-active-cost`.
 func TestSuite_ActiveActive_ShortRuns(t *testing.T) {
 	bin := meshingestBinary(t)
-	for _, name := range []string{"active-active-kill", "active-active-outage"} {
+	for _, name := range []string{"active-active-kill", "active-active-writer-kill", "active-active-outage"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			cfg := ShortConfig()

@@ -107,6 +107,7 @@ func Scenarios() []Scenario {
 		{"segment-damage", "a sealed segment truncated and another bit-flipped before the writer reads them", runSegmentDamage},
 		{"vacuum-swap", "the database swapped for a VACUUM INTO copy while the writer is stopped", runVacuumSwap},
 		{"active-active-kill", "two receivers at QoS 0, one or the other SIGKILLed every few seconds: nothing lost or doubled", runActiveActiveKills},
+		{"active-active-writer-kill", "two receivers at QoS 0, the writer SIGKILLed at random moments: nothing lost or doubled", runActiveActiveWriterKills},
 		{"active-active-outage", "two receivers at QoS 0, one frozen for the outage then restarted: its late records apply nothing again", runActiveActiveOutage},
 		{"active-active-cost", "writer catch-up on two receivers' copies against one: CPU per publication", runActiveActiveCost},
 	}, boundaryScenarios()...)
