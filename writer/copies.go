@@ -294,16 +294,23 @@ func (c *copies) lookup(ref roundRef) (round, bool) {
 // unknown): a late copy belongs to a round no older than that, since a
 // new subscription at QoS 0 receives nothing published before it.
 //
+// stream is the newest receive time applied before rec: rounds older than
+// the memory behind it are forgotten, whether or not forgetBefore has
+// dropped them yet. forgetBefore runs at commit and a restarted writer
+// loads whole stored rows, so without this a copy past the memory was
+// recognised or not depending on where batches happened to end.
+//
 // key is rec's identity (identity), computed by the caller.
-func (c *copies) admit(rec *Record, key uint64, id spool.Identity, since time.Time) (apply, late bool) {
+func (c *copies) admit(rec *Record, key uint64, id spool.Identity, since, stream time.Time) (apply, late bool) {
 	ord := c.ordinal(id)
 	t := rec.ReceivedAt.UnixMilli()
+	horizon := max(t, stream.UnixMilli()) - c.memory
 	// The round is in t's bucket or a neighbour: its first copy lies
 	// within the window of this one.
 	ref, r, found := roundRef{}, round{}, false
 	for _, b := range []int64{floorDiv(t, copyBucketMs), floorDiv(t-c.window, copyBucketMs), floorDiv(t+c.window, copyBucketMs)} {
 		cand := roundRef{b, key}
-		if got, ok := c.lookup(cand); ok && abs64(t-cand.t0(got)) <= c.window {
+		if got, ok := c.lookup(cand); ok && abs64(t-cand.t0(got)) <= c.window && cand.t0(got) >= horizon {
 			ref, r, found = cand, got, true
 			break
 		}
@@ -314,7 +321,7 @@ func (c *copies) admit(rec *Record, key uint64, id spool.Identity, since time.Ti
 		// it, long after the others' copies. It belongs to the newest
 		// remembered round of the identity that this spool has not
 		// supplied its copy for yet.
-		oldest := t - c.memory
+		oldest := horizon
 		if !since.IsZero() {
 			oldest = max(oldest, since.UnixMilli()-c.window)
 		}

@@ -44,9 +44,9 @@ func BenchmarkCopies_Memory250PerSecond(b *testing.B) {
 		for i := 0; i < n; i += rate {
 			c := &copies{m: m, window: DefaultDedupWindow.Milliseconds(), memory: DefaultDedupMemory.Milliseconds(), changed: map[roundRef]round{}}
 			for _, r := range recs[i:min(i+rate, n)] {
-				c.admit(&r, identity(&r), a, time.Time{})
+				c.admit(&r, identity(&r), a, time.Time{}, r.ReceivedAt)
 				r.ReceivedAt = r.ReceivedAt.Add(2 * time.Millisecond)
-				c.admit(&r, identity(&r), bb, time.Time{})
+				c.admit(&r, identity(&r), bb, time.Time{}, r.ReceivedAt)
 			}
 			c.commit(copyRow{}, 0, recs[min(i+rate, n)-1].ReceivedAt.Add(-DefaultDedupMemory).UnixMilli())
 		}

@@ -21,9 +21,13 @@ func admitAll(t *testing.T, m *copyMemory, recs []copyInput) []bool {
 	t.Helper()
 	c := &copies{m: m, window: 5000, memory: 15 * 60 * 1000, changed: map[roundRef]round{}}
 	var out []bool
+	var stream time.Time // the newest receive time before each record, as the drain loop keeps it
 	for _, r := range recs {
-		apply, _ := c.admit(&r.rec, identity(&r.rec), r.sp, r.since)
+		apply, _ := c.admit(&r.rec, identity(&r.rec), r.sp, r.since, stream)
 		out = append(out, apply)
+		if r.rec.ReceivedAt.After(stream) {
+			stream = r.rec.ReceivedAt
+		}
 	}
 	c.commit(copyRow{}, 0, 0)
 	return out

@@ -231,7 +231,7 @@ func (w *Writer) applyRecords(ctx context.Context, ob *openBatch, p *prepared) e
 		if mv.pos.Seq != 0 && p.rec.Seq != mv.pos.Seq+1 {
 			mv.since = p.t
 		}
-		p.since = mv.since
+		p.since, p.streamTime = mv.since, ob.next.StreamTime
 		if err := w.in.apply(ob.b, p); err != nil {
 			return err
 		}

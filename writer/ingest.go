@@ -175,8 +175,12 @@ type prepared struct {
 	// the writer knows (spoolSlot.since; zero: unknown). Set by the drain
 	// loop.
 	since time.Time
-	t     time.Time // receive time, UTC
-	topic decoder.Topic
+	// streamTime is the newest receive time applied before this record
+	// (Writer.applyRecords): the copies' memory reaches back from it.
+	// It depends on the drain order only, not on where batches end.
+	streamTime time.Time
+	t          time.Time // receive time, UTC
+	topic      decoder.Topic
 	// observer is the observers.id the message is from (the topic's
 	// observer segment, else origin_id, else the binary gateway); "" for
 	// companion messages.
@@ -246,7 +250,7 @@ func (c *guessedCopy) unprepared(p *prepared) {
 // the batch may keep pointers into it.
 func (in *ingester) prepareNow(p *prepared) *prepared {
 	q := in.prepareWith(p.rec, p.pos, true)
-	q.since, q.ident, q.hasIdent = p.since, p.ident, p.hasIdent
+	q.since, q.streamTime, q.ident, q.hasIdent = p.since, p.streamTime, p.ident, p.hasIdent
 	return q
 }
 
@@ -490,7 +494,7 @@ func (in *ingester) applyRecord(b *batch, p *prepared) error {
 		if !p.hasIdent {
 			key = identity(&p.rec)
 		}
-		if apply, late := b.copies.admit(&p.rec, key, p.pos.Spool, p.since); !apply {
+		if apply, late := b.copies.admit(&p.rec, key, p.pos.Spool, p.since, p.streamTime); !apply {
 			if late {
 				b.lateCopies[p.pos.Spool]++
 			}

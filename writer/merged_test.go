@@ -96,38 +96,75 @@ func TestMergedSource_TwoReceivers_TablesOfOneReceiver(t *testing.T) {
 // the database, the publications applied; the other receiver's copies,
 // sealed only later, apply nothing again, though both its own and the
 // first spool's records fall outside the window by then.
+//
+// The corpus spans 284 hours, all of which b "misses" while frozen: the
+// copies' memory must reach that far back (past it a copy is applied, by
+// design), so the test sets it; with small batches and with the default
+// ones alike, since where a batch ends must not change what is applied.
 func TestMergedSource_LateCopiesAfterRestart_NotAppliedAgain(t *testing.T) {
 	recs := writertest.CorpusRecords(t)
 	ref := writertest.CorpusConfig(t)
 	drain(t, spoolOf(t, recs), Options{Config: ref}, int64(len(recs)))
 	want := dumpDB(t, ref.DBPath)
+	for _, batch := range []int{0, 20} {
+		t.Run(fmt.Sprintf("batchMaxRecords=%d", batch), func(t *testing.T) {
+			w, a, cfg := lateCopiesAfterRestart(t, batch, 300*time.Hour)
+			if got, wantCopies := w.Stats().Drops()[DropOtherReceiver], int64(len(a)); got != wantCopies {
+				t.Errorf("%d of b's records recognised as a's copies, want %d", got, wantCopies)
+			}
+			checkCorpusTotals(t, cfg.DBPath, recs)
+			got := dumpDB(t, cfg.DBPath)
+			// The records only b had were stored with b's receive
+			// times, 2 ms later: compare the counts, not the times.
+			for _, table := range dumpedTables {
+				if len(got[table]) != len(want[table]) {
+					t.Errorf("%s: %d rows, want %d", table, len(got[table]), len(want[table]))
+				}
+			}
+		})
+	}
+}
 
+// With the default memory (15 minutes), most of a's records are further
+// behind the newest than that when b's copies arrive: those are applied
+// again (the documented limit). How many must not depend on where the
+// batches end: before the memory was measured per record, a writer whose
+// batch held all of a's records remembered every round (0 of b's copies
+// applied) and one committing every 20 records forgot most of them (416).
+func TestMergedSource_CopiesPastTheMemory_SameForAnyBatchSize(t *testing.T) {
+	var drops []int64
+	var tables []map[string][]string
+	for _, batch := range []int{0, 20} {
+		w, _, cfg := lateCopiesAfterRestart(t, batch, 0)
+		drops = append(drops, w.Stats().Drops()[DropOtherReceiver])
+		tables = append(tables, dumpDB(t, cfg.DBPath))
+	}
+	if drops[0] != drops[1] {
+		t.Fatalf("copies recognised: %d with the default batches, %d with batches of 20", drops[0], drops[1])
+	}
+	diffDumps(t, tables[0], tables[1])
+}
+
+// lateCopiesAfterRestart drains receiver a's copy of the corpus (missing
+// records 200-259) while b is frozen, then, in a writer started anew, b's
+// copies of everything 2 ms after a's.
+func lateCopiesAfterRestart(t *testing.T, batchMaxRecords int, memory time.Duration) (*Writer, []Record, *shared.Config) {
+	recs := writertest.CorpusRecords(t)
 	spoolDir := filepath.Join(t.TempDir(), "spool")
 	cfg := writertest.CorpusConfig(t)
+	cfg.Writer.BatchMaxRecords = batchMaxRecords
 	// Receiver b has sealed nothing yet (its spool exists: it is
 	// alive, but frozen): the writer applies a's records.
 	writertest.AppendToSpool(t, shared.InstanceSpoolDir(spoolDir, "b"), nil, spool.Options{})
 	a := receiverCopy(recs, 0, [2]int{200, 260})
 	writertest.AppendToSpool(t, shared.InstanceSpoolDir(spoolDir, "a"), a, spool.Options{})
-	drainMerged(t, spoolDir, Options{Config: cfg}, int64(len(a)))
+	drainMerged(t, spoolDir, Options{Config: cfg, DedupMemory: memory}, int64(len(a)))
 
 	// b resumes: its copies of everything arrive, 2 ms after a's, to a
 	// writer started anew.
 	b := receiverCopy(recs, 2*time.Millisecond)
 	writertest.AppendToSpool(t, shared.InstanceSpoolDir(spoolDir, "b"), b, spool.Options{})
-	w := drainMerged(t, spoolDir, Options{Config: cfg}, int64(len(b)))
-	if got, wantCopies := w.Stats().Drops()[DropOtherReceiver], int64(len(a)); got != wantCopies {
-		t.Errorf("%d of b's records recognised as a's copies, want %d", got, wantCopies)
-	}
-	checkCorpusTotals(t, cfg.DBPath, recs)
-	got := dumpDB(t, cfg.DBPath)
-	// The records only b had were stored with b's receive times, 2 ms
-	// later: compare the counts, not the times.
-	for _, table := range dumpedTables {
-		if len(got[table]) != len(want[table]) {
-			t.Errorf("%s: %d rows, want %d", table, len(got[table]), len(want[table]))
-		}
-	}
+	return drainMerged(t, spoolDir, Options{Config: cfg, DedupMemory: memory}, int64(len(b))), a, cfg
 }
 
 // TestMergedSource_GuessedCopyApplied_Prepared: a writer restarted between
