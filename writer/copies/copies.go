@@ -1,12 +1,9 @@
-package writer
+package copies
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"hash"
 	"slices"
 	"time"
@@ -14,128 +11,96 @@ import (
 	"github.com/meshingest/meshingest/spool"
 )
 
-// Two receivers with full subscriptions (receive --instance) each spool
-// every publication: the writer must apply each MQTT publication once, and
-// still count twice what an observer deliberately published twice (the
-// corpus has such pairs, byte for byte equal).
-//
-// A publication is known by its identity: a digest of its topic and
-// payload. Copies of one identity received within Window of each other
-// (by their receive times) form a round. In a round, the k-th copy from a
-// spool is applied only if no spool has supplied a k-th copy yet: the
-// round's count is the maximum over the receivers, not the sum. A
-// receiver that heard both of an observer's copies supplies the second
-// one; a receiver that was down for one of them adds nothing.
-//
-// Rounds are looked up by the record's own receive time, never by the
-// time the writer reads it, so a copy that reaches the writer late (a
-// receiver whose disk lagged, or that froze with a group in memory) is
-// matched to its round as long as the round is remembered: Memory of
-// receive time behind the newest record applied. A copy with no round
-// within the window is late in another way: a receiver that froze (a
-// paused VM, SIGSTOP) reads what the broker buffered for it when it
-// resumes and stamps it with that time. Such a copy joins the newest
-// remembered round of its identity that its spool has not supplied a
-// copy for, so it applies nothing again; but never a round older than the
-// receiver's current subscription (a restarted receiver's Seqs jump), since
-// a new QoS 0 subscription receives nothing published before it. Later than
-// the memory a copy is applied (the limit the README states). The price:
-// the same bytes published again more than a window later, and heard only
-// by a receiver whose connection (not process) dropped during the first
-// publication, count once, not twice.
-//
-// The memory is stored with the rows, like the QoS 1 delivery memory: each
-// batch writes one row to meshingest_copies with the rounds it changed, so
-// a writer that crashed between two copies of a publication does not apply
-// the second. Rows whose rounds are all past the memory are deleted.
-
 // Defaults of writer.dedupWindowMs and writer.dedupMemoryMinutes.
 const (
-	// DefaultDedupWindow: two receivers on one broker hear a publication
+	// DefaultWindow: two receivers on one broker hear a publication
 	// milliseconds apart; a few seconds also covers a receiver whose
 	// clock or network is slower, and stays far below the interval at
 	// which an observer re-publishes the same bytes on purpose.
-	DefaultDedupWindow = 5 * time.Second
-	// DefaultDedupMemory covers a receiver frozen or cut off for ten
-	// minutes whose records are sealed when it resumes.
-	DefaultDedupMemory = 15 * time.Minute
-	// maxDedupWindow keeps a round within two memory buckets.
-	maxDedupWindow = time.Minute
-	// copiesMaxRounds bounds the memory whatever the rate: at 250
+	DefaultWindow = 5 * time.Second
+	// DefaultMemory covers a receiver frozen or cut off for ten minutes
+	// whose records are sealed when it resumes.
+	DefaultMemory = 15 * time.Minute
+	// MaxWindow keeps a round within two memory buckets.
+	MaxWindow = time.Minute
+	// maxRounds bounds the memory whatever the rate: at 250
 	// publications/s, 15 minutes are 225,000 rounds.
 	// Past it the oldest minute is forgotten early (counted).
-	copiesMaxRounds = 1 << 19
-	// maxCopySpools is how many spools a round counts copies for: with
-	// the offset and the applied count, a round is 8 bytes.
-	maxCopySpools = 5
+	maxRounds = 1 << 19
+	// MaxSpools is how many spools a round counts copies for: with the
+	// offset and the applied count, a round is 8 bytes.
+	MaxSpools = 5
 )
 
-// DropOtherReceiver is a copy of a publication that another receiver's
-// spool supplied already.
-const DropOtherReceiver = "other_receiver_copy"
+// bucketMs is the width of a bucket of rounds, by receive time.
+const bucketMs = int64(time.Minute / time.Millisecond)
 
-// stateCopySpools lists the spools (identities, in ordinal order) whose
-// copies the rounds count: a round's counts are indexed by ordinal.
-const stateCopySpools = "copies_spools"
-
-// copyBucketMs is the width of a bucket of rounds, by receive time.
-const copyBucketMs = int64(time.Minute / time.Millisecond)
-
-// round is one publication's copies within the window.
-type round struct {
+// Round is one publication's copies within the window.
+type Round struct {
 	// off is the receive time of its first copy, in ms after the start
 	// of its bucket (a minute fits 16 bits).
 	off     uint16
 	applied uint8 // copies applied
-	counts  [maxCopySpools]uint8
+	counts  [MaxSpools]uint8
 }
 
 // t0 is the receive time of the round's first copy, Unix ms.
-func (ref roundRef) t0(r round) int64 { return ref.bucket*copyBucketMs + int64(r.off) }
+func (ref Ref) t0(r Round) int64 { return ref.bucket*bucketMs + int64(r.off) }
 
-// roundRef names a round: its bucket and identity.
-type roundRef struct {
+// Ref names a round: its bucket and identity.
+type Ref struct {
 	bucket int64
 	key    uint64
 }
 
-// copyMemory is the committed rounds, in buckets of a minute of receive
-// time.
-type copyMemory struct {
-	buckets map[int64]map[uint64]round
+// Memory is the committed rounds, in buckets of a minute of receive time.
+type Memory struct {
+	buckets map[int64]map[uint64]Round
 	// spare is the last committed batch's map of changed rounds, emptied,
 	// for the next batch: a batch changes thousands, and growing a new
 	// map each time was a good part of what a second copy allocates.
-	spare map[roundRef]round
+	spare map[Ref]Round
 	// qualified is "<identity>/<source>" by spool and source, the
 	// delivery memory's source names when several spools are drained
-	// (deliveryOf): built once, not for every record.
+	// (writer deliveryOf): built once, not for every record.
 	qualified map[spoolSource]string
 	rounds    int
 	spools    []spool.Identity // ordinal → spool
-	rows      []copyRow        // stored rows, oldest first
-	evicted   uint64           // rounds forgotten early (copiesMaxRounds)
+	rows      []Row            // stored rows, oldest first
+	evicted   uint64           // rounds forgotten early (maxRounds)
 }
 
-type copyRow struct {
-	batch int64
-	tMax  int64 // the newest round's t0 in it, Unix ms
+// Row is a stored row of rounds (meshingest_copies).
+type Row struct {
+	Batch int64
+	TMax  int64 // the newest round's t0 in it, Unix ms
 }
 
-func newCopyMemory() *copyMemory {
-	return &copyMemory{buckets: map[int64]map[uint64]round{}}
+// NewMemory is an empty memory whose rounds count the copies of spools,
+// by ordinal (as stored, writer stateCopySpools).
+func NewMemory(spools []spool.Identity) *Memory {
+	return &Memory{buckets: map[int64]map[uint64]Round{}, spools: spools}
 }
 
-// identity is a record's publication identity: its topic and payload. It
+// Load adds a stored row and its rounds (Encode's form), oldest row first.
+func (m *Memory) Load(row Row, rounds []byte) error {
+	if err := Decode(rounds, m.put); err != nil {
+		return err
+	}
+	m.rows = append(m.rows, row)
+	return nil
+}
+
+// Identity is a record's publication identity: its topic and payload. It
 // is stored (meshingest_copies), so it must not change between versions.
-func identity(rec *Record) uint64 {
+func Identity(rec *spool.Record) uint64 {
 	var buf []byte
 	return identityWith(sha256.New(), &buf, rec)
 }
 
-// identityWith is identity with a hasher and a buffer the caller reuses
+// identityWith is Identity with a hasher and a buffer the caller reuses
 // (the topic is copied into buf: writing a string to a hash allocates).
-func identityWith(h hash.Hash, buf *[]byte, rec *Record) uint64 {
+func identityWith(h hash.Hash, buf *[]byte, rec *spool.Record) uint64 {
 	h.Reset()
 	*buf = append(append((*buf)[:0], rec.Topic...), 0)
 	h.Write(*buf)
@@ -149,7 +114,7 @@ type spoolSource struct {
 	source string
 }
 
-func (m *copyMemory) qualifiedSource(sp spool.Identity, source string) string {
+func (m *Memory) qualifiedSource(sp spool.Identity, source string) string {
 	k := spoolSource{sp, source}
 	q, ok := m.qualified[k]
 	if !ok {
@@ -163,25 +128,25 @@ func (m *copyMemory) qualifiedSource(sp spool.Identity, source string) string {
 }
 
 // changedMap is an empty map for a batch's changed rounds.
-func (m *copyMemory) changedMap() map[roundRef]round {
+func (m *Memory) changedMap() map[Ref]Round {
 	ch := m.spare
 	m.spare = nil
 	if ch == nil {
-		return map[roundRef]round{}
+		return map[Ref]Round{}
 	}
 	clear(ch)
 	return ch
 }
 
-func (m *copyMemory) get(ref roundRef) (round, bool) {
+func (m *Memory) get(ref Ref) (Round, bool) {
 	r, ok := m.buckets[ref.bucket][ref.key]
 	return r, ok
 }
 
-func (m *copyMemory) put(ref roundRef, r round) {
+func (m *Memory) put(ref Ref, r Round) {
 	b := m.buckets[ref.bucket]
 	if b == nil {
-		b = map[uint64]round{}
+		b = map[uint64]Round{}
 		m.buckets[ref.bucket] = b
 	}
 	if _, ok := b[ref.key]; !ok {
@@ -191,8 +156,8 @@ func (m *copyMemory) put(ref roundRef, r round) {
 }
 
 // forgetBefore drops the buckets wholly before ms, and the oldest ones
-// while more than copiesMaxRounds rounds are held.
-func (m *copyMemory) forgetBefore(ms int64) {
+// while more than maxRounds rounds are held.
+func (m *Memory) forgetBefore(ms int64) {
 	for {
 		oldest, found := int64(0), false
 		for k := range m.buckets {
@@ -203,10 +168,10 @@ func (m *copyMemory) forgetBefore(ms int64) {
 		if !found {
 			return
 		}
-		if (oldest+1)*copyBucketMs > ms && m.rounds <= copiesMaxRounds {
+		if (oldest+1)*bucketMs > ms && m.rounds <= maxRounds {
 			return
 		}
-		if (oldest+1)*copyBucketMs > ms {
+		if (oldest+1)*bucketMs > ms {
 			m.evicted += uint64(len(m.buckets[oldest]))
 		}
 		m.rounds -= len(m.buckets[oldest])
@@ -214,13 +179,13 @@ func (m *copyMemory) forgetBefore(ms int64) {
 	}
 }
 
-// copies is a batch's view of the rounds: what it changed, over the
+// View is a batch's view of the rounds: what it changed, over the
 // committed memory.
-type copies struct {
-	m       *copyMemory
+type View struct {
+	m       *Memory
 	window  int64 // ms
 	memory  int64 // ms: how far back a late copy is looked for
-	changed map[roundRef]round
+	changed map[Ref]Round
 	spools  []spool.Identity // ordinals the batch added
 	// live are the spools the writer drains now; reassigned the ordinals
 	// the batch took from spools no longer drained.
@@ -228,13 +193,26 @@ type copies struct {
 	reassigned []reassign
 }
 
+// View starts a batch's view of m: copies within window of each other
+// are one publication's, a late copy is looked for memory back; live are
+// the spools the writer drains now.
+func (m *Memory) View(window, memory time.Duration, live []spool.Identity) *View {
+	return &View{m: m, window: window.Milliseconds(), memory: memory.Milliseconds(), changed: m.changedMap(), live: live}
+}
+
+// QualifiedSource is source qualified by spool sp, "<identity>/<source>":
+// the delivery memory's source name when several spools are drained.
+func (c *View) QualifiedSource(sp spool.Identity, source string) string {
+	return c.m.qualifiedSource(sp, source)
+}
+
 // ordinal is spool id's index in the rounds' counts, assigned on first use.
 // When every index is taken (spools replaced over time), the index of a
 // spool the writer no longer drains is given to id: its counts in rounds
 // still remembered become id's, which can drop one of id's copies as a
 // duplicate within the memory after the swap (the writer drains at most
-// maxCopySpools spools, refreshSlots, so one is always free).
-func (c *copies) ordinal(id spool.Identity) int {
+// MaxSpools spools, writer refreshSlots, so one is always free).
+func (c *View) ordinal(id spool.Identity) int {
 	if len(c.reassigned) == 0 {
 		// The common case, without building the list: once per record.
 		if i := slices.Index(c.m.spools, id); i >= 0 {
@@ -250,7 +228,7 @@ func (c *copies) ordinal(id spool.Identity) int {
 			return i
 		}
 	}
-	if len(all) < maxCopySpools {
+	if len(all) < MaxSpools {
 		c.spools = append(c.spools, id)
 		return len(all)
 	}
@@ -260,7 +238,7 @@ func (c *copies) ordinal(id spool.Identity) int {
 			return i
 		}
 	}
-	return maxCopySpools - 1 // not reached: refreshSlots drains at most maxCopySpools
+	return MaxSpools - 1 // not reached: refreshSlots drains at most MaxSpools
 }
 
 // reassign gives ordinal i to spool id.
@@ -270,7 +248,7 @@ type reassign struct {
 }
 
 // ordinals is the ordinal → spool list as the batch sees it.
-func (c *copies) ordinals() []spool.Identity {
+func (c *View) ordinals() []spool.Identity {
 	all := append(slices.Clone(c.m.spools), c.spools...)
 	for _, r := range c.reassigned {
 		all[r.i] = r.id
@@ -278,14 +256,14 @@ func (c *copies) ordinals() []spool.Identity {
 	return all
 }
 
-func (c *copies) lookup(ref roundRef) (round, bool) {
+func (c *View) lookup(ref Ref) (Round, bool) {
 	if r, ok := c.changed[ref]; ok {
 		return r, true
 	}
 	return c.m.get(ref)
 }
 
-// admit decides whether rec, from spool id, is a copy to apply (true) or
+// Admit decides whether rec, from spool id, is a copy to apply (true) or
 // a copy of a publication another spool supplied already (false), and
 // notes it in the batch. late: it was matched to a round outside the
 // window.
@@ -300,16 +278,16 @@ func (c *copies) lookup(ref roundRef) (round, bool) {
 // loads whole stored rows, so without this a copy past the memory was
 // recognised or not depending on where batches happened to end.
 //
-// key is rec's identity (identity), computed by the caller.
-func (c *copies) admit(rec *Record, key uint64, id spool.Identity, since, stream time.Time) (apply, late bool) {
+// key is rec's Identity, computed by the caller.
+func (c *View) Admit(rec *spool.Record, key uint64, id spool.Identity, since, stream time.Time) (apply, late bool) {
 	ord := c.ordinal(id)
 	t := rec.ReceivedAt.UnixMilli()
 	horizon := max(t, stream.UnixMilli()) - c.memory
 	// The round is in t's bucket or a neighbour: its first copy lies
 	// within the window of this one.
-	ref, r, found := roundRef{}, round{}, false
-	for _, b := range []int64{floorDiv(t, copyBucketMs), floorDiv(t-c.window, copyBucketMs), floorDiv(t+c.window, copyBucketMs)} {
-		cand := roundRef{b, key}
+	ref, r, found := Ref{}, Round{}, false
+	for _, b := range []int64{floorDiv(t, bucketMs), floorDiv(t-c.window, bucketMs), floorDiv(t+c.window, bucketMs)} {
+		cand := Ref{b, key}
 		if got, ok := c.lookup(cand); ok && abs64(t-cand.t0(got)) <= c.window && cand.t0(got) >= horizon {
 			ref, r, found = cand, got, true
 			break
@@ -325,16 +303,16 @@ func (c *copies) admit(rec *Record, key uint64, id spool.Identity, since, stream
 		if !since.IsZero() {
 			oldest = max(oldest, since.UnixMilli()-c.window)
 		}
-		for b := floorDiv(t+c.window, copyBucketMs); b >= floorDiv(oldest, copyBucketMs) && !found; b-- {
-			cand := roundRef{b, key}
+		for b := floorDiv(t+c.window, bucketMs); b >= floorDiv(oldest, bucketMs) && !found; b-- {
+			cand := Ref{b, key}
 			if got, ok := c.lookup(cand); ok && got.counts[ord] < got.applied && cand.t0(got) >= oldest {
 				ref, r, found, late = cand, got, true, true
 			}
 		}
 	}
 	if !found {
-		ref = roundRef{floorDiv(t, copyBucketMs), key}
-		r = round{off: uint16(t - ref.bucket*copyBucketMs)}
+		ref = Ref{floorDiv(t, bucketMs), key}
+		r = Round{off: uint16(t - ref.bucket*bucketMs)}
 	}
 	if r.counts[ord] < 255 {
 		r.counts[ord]++
@@ -355,82 +333,49 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-// loadCopies reads the stored rounds once per store (and again after
-// forget), inside the batch's transaction.
-func (s *store) loadCopies(ctx context.Context) error {
-	if s.copies != nil {
-		return nil
+func abs64(v int64) int64 {
+	if v < 0 {
+		return -v
 	}
-	m := newCopyMemory()
-	raw, ok, err := stateValue(ctx, s.conn, stateCopySpools)
-	if err != nil {
-		return err
-	}
-	if ok {
-		if err := json.Unmarshal([]byte(raw), &m.spools); err != nil {
-			return fmt.Errorf("read %s from meshingest_state: %q: %w; delete the row and meshingest_copies (copies then within the memory may be applied twice)", stateCopySpools, raw, err)
-		}
-	}
-	rows, err := s.conn.QueryContext(ctx, `SELECT batch, t_max, rounds FROM meshingest_copies ORDER BY batch`)
-	if err != nil {
-		return fmt.Errorf("read the receivers' copies from meshingest_copies: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var r copyRow
-		var blob []byte
-		if err := rows.Scan(&r.batch, &r.tMax, &blob); err != nil {
-			return fmt.Errorf("read the receivers' copies from meshingest_copies: %w", err)
-		}
-		if err := decodeRounds(blob, m.put); err != nil {
-			return fmt.Errorf("read row %d of meshingest_copies: %w; delete the row (copies it lists may then be applied twice)", r.batch, err)
-		}
-		m.rows = append(m.rows, r)
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read the receivers' copies from meshingest_copies: %w", err)
-	}
-	s.copies = m
-	return nil
+	return v
 }
 
-// saveCopies stores the rounds the batch changed as one row, and deletes
-// the rows past the memory, in the batch's transaction. horizon is the
-// oldest receive time still remembered, Unix ms.
-func (c *copies) save(ctx context.Context, s *store, horizon int64) (copyRow, int, error) {
-	if len(c.spools) > 0 || len(c.reassigned) > 0 {
-		raw, _ := json.Marshal(c.ordinals())
-		if _, err := s.stmt.saveState.ExecContext(ctx, stateCopySpools, string(raw)); err != nil {
-			return copyRow{}, 0, fmt.Errorf("store the receivers' spools: %w", err)
-		}
+// Spools is the ordinal → spool list to store, and whether the batch
+// changed it (added or reassigned an ordinal).
+func (c *View) Spools() ([]spool.Identity, bool) {
+	if len(c.spools) == 0 && len(c.reassigned) == 0 {
+		return nil, false
 	}
-	var row copyRow
-	if len(c.changed) > 0 {
-		blob, tMax := encodeRounds(c.changed)
-		res, err := s.conn.ExecContext(ctx, `INSERT INTO meshingest_copies (t_max, rounds) VALUES (?, ?)`, tMax, blob)
-		if err != nil {
-			return copyRow{}, 0, fmt.Errorf("store the batch's receiver copies: %w", err)
-		}
-		id, err := res.LastInsertId()
-		if err != nil {
-			return copyRow{}, 0, fmt.Errorf("store the batch's receiver copies: %w", err)
-		}
-		row = copyRow{batch: id, tMax: tMax}
+	return c.ordinals(), true
+}
+
+// Encode is the stored form of the rounds the batch changed and the
+// newest round's t0 in it; false when it changed none.
+func (c *View) Encode() ([]byte, int64, bool) {
+	if len(c.changed) == 0 {
+		return nil, 0, false
 	}
-	drop := 0
-	for drop < len(c.m.rows) && c.m.rows[drop].tMax < horizon-copyBucketMs {
+	blob, tMax := Encode(c.changed)
+	return blob, tMax, true
+}
+
+// Stale is how many of the stored rows, oldest first, hold only rounds
+// past the memory (horizon is the oldest receive time still remembered,
+// Unix ms), and the last of them's Batch.
+func (c *View) Stale(horizon int64) (drop int, through int64) {
+	for drop < len(c.m.rows) && c.m.rows[drop].TMax < horizon-bucketMs {
 		drop++
 	}
 	if drop > 0 {
-		if _, err := s.conn.ExecContext(ctx, `DELETE FROM meshingest_copies WHERE batch <= ?`, c.m.rows[drop-1].batch); err != nil {
-			return copyRow{}, 0, fmt.Errorf("delete old receiver copies: %w", err)
-		}
+		through = c.m.rows[drop-1].Batch
 	}
-	return row, drop, nil
+	return drop, through
 }
 
-// commit moves the batch's rounds into the committed memory.
-func (c *copies) commit(row copyRow, drop int, horizon int64) {
+// Commit moves the batch's rounds into the committed memory: row is the
+// row the batch stored (zero Batch: none), drop how many of the oldest
+// it deleted (Stale).
+func (c *View) Commit(row Row, drop int, horizon int64) {
 	m := c.m
 	m.spools = c.ordinals()
 	for ref, r := range c.changed {
@@ -438,17 +383,17 @@ func (c *copies) commit(row copyRow, drop int, horizon int64) {
 	}
 	m.spare, c.changed = c.changed, nil
 	m.rows = m.rows[drop:]
-	if row.batch != 0 {
+	if row.Batch != 0 {
 		m.rows = append(m.rows, row)
 	}
 	m.forgetBefore(horizon)
 }
 
-// The stored form of a batch's rounds: per round, the bucket (varint),
+// Encode is the stored form of rounds: per round, the bucket (varint),
 // the identity (8 bytes), t0 (varint, Unix ms), applied (1 byte) and the
-// counts (maxCopySpools bytes).
-func encodeRounds(rs map[roundRef]round) ([]byte, int64) {
-	out := make([]byte, 0, len(rs)*(8+8+1+maxCopySpools+4))
+// counts (MaxSpools bytes); and the newest round's t0, Unix ms.
+func Encode(rs map[Ref]Round) ([]byte, int64) {
+	out := make([]byte, 0, len(rs)*(8+8+1+MaxSpools+4))
 	var tMax int64
 	for ref, r := range rs {
 		out = binary.AppendVarint(out, ref.bucket)
@@ -461,66 +406,69 @@ func encodeRounds(rs map[roundRef]round) ([]byte, int64) {
 	return out, tMax
 }
 
-var errRoundsDamaged = errors.New("damaged list of receiver copies")
+// ErrDamaged is a stored list of rounds that does not decode.
+var ErrDamaged = errors.New("damaged list of receiver copies")
 
-func decodeRounds(b []byte, put func(roundRef, round)) error {
+// Decode reads Encode's form, handing each round to put.
+func Decode(b []byte, put func(Ref, Round)) error {
 	for len(b) > 0 {
-		var ref roundRef
-		var r round
+		var ref Ref
+		var r Round
 		var k int
 		if ref.bucket, k = binary.Varint(b); k <= 0 || len(b)-k < 8 {
-			return errRoundsDamaged
+			return ErrDamaged
 		}
 		b = b[k:]
 		ref.key = binary.LittleEndian.Uint64(b)
 		b = b[8:]
 		t0, k := binary.Varint(b)
-		if k <= 0 || len(b)-k < 1+maxCopySpools || t0 < ref.bucket*copyBucketMs || t0 >= (ref.bucket+1)*copyBucketMs {
-			return errRoundsDamaged
+		if k <= 0 || len(b)-k < 1+MaxSpools || t0 < ref.bucket*bucketMs || t0 >= (ref.bucket+1)*bucketMs {
+			return ErrDamaged
 		}
-		r.off = uint16(t0 - ref.bucket*copyBucketMs)
+		r.off = uint16(t0 - ref.bucket*bucketMs)
 		b = b[k:]
 		r.applied = b[0]
-		copy(r.counts[:], b[1:1+maxCopySpools])
-		b = b[1+maxCopySpools:]
+		copy(r.counts[:], b[1:1+MaxSpools])
+		b = b[1+MaxSpools:]
 		put(ref, r)
 	}
 	return nil
 }
 
-// copyGuess foresees, on the pipeline's goroutine, which records admit
-// will recognise as another receiver's copy, so that prepare does not
-// decode them: without it the second copy of a publication cost two
+// Guess foresees, on the pipeline's goroutine, which records Admit will
+// recognise as another receiver's copy, so that the writer's prepare does
+// not decode them: without it the second copy of a publication cost two
 // thirds of the first (harness active-active-cost, 1.69×). It applies
-// admit's rule within the window to the records the pipeline has read,
+// Admit's rule within the window to the records the pipeline has read,
 // which the drain loop applies in the same order; it knows nothing of
 // the rounds committed before the pipeline started nor of late copies, so
-// it can be wrong, and admit decides: a record guessed a copy that admit
-// applies after all is prepared then (ingester.applyRecord).
-type copyGuess struct {
+// it can be wrong, and Admit decides: a record guessed a copy that Admit
+// applies after all is prepared then (writer ingester.applyRecord).
+type Guess struct {
 	window int64 // ms
 	h      hash.Hash
 	buf    []byte
 	spools []spool.Identity // ordinal → spool, in the order first read
 	// Two generations of rounds (copies counted per spool) by identity,
 	// each started at a receive time a window after the last: a round is
-	// forgotten one to two windows after it began (admit: exactly one),
+	// forgotten one to two windows after it began (Admit: exactly one),
 	// at 5 bytes a round.
-	cur, prev map[uint64][maxCopySpools]uint8
+	cur, prev map[uint64][MaxSpools]uint8
 	curStart  int64 // ms
 }
 
-func newCopyGuess(window time.Duration) *copyGuess {
-	return &copyGuess{window: window.Milliseconds(), h: sha256.New(), cur: map[uint64][maxCopySpools]uint8{}, prev: map[uint64][maxCopySpools]uint8{}}
+// NewGuess is a Guess for copies within window of each other.
+func NewGuess(window time.Duration) *Guess {
+	return &Guess{window: window.Milliseconds(), h: sha256.New(), cur: map[uint64][MaxSpools]uint8{}, prev: map[uint64][MaxSpools]uint8{}}
 }
 
-// note computes rec's identity and says whether rec looks like a copy
+// Note computes rec's Identity and says whether rec looks like a copy
 // another spool supplied already.
-func (g *copyGuess) note(rec *Record, id spool.Identity) (key uint64, copy bool) {
+func (g *Guess) Note(rec *spool.Record, id spool.Identity) (key uint64, copy bool) {
 	key = identityWith(g.h, &g.buf, rec)
 	ord := slices.Index(g.spools, id)
 	if ord < 0 {
-		if len(g.spools) == maxCopySpools {
+		if len(g.spools) == MaxSpools {
 			return key, false
 		}
 		g.spools = append(g.spools, id)
