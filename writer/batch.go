@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/copies"
 	"github.com/meshingest/meshingest/writer/redelivery"
 )
 
@@ -54,10 +55,10 @@ type batch struct {
 	// copies is the rounds of receivers' copies (copies.go), nil when the
 	// writer drains a single spool; otherCopies counts, per spool, the
 	// copies it recognised as another spool's.
-	copies      *copies
+	copies      *copies.View
 	otherCopies map[spool.Identity]int
 	// lateCopies counts, per spool, the copies matched to a round outside
-	// the window (copies.go).
+	// the window (package copies).
 	lateCopies map[spool.Identity]int
 }
 

@@ -18,50 +18,6 @@ import (
 	"github.com/meshingest/meshingest/writer/internal/writertest"
 )
 
-// BenchmarkCopies_Memory250PerSecond fills the rounds of two receivers'
-// copies with DefaultDedupMemory of 250 publications a second, as a writer
-// draining two instances holds them, and reports the heap they take and
-// the cost of one admit:
-//
-//	go test ./writer -run '^$' -bench Copies_Memory -benchtime 1x
-func BenchmarkCopies_Memory250PerSecond(b *testing.B) {
-	const rate = 250
-	n := int(DefaultDedupMemory.Seconds()) * rate
-	a, bb := spool.Identity{1}, spool.Identity{2}
-	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
-	recs := make([]Record, n)
-	for i := range recs {
-		recs[i] = Record{ReceivedAt: t0.Add(time.Duration(i) * time.Second / rate), Topic: "meshcore/SJC/obs/packets",
-			Payload: []byte(fmt.Sprintf(`{"raw":"%064x","SNR":"%d"}`, i, i%13))}
-	}
-	for b.Loop() {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		m := newCopyMemory()
-		start := time.Now()
-		// One batch a second, as the writer commits them at this rate.
-		for i := 0; i < n; i += rate {
-			c := &copies{m: m, window: DefaultDedupWindow.Milliseconds(), memory: DefaultDedupMemory.Milliseconds(), changed: map[roundRef]round{}}
-			for _, r := range recs[i:min(i+rate, n)] {
-				c.admit(&r, identity(&r), a, time.Time{}, r.ReceivedAt)
-				r.ReceivedAt = r.ReceivedAt.Add(2 * time.Millisecond)
-				c.admit(&r, identity(&r), bb, time.Time{}, r.ReceivedAt)
-			}
-			c.commit(copyRow{}, 0, recs[min(i+rate, n)-1].ReceivedAt.Add(-DefaultDedupMemory).UnixMilli())
-		}
-		took := time.Since(start)
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		heap := float64(after.HeapAlloc - before.HeapAlloc)
-		b.ReportMetric(float64(m.rounds), "rounds")
-		b.ReportMetric(heap/(1<<20), "MiB")
-		b.ReportMetric(heap/float64(m.rounds), "B/round")
-		b.ReportMetric(float64(took.Nanoseconds())/float64(2*n), "ns/copy")
-		runtime.KeepAlive(m)
-	}
-}
-
 // BenchmarkCopies_CatchUp measures the writer's CPU per publication
 // catching up on two receivers' full copies of a stream against one
 // receiver's (issue 16: at most 1.3×). Each round drains, in this

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/copies"
 )
 
 // The drain loop reads a batch of records from the spool, applies them and
@@ -71,8 +72,8 @@ type openBatch struct {
 	waitStart, holdStart, commitStart time.Time
 	starved                           time.Duration
 	lastSlot                          *spoolSlot // openBatch.slot's
-	// copyRow and copyDrop are what copies.save stored and deleted.
-	copyRow  copyRow
+	// copyRow and copyDrop are what saveCopies stored and deleted.
+	copyRow  copies.Row
 	copyDrop int
 }
 
@@ -199,8 +200,7 @@ func (w *Writer) fill(ctx context.Context, ob *openBatch, first *prepared) error
 		for i, sl := range w.slots {
 			live[i] = sl.info.ID
 		}
-		ob.b.copies = &copies{m: w.store.copies, window: w.opts.DedupWindow.Milliseconds(), memory: w.opts.DedupMemory.Milliseconds(),
-			changed: w.store.copies.changedMap(), live: live}
+		ob.b.copies = w.store.copies.View(w.opts.DedupWindow, w.opts.DedupMemory, live)
 	}
 	if err := w.applyRecords(ctx, ob, first); err != nil {
 		return err
@@ -227,7 +227,7 @@ func (w *Writer) applyRecords(ctx context.Context, ob *openBatch, p *prepared) e
 		// Within one receiver process Seqs are contiguous; a restarted
 		// one continues after the block its predecessor reserved. A gap
 		// therefore starts a new subscription, which can hold no copy of
-		// what was published before it (copies.go, late copies).
+		// what was published before it (package copies, late copies).
 		if mv.pos.Seq != 0 && p.rec.Seq != mv.pos.Seq+1 {
 			mv.since = p.t
 		}
@@ -327,7 +327,7 @@ func (w *Writer) save(ob *openBatch) error {
 	}
 	if c := ob.b.copies; c != nil {
 		var err error
-		if ob.copyRow, ob.copyDrop, err = c.save(ob.ctx, w.store, w.copyHorizon(ob.next.StreamTime)); err != nil {
+		if ob.copyRow, ob.copyDrop, err = w.store.saveCopies(ob.ctx, c, w.copyHorizon(ob.next.StreamTime)); err != nil {
 			return err
 		}
 	}
@@ -375,7 +375,7 @@ func (w *Writer) afterCommit(ob *openBatch) {
 	w.posMu.Unlock()
 	ob.b.committed()
 	if c := ob.b.copies; c != nil {
-		c.commit(ob.copyRow, ob.copyDrop, w.copyHorizon(ob.next.StreamTime))
+		c.Commit(ob.copyRow, ob.copyDrop, w.copyHorizon(ob.next.StreamTime))
 	}
 	if w.opts.Hook != nil {
 		w.opts.Hook.Committed()

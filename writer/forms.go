@@ -75,10 +75,3 @@ func (b *batch) saveForms(newest time.Time) error {
 	}
 	return nil
 }
-
-func abs64(v int64) int64 {
-	if v < 0 {
-		return -v
-	}
-	return v
-}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshingest/meshingest/decoder"
 	"github.com/meshingest/meshingest/shared"
+	"github.com/meshingest/meshingest/writer/copies"
 	"github.com/meshingest/meshingest/writer/forms"
 	"github.com/meshingest/meshingest/writer/geofilter"
 	"github.com/meshingest/meshingest/writer/internal/recent"
@@ -203,7 +204,7 @@ type prepared struct {
 	comp      *decoder.CompanionMessage
 	neighbors bool // a neighbors report, stored verbatim (rec.Payload)
 
-	// ident is the publication identity (copies.go) when the writer
+	// ident is the publication identity (copies.Identity) when the writer
 	// drains several spools (hasIdent); unprepared, when the pipeline
 	// guessed the record another receiver's copy and left it at that
 	// (guessedCopy): only rec, pos, t and ident are set.
@@ -216,8 +217,9 @@ type prepared struct {
 }
 
 // guessedCopy is a record the pipeline takes for another receiver's copy
-// (copyGuess): not taken apart, since admit will most likely drop it, and
-// handed over in a fraction of a prepared record's size.
+// (copies.Guess): not taken apart, since copies.View.Admit will most
+// likely drop it, and handed over in a fraction of a prepared record's
+// size.
 type guessedCopy struct {
 	rec   Record
 	pos   Position
@@ -226,11 +228,11 @@ type guessedCopy struct {
 
 // prepareGuessing is prepare for a writer draining several spools (g set):
 // a record g takes for another receiver's copy is returned as c instead.
-func (in *ingester) prepareGuessing(rec Record, pos Position, g *copyGuess) (p *prepared, c *guessedCopy) {
+func (in *ingester) prepareGuessing(rec Record, pos Position, g *copies.Guess) (p *prepared, c *guessedCopy) {
 	if g == nil {
 		return in.prepare(rec, pos), nil
 	}
-	key, copy := g.note(&rec, pos.Spool)
+	key, copy := g.Note(&rec, pos.Spool)
 	if copy {
 		return nil, &guessedCopy{rec: rec, pos: pos, ident: key}
 	}
@@ -246,7 +248,7 @@ func (c *guessedCopy) unprepared(p *prepared) {
 }
 
 // prepareNow prepares, on the drain goroutine, a record the pipeline left
-// unprepared that admit applies after all: a new prepared record, since
+// unprepared that copies.View.Admit applies after all: a new prepared record, since
 // the batch may keep pointers into it.
 func (in *ingester) prepareNow(p *prepared) *prepared {
 	q := in.prepareWith(p.rec, p.pos, true)
@@ -492,9 +494,9 @@ func (in *ingester) applyRecord(b *batch, p *prepared) error {
 	if b.copies != nil {
 		key := p.ident
 		if !p.hasIdent {
-			key = identity(&p.rec)
+			key = copies.Identity(&p.rec)
 		}
-		if apply, late := b.copies.admit(&p.rec, key, p.pos.Spool, p.since, p.streamTime); !apply {
+		if apply, late := b.copies.Admit(&p.rec, key, p.pos.Spool, p.since, p.streamTime); !apply {
 			if late {
 				b.lateCopies[p.pos.Spool]++
 			}

@@ -171,7 +171,7 @@ func lateCopiesAfterRestart(t *testing.T, batchMaxRecords int, memory time.Durat
 // the two receivers' copies of a publication starts a pipeline that knows
 // nothing of the first; when the observer then publishes the same bytes
 // again, the pipeline takes that second publication for a's copy of b's
-// and leaves it unprepared, but admit applies it: it must be prepared
+// and leaves it unprepared, but copies.View.Admit applies it: it must be prepared
 // then and stored like any other, as a single receiver's run stores it.
 func TestMergedSource_GuessedCopyApplied_Prepared(t *testing.T) {
 	var x Record

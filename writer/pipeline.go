@@ -5,6 +5,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/meshingest/meshingest/writer/copies"
 )
 
 // pipeline reads the spool and prepares records on a goroutine of its own,
@@ -57,9 +59,9 @@ func startPipeline(open func() (Cursor, error), in *ingester) (*pipeline, error)
 	if err != nil {
 		return nil, err
 	}
-	var guess *copyGuess
+	var guess *copies.Guess
 	if m, ok := c.(*mergeCursor); ok {
-		guess = newCopyGuess(m.window)
+		guess = copies.NewGuess(m.window)
 	}
 	pl := &pipeline{out: make(chan []pipelineItem, pipelineDepth/pipelineChunk), stop: make(chan struct{})}
 	pl.done.Add(1)

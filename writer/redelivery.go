@@ -22,7 +22,7 @@ func (b *batch) deliveryOf(rec *Record, sp spool.Identity) (redelivery.Key, uint
 	}
 	source := rec.Source
 	if b.copies != nil {
-		source = b.copies.m.qualifiedSource(sp, source)
+		source = b.copies.QualifiedSource(sp, source)
 	}
 	return redelivery.Key{Source: source, ID: rec.MessageID}, redelivery.Digest(rec.Payload), true
 }

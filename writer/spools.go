@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/copies"
 )
 
 // A writer drains one spool (New) or every spool of a spoolDir that holds
@@ -151,7 +152,7 @@ func (m *MergedSource) Close() error {
 // its receiver is alive (its appender published its status in the last
 // few seconds) and at most Window: a receiver that is down or lagging
 // holds the others back no longer than that. A copy it seals later is
-// still matched to its round (copies.go), by receive time.
+// still matched to its round (package copies), by receive time.
 type mergeCursor struct {
 	heads  []*mergeHead
 	window time.Duration
@@ -270,10 +271,10 @@ func (w *Writer) refreshSlots(ctx context.Context) error {
 	if err != nil {
 		w.throttledWarn("spools", err, "a receiver instance's spool cannot be opened; draining the others")
 	}
-	if len(srcs) > maxCopySpools {
+	if len(srcs) > copies.MaxSpools {
 		w.throttledWarn("spools-max", fmt.Errorf("%d receiver spools under %s", len(srcs), w.set.Dir()),
-			fmt.Sprintf("the writer drains at most %d receiver instances' spools; the others wait", maxCopySpools))
-		srcs = srcs[:maxCopySpools]
+			fmt.Sprintf("the writer drains at most %d receiver instances' spools; the others wait", copies.MaxSpools))
+		srcs = srcs[:copies.MaxSpools]
 	}
 	for _, src := range srcs[len(w.slots):] {
 		s := w.newSlot(src)

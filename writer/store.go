@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshingest/meshingest/decoder"
+	"github.com/meshingest/meshingest/writer/copies"
 	"github.com/meshingest/meshingest/writer/forms"
 	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/meshingest/meshingest/writer/redelivery"
@@ -33,9 +34,9 @@ type store struct {
 	// to recognise a broker's redelivery (redelivery.go); nil until read
 	// from meshingest_deliveries.
 	memory *redelivery.Memory
-	// copies is the committed rounds of receivers' copies (copies.go);
-	// nil until read from meshingest_copies.
-	copies *copyMemory
+	// copies is the committed rounds of receivers' copies (copies.go,
+	// package copies); nil until read from meshingest_copies.
+	copies *copies.Memory
 	// forms is the committed unpaired receptions (forms.go), retained the
 	// last retained digest per source and topic (retained.go); nil until
 	// read from meshingest_state and meshingest_retained.

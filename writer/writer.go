@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer/copies"
 	"github.com/meshingest/meshingest/writer/dbfile"
 	"github.com/meshingest/meshingest/writer/internal/recent"
 	"github.com/meshingest/meshingest/writer/retention"
@@ -239,8 +240,8 @@ func newWriter(opts Options) (*Writer, error) {
 	if opts.DedupWindow <= 0 {
 		opts.DedupWindow = DefaultDedupWindow
 	}
-	if opts.DedupWindow > maxDedupWindow {
-		return nil, fmt.Errorf("writer: writer.dedupWindowMs %d is over %d: copies a minute apart are no longer one publication", opts.DedupWindow.Milliseconds(), maxDedupWindow.Milliseconds())
+	if opts.DedupWindow > copies.MaxWindow {
+		return nil, fmt.Errorf("writer: writer.dedupWindowMs %d is over %d: copies a minute apart are no longer one publication", opts.DedupWindow.Milliseconds(), copies.MaxWindow.Milliseconds())
 	}
 	if opts.DedupMemory <= 0 {
 		opts.DedupMemory = time.Duration(cfg.Writer.DedupMemoryMinutes) * time.Minute

@@ -148,7 +148,7 @@ var tableDDL = []struct{ name, ddl string }{
 	// meshingest_copies remembers the rounds of copies that receivers'
 	// spools supplied of each publication (a row per batch, written with
 	// its rows), so a copy is recognised across writer restarts
-	// (copies.go).
+	// (package writer/copies).
 	{"meshingest_copies", `CREATE TABLE IF NOT EXISTS meshingest_copies (
 		batch INTEGER PRIMARY KEY,
 		t_max INTEGER NOT NULL,

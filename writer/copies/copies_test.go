@@ -1,4 +1,4 @@
-package writer
+package copies
 
 import (
 	"fmt"
@@ -8,36 +8,36 @@ import (
 	"github.com/meshingest/meshingest/spool"
 )
 
-// admitAll runs recs (each with the spool it came from) through one batch's
-// copies over m and returns which were applied.
 // copyInput is a record and the spool it came from.
 type copyInput struct {
 	sp    spool.Identity
-	rec   Record
+	rec   spool.Record
 	since time.Time // when its receiver's subscription began
 }
 
-func admitAll(t *testing.T, m *copyMemory, recs []copyInput) []bool {
+// admitAll runs recs (each with the spool it came from) through one batch's
+// view of m and returns which were applied.
+func admitAll(t *testing.T, m *Memory, recs []copyInput) []bool {
 	t.Helper()
-	c := &copies{m: m, window: 5000, memory: 15 * 60 * 1000, changed: map[roundRef]round{}}
+	c := m.View(5*time.Second, 15*time.Minute, nil)
 	var out []bool
 	var stream time.Time // the newest receive time before each record, as the drain loop keeps it
 	for _, r := range recs {
-		apply, _ := c.admit(&r.rec, identity(&r.rec), r.sp, r.since, stream)
+		apply, _ := c.Admit(&r.rec, Identity(&r.rec), r.sp, r.since, stream)
 		out = append(out, apply)
 		if r.rec.ReceivedAt.After(stream) {
 			stream = r.rec.ReceivedAt
 		}
 	}
-	c.commit(copyRow{}, 0, 0)
+	c.Commit(Row{}, 0, 0)
 	return out
 }
 
-func TestCopies_Admit_MaximumOverReceivers(t *testing.T) {
+func TestView_Admit_MaximumOverReceivers(t *testing.T) {
 	a, b := spool.Identity{1}, spool.Identity{2}
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
 	pub := func(sp spool.Identity, at time.Duration, payload string) copyInput {
-		return copyInput{sp: sp, rec: Record{ReceivedAt: t0.Add(at), Topic: "meshcore/SJC/x/packets", Payload: []byte(payload)}}
+		return copyInput{sp: sp, rec: spool.Record{ReceivedAt: t0.Add(at), Topic: "meshcore/SJC/x/packets", Payload: []byte(payload)}}
 	}
 	ms := time.Millisecond
 	restarted := func(in copyInput, at time.Duration) copyInput {
@@ -66,7 +66,7 @@ func TestCopies_Admit_MaximumOverReceivers(t *testing.T) {
 		{"same bytes again, heard by a restarted receiver", []copyInput{pub(a, 0, "p"), restarted(pub(b, 40*time.Second, "p"), 30*time.Second)}, []bool{true, true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got := admitAll(t, newCopyMemory(), c.recs)
+			got := admitAll(t, NewMemory(nil), c.recs)
 			for i := range c.want {
 				if got[i] != c.want[i] {
 					t.Errorf("copy %d applied %v, want %v (all: %v)", i, got[i], c.want[i], got)
@@ -76,17 +76,17 @@ func TestCopies_Admit_MaximumOverReceivers(t *testing.T) {
 	}
 }
 
-func TestCopies_Rounds_EncodeDecode(t *testing.T) {
-	in := map[roundRef]round{
-		{bucket: 29579967, key: 0xdeadbeef}: {off: 45123, applied: 2, counts: [maxCopySpools]uint8{2, 1}},
-		{bucket: -1, key: 1}:                {off: 59900, applied: 1, counts: [maxCopySpools]uint8{0, 0, 1}},
+func TestRounds_Encode_DecodesBack(t *testing.T) {
+	in := map[Ref]Round{
+		{bucket: 29579967, key: 0xdeadbeef}: {off: 45123, applied: 2, counts: [MaxSpools]uint8{2, 1}},
+		{bucket: -1, key: 1}:                {off: 59900, applied: 1, counts: [MaxSpools]uint8{0, 0, 1}},
 	}
-	blob, tMax := encodeRounds(in)
-	if tMax != 29579967*copyBucketMs+45123 {
+	blob, tMax := Encode(in)
+	if tMax != 29579967*bucketMs+45123 {
 		t.Errorf("tMax %d", tMax)
 	}
-	out := map[roundRef]round{}
-	if err := decodeRounds(blob, func(ref roundRef, r round) { out[ref] = r }); err != nil {
+	out := map[Ref]Round{}
+	if err := Decode(blob, func(ref Ref, r Round) { out[ref] = r }); err != nil {
 		t.Fatal(err)
 	}
 	if len(out) != len(in) {
@@ -97,26 +97,26 @@ func TestCopies_Rounds_EncodeDecode(t *testing.T) {
 			t.Errorf("round %+v: got %+v, want %+v", k, out[k], v)
 		}
 	}
-	if err := decodeRounds(blob[:len(blob)-1], func(roundRef, round) {}); err == nil {
+	if err := Decode(blob[:len(blob)-1], func(Ref, Round) {}); err == nil {
 		t.Error("a truncated list decoded without error")
 	}
 }
 
-func TestCopies_Ordinal_ReusesASpoolNoLongerDrained(t *testing.T) {
-	m := newCopyMemory()
-	for i := range maxCopySpools {
+func TestView_Ordinal_ReusesASpoolNoLongerDrained(t *testing.T) {
+	m := NewMemory(nil)
+	for i := range MaxSpools {
 		m.spools = append(m.spools, spool.Identity{byte(i + 1)})
 	}
 	next := spool.Identity{99}
-	c := &copies{m: m, changed: map[roundRef]round{}, live: []spool.Identity{m.spools[0], m.spools[2], m.spools[3], m.spools[4], next}}
+	c := m.View(DefaultWindow, DefaultMemory, []spool.Identity{m.spools[0], m.spools[2], m.spools[3], m.spools[4], next})
 	if got := c.ordinal(next); got != 1 {
 		t.Fatalf("ordinal %d, want 1 (the one spool no longer drained)", got)
 	}
 	if got := c.ordinal(next); got != 1 {
 		t.Fatalf("second ask: ordinal %d, want 1", got)
 	}
-	c.commit(copyRow{}, 0, 0)
-	if m.spools[1] != next || len(m.spools) != maxCopySpools {
+	c.Commit(Row{}, 0, 0)
+	if m.spools[1] != next || len(m.spools) != MaxSpools {
 		t.Errorf("committed spools %v, want %v at 1", m.spools, next)
 	}
 }
@@ -124,11 +124,11 @@ func TestCopies_Ordinal_ReusesASpoolNoLongerDrained(t *testing.T) {
 // In the window, with records in receive order as the merge gives them,
 // the pipeline's guess is admit's decision: a copy is never decoded, an
 // applied record always is.
-func TestCopyGuess_Note_AgreesWithAdmitInTheWindow(t *testing.T) {
+func TestGuess_Note_AgreesWithAdmitInTheWindow(t *testing.T) {
 	a, b := spool.Identity{1}, spool.Identity{2}
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
 	pub := func(sp spool.Identity, at time.Duration, payload string) copyInput {
-		return copyInput{sp: sp, rec: Record{ReceivedAt: t0.Add(at), Topic: "meshcore/SJC/x/packets", Payload: []byte(payload)}}
+		return copyInput{sp: sp, rec: spool.Record{ReceivedAt: t0.Add(at), Topic: "meshcore/SJC/x/packets", Payload: []byte(payload)}}
 	}
 	ms := time.Millisecond
 	for name, recs := range map[string][]copyInput{
@@ -140,12 +140,12 @@ func TestCopyGuess_Note_AgreesWithAdmitInTheWindow(t *testing.T) {
 		"one receiver only":   {pub(a, 0, "p"), pub(a, ms, "p"), pub(a, 2*ms, "q")},
 	} {
 		t.Run(name, func(t *testing.T) {
-			want := admitAll(t, newCopyMemory(), recs)
-			g := newCopyGuess(5 * time.Second)
+			want := admitAll(t, NewMemory(nil), recs)
+			g := NewGuess(5 * time.Second)
 			for i, r := range recs {
-				key, copy := g.note(&r.rec, r.sp)
-				if key != identity(&r.rec) {
-					t.Fatalf("record %d: identity %x, want %x", i, key, identity(&r.rec))
+				key, copy := g.Note(&r.rec, r.sp)
+				if key != Identity(&r.rec) {
+					t.Fatalf("record %d: identity %x, want %x", i, key, Identity(&r.rec))
 				}
 				if copy == want[i] {
 					t.Errorf("record %d: guessed a copy %v, admit applies it %v", i, copy, want[i])
@@ -157,14 +157,29 @@ func TestCopyGuess_Note_AgreesWithAdmitInTheWindow(t *testing.T) {
 
 // The guess holds two windows of receive time at most, whatever the
 // backlog.
-func TestCopyGuess_Note_BoundedToTwoWindows(t *testing.T) {
-	g := newCopyGuess(5 * time.Second)
+func TestGuess_Note_BoundedToTwoWindows(t *testing.T) {
+	g := NewGuess(5 * time.Second)
 	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
 	for i := range 100_000 {
-		r := Record{ReceivedAt: t0.Add(time.Duration(i) * 4 * time.Millisecond), Topic: "t", Payload: []byte(fmt.Sprint(i))}
-		g.note(&r, spool.Identity{byte(1 + i%2)})
+		r := spool.Record{ReceivedAt: t0.Add(time.Duration(i) * 4 * time.Millisecond), Topic: "t", Payload: []byte(fmt.Sprint(i))}
+		g.Note(&r, spool.Identity{byte(1 + i%2)})
 	}
 	if n := len(g.cur) + len(g.prev); n > 2*5000/4+2 {
 		t.Fatalf("%d rounds held, want at most two windows' (%d)", n, 2*5000/4+2)
+	}
+}
+
+// The identity and the rounds are stored (meshingest_copies): a writer of
+// another version must read what this one wrote. The expected values are
+// computed outside Go: the first 8 bytes of SHA-256("<topic>\x00<payload>")
+// little-endian, and the documented layout of Encode.
+func TestIdentity_StoredForm_Unchanged(t *testing.T) {
+	rec := spool.Record{Topic: "meshcore/SJC/x/packets", Payload: []byte(`{"raw":"11"}`)}
+	if got := Identity(&rec); got != 0x4fbb77275486d219 {
+		t.Errorf("identity %#x, want 0x4fbb77275486d219", got)
+	}
+	blob, _ := Encode(map[Ref]Round{{bucket: 29579967, key: 0xdeadbeef}: {off: 45123, applied: 2, counts: [MaxSpools]uint8{2, 1}}})
+	if got, want := fmt.Sprintf("%x", blob), "feea9a1cefbeadde00000000c6b7aaa3a767020201000000"; got != want {
+		t.Errorf("encoded %s, want %s", got, want)
 	}
 }
