@@ -78,6 +78,7 @@ func storedPosition(t *testing.T, path string) Position {
 // must then equal an uninterrupted run's. The normal run kills it 25 times
 // in 40,000 messages; -long does what issue 5 asks, 50 kills in 100,000.
 func TestWriter_SIGKILL_ExactlyOnce(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	messages, kills := 40000, 25
 	if *long {
 		messages, kills = 100000, 50
@@ -150,6 +151,7 @@ func TestWriter_SIGKILL_ExactlyOnce(t *testing.T) {
 // BEGIN EXCLUSIVE mid-drain (CoreScope's case is 60 s: -long); the writer
 // loses nothing, resumes by itself, and its stats file shows the episode.
 func TestWriter_ExclusiveLock_ResumesAndReports(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	hold := 4 * time.Second
 	if *long {
 		hold = 60 * time.Second

@@ -60,6 +60,7 @@ func runRecords(t *testing.T, cfg *shared.Config, recs ...Record) {
 // counters and times gives the same rows as one statement per message,
 // whatever the batch size.
 func TestWriter_BatchBoundaries_SameRows(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	recs := writertest.CorpusRecords(t)
 	var dumps []map[string][]string
 	for _, size := range []int{1, 7, 100000} {

@@ -18,6 +18,7 @@ import (
 // kind a CoreScope upgrade makes, start the writer: it catches up and the
 // database is what an uninterrupted run gives.
 func TestMaintenance_StopVacuumMigrateStart(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	recs := faultTraffic(t, 12000)
 	partA, partB := recs[:6000], recs[6000:]
 	want, _ := referenceRun(t, recs)
@@ -73,6 +74,7 @@ func TestMaintenance_StopVacuumMigrateStart(t *testing.T) {
 // written after the backup and already released from the spool is not in
 // the backup (MAINTENANCE.md says so).
 func TestMaintenance_RestoreBackup(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	recs := faultTraffic(t, 9000)
 	partA, partB, partC := recs[:3000], recs[3000:6000], recs[6000:]
 	want, _ := referenceRun(t, append(append([]Record(nil), partA...), partC...))
@@ -110,6 +112,7 @@ func TestMaintenance_RestoreBackup(t *testing.T) {
 // the writer needs while it runs; the writer rolls back, re-checks the
 // schema (recreating the table), and goes on without losing a message.
 func TestWriter_TableDroppedUnderIt_Recovers(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	recs := faultTraffic(t, 20000)
 	want, _ := referenceRun(t, recs)
 	p := newProcessSetup(t, t.TempDir(), nil)

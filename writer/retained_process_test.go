@@ -24,6 +24,7 @@ import (
 // process) counts it once: packet_count 1, and last_seen stays the first
 // delivery's.
 func TestWriter_RetainedPacket_ReceiverRestarts_CountsOnce(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	broker := testkit.StartMosquitto(t, testkit.MosquittoOptions{})
 	dir := t.TempDir()
 	rxStats := filepath.Join(dir, "receiver-stats.json")

@@ -67,6 +67,7 @@ func generatedRecords(t testing.TB, seed uint64, n int, start time.Time) ([]writ
 // race detector), with 1-byte hop prefixes shared by several nodes, so the
 // neighbour graph settles many hops, and repeated reports of observations.
 func TestPathJobs_Generated_MatchesReference(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	n := 100_000
 	if raceEnabled {
 		n = 10_000
@@ -92,6 +93,7 @@ func TestPathJobs_Generated_MatchesReference(t *testing.T) {
 // and the repeats are told apart (through the table for transmissions it
 // did not see begin), the edges counted once.
 func TestPathJobs_AcrossARestart_MatchesReference(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	recs, cfg := generatedRecords(t, 9, 20000, time.Date(2026, 10, 3, 8, 0, 0, 0, time.UTC))
 	a, b := recs[:15000], recs[15000:]
 	// After the restart come again the last reports the first process

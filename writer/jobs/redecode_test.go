@@ -127,6 +127,7 @@ func TestRedecode_Interrupted_ResumesWhereItStopped(t *testing.T) {
 // never sees the database refuse a batch (redecode's locks are shorter
 // than its busy timeout).
 func TestRedecode_WhileTheWriterRuns(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	noBot, full := withoutBot(t)
 	n := 40000
 	if raceEnabled {

@@ -100,6 +100,7 @@ func TestRederive_PrunedNode_PrefixUniqueAgain(t *testing.T) {
 // TestPathJobs_BatchSizes_SameTables: the same stream drained in batches of
 // 40 records and in the default batches gives the same tables, the rule's.
 func TestPathJobs_BatchSizes_SameTables(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	start := time.Date(2026, 10, 4, 8, 0, 0, 0, time.UTC)
 	var tables []map[string]string
 	n := 8000
@@ -156,6 +157,7 @@ func dumpPathTables(t *testing.T, path string) map[string]string {
 // for the nodes it learned) leaves the keys in the database; the next
 // writer derives them, and the tables are the rule's.
 func TestPathJobs_StoppedBeforeTheRederivation_NextRunFinishesIt(t *testing.T) {
+	t.Parallel() // long: runs beside the package's other long ones
 	recs, cfg := generatedRecords(t, 5, 12000, time.Date(2026, 10, 5, 8, 0, 0, 0, time.UTC))
 	dir := filepath.Join(t.TempDir(), "spool")
 	for i, part := range [][]writer.Record{recs[:6000], recs[6000:]} {
