@@ -117,6 +117,11 @@ type system struct {
 	verifyDamage, quarantined int
 	qos0Lost                  int
 	qos0WorstAge              time.Duration
+
+	// ledger and the streams' ledgers let the check after a cut read only
+	// what was written since the previous check (dbcheck_test.go).
+	ledger                    *dbLedger
+	ledger1, ledger0, ledgerI *streamLedger
 }
 
 func cutCount(t *testing.T) int {
@@ -226,6 +231,8 @@ func newSystem(t *testing.T) *system {
 	s.gen0 = loadgen.New(loadgen.Options{Seed: 1302, Observers: 10, Fanout: 5, Stream: "qos0"})
 	s.genI = loadgen.New(loadgen.Options{Seed: 1303, Observers: 10, Fanout: 5, Stream: "import"})
 	s.obs1, s.obs0, s.obsI = observerSet(s.gen1), observerSet(s.gen0), observerSet(s.genI)
+	s.ledger = newDBLedger()
+	s.ledger1, s.ledger0, s.ledgerI = newStreamLedger(s.gen1, s.obs1), newStreamLedger(s.gen0, s.obs0), newStreamLedger(s.genI, s.obsI)
 	s.loadCorpus()
 	s.writeConfig()
 
@@ -487,6 +494,7 @@ func (s *system) aimAt(aim string, rng *rand.Rand) bool {
 // system and checks it.
 func (s *system) cycle(n int, rng *rand.Rand) {
 	t := s.t
+	began := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, p := range []struct {
@@ -553,12 +561,16 @@ func (s *system) cycle(n int, rng *rand.Rand) {
 		c.importCompleted = err == nil
 	}
 	c.opts = powercut.CutOptions{KeepPrefix: rng.IntN(2) == 0, TearLastPage: rng.IntN(2) == 0, Seed: rng.Uint64()}
+	cutBegan := time.Now()
 	if err := s.pfs.Cut(c.opts); err != nil {
 		t.Fatalf("cut %d: %v", n, err)
 	}
+	cutTook := time.Since(cutBegan)
 	s.verifySpool(n)
+	restartBegan := time.Now()
 	s.startWriter()
 	c.readyAt = s.startReceiver()
+	restartTook := time.Since(restartBegan)
 	s.cuts = append(s.cuts, c)
 	if imp != nil {
 		s.importEnded(c.importCompleted)
@@ -585,9 +597,20 @@ func (s *system) cycle(n int, rng *rand.Rand) {
 	if err := s.pub1.Run(context.Background(), 10, 0); err != nil {
 		t.Fatalf("cut %d: publisher: %v", n, err)
 	}
+	waitBegan := time.Now()
 	s.waitQoS1(n)
-	s.check(n)
-	t.Logf("cut %d (%s%s, %+v): %d QoS 1 messages acknowledged so far", n, c.aim, importNote(c), c.opts, s.pub1.Published())
+	checkBegan := time.Now()
+	s.checkIncremental(n)
+	// The seconds a cut takes, and the part of them the Cut and the checks
+	// take, show whether the run slows as the database grows.
+	var dbBytes int64
+	if fi, err := os.Stat(s.dbPath); err == nil {
+		dbBytes = fi.Size()
+	}
+	t.Logf("cut %d (%s%s, %+v): %d QoS 1 messages acknowledged so far; cycle_s=%.1f cut_s=%.2f restart_s=%.1f wait_s=%.1f check_s=%.2f db_bytes=%d",
+		n, c.aim, importNote(c), c.opts, s.pub1.Published(),
+		time.Since(began).Seconds(), cutTook.Seconds(), restartTook.Seconds(), checkBegan.Sub(waitBegan).Seconds(),
+		time.Since(checkBegan).Seconds(), dbBytes)
 }
 
 func importNote(c cutRecord) string {
@@ -770,15 +793,16 @@ func (s *system) packetSum(ids []string) (int, error) {
 	return n, err
 }
 
-// integrity runs PRAGMA integrity_check and foreign_key_check.
-func (s *system) integrity() (string, int, error) {
+// integrityCheck runs PRAGMA integrity_check and foreign_key_check when
+// full, PRAGMA quick_check alone otherwise (fullCheckEvery says why).
+func (s *system) integrityCheck(full bool) (string, int, error) {
 	db, err := s.openDB()
 	if err != nil {
 		return "", 0, err
 	}
 	defer db.Close()
 	var ic string
-	rows, err := db.Query("PRAGMA integrity_check")
+	rows, err := db.Query("PRAGMA " + checkPragma(full))
 	if err != nil {
 		return "", 0, err
 	}
@@ -792,6 +816,9 @@ func (s *system) integrity() (string, int, error) {
 	}
 	rows.Close()
 	var fk int
+	if !full {
+		return strings.Join(lines, "; "), 0, nil
+	}
 	if err := db.QueryRow("SELECT count(*) FROM pragma_foreign_key_check").Scan(&fk); err != nil {
 		return "", 0, err
 	}
@@ -803,10 +830,11 @@ type tally struct {
 	acked, lost, doubled int
 }
 
-// check compares the database with every stream's accounting.
+// check compares the whole database with every stream's accounting, as
+// after the run: reading every row, it checks the incremental checks too.
 func (s *system) check(n int) tally {
 	t := s.t
-	ic, fk, err := s.integrity()
+	ic, fk, err := s.integrityCheck(true)
 	if err != nil {
 		t.Fatalf("cut %d: open the database: %v", n, err)
 	}
@@ -907,9 +935,14 @@ func (s *system) windowOf(at time.Time) (cutRecord, bool) {
 	return cutRecord{}, false
 }
 
-// final checks once more after the last cut and returns the summary.
+// final checks once more after the last cut, the whole database this
+// time, and returns the summary; the incremental check must agree.
 func (s *system) final() (acked, lost, doubled int) {
+	inc := s.checkIncremental(len(s.cuts))
 	tl := s.check(len(s.cuts))
+	if inc != tl {
+		s.t.Errorf("the incremental check found %+v, the whole database %+v", inc, tl)
+	}
 	return tl.acked, tl.lost, tl.doubled
 }
 
