@@ -396,8 +396,10 @@ func (s *system) startReceiver() time.Time {
 // calls come), then kills at once or a few milliseconds later, while the
 // process is between the write and the sync that makes it durable:
 //
-//   - group commit: the active segment grew (a group's bbolt transaction
-//     written, its fdatasync under way);
+//   - group commit: a group's segment was written, its fdatasync under
+//     way: the low-latency profile's .tmp segment (one per group, renamed
+//     to .seg after the sync) appeared or grew, or the low-wear profile's
+//     .active segment (a bbolt transaction) was made or written;
 //   - seal: a sealed segment appeared (renamed; the folder's fsync next);
 //   - segment delete: a sealed segment is gone (the writer's Release);
 //   - sqlite commit: the WAL changed (frames written, their fsync next);
@@ -409,26 +411,33 @@ var aims = []string{"random", "group commit", "seal", "segment delete", "sqlite 
 
 // fileState is what the aims watch in the lower folder.
 type fileState struct {
-	segs          map[string]bool
-	active        map[string]int64
-	activeMod     time.Time
+	segs map[string]bool
+	// groups are the segments a group commit writes: the low-wear
+	// profile's .active segment, the low-latency profile's .tmp (each
+	// group a segment of its own, renamed to .seg once synced).
+	groups        map[string]fileMark
 	wal, db       int64
 	walMod, dbMod time.Time
 }
 
-func (s *system) fileState() fileState {
-	lower := s.pfs.Lower()
-	st := fileState{segs: map[string]bool{}, active: map[string]int64{}}
+type fileMark struct {
+	size int64
+	mod  time.Time
+}
+
+func (s *system) fileState() fileState { return readFileState(s.pfs.Lower()) }
+
+func readFileState(lower string) fileState {
+	st := fileState{segs: map[string]bool{}, groups: map[string]fileMark{}}
 	if ents, err := os.ReadDir(filepath.Join(lower, "spool")); err == nil {
 		for _, e := range ents {
 			name := e.Name()
 			switch filepath.Ext(name) {
 			case ".seg":
 				st.segs[name] = true
-			case ".active":
+			case ".active", ".tmp":
 				if fi, err := e.Info(); err == nil {
-					st.active[name] = fi.Size()
-					st.activeMod = fi.ModTime()
+					st.groups[name] = fileMark{fi.Size(), fi.ModTime()}
 				}
 			}
 		}
@@ -446,8 +455,8 @@ func (s *system) fileState() fileState {
 func happened(aim string, a, b fileState) bool {
 	switch aim {
 	case "group commit":
-		for name, size := range b.active {
-			if old, ok := a.active[name]; ok && (size != old || !b.activeMod.Equal(a.activeMod)) {
+		for name, m := range b.groups {
+			if old, ok := a.groups[name]; !ok || m.size != old.size || !m.mod.Equal(old.mod) {
 				return true
 			}
 		}
