@@ -85,7 +85,8 @@ type cutRecord struct {
 	rxDownAt        time.Time // the receiver's death: before at when an import ran
 	opts            powercut.CutOptions
 	aim             string
-	hit             bool // the aimed-at event was seen just before the cut
+	profile         spool.Profile // the spool profile the processes ran that the cut killed
+	hit             bool          // the aimed-at event was seen just before the cut
 	importCompleted bool
 }
 
@@ -107,6 +108,10 @@ type system struct {
 	corpusCount                      map[string]int // corpus observer → its messages
 	corpus                           []capture.Message
 	corpusDone                       bool
+
+	// profile is the spool profile in the configuration now: each restart
+	// after a cut picks one (profiles).
+	profile spool.Profile
 
 	cuts []cutRecord
 	// importsCut are the observation keys of imports the power cut short:
@@ -167,6 +172,7 @@ func TestPowerCut_System_AckedMessagesSurviveOnce(t *testing.T) {
 		s.pub0.Published(), s.qos0Lost, s.qos0WorstAge.Round(time.Millisecond), s.imports, countCutImports(s.cuts),
 		s.verifyDamage, s.quarantined, time.Since(started).Round(time.Second))
 	t.Logf("cuts by aim (event seen/cuts): %s", aimSummary(s.cuts))
+	t.Logf("cuts by spool profile (group commits seen/cuts): %s", profileSummary(s.cuts))
 	fmt.Printf("powercut: cuts=%d acked=%d lost=%d doubled=%d\n", len(s.cuts), acked, lost, doubled)
 	if fs.ForcedCuts > 0 {
 		t.Errorf("%d cuts found files still open on the mount", fs.ForcedCuts)
@@ -190,6 +196,27 @@ func aimSummary(cuts []cutRecord) string {
 	return strings.Join(parts, ", ")
 }
 
+func profileSummary(cuts []cutRecord) string {
+	var parts []string
+	for _, p := range profiles {
+		n, gc, gcHit := 0, 0, 0
+		for _, c := range cuts {
+			if c.profile != p {
+				continue
+			}
+			n++
+			if c.aim == "group commit" {
+				gc++
+				if c.hit {
+					gcHit++
+				}
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s %d (%d/%d)", p, n, gcHit, gc))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func countCutImports(cuts []cutRecord) int {
 	n := 0
 	for _, c := range cuts {
@@ -201,7 +228,8 @@ func countCutImports(cuts []cutRecord) int {
 }
 
 func newSystem(t *testing.T) *system {
-	s := &system{t: t, bin: testkit.BinaryPath(t), work: t.TempDir(), importsCut: map[loadgen.ObservationKey]bool{}}
+	s := &system{t: t, bin: testkit.BinaryPath(t), work: t.TempDir(), importsCut: map[loadgen.ObservationKey]bool{},
+		profile: spool.ProfileLowLatency}
 	s.pfs = powercut.Mount(t, t.TempDir())
 	s.spoolDir = filepath.Join(s.pfs.Dir(), "spool")
 	// The database's folder is the operator's, made and synced before the
@@ -346,7 +374,7 @@ func (s *system) writeConfig() {
 			"name": "load", "broker": s.broker.URL(), "qos": 1, "clientId": "powercut-receiver",
 		}},
 		"channelKeys": channels, "hashChannels": sortedKeys(hashChannels), "hashRegions": sortedKeys(regions),
-		"spool":    map[string]any{"segmentMaxBytes": segmentMaxBytes},
+		"spool":    map[string]any{"segmentMaxBytes": segmentMaxBytes, "profile": string(s.profile)},
 		"receiver": map[string]any{"statsFile": s.rxStats},
 		"writer":   map[string]any{"statsFile": s.wxStats, "walAutoCheckpointPages": checkpointPages},
 	}
@@ -389,6 +417,9 @@ func (s *system) startReceiver() time.Time {
 	})
 	return time.Now()
 }
+
+// profiles are the spool profiles the restarts choose from.
+var profiles = []spool.Profile{spool.ProfileLowLatency, spool.ProfileLowWear}
 
 // aims are the moments a cut is aimed at. A cut aimed at an event waits,
 // after a random stretch of load, until the event shows in the lower
@@ -526,7 +557,7 @@ func (s *system) cycle(n int, rng *rand.Rand) {
 	if v := os.Getenv(AimsEnv); v != "" {
 		choice = strings.Split(v, ",")
 	}
-	c := cutRecord{n: n, aim: choice[rng.IntN(len(choice))]}
+	c := cutRecord{n: n, aim: choice[rng.IntN(len(choice))], profile: s.profile}
 	if n == 1 && c.aim == "spool import" {
 		c.aim = "random" // the first import comes after the corpus is in
 	}
@@ -576,6 +607,12 @@ func (s *system) cycle(n int, rng *rand.Rand) {
 	}
 	cutTook := time.Since(cutBegan)
 	s.verifySpool(n)
+	// The next processes run either profile, on the spool whichever ran
+	// before left: an operator may switch, and each profile has its own
+	// moments to cut in (the low-wear profile's .active segment, written
+	// in place; the low-latency profile's segment per group).
+	s.profile = profiles[rng.IntN(len(profiles))]
+	s.writeConfig()
 	restartBegan := time.Now()
 	s.startWriter()
 	c.readyAt = s.startReceiver()
@@ -616,8 +653,8 @@ func (s *system) cycle(n int, rng *rand.Rand) {
 	if fi, err := os.Stat(s.dbPath); err == nil {
 		dbBytes = fi.Size()
 	}
-	t.Logf("cut %d (%s%s, %+v): %d QoS 1 messages acknowledged so far; cycle_s=%.1f cut_s=%.2f restart_s=%.1f wait_s=%.1f check_s=%.2f db_bytes=%d",
-		n, c.aim, importNote(c), c.opts, s.pub1.Published(),
+	t.Logf("cut %d (%s%s, %s, %+v): %d QoS 1 messages acknowledged so far; cycle_s=%.1f cut_s=%.2f restart_s=%.1f wait_s=%.1f check_s=%.2f db_bytes=%d",
+		n, c.aim, importNote(c), c.profile, c.opts, s.pub1.Published(),
 		time.Since(began).Seconds(), cutTook.Seconds(), restartTook.Seconds(), checkBegan.Sub(waitBegan).Seconds(),
 		time.Since(checkBegan).Seconds(), dbBytes)
 }
@@ -934,7 +971,9 @@ func (s *system) check(n int) tally {
 
 // windowOf finds the cut whose window holds a QoS 0 message published at
 // at: from the group window (and the slack of the way to the receiver)
-// before the receiver died to the new receiver's subscription.
+// before the receiver died to the new receiver's subscription. The group
+// window is the low-wear profile's (DefaultGroupWindow, 1 s), which also
+// covers the low-latency profile's shorter one (MinGroupInterval).
 func (s *system) windowOf(at time.Time) (cutRecord, bool) {
 	for _, c := range s.cuts {
 		if !at.Before(c.rxDownAt.Add(-spool.DefaultGroupWindow-qos0Slack)) && !at.After(c.readyAt) {
