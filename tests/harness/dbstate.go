@@ -331,6 +331,18 @@ func writerReason(reason string) (row bool, counted string) {
 	}
 }
 
+// DroppedRowsExpected is the number of dropped_packets rows the writer
+// stores for the drops of acct (the others it only counts).
+func DroppedRowsExpected(acct loadgen.Accounting) int {
+	n := 0
+	for reason, k := range acct.Dropped {
+		if row, _ := writerReason(reason); row {
+			n += k
+		}
+	}
+	return n
+}
+
 // Reconcile checks st against the generator's accounting and keys.
 // drops are the writer's drop counters summed over its incarnations.
 func Reconcile(st *DBState, acct loadgen.Accounting, keys []loadgen.ObservationKey, drops map[string]int64, exactDrops bool) *Reconciliation {

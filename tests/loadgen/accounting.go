@@ -208,3 +208,13 @@ func (l *ledger) keys() []ObservationKey {
 	copy(out, l.rows)
 	return out
 }
+
+// keysFrom returns keys()[i:] (none when i is past the end).
+func (l *ledger) keysFrom(i int) []ObservationKey {
+	if i >= len(l.rows) {
+		return nil
+	}
+	out := make([]ObservationKey, len(l.rows)-i)
+	copy(out, l.rows[i:])
+	return out
+}

@@ -272,6 +272,11 @@ func (g *Generator) Accounting() Accounting { return g.acct.snapshot() }
 // with the Seq of the first message that carries it.
 func (g *Generator) Expected() []ObservationKey { return g.acct.keys() }
 
+// ExpectedFrom returns the entries of Expected from index i on: the rows
+// added since a caller that keeps its own running set last asked, without
+// copying the whole list every time.
+func (g *Generator) ExpectedFrom(i int) []ObservationKey { return g.acct.keysFrom(i) }
+
 func (g *Generator) randBytes(n int) []byte {
 	b := make([]byte, n)
 	for i := range b {

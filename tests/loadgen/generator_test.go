@@ -347,3 +347,37 @@ func BenchmarkGenerator_Next(b *testing.B) {
 	}
 	b.ReportMetric(float64(bytes)/float64(b.N), "payload-bytes/msg")
 }
+
+// ExpectedFrom is Expected from an index on, for a caller that keeps a
+// running set: at the start, in the middle, at the end and past it.
+func TestGenerator_ExpectedFrom_TailOfExpected(t *testing.T) {
+	g := New(Options{Seed: 5, Clock: fixedClock})
+	if got := g.ExpectedFrom(0); len(got) != 0 {
+		t.Fatalf("before any message: %d keys", len(got))
+	}
+	for i := 0; i < 500; i++ {
+		g.Next()
+	}
+	all := g.Expected()
+	if len(all) < 10 {
+		t.Fatalf("500 messages gave %d observation keys", len(all))
+	}
+	for _, i := range []int{0, 1, len(all) / 2, len(all) - 1, len(all), len(all) + 7} {
+		got := g.ExpectedFrom(i)
+		want := all[min(i, len(all)):]
+		if len(got) != len(want) {
+			t.Fatalf("ExpectedFrom(%d): %d keys, want %d", i, len(got), len(want))
+		}
+		for j := range got {
+			if got[j] != want[j] {
+				t.Fatalf("ExpectedFrom(%d)[%d] = %+v, want %+v", i, j, got[j], want[j])
+			}
+		}
+	}
+	// A copy: the caller's changes do not reach the generator.
+	tail := g.ExpectedFrom(0)
+	tail[0].Hash = "changed"
+	if g.Expected()[0].Hash == "changed" {
+		t.Fatal("ExpectedFrom returned the generator's own slice")
+	}
+}
