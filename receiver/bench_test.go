@@ -219,24 +219,7 @@ func BenchmarkSteady250(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			r, err := New(Options{
-				Sources:   []shared.Source{{Name: "bench", Broker: broker.MQTTURL(), QoS: qos, ClientID: "bench-steady"}},
-				Spool:     app,
-				StatsFile: filepath.Join(dir, "stats.json"),
-				Log:       zerolog.New(io.Discard),
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- r.Run(ctx) }()
-			for {
-				if st := r.status("bench"); st != nil && st.connected.Load() {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			_, stop := runBenchReceiver(b, shared.Source{Name: "bench", Broker: broker.MQTTURL(), QoS: qos, ClientID: "bench-steady"}, app, dir)
 			// The publisher is a separate process, so the CPU measured
 			// here is the receiver's (and the spool's) alone.
 			pubBin, err := exec.LookPath("mosquitto_pub")
@@ -270,10 +253,7 @@ func BenchmarkSteady250(b *testing.B) {
 			cpu := cpuTime() - cpu0
 			b.StopTimer()
 			after := app.Stats()
-			cancel()
-			if err := <-done; err != nil {
-				b.Fatal(err)
-			}
+			stop()
 			b.ReportMetric(float64(after.Fsyncs-before.Fsyncs)/elapsed.Seconds(), "fsyncs/s")
 			b.ReportMetric(float64(after.Groups-before.Groups)/elapsed.Seconds(), "groups/s")
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*250), "cpu-ns/msg")
@@ -316,24 +296,7 @@ func BenchmarkBurst_QoS0(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r, err := New(Options{
-		Sources:   []shared.Source{{Name: "bench", Broker: broker.MQTTURL(), QoS: 0, ClientID: "bench-burst"}},
-		Spool:     app,
-		StatsFile: filepath.Join(dir, "stats.json"),
-		Log:       benchLog(b),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	for {
-		if st := r.status("bench"); st != nil && st.connected.Load() {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	r, stop := runBenchReceiver(b, shared.Source{Name: "bench", Broker: broker.MQTTURL(), QoS: 0, ClientID: "bench-burst"}, app, dir)
 	lines := filepath.Join(dir, "burst.txt")
 	f, err := os.Create(lines)
 	if err != nil {
@@ -377,10 +340,7 @@ func BenchmarkBurst_QoS0(b *testing.B) {
 	elapsed := since.Sub(start)
 	b.StopTimer()
 	after := app.Stats()
-	cancel()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
+	stop()
 	received := st.packetsTotal.Load()
 	b.ReportMetric(float64(b.N)/published.Seconds(), "published-msg/s")
 	b.ReportMetric(float64(st.durable.Load())/elapsed.Seconds(), "spooled-msg/s")
@@ -421,4 +381,33 @@ func benchLog(b *testing.B) zerolog.Logger {
 	}
 	b.Cleanup(func() { f.Close() })
 	return zerolog.New(f).With().Timestamp().Logger()
+}
+
+// runBenchReceiver runs a receiver of src into app until it is connected;
+// stop ends it. Its log is benchLog's.
+func runBenchReceiver(b *testing.B, src shared.Source, app *spool.Appender, dir string) (r *Receiver, stop func()) {
+	r, err := New(Options{
+		Sources:   []shared.Source{src},
+		Spool:     app,
+		StatsFile: filepath.Join(dir, "stats.json"),
+		Log:       benchLog(b),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for {
+		if st := r.status(src.Name); st != nil && st.connected.Load() {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return r, func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
 }
