@@ -31,7 +31,11 @@ type Publisher struct {
 	published atomic.Int64
 	retries   atomic.Int64
 	paused    chan struct{} // closed while publishing may go on
-	failed    error
+	// sending is held by Run from its look at paused to the end of the
+	// publish: Pause takes it once after closing the gate, so that no
+	// publish it did not see starts (and adds to wg) while it waits.
+	sending sync.Mutex
+	failed  error
 }
 
 // observation is an observation row's natural key.
@@ -95,7 +99,17 @@ func (p *Publisher) Run(ctx context.Context, n int, rate float64) error {
 			return ctx.Err()
 		case <-p.pauseGate():
 		}
-		if err := p.publish(p.gen.Next()); err != nil {
+		p.sending.Lock()
+		select {
+		case <-p.pauseGate():
+		default: // paused since the look above: wait at the gate again
+			p.sending.Unlock()
+			i--
+			continue
+		}
+		err := p.publish(p.gen.Next())
+		p.sending.Unlock()
+		if err != nil {
 			return err
 		}
 	}
@@ -119,6 +133,8 @@ func (p *Publisher) Pause() {
 	p.mu.Lock()
 	p.paused = make(chan struct{})
 	p.mu.Unlock()
+	p.sending.Lock() // a publish under way has added itself to wg
+	p.sending.Unlock()
 	p.wg.Wait()
 }
 
