@@ -192,9 +192,11 @@ func (a *Appender) Identity() IdentityInfo {
 	return a.id
 }
 
-// Append queues rec for the spool and returns at once; it never waits on
-// the disk. It assigns rec's Seq (the caller's copy is not changed) and,
-// when rec.ReceivedAt is zero, sets it to now.
+// Append queues rec for the spool and returns at once, unless the queue
+// is full: then it waits for room at most Options.QueueFullWait within its
+// budget (waitRoomLocked), never for a sync. It assigns rec's Seq (the
+// caller's copy is not changed) and, when rec.ReceivedAt is zero, sets it
+// to now.
 //
 // done, if not nil, is called exactly once, from the appender goroutine, in
 // append order: nil once the group holding rec is committed and synced, or
