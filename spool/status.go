@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -135,9 +136,13 @@ func ReadAppenderStatus(dir string) (AppenderStatus, error) {
 }
 
 // statusHeartbeat is the longest appender-status.json goes unwritten while
-// nothing changes: well inside the 5 s after which the writer stops
-// trusting its depth figure (writer/spool.go).
+// nothing changes: well inside StatusStaleAfter.
 const statusHeartbeat = 2 * time.Second
+
+// StatusStaleAfter is the age after which a consumer stops trusting the
+// appender's status: a live appender rewrites it at least every
+// statusHeartbeat, so an older one is a hung or dead appender's.
+const StatusStaleAfter = 5 * time.Second
 
 // housekeeping refreshes the byte, free-disk and depth figures once a
 // second, and the status file when they changed, on its own goroutine so
@@ -263,4 +268,75 @@ func (a *Appender) sameStatus(st AppenderStatus) bool {
 		st.Stats.DiskFree = last.Stats.DiskFree
 	}
 	return st.Stats == last.Stats
+}
+
+// UnwrittenGauge counts, for a consumer, the records a spool holds after
+// a position: the sealed segments from their trailers (cached, being
+// immutable) and the active one from the appender's status. It counts
+// from the consumer's own position, not from the advisory one the
+// appender's DepthRecords starts at, which lags the consumer's by a
+// commit: a figure saved with a commit must not count that commit's
+// records. Safe for concurrent use.
+type UnwrittenGauge struct {
+	dir   string
+	mu    sync.Mutex
+	cache depthCache
+}
+
+// NewUnwrittenGauge makes a gauge of the spool folder dir.
+func NewUnwrittenGauge(dir string) *UnwrittenGauge {
+	return &UnwrittenGauge{dir: dir, cache: depthCache{}}
+}
+
+// After is how many records the spool holds after pos, or -1 when it
+// cannot tell: the folder cannot be listed, or a segment is being written
+// by an appender whose status is older than a few heartbeats, or was left
+// unsealed by a dead one (its records are known once it is recovered).
+// Records of segments another spool's trailer names do not count. The
+// active segment's figure is at most a status interval old, so records
+// made durable in that interval may be missing.
+func (g *UnwrittenGauge) After(pos Position) int64 {
+	g.mu.Lock()
+	sealed, err := scanSealed(g.dir, g.cache)
+	g.mu.Unlock()
+	if err != nil {
+		return -1
+	}
+	open, err := listSegments(g.dir, activeExt, tmpExt)
+	if err != nil {
+		return -1
+	}
+	var n uint64
+	seen := make(map[uint64]bool, len(sealed))
+	for _, s := range sealed {
+		seen[s.ID] = true
+		if s.State != StateSealed {
+			return -1 // damaged: what it holds is known once it is read
+		}
+		if !pos.Spool.IsZero() && !s.Spool.IsZero() && s.Spool != pos.Spool {
+			continue
+		}
+		n += undrained(s, pos)
+	}
+	var st AppenderStatus
+	fresh := false
+	if len(open) > 0 {
+		var err error
+		st, err = ReadAppenderStatus(g.dir)
+		fresh = err == nil && !st.Closed && time.Since(st.UpdatedAt) <= StatusStaleAfter
+	}
+	for _, s := range open {
+		switch {
+		case seen[s.ID]:
+			// sealed meanwhile: counted from its trailer
+		case !fresh:
+			return -1
+		case st.Active != nil && st.Active.ID == s.ID:
+			n += undrained(*st.Active, pos)
+		}
+		// Any other is a segment written whole (a seal or an import)
+		// that the listing caught before its rename; it holds records
+		// the status counts nowhere yet, which the next call sees.
+	}
+	return int64(n)
 }

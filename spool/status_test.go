@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -100,4 +102,88 @@ func TestInspect_DuringAppendAndDrain(t *testing.T) {
 	if limit := 10 * time.Second; worst > limit {
 		t.Fatalf("a record waited %v for the disk (groups are %v): something held the appender up", worst, window)
 	}
+}
+
+// TestUnwrittenGauge_After_CountsFromTheConsumersPosition: the gauge
+// counts what comes after the position it is given, in sealed segments
+// and in the active one, whatever the advisory position file says; a
+// segment whose records nobody can know makes it say -1.
+func TestUnwrittenGauge_After_CountsFromTheConsumersPosition(t *testing.T) {
+	dir := newSpoolDir(t)
+	// Low-wear groups closed early by count go to the active segment.
+	opts := Options{Profile: ProfileLowWear, GroupWindow: time.Hour, GroupMaxRecords: 10, SegmentMaxAge: time.Hour}
+	for run, n := range []int{100, 50} { // two sealed segments, Seqs apart
+		a, err := OpenAppender(dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs := make([]Record, n)
+		for i := range recs {
+			recs[i] = testRecord(run*1000+i, 40)
+		}
+		appendAll(t, a, recs)
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, poss := readAll(t, dir, ReaderOptions{})
+	if len(poss) != 150 {
+		t.Fatalf("read %d records, want 150", len(poss))
+	}
+	// The advisory position says nothing was drained: the gauge must
+	// not count from it.
+	if err := WriteWriterPosition(dir, Position{}); err != nil {
+		t.Fatal(err)
+	}
+	g := NewUnwrittenGauge(dir)
+	for _, c := range []struct {
+		after Position
+		want  int64
+	}{{Position{}, 150}, {poss[0], 149}, {poss[99], 50}, {poss[120], 29}, {poss[149], 0}} {
+		if got := g.After(c.after); got != c.want {
+			t.Errorf("After(seq %d) = %d, want %d", c.after.Seq, got, c.want)
+		}
+	}
+
+	a, err := OpenAppender(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]Record, 30)
+	for i := range recs {
+		recs[i] = testRecord(5000+i, 40)
+	}
+	appendAll(t, a, recs)
+	var active SegmentInfo
+	testkit.WaitFor(t, time.Minute, "the appender's status to show the active segment's 30 records", func() bool {
+		st, err := ReadAppenderStatus(dir)
+		if err == nil && st.Active != nil && st.Active.Records == 30 {
+			active = *st.Active
+			return true
+		}
+		return false
+	})
+	if got := g.After(poss[149]); got != 30 {
+		t.Errorf("After(the last sealed record) = %d, want the active segment's 30", got)
+	}
+	if got := g.After(Position{Segment: active.ID, Seq: active.FirstSeq + 9}); got != 20 {
+		t.Errorf("After(the active segment's 10th record) = %d, want 20", got)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.After(poss[149]); got != 30 {
+		t.Errorf("after the appender closed: After(the last sealed record) = %d, want 30 (now sealed)", got)
+	}
+
+	// A segment left unsealed by a dead appender holds records nobody
+	// can count until an appender recovers it.
+	stray := filepath.Join(dir, segmentName(active.LastSeq+seqBlock*4, activeExt))
+	if err := os.WriteFile(stray, []byte("unsealed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.After(poss[149]); got != -1 {
+		t.Errorf("with an unsealed segment and no appender: After = %d, want -1", got)
+	}
+	os.Remove(stray)
 }

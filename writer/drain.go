@@ -313,11 +313,8 @@ func (ob *openBatch) slot(w *Writer, id spool.Identity) *spoolSlot {
 func (w *Writer) save(ob *openBatch) error {
 	for sl, mv := range ob.moved {
 		// What the spool still holds after the batch, for the day it is
-		// replaced: the appender's depth counts from the last commit.
-		unwritten := sl.src.Depth(sl.pos.Position)
-		if unwritten >= 0 {
-			unwritten = max(unwritten-int64(mv.records), 0)
-		}
+		// replaced.
+		unwritten := sl.src.Depth(mv.pos)
 		if err := w.store.savePosition(ob.ctx, spoolPosition{Position: mv.pos, legacy: sl.pos.legacy}, unwritten); err != nil {
 			return err
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"time"
 
 	"github.com/meshingest/meshingest/spool"
 )
@@ -29,13 +28,17 @@ type SpoolSource struct {
 	lock *spool.ConsumerLock // OpenSpoolSource's; nil for NewSpoolSource
 	// before is what the readers closed by reopenIfReplaced counted.
 	before spool.ReaderStats
+
+	depth *spool.UnwrittenGauge
 }
 
 // NewSpoolSource reads the spool through r (opened without Inspect: the
 // writer releases what it has written). It takes no consumer lock: the
 // caller owns r; `meshingest write` uses OpenSpoolSource. Since the caller
 // owns r, such a source is not reopened when its folder is replaced.
-func NewSpoolSource(r *spool.Reader) *SpoolSource { return &SpoolSource{dir: r.Dir(), r: r} }
+func NewSpoolSource(r *spool.Reader) *SpoolSource {
+	return &SpoolSource{dir: r.Dir(), r: r, depth: spool.NewUnwrittenGauge(r.Dir())}
+}
 
 // OpenSpoolSource takes the spool folder's consumer lock
 // (spool.LockConsumer), then opens a reader over the folder: two writers
@@ -52,7 +55,7 @@ func OpenSpoolSource(dir string, opts spool.ReaderOptions) (*SpoolSource, error)
 		lock.Close()
 		return nil, err
 	}
-	return &SpoolSource{dir: dir, opts: opts, r: r, lock: lock}, nil
+	return &SpoolSource{dir: dir, opts: opts, r: r, lock: lock, depth: spool.NewUnwrittenGauge(dir)}, nil
 }
 
 // Close closes the reader and releases the consumer lock OpenSpoolSource
@@ -136,13 +139,7 @@ func (s *SpoolSource) reopenIfReplaced() (spool.IdentityInfo, bool, error) {
 	return prev, true, nil
 }
 
-// Depth is the appender's own figure (it counts the active segment too,
-// from the advisory position the writer saves after every commit), when
-// the appender published it in the last few seconds; else unknown.
-func (s *SpoolSource) Depth(Position) int64 {
-	st, err := spool.ReadAppenderStatus(s.dir)
-	if err != nil || st.Closed || time.Since(st.UpdatedAt) > 5*time.Second {
-		return -1
-	}
-	return int64(st.Stats.DepthRecords)
-}
+// Depth is what the folder holds after the writer's position after, as
+// the segments' trailers and the appender's status tell
+// (spool.UnwrittenGauge); -1 unknown.
+func (s *SpoolSource) Depth(after Position) int64 { return s.depth.After(after) }
