@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/tests/powercut"
 )
 
@@ -52,8 +53,9 @@ const (
 	modelChildEnv = "SPOOL_MODEL_CHILD"   // spool folder: run as the model's appender process
 	modelOptsEnv  = "SPOOL_MODEL_OPTIONS" // its Options, JSON
 	modelKillEnv  = "SPOOL_MODEL_KILL_AT" // n: it kills itself before its n-th sync, recovery's included
-	// MESHINGEST_MODEL_SEQUENCES sets how many sequences run (default 4, 2
-	// with -short; about 1 s each, 8 s under -race, on the 2-core VM);
+	// MESHINGEST_MODEL_SEQUENCES sets how many sequences run (default 2, 1
+	// with -short, 8 with MESHINGEST_LONG_TESTS; about 1 s each, 8 s under
+	// -race, on the 2-core VM);
 	// MESHINGEST_MODEL_SEED the first sequence's seed.
 	// MESHINGEST_MODEL_DEBUG=1 logs the spool folder after every step.
 	modelSequencesEnv = "MESHINGEST_MODEL_SEQUENCES"
@@ -223,9 +225,12 @@ type modelRun struct {
 }
 
 func TestSpool_Model_RandomSequences(t *testing.T) {
-	sequences := 4
-	if testing.Short() {
-		sequences = 2
+	sequences := 2
+	switch {
+	case testing.Short():
+		sequences = 1
+	case testkit.Long():
+		sequences = 8
 	}
 	if s := os.Getenv(modelSequencesEnv); s != "" {
 		n, err := strconv.Atoi(s)

@@ -13,9 +13,13 @@ import (
 	"github.com/meshingest/meshingest/internal/testkit"
 )
 
-// -long runs the long versions of the fault tests: the SIGKILL test with
-// more messages and kills, the lock test with CoreScope's 60 s lock.
-var long = flag.Bool("long", false, "run the long fault-injection tests")
+// -long (or MESHINGEST_LONG_TESTS=1, which reaches every package of
+// ./...) runs the long versions of the fault tests: the SIGKILL test with
+// more messages and kills, the lock test with CoreScope's 60 s lock and
+// more traffic.
+var longFlag = flag.Bool("long", false, "run the long fault-injection tests")
+
+func long() bool { return *longFlag || testkit.Long() }
 
 // The test binary doubles as the "second process" some tests need.
 const envLockHolder = "MESHINGEST_TEST_LOCK_HOLDER" // DB path; hold BEGIN EXCLUSIVE

@@ -16,27 +16,54 @@ import (
 // The harness runs the real program, as an operator would.
 func meshingestBinary(t *testing.T) string { return testkit.BinaryPath(t) }
 
+// testConfig is the size the test suite runs the scenarios at: every
+// scenario, smaller than ShortConfig (a 10 s lock, 3 kills, 30 MB huge
+// publishes), so `go test -race ./...` stays inside 20 minutes on a
+// loaded 2-core machine. MESHINGEST_LONG_TESTS=1 runs ShortConfig itself.
+func testConfig() Config {
+	cfg := ShortConfig()
+	if testkit.Long() {
+		return cfg
+	}
+	cfg.ReceiverKills, cfg.QoS0Kills, cfg.WriterKills = 3, 2, 3
+	cfg.Lock, cfg.LockLead, cfg.LockTail = 10*time.Second, 3*time.Second, 5*time.Second
+	cfg.FaultLoad = 6 * time.Second
+	cfg.HugePublishes = []HugePublish{{0, 30e6}, {1, 30e6}}
+	cfg.ActiveActive, cfg.ReceiverOutage = 10*time.Second, 10*time.Second
+	return cfg
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testkit.CleanupBinary()
 	os.Exit(code)
 }
 
-// TestSuite_ShortFaultRuns runs every fault scenario in small (a few
-// kills, a 30 s lock) against the real binary, a real mosquitto and real
-// files, in two groups side by side, and checks each scenario's verdict,
-// then the report and the plot. The full runs are `meshingest-harness chaos` and
+// TestSuite_ShortFaultRuns runs fault scenarios in small (a few kills, a
+// 10 s lock: testConfig) against the real binary, a real mosquitto and
+// real files, in groups side by side, and checks each scenario's verdict,
+// then the report and the plot. By default it runs one scenario of each
+// kind (a kill of each process, a lock, a damaged spool, the boundaries of
+// one spool and one writer): every fault has a test of its own in its
+// package, and here the harness itself is tested. MESHINGEST_LONG_TESTS=1
+// runs every scenario; the full runs are `meshingest-harness chaos` and
 // `meshingest-harness bench` (docs/harness-report.md).
 func TestSuite_ShortFaultRuns(t *testing.T) {
 	bin := meshingestBinary(t)
-	// Five groups side by side keep the whole run near two minutes and a
-	// half; each environment's load is light (250 msg/s) on two cores.
+	// Two at a time (-parallel is the core count); each environment's
+	// load is light (250 msg/s) on two cores.
 	groups := map[string][]string{
-		"lock":     {"db-lock", "spool-cap"},
-		"receiver": {"receiver-kill-qos1", "receiver-kill-qos0", "segment-damage"},
-		"writer":   {"writer-kill", "broker-restart", "vacuum-swap"},
-		"spool":    {"spool-wiped", "segments-swapped"},
-		"bounds":   {"two-writers", "huge-publish", "retained-replay", "spool-wiped-live"},
+		"kills":  {"receiver-kill-qos1", "writer-kill", "db-lock"},
+		"bounds": {"two-writers", "spool-wiped-live", "segment-damage"},
+	}
+	if testkit.Long() {
+		groups = map[string][]string{
+			"lock":     {"db-lock", "spool-cap"},
+			"receiver": {"receiver-kill-qos1", "receiver-kill-qos0", "segment-damage"},
+			"writer":   {"writer-kill", "broker-restart", "vacuum-swap"},
+			"spool":    {"spool-wiped", "segments-swapped"},
+			"bounds":   {"two-writers", "huge-publish", "retained-replay", "spool-wiped-live"},
+		}
 	}
 	var mu sync.Mutex
 	var all []*Result
@@ -44,7 +71,7 @@ func TestSuite_ShortFaultRuns(t *testing.T) {
 		for name, only := range groups {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				cfg := ShortConfig()
+				cfg := testConfig()
 				cfg.Binary, cfg.WorkDir, cfg.Only = bin, t.TempDir(), only
 				var progress bytes.Buffer
 				cfg.Progress = &progress
@@ -76,7 +103,7 @@ func TestSuite_ShortFaultRuns(t *testing.T) {
 	if err := WritePlot(plot, all); err != nil {
 		t.Fatal(err)
 	}
-	info := RunInfo{Command: "go test", Started: time.Now(), Finished: time.Now(), Config: ShortConfig(), Version: "test"}
+	info := RunInfo{Command: "go test", Started: time.Now(), Finished: time.Now(), Config: testConfig(), Version: "test"}
 	if err := WriteReport(report, plot, info, all); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer"
@@ -158,9 +159,13 @@ func dumpPathTables(t *testing.T, path string) map[string]string {
 // writer derives them, and the tables are the rule's.
 func TestPathJobs_StoppedBeforeTheRederivation_NextRunFinishesIt(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
-	recs, cfg := generatedRecords(t, 5, 12000, time.Date(2026, 10, 5, 8, 0, 0, 0, time.UTC))
+	n := 12000
+	if raceEnabled && !testkit.Long() {
+		n = 6000 // the race detector slows the writer tenfold
+	}
+	recs, cfg := generatedRecords(t, 5, n, time.Date(2026, 10, 5, 8, 0, 0, 0, time.UTC))
 	dir := filepath.Join(t.TempDir(), "spool")
-	for i, part := range [][]writer.Record{recs[:6000], recs[6000:]} {
+	for i, part := range [][]writer.Record{recs[:n/2], recs[n/2:]} {
 		writertest.AppendToSpool(t, dir, part, spool.Options{})
 		w, j := newWriter(t, openSource(t, dir), cfg)
 		if i == 0 {
