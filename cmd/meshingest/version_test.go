@@ -66,7 +66,9 @@ func TestResolveVersion_NamesTheARMLevel(t *testing.T) {
 func buildIn(t *testing.T, dir, arg string, buildArgs ...string) string {
 	t.Helper()
 	exe := filepath.Join(t.TempDir(), "meshingest")
-	args := append([]string{"build", "-o", exe}, buildArgs...)
+	// -trimpath and CGO_ENABLED=0, as the packages and testkit build it:
+	// one set of compiled packages in the build cache for all of them.
+	args := append([]string{"build", "-trimpath", "-o", exe}, buildArgs...)
 	cmd := exec.Command("go", append(args, "./cmd/meshingest")...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
