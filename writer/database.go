@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"time"
 
 	"github.com/meshingest/meshingest/writer/dbfile"
 )
@@ -39,8 +38,3 @@ func classify(err error) (kind dbfile.Kind, reopen bool) {
 	}
 	return dbfile.Classify(err)
 }
-
-// troubleTracker is the writer's dbfile.Tracker.
-type troubleTracker struct{ *dbfile.Tracker }
-
-func (t troubleTracker) succeeded(now time.Time) { t.Succeeded(now) }

@@ -45,7 +45,7 @@ func (w *Writer) drain(ctx context.Context) error {
 			w.refused(ctx, err)
 			continue
 		}
-		w.trouble.succeeded(time.Now())
+		w.trouble.Succeeded(time.Now())
 		more := w.runTaskStep(ctx)
 		if n > 0 || more {
 			continue

@@ -145,7 +145,7 @@ type Writer struct {
 	log     zerolog.Logger
 	in      *ingester
 	stats   *Stats
-	trouble troubleTracker
+	trouble *dbfile.Tracker
 	notify  *shared.Notifier
 	tasks   []*taskRun
 
@@ -283,7 +283,7 @@ func newWriter(opts Options) (*Writer, error) {
 		opts:       opts,
 		log:        opts.Log,
 		stats:      opts.Stats,
-		trouble:    troubleTracker{dbfile.NewTracker(opts.Log, opts.RetryMax)},
+		trouble:    dbfile.NewTracker(opts.Log, opts.RetryMax),
 		notify:     notify,
 		reloads:    make(chan ingestConfig, 1),
 		keys:       cfg,
@@ -381,7 +381,7 @@ func (w *Writer) start(ctx context.Context) error {
 		w.stats.LoopTickUnix.Store(time.Now().Unix())
 		err := w.openDB(ctx, true)
 		if err == nil {
-			w.trouble.succeeded(time.Now())
+			w.trouble.Succeeded(time.Now())
 			return nil
 		}
 		if de := (*dbfile.Error)(nil); errors.As(err, &de) && de.Permanent() {
