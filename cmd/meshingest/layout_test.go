@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 // The product binary links no test code: not the harness, not its load
@@ -43,7 +45,7 @@ func TestProductBinary_Size(t *testing.T) {
 	exe := filepath.Join(t.TempDir(), "meshingest")
 	cmd := exec.Command("go", "build", "-trimpath", "-o", exe, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := testkit.GoBuild(cmd); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	fi, err := os.Stat(exe)

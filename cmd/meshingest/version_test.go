@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 func TestResolveVersion_Sources(t *testing.T) {
@@ -72,7 +74,7 @@ func buildIn(t *testing.T, dir, arg string, buildArgs ...string) string {
 	cmd := exec.Command("go", append(args, "./cmd/meshingest")...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := testkit.GoBuild(cmd); err != nil {
 		t.Fatalf("go build %v: %v\n%s", buildArgs, err, out)
 	}
 	out, err := exec.Command(exe, arg).CombinedOutput()

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/meshingest/meshingest/deploy"
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 func TestDebianVersion_FromGitDescribe(t *testing.T) {
@@ -108,7 +109,11 @@ func TestBuild_Deb_InstallsIntoAScratchRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	amd64, _ := archByName("amd64")
-	deb, err := b.Deb(amd64)
+	var deb string
+	err = testkit.WithBuildLock(func() (err error) {
+		deb, err = b.Deb(amd64)
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

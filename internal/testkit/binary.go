@@ -50,7 +50,7 @@ func BuildBinary() (string, error) {
 		args = append(args, "github.com/meshingest/meshingest/cmd/meshingest")
 		build := exec.Command("go", args...)
 		build.Env = env
-		if out, buildErr := build.CombinedOutput(); buildErr != nil {
+		if out, buildErr := GoBuild(build); buildErr != nil {
 			err = fmt.Errorf("go build meshingest for the tests: %v\n%s", buildErr, out)
 			return
 		}
