@@ -64,14 +64,17 @@ func generatedRecords(t testing.TB, seed uint64, n int, start time.Time) ([]writ
 }
 
 // TestPathJobs_Generated_MatchesReference does the same for a generated
-// mesh of 300 nodes and 40 observers: 100,000 messages (10,000 under the
-// race detector), with 1-byte hop prefixes shared by several nodes, so the
+// mesh of 300 nodes and 40 observers: 100,000 messages (5,000 under the
+// race detector, 10,000 with MESHINGEST_LONG_TESTS=1), with 1-byte hop prefixes shared by several nodes, so the
 // neighbour graph settles many hops, and repeated reports of observations.
 func TestPathJobs_Generated_MatchesReference(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
 	n := 100_000
 	if raceEnabled {
-		n = 10_000
+		n = 5_000
+		if testkit.Long() {
+			n = 10_000
+		}
 	}
 	start := time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)
 	began := time.Now()
