@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
 	"github.com/meshingest/meshingest/writer/stats"
@@ -32,6 +34,25 @@ func TestWriter_StatsFile_CoreScopeContract(t *testing.T) {
 	if err := shared.WriteJSONAtomic(cfg.Receiver.StatsFile, rx); err != nil {
 		t.Fatal(err)
 	}
+	// A running receiver rewrites its file: the writer takes one sampled
+	// more than 5 s ago for a receiver that is gone, and on a loaded
+	// machine the drain below can take longer than that.
+	stopRx := make(chan struct{})
+	rxDone := make(chan struct{})
+	go func(rx shared.ReceiverSnapshot) {
+		defer close(rxDone)
+		for {
+			select {
+			case <-stopRx:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			rx.SampledAt = time.Now().UTC().Format(time.RFC3339Nano)
+			shared.WriteJSONAtomic(cfg.Receiver.StatsFile, rx)
+		}
+	}(rx)
+	stopReceiver := sync.OnceFunc(func() { close(stopRx); <-rxDone })
+	defer stopReceiver()
 	reg := prometheus.NewRegistry()
 	w, err := New(spoolOf(t, recs), Options{Config: cfg, Registry: reg, StatsInterval: 100 * time.Millisecond})
 	if err != nil {
@@ -40,14 +61,15 @@ func TestWriter_StatsFile_CoreScopeContract(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	for w.Stats().Messages.Load() < int64(len(recs)) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(400 * time.Millisecond) // two more stats files
-	raw, err := os.ReadFile(cfg.Writer.StatsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A stats file sampled after the last commit, with the receiver's
+	// part in it.
+	var raw []byte
+	testkit.WaitFor(t, 2*time.Minute, "a stats file with every message and the receiver's sources", func() bool {
+		var err error
+		raw, err = os.ReadFile(cfg.Writer.StatsFile)
+		var sf stats.File
+		return err == nil && json.Unmarshal(raw, &sf) == nil && sf.Meshingest.Messages == int64(len(recs)) && sf.Meshingest.CaughtUp && len(sf.SourceStatuses) > 0
+	})
 	fi, _ := os.Stat(cfg.Writer.StatsFile)
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("stats file mode %v, want 0600", fi.Mode().Perm())
@@ -114,16 +136,16 @@ func TestWriter_StatsFile_CoreScopeContract(t *testing.T) {
 	}
 
 	// A stale receiver file is not merged: a dead receiver's sources must
-	// not look connected.
+	// not look connected. (The writer samples every 100 ms: within the
+	// deadline it must have written a file without them.)
+	stopReceiver()
 	rx.SampledAt = time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano)
 	shared.WriteJSONAtomic(cfg.Receiver.StatsFile, rx)
-	time.Sleep(300 * time.Millisecond)
-	raw, _ = os.ReadFile(cfg.Writer.StatsFile)
-	sf = stats.File{}
-	json.Unmarshal(raw, &sf)
-	if len(sf.SourceStatuses) != 0 || sf.Meshingest.ReceiverStats == "" {
-		t.Errorf("stale receiver stats merged: %+v (%q)", sf.SourceStatuses, sf.Meshingest.ReceiverStats)
-	}
+	testkit.WaitFor(t, time.Minute, "a stats file without the stale receiver's sources", func() bool {
+		raw, _ = os.ReadFile(cfg.Writer.StatsFile)
+		sf = stats.File{}
+		return json.Unmarshal(raw, &sf) == nil && len(sf.SourceStatuses) == 0 && sf.Meshingest.ReceiverStats != ""
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
