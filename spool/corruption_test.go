@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/meshingest/meshingest/internal/testkit"
 )
 
 // buildSpool writes n 400-byte records into a spool of several sealed
@@ -144,7 +146,7 @@ func containsSeq(recs []Record, seq uint64) bool {
 func TestReader_Cursor_TruncatedSegment(t *testing.T) {
 	src := newSpoolDir(t)
 	orig := buildSpool(t, src, 3000)
-	for seed := uint64(0); seed < 25; seed++ {
+	for seed := uint64(0); seed < damageSeeds(25); seed++ {
 		var recoverable map[uint64]bool
 		var cut int64
 		victim, kept := damageAndRead(t, src, orig, seed, func(path string, rng *rand.Rand) {
@@ -176,6 +178,16 @@ func TestReader_Cursor_TruncatedSegment(t *testing.T) {
 	}
 }
 
+// damageSeeds is how many damaged copies of a spool a test reads: long
+// with MESHINGEST_LONG_TESTS=1, a third of it by default (each copy is a
+// spool copied and read under -race).
+func damageSeeds(long uint64) uint64 {
+	if testkit.Long() {
+		return long
+	}
+	return long / 3
+}
+
 func TestReader_Cursor_FlippedBytes(t *testing.T) {
 	src := newSpoolDir(t)
 	orig := buildSpool(t, src, 3000)
@@ -189,7 +201,7 @@ func TestReader_Cursor_FlippedBytes(t *testing.T) {
 			}
 		}
 	}
-	for seed := uint64(0); seed < 40; seed++ {
+	for seed := uint64(0); seed < damageSeeds(40); seed++ {
 		flips := 1 + int(seed%3)
 		victim, kept := damageAndRead(t, src, orig, seed, func(path string, rng *rand.Rand) {
 			f, err := os.OpenFile(path, os.O_RDWR, 0)

@@ -67,6 +67,13 @@ func TestResolveVersion_NamesTheARMLevel(t *testing.T) {
 // file and returns the output of `meshingest <arg>`.
 func buildIn(t *testing.T, dir, arg string, buildArgs ...string) string {
 	t.Helper()
+	return runExe(t, buildExe(t, dir, buildArgs...), arg)
+}
+
+// buildExe builds cmd/meshingest from the module at dir into a temporary
+// file and returns its path.
+func buildExe(t *testing.T, dir string, buildArgs ...string) string {
+	t.Helper()
 	exe := filepath.Join(t.TempDir(), "meshingest")
 	// -trimpath and CGO_ENABLED=0, as the packages and testkit build it:
 	// one set of compiled packages in the build cache for all of them.
@@ -77,6 +84,11 @@ func buildIn(t *testing.T, dir, arg string, buildArgs ...string) string {
 	if out, err := testkit.GoBuild(cmd); err != nil {
 		t.Fatalf("go build %v: %v\n%s", buildArgs, err, out)
 	}
+	return exe
+}
+
+func runExe(t *testing.T, exe, arg string) string {
+	t.Helper()
 	out, err := exec.Command(exe, arg).CombinedOutput()
 	if err != nil {
 		t.Fatalf("meshingest %s: %v\n%s", arg, err, out)
@@ -90,8 +102,9 @@ func TestVersion_Ldflags_PrintsVersionCommitDate(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	ld := "-X main.version=1.2.3 -X main.commit=0123456789abcdef -X main.date=2026-11-26T05:44:00Z"
+	exe := buildExe(t, "../..", "-ldflags", ld)
 	for _, arg := range []string{"version", "--version"} {
-		got := buildIn(t, "../..", arg, "-ldflags", ld)
+		got := runExe(t, exe, arg)
 		want := "meshingest 1.2.3 commit 0123456789abcdef date 2026-11-26T05:44:00Z linux/"
 		if !strings.HasPrefix(got, want) {
 			t.Errorf("meshingest %s = %q, want it to start with %q", arg, got, want)

@@ -106,7 +106,10 @@ func TestPathJobs_BatchSizes_SameTables(t *testing.T) {
 	var tables []map[string]string
 	n := 8000
 	if raceEnabled {
-		n = 3000 // 75 batches of 40: the race detector slows the writer tenfold
+		n = 1200 // 30 batches of 40: the race detector slows the writer tenfold
+		if testkit.Long() {
+			n = 3000
+		}
 	}
 	for _, batch := range []int{40, 0} {
 		recs, cfg := generatedRecords(t, 11, n, start)
