@@ -28,17 +28,6 @@ func GoBuild(cmd *exec.Cmd) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-// WithBuildLock runs fn, which builds with the go command, under GoBuild's
-// lock.
-func WithBuildLock(fn func() error) error {
-	unlock, err := lockBuilds()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return fn()
-}
-
 func lockBuilds() (unlock func(), err error) {
 	f, err := os.OpenFile(buildLockPath, os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
