@@ -152,7 +152,7 @@ func TestWriter_SIGKILL_ExactlyOnce(t *testing.T) {
 // loses nothing, resumes by itself, and its stats file shows the episode.
 func TestWriter_ExclusiveLock_ResumesAndReports(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
-	hold, messages := 4*time.Second, 9000
+	hold, messages := 4*time.Second, 6000
 	if long() {
 		hold, messages = 60*time.Second, 30000
 	}

@@ -19,8 +19,12 @@ import (
 // database is what an uninterrupted run gives.
 func TestMaintenance_StopVacuumMigrateStart(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
-	recs := faultTraffic(t, 12000)
-	partA, partB := recs[:6000], recs[6000:]
+	n := 6000
+	if long() {
+		n = 12000
+	}
+	recs := faultTraffic(t, n)
+	partA, partB := recs[:n/2], recs[n/2:]
 	want, _ := referenceRun(t, recs)
 
 	p := newProcessSetup(t, t.TempDir(), nil)

@@ -100,7 +100,7 @@ func TestPathJobs_AcrossARestart_MatchesReference(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
 	n := 20000
 	if raceEnabled && !testkit.Long() {
-		n = 8000 // the race detector slows the writer tenfold
+		n = 5000 // the race detector slows the writer tenfold
 	}
 	recs, cfg := generatedRecords(t, 9, n, time.Date(2026, 10, 3, 8, 0, 0, 0, time.UTC))
 	a, b := recs[:n*3/4], recs[n*3/4:]

@@ -164,7 +164,7 @@ func TestPathJobs_StoppedBeforeTheRederivation_NextRunFinishesIt(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
 	n := 12000
 	if raceEnabled && !testkit.Long() {
-		n = 6000 // the race detector slows the writer tenfold
+		n = 4000 // the race detector slows the writer tenfold
 	}
 	recs, cfg := generatedRecords(t, 5, n, time.Date(2026, 10, 5, 8, 0, 0, 0, time.UTC))
 	dir := filepath.Join(t.TempDir(), "spool")
