@@ -3,7 +3,6 @@ package main
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -45,12 +44,7 @@ func TestProductBinary_Size(t *testing.T) {
 	// testkit builds it as the README does, unless it builds with -race.
 	exe := testkit.BinaryPath(t)
 	if os.Getenv(testkit.RaceEnv) == "1" {
-		exe = filepath.Join(t.TempDir(), "meshingest")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", exe, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := testkit.GoBuild(cmd); err != nil {
-			t.Fatalf("go build: %v\n%s", err, out)
-		}
+		exe = buildExe(t, "../..")
 	}
 	fi, err := os.Stat(exe)
 	if err != nil {

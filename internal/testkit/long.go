@@ -12,4 +12,7 @@ import "os"
 const LongEnv = "MESHINGEST_LONG_TESTS"
 
 // Long reports whether the long forms of the tests should run.
-func Long() bool { return os.Getenv(LongEnv) != "" && os.Getenv(LongEnv) != "0" }
+func Long() bool {
+	v := os.Getenv(LongEnv)
+	return v != "" && v != "0"
+}

@@ -16,9 +16,8 @@ import (
 // The harness runs the real program, as an operator would.
 func meshingestBinary(t *testing.T) string { return testkit.BinaryPath(t) }
 
-// testConfig is the size the test suite runs the scenarios at: every
-// scenario, smaller than ShortConfig (a 10 s lock, 3 kills, 30 MB huge
-// publishes), so `go test -race ./...` stays inside 20 minutes on a
+// testConfig is the size the test suite runs the scenarios at, smaller
+// than ShortConfig (a 10 s lock, 3 kills, 30 MB huge publishes), so `go test -race ./...` stays inside 20 minutes on a
 // loaded 2-core machine. MESHINGEST_LONG_TESTS=1 runs ShortConfig itself.
 func testConfig() Config {
 	cfg := ShortConfig()

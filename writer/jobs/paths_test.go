@@ -63,19 +63,27 @@ func generatedRecords(t testing.TB, seed uint64, n int, start time.Time) ([]writ
 	return recs, cfg
 }
 
+// streamSize is how many records a test drains: n, or under the race
+// detector (raceEnabled) underRace, and underRaceLong with
+// MESHINGEST_LONG_TESTS=1.
+func streamSize(n, underRace, underRaceLong int) int {
+	switch {
+	case !raceEnabled:
+		return n
+	case testkit.Long():
+		return underRaceLong
+	default:
+		return underRace
+	}
+}
+
 // TestPathJobs_Generated_MatchesReference does the same for a generated
 // mesh of 300 nodes and 40 observers: 100,000 messages (5,000 under the
 // race detector, 10,000 with MESHINGEST_LONG_TESTS=1), with 1-byte hop prefixes shared by several nodes, so the
 // neighbour graph settles many hops, and repeated reports of observations.
 func TestPathJobs_Generated_MatchesReference(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
-	n := 100_000
-	if raceEnabled {
-		n = 5_000
-		if testkit.Long() {
-			n = 10_000
-		}
-	}
+	n := streamSize(100_000, 5_000, 10_000)
 	start := time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)
 	began := time.Now()
 	recs, cfg := generatedRecords(t, 42, n, start)
@@ -98,10 +106,7 @@ func TestPathJobs_Generated_MatchesReference(t *testing.T) {
 // did not see begin), the edges counted once.
 func TestPathJobs_AcrossARestart_MatchesReference(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
-	n := 20000
-	if raceEnabled && !testkit.Long() {
-		n = 5000 // the race detector slows the writer tenfold
-	}
+	n := streamSize(20000, 5000, 20000)
 	recs, cfg := generatedRecords(t, 9, n, time.Date(2026, 10, 3, 8, 0, 0, 0, time.UTC))
 	a, b := recs[:n*3/4], recs[n*3/4:]
 	// After the restart come again the last reports the first process

@@ -129,10 +129,7 @@ func TestRedecode_Interrupted_ResumesWhereItStopped(t *testing.T) {
 func TestRedecode_WhileTheWriterRuns(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
 	noBot, full := withoutBot(t)
-	n := 40000
-	if raceEnabled {
-		n = 5000
-	}
+	n := streamSize(40000, 5000, 5000)
 	// A backlog heard right after the corpus, in a spool folder of its own:
 	// its records are numbered from 1 again, so the position the corpus
 	// left in the database is forgotten.

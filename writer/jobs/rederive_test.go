@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshingest/meshingest/internal/testkit"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer"
@@ -104,13 +103,7 @@ func TestPathJobs_BatchSizes_SameTables(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
 	start := time.Date(2026, 10, 4, 8, 0, 0, 0, time.UTC)
 	var tables []map[string]string
-	n := 8000
-	if raceEnabled {
-		n = 1200 // 30 batches of 40: the race detector slows the writer tenfold
-		if testkit.Long() {
-			n = 3000
-		}
-	}
+	n := streamSize(8000, 1200, 3000) // under -race, 30 batches of 40
 	for _, batch := range []int{40, 0} {
 		recs, cfg := generatedRecords(t, 11, n, start)
 		cfg.Writer.BatchMaxRecords = batch
@@ -162,10 +155,7 @@ func dumpPathTables(t *testing.T, path string) map[string]string {
 // writer derives them, and the tables are the rule's.
 func TestPathJobs_StoppedBeforeTheRederivation_NextRunFinishesIt(t *testing.T) {
 	t.Parallel() // long: runs beside the package's other long ones
-	n := 12000
-	if raceEnabled && !testkit.Long() {
-		n = 4000 // the race detector slows the writer tenfold
-	}
+	n := streamSize(12000, 4000, 12000)
 	recs, cfg := generatedRecords(t, 5, n, time.Date(2026, 10, 5, 8, 0, 0, 0, time.UTC))
 	dir := filepath.Join(t.TempDir(), "spool")
 	for i, part := range [][]writer.Record{recs[:n/2], recs[n/2:]} {
