@@ -40,16 +40,17 @@ func BenchmarkCopies_CatchUp(b *testing.B) {
 		n = v
 	}
 	work := b.TempDir()
-	// The memory limit `meshingest write` sets (cmd/meshingest
-	// writerMemoryLimit): near it the collector runs more often, and what
-	// the second copy adds to the live heap costs CPU there.
-	defer debug.SetMemoryLimit(debug.SetMemoryLimit(24 << 20))
+	// The memory limit `meshingest write` sets for the spools drained
+	// (MemoryLimit): near it the collector runs more often, and what the
+	// second copy adds to the live heap costs CPU there.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(MemoryLimit(1)))
 	for b.Loop() {
 		var perPub [2][]float64
 		for round := 0; round < benchRounds(); round++ {
 			for copies := 1; copies <= 2; copies++ {
 				spoolDir := filepath.Join(work, fmt.Sprintf("round%d-%d", round, copies), "spool")
 				spoolBacklog(b, spoolDir, n, copies)
+				debug.SetMemoryLimit(MemoryLimit(copies))
 				cpu := catchUpCPU(b, spoolDir, int64(n), int64(n*copies))
 				perPub[copies-1] = append(perPub[copies-1], cpu.Seconds()/float64(n))
 				b.Logf("round %d, %d copies: %.1f µs CPU per publication", round, copies, 1e6*cpu.Seconds()/float64(n))

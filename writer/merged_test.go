@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,4 +202,48 @@ func TestMergedSource_GuessedCopyApplied_Prepared(t *testing.T) {
 		t.Errorf("%d records recognised as the other receiver's copy, want 1 (b's)", got)
 	}
 	diffDumps(t, want, dumpDB(t, cfg.DBPath))
+}
+
+// TestMergedSource_OnSpools_GrowsAsInstancesAppear: the writer says how
+// many spools it drains, once found and again when a receiver instance
+// started later appears, so that cmd/meshingest can give each its memory
+// (MemoryLimit): left at one spool's limit, a second made the collector
+// run every few milliseconds.
+func TestMergedSource_OnSpools_GrowsAsInstancesAppear(t *testing.T) {
+	recs := writertest.CorpusRecords(t)
+	spoolDir := filepath.Join(t.TempDir(), "spool")
+	writertest.AppendToSpool(t, shared.InstanceSpoolDir(spoolDir, "a"), recs[:200], spool.Options{})
+	set, err := OpenMergedSource(spoolDir, spool.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	var mu sync.Mutex
+	var seen []int
+	cfg := writertest.CorpusConfig(t)
+	w, err := NewMerged(set, Options{Config: cfg, OnSpools: func(n int) {
+		mu.Lock()
+		seen = append(seen, n)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bStarted := false
+	writertest.RunUntil(t, "the writer to drain both instances", 60*time.Second, w.Run, func() bool {
+		if !bStarted && w.Stats().Messages.Load() >= 200 {
+			// a is drained: b starts now.
+			writertest.AppendToSpool(t, shared.InstanceSpoolDir(spoolDir, "b"), recs[200:], spool.Options{})
+			bStarted = true
+		}
+		return w.Stats().Messages.Load() >= int64(len(recs)) && w.Stats().CaughtUp.Load()
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(seen) != "[1 2]" {
+		t.Errorf("OnSpools saw %v, want [1 2]", seen)
+	}
+	if MemoryLimit(1) != MemoryLimitOneSpool || MemoryLimit(2) != MemoryLimitOneSpool+MemoryLimitPerFurtherSpool || MemoryLimit(0) != MemoryLimitOneSpool {
+		t.Errorf("MemoryLimit(0, 1, 2) = %d, %d, %d", MemoryLimit(0), MemoryLimit(1), MemoryLimit(2))
+	}
 }

@@ -289,7 +289,37 @@ func (w *Writer) refreshSlots(ctx context.Context) error {
 		w.slots = append(w.slots, s)
 		w.posMu.Unlock()
 	}
+	w.noteSpools()
 	return nil
+}
+
+// noteSpools tells Options.OnSpools of the spools found since it was last
+// called.
+func (w *Writer) noteSpools() {
+	if len(w.slots) > w.spoolsNoted && w.opts.OnSpools != nil {
+		w.opts.OnSpools(len(w.slots))
+	}
+	w.spoolsNoted = len(w.slots)
+}
+
+// The Go memory limit of a writer (runtime/debug.SetMemoryLimit), which
+// cmd/meshingest sets unless GOMEMLIMIT is set. Near the limit the
+// collector runs more often, the closer the more: the limit trades the
+// writer's CPU for its RSS. One spool's limit keeps its writer, with
+// SQLite's cache outside the Go heap, within about 45 MiB of RSS (a
+// tighter one cost a third more CPU). Each further spool holds its own
+// records in flight and its receiver's delivery memory: left at one
+// spool's limit, a second spool made the collector run every few
+// milliseconds and nearly doubled the CPU per publication. The figures,
+// before and after, are active-active-cost's in docs/harness-report.md.
+const (
+	MemoryLimitOneSpool        = 24 << 20
+	MemoryLimitPerFurtherSpool = 8 << 20
+)
+
+// MemoryLimit is the Go memory limit for a writer draining spools spools.
+func MemoryLimit(spools int) int64 {
+	return MemoryLimitOneSpool + int64(max(spools-1, 0))*MemoryLimitPerFurtherSpool
 }
 
 func (w *Writer) newSlot(src Source) *spoolSlot {

@@ -105,6 +105,12 @@ type Options struct {
 	// Registry receives the Prometheus metrics (nil: none).
 	Registry prometheus.Registerer
 	Notifier *shared.Notifier
+	// OnSpools is called with the number of spools drained whenever it
+	// grows: once New or NewMerged has found the first ones, and when a
+	// receiver instance's spool appears later. It runs on the writer's
+	// goroutine. cmd/meshingest sets the Go memory limit from it
+	// (MemoryLimit). Nil: not called.
+	OnSpools func(spools int)
 }
 
 // Source is the spool as the writer reads it: sealed records in order from
@@ -140,14 +146,16 @@ type Writer struct {
 	opts Options
 	// slots are the spools drained; set finds more (nil: one spool).
 	// slots only grows, on the drain goroutine, under posMu.
-	slots   []*spoolSlot
-	set     *MergedSource
-	log     zerolog.Logger
-	in      *ingester
-	stats   *Stats
-	trouble *dbfile.Tracker
-	notify  *shared.Notifier
-	tasks   []*taskRun
+	slots []*spoolSlot
+	// spoolsNoted is len(slots) when Options.OnSpools was last called.
+	spoolsNoted int
+	set         *MergedSource
+	log         zerolog.Logger
+	in          *ingester
+	stats       *Stats
+	trouble     *dbfile.Tracker
+	notify      *shared.Notifier
+	tasks       []*taskRun
 
 	// Owned by the drain goroutine.
 	dbLock    *dbfile.Lock // the database's writer lock, held for all of Run
@@ -188,6 +196,7 @@ func New(src Source, opts Options) (*Writer, error) {
 		return nil, err
 	}
 	w.slots = []*spoolSlot{w.newSlot(src)}
+	w.noteSpools()
 	return w, nil
 }
 

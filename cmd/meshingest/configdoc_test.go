@@ -14,6 +14,7 @@ import (
 	"github.com/meshingest/meshingest/receiver"
 	"github.com/meshingest/meshingest/shared"
 	"github.com/meshingest/meshingest/spool"
+	"github.com/meshingest/meshingest/writer"
 )
 
 // docRow is one row of a key table in docs/configuration.md.
@@ -261,8 +262,9 @@ func TestConfigDoc_DefaultsAreTheCodes(t *testing.T) {
 			t.Errorf("the sources' row: %s should say %q (%v)", re, want, m)
 		}
 	}
-	if m := regexp.MustCompile(`Go memory limit of (\d+) MiB`).FindStringSubmatch(text); m == nil || m[1] != strconv.Itoa(writerMemoryLimit>>20) {
-		t.Errorf("the doc's memory limit %v, the writer's %d MiB", m, writerMemoryLimit>>20)
+	m := regexp.MustCompile(`Go memory limit of (\d+) MiB, and (\d+) MiB more for each further spool`).FindStringSubmatch(text)
+	if m == nil || m[1] != strconv.Itoa(writer.MemoryLimitOneSpool>>20) || m[2] != strconv.Itoa(writer.MemoryLimitPerFurtherSpool>>20) {
+		t.Errorf("the doc's memory limit %v, the writer's %d MiB and %d MiB per further spool", m, writer.MemoryLimitOneSpool>>20, writer.MemoryLimitPerFurtherSpool>>20)
 	}
 }
 

@@ -70,11 +70,11 @@ func runWrite(args []string) int {
 		fmt.Fprintln(os.Stderr, "meshingest write:", err)
 		return 2
 	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		// Keeps the whole writer within 64 MiB (SQLite's cache is
-		// outside the Go heap). A tighter limit makes the collector run
-		// all the time: 16 MiB cost a third of the CPU.
-		debug.SetMemoryLimit(writerMemoryLimit)
+	// The Go memory limit, by the number of spools drained
+	// (writer.MemoryLimit), unless GOMEMLIMIT says otherwise.
+	setMemoryLimit := os.Getenv("GOMEMLIMIT") == ""
+	if setMemoryLimit {
+		debug.SetMemoryLimit(writer.MemoryLimit(1))
 	}
 
 	ctx, reload, stop := shared.SignalContext(context.Background())
@@ -105,6 +105,14 @@ func runWrite(args []string) int {
 	stats := writer.NewStats()
 	j := jobs.New(cfg, log, stats)
 	opts := writer.Options{Config: cfg, Log: log, Stats: stats, Hook: j.Hook(), Tasks: j.Tasks()}
+	if setMemoryLimit {
+		opts.OnSpools = func(spools int) {
+			limit := writer.MemoryLimit(spools)
+			if debug.SetMemoryLimit(limit) != limit {
+				log.Info().Int("spools", spools).Int64("memory_limit_mib", limit>>20).Msg("Go memory limit set for the spools drained")
+			}
+		}
+	}
 	var reg *prometheus.Registry
 	if cfg.Writer.MetricsListen != "" {
 		reg = shared.NewRegistry()
@@ -139,10 +147,6 @@ func runWrite(args []string) int {
 	}
 	return 0
 }
-
-// writerMemoryLimit is the Go memory limit the writer sets unless
-// GOMEMLIMIT is set (docs/configuration.md).
-const writerMemoryLimit = 24 << 20
 
 // reloadWriter applies the configuration file again (SIGHUP) and returns
 // the configuration now in force: channel keys, regions and the log level
