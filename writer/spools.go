@@ -306,8 +306,8 @@ func (w *Writer) noteSpools() {
 // cmd/meshingest sets unless GOMEMLIMIT is set. Near the limit the
 // collector runs more often, the closer the more: the limit trades the
 // writer's CPU for its RSS. One spool's limit keeps its writer, with
-// SQLite's cache outside the Go heap, within about 45 MiB of RSS (a
-// tighter one cost a third more CPU). Each further spool holds its own
+// SQLite's cache outside the Go heap, within 64 MiB of RSS (a tighter one
+// cost a third more CPU). Each further spool holds its own
 // records in flight and its receiver's delivery memory: left at one
 // spool's limit, a second spool made the collector run every few
 // milliseconds and nearly doubled the CPU per publication. The figures,
