@@ -64,6 +64,9 @@ type pathState struct {
 	// The last committed batch, to tell a catch-up from live traffic.
 	lastBatchObs int
 	lastBatchAt  time.Time
+	// lastPassEnd is when rederiveTask's last pass ended (zero: none
+	// since the start).
+	lastPassEnd time.Time
 
 	// commits counts committed batches; settled is its value when
 	// rederiveTask last found nothing left to do. Tests read them.

@@ -13,6 +13,7 @@ import (
 	"github.com/meshingest/meshingest/spool"
 	"github.com/meshingest/meshingest/writer"
 	"github.com/meshingest/meshingest/writer/internal/writertest"
+	"github.com/rs/zerolog"
 )
 
 // settle runs a writer with the jobs over an empty spool until they have
@@ -167,4 +168,30 @@ func TestPathJobs_StoppedBeforeTheRederivation_NextRunFinishesIt(t *testing.T) {
 		drain(t, w, j, int64(len(part)))
 	}
 	checkPathJobs(t, cfg.DBPath, cfg.NeighborEdgesDays())
+}
+
+// TestRederive_LiveTraffic_PassesWaitForTheGap: under live traffic a pass
+// starts at most rederiveLiveGap after the last one ended, so that nodes
+// learned meanwhile are taken in one pass; the first pass, and any once
+// batches have stopped for rederiveQuiet, start at once (tests and the
+// harness wait for the jobs to settle after the traffic).
+func TestRederive_LiveTraffic_PassesWaitForTheGap(t *testing.T) {
+	p := newPathState(zerolog.Nop(), 7)
+	now := time.Now()
+	p.lastBatchAt = now.Add(-100 * time.Millisecond)
+	if p.livePassWaits(now) {
+		t.Error("the first pass waits")
+	}
+	p.lastPassEnd = now.Add(-time.Second)
+	if !p.livePassWaits(now) {
+		t.Error("a pass 1 s after the last, batches still coming, does not wait")
+	}
+	p.lastPassEnd = now.Add(-rederiveLiveGap - time.Second)
+	if p.livePassWaits(now) {
+		t.Errorf("a pass %v after the last waits", rederiveLiveGap+time.Second)
+	}
+	p.lastPassEnd, p.lastBatchAt = now.Add(-time.Second), now.Add(-rederiveQuiet-time.Second)
+	if p.livePassWaits(now) {
+		t.Error("a pass waits although no batch came for longer than rederiveQuiet")
+	}
 }
