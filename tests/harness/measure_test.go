@@ -196,3 +196,20 @@ func cpuSeconds(t *testing.T) float64 {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
+
+// TestMemoryPeak_Self_PSSBelowRSS: the steady scenario's memory figure
+// counts pages shared between processes once; for this process alone the
+// PSS is positive and at most its RSS, and a process that is gone spoils
+// no sample.
+func TestMemoryPeak_Self_PSSBelowRSS(t *testing.T) {
+	stop := make(chan struct{})
+	close(stop)
+	self := os.Getpid()
+	pss, rss := memoryPeak(func() []int { return []int{self} }, time.Millisecond, stop)
+	if pss <= 0 || rss <= 0 || pss > rss {
+		t.Errorf("PSS %d, RSS %d: want 0 < PSS ≤ RSS", pss, rss)
+	}
+	if pss, rss := memoryPeak(func() []int { return []int{self, 1 << 30} }, time.Millisecond, stop); pss != 0 || rss != 0 {
+		t.Errorf("with a process gone: PSS %d, RSS %d, want no sample (0, 0)", pss, rss)
+	}
+}

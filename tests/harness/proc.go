@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/meshingest/meshingest/shared"
 )
@@ -85,4 +86,51 @@ func readMemory(pid int) (rss, hwm int64, err error) {
 		}
 	}
 	return rss, hwm, sc.Err()
+}
+
+// readPSS reads the proportional set size (kB) from /proc/PID/smaps_rollup:
+// the pages a process shares (the executable's text, with the other
+// meshingest process) count a share each, so the sum over processes is the
+// memory they take together, which a sum of RSS counts twice.
+func readPSS(pid int) (int64, error) {
+	path := fmt.Sprintf("/proc/%d/smaps_rollup", pid)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if value, ok := strings.CutPrefix(line, "Pss:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("read %s: Pss %q", path, value)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("read %s: no Pss line", path)
+}
+
+// memoryPeak samples, every interval until stop is closed, the sum of the
+// processes' PSS and of their RSS, and returns the highest of each.
+func memoryPeak(pids func() []int, interval time.Duration, stop <-chan struct{}) (pss, rss int64) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		var p, r int64
+		whole := true // a process gone or restarting: the sample does not count
+		for _, pid := range pids() {
+			v, err := readPSS(pid)
+			now, _, err2 := readMemory(pid)
+			whole = whole && err == nil && err2 == nil
+			p, r = p+v, r+now
+		}
+		if whole {
+			pss, rss = max(pss, p), max(rss, r)
+		}
+		select {
+		case <-stop:
+			return pss, rss
+		case <-t.C:
+		}
+	}
 }

@@ -100,13 +100,25 @@ func runSteady(ctx context.Context, s *Suite, r *Result) error {
 		return err
 	}
 	a := takeCosts(e)
+	// The memory of both processes in the window, sampled: VmHWM, read at
+	// the end, also holds the burst's peak.
+	stopMemory := make(chan struct{})
+	type memPeak struct{ pss, rss int64 }
+	memory := make(chan memPeak, 1)
+	go func() {
+		pss, rss := memoryPeak(func() []int { return []int{e.Receiver.PID(), e.Writer.PID()} }, time.Second, stopMemory)
+		memory <- memPeak{pss, rss}
+	}()
 	// strace slows every syscall of the processes it traces, so it runs
 	// after the measured window, over the last tenth of the steady phase.
 	straceSpan := cfg.Steady / 10
 	if err := sleep(ctx, time.Until(start.Add(cfg.Steady-straceSpan))); err != nil {
+		close(stopMemory)
 		return err
 	}
 	b := takeCosts(e)
+	close(stopMemory)
+	mem := <-memory
 	steadyEnd := time.Now()
 	var rxStrace, wxStrace int
 	var straceErr error
@@ -178,6 +190,7 @@ func runSteady(ctx context.Context, s *Suite, r *Result) error {
 		r.check("writer disk bytes per observation", fmt.Sprintf("%.0f B", writerBytes), fmt.Sprintf("≤ %.0f B", lim.writerBytes), !lim.perMessage || writerBytes <= lim.writerBytes)
 	}
 	r.check("CPU per message, both processes", fmt.Sprintf("%.3f ms", cpuBoth), fmt.Sprintf("≤ %.2f ms", lim.cpuMs), !lim.perMessage || cpuBoth <= lim.cpuMs)
+	r.figure("memory of both processes in the window, sampled every second", fmt.Sprintf("peak PSS sum %s (the executable's shared pages counted once), peak RSS sum %s", mibs(mem.pss), mibs(mem.rss)))
 
 	// The burst: as fast as the publisher can, then the time to drain it.
 	burstStart := time.Now()
