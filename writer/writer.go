@@ -107,9 +107,10 @@ type Options struct {
 	Notifier *shared.Notifier
 	// OnSpools is called with the number of spools drained whenever it
 	// grows: once New or NewMerged has found the first ones, and when a
-	// receiver instance's spool appears later. It runs on the writer's
-	// goroutine. cmd/meshingest sets the Go memory limit from it
-	// (MemoryLimit). Nil: not called.
+	// receiver instance's spool appears later. The first call runs in New
+	// or NewMerged, the later ones on the goroutine running Run.
+	// cmd/meshingest sets the Go memory limit from it (MemoryLimit). Nil:
+	// not called.
 	OnSpools func(spools int)
 }
 

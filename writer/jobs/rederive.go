@@ -276,10 +276,11 @@ type rederiveTask struct{ p *pathState }
 // A pass costs about the same for one key as for many: it reads the
 // observations once per phase. A mesh learns a node a few times a day, but
 // a new region or a generator teaches several a second, and passes back
-// to back were 43 % of a writer's CPU at 250 msg/s (perf, harness steady
-// scenario). So while batches keep coming, the keys learned meanwhile wait
-// up to rederiveLiveGap and are taken in one pass; once the writer has
-// been without a batch for rederiveQuiet, a pass starts at once.
+// to back were nearly half of a writer's CPU under live traffic (the
+// harness's steady scenario; figures in docs/harness-report.md). So while
+// batches keep coming, the keys learned meanwhile wait up to
+// rederiveLiveGap and are taken in one pass; once the writer has been
+// without a batch for rederiveQuiet, a pass starts at once.
 const (
 	rederiveLiveGap = 30 * time.Second
 	rederiveQuiet   = 2 * time.Second
