@@ -172,8 +172,9 @@ func (a *Appender) remakeFolder() (remakeResult, error) {
 
 // emptyingWait bounds how long remakeFolder waits for a `rm -rf` under
 // way to finish: the folder it opened still there, its lock file gone,
-// segments left. Appends queue meanwhile (Options.QueueMaxBytes).
-const emptyingWait = 2 * time.Second
+// segments left. Appends queue meanwhile (Options.QueueMaxBytes). A
+// variable for the tests, whose `rm -rf` a loaded machine can delay longer.
+var emptyingWait = 2 * time.Second
 
 // awaitEmptied waits, up to emptyingWait, while the folder the appender
 // opened is being emptied: writing into it then would only have the rest
