@@ -1,6 +1,7 @@
 package writer
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"path/filepath"
@@ -160,6 +161,56 @@ func TestWriter_PacketsAndRaw_PairSplitByRestart(t *testing.T) {
 	}
 	if n := w.Stats().Drops()[DropDuplicateForm]; n != 1 {
 		t.Errorf("duplicate_form %d, want 1", n)
+	}
+}
+
+// TestWriter_PacketsAndRaw_PairSplitByUpgrade: a version that stored the
+// unpaired receptions as one blob in meshingest_state stops between the
+// two forms of a reception; this one reads the blob, does not count the
+// second form, and leaves the receptions in meshingest_forms only.
+func TestWriter_PacketsAndRaw_PairSplitByUpgrade(t *testing.T) {
+	cfg := writertest.CorpusConfig(t)
+	raw := corpusRaw(t, decoder.TypeGrpTxt)
+	frame, err := decoder.DecodeFrame(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
+	dir := filepath.Join(t.TempDir(), "spool")
+	writertest.AppendToSpool(t, dir, []Record{rawRecord(t0, obsA, raw)}, spool.Options{})
+	drainDir(t, Options{Config: cfg}, dir, 1)
+
+	// What the earlier version left: version 1, the base time, then per
+	// observer its id and receptions (fingerprint, form, ms before base).
+	legacy := binary.AppendUvarint([]byte{1}, uint64(t0.UnixMilli()))
+	legacy = binary.AppendUvarint(legacy, uint64(len(obsA)))
+	legacy = append(legacy, obsA...)
+	legacy = binary.AppendUvarint(legacy, 1)
+	legacy = binary.LittleEndian.AppendUint64(legacy, frame.Fingerprint())
+	legacy = append(legacy, 1, 0)
+	db := writertest.OpenRaw(t, cfg.DBPath)
+	for _, q := range []string{`DELETE FROM meshingest_forms`, `DELETE FROM meshingest_state WHERE key = 'unpaired_forms'`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(`INSERT INTO meshingest_state (key, value) VALUES ('unpaired_forms', ?)`, legacy); err != nil {
+		t.Fatal(err)
+	}
+
+	writertest.AppendToSpool(t, dir, []Record{packetRecord(t0.Add(3*time.Second), obsA, raw, map[string]any{"SNR": 7.5})}, spool.Options{})
+	w := drainDir(t, Options{Config: cfg}, dir, 1)
+	if packets, _ := observerRow(t, cfg, obsA); packets != 1 {
+		t.Errorf("packet_count %d after an upgrade between the two forms, want 1", packets)
+	}
+	if n := w.Stats().Drops()[DropDuplicateForm]; n != 1 {
+		t.Errorf("duplicate_form %d, want 1", n)
+	}
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM meshingest_state WHERE key = 'unpaired_forms'`); n != 0 {
+		t.Errorf("the earlier version's blob is still stored")
+	}
+	if n := writertest.Count(t, db, `SELECT COUNT(*) FROM meshingest_forms`); n > 1 {
+		t.Errorf("%d rows in meshingest_forms, want at most the snapshot that replaced the blob", n)
 	}
 }
 

@@ -51,6 +51,7 @@ type store struct {
 		upsertNode, inactiveNodeScope                 *sql.Stmt
 		insertMetrics, insertDropped, saveState       *sql.Stmt
 		insertDeliveries, pruneDeliveries             *sql.Stmt
+		insertForms, pruneForms                       *sql.Stmt
 	}
 }
 
@@ -205,6 +206,8 @@ func (s *store) prepare(ctx context.Context) error {
 			ON CONFLICT(key) DO UPDATE SET value = excluded.value`},
 		{&st.insertDeliveries, `INSERT INTO meshingest_deliveries (digests) VALUES (?)`},
 		{&st.pruneDeliveries, `DELETE FROM meshingest_deliveries WHERE batch <= ?`},
+		{&st.insertForms, `INSERT INTO meshingest_forms (changes) VALUES (?)`},
+		{&st.pruneForms, `DELETE FROM meshingest_forms WHERE batch <= ?`},
 	} {
 		stmt, err := s.conn.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -220,7 +223,7 @@ func (s *store) close() {
 	for _, p := range []*sql.Stmt{st.txByHash, st.insertTx, st.txFirstSeen, st.txLastSeen,
 		st.insertObservation, st.insertObservations, st.observerRowid, st.insertObserver, st.updateObserver, st.observerClock,
 		st.upsertNode, st.inactiveNodeScope, st.insertMetrics, st.insertDropped, st.saveState,
-		st.insertDeliveries, st.pruneDeliveries} {
+		st.insertDeliveries, st.pruneDeliveries, st.insertForms, st.pruneForms} {
 		if p != nil {
 			p.Close()
 		}

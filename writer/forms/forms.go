@@ -1,15 +1,12 @@
 // Package forms pairs the two forms of one reception: OffbandMesh and PC
 // publish every packet on `…/packets` and `…/raw` (decoder doc.go, "One
 // reception, two forms"), and the writer counts the pair once. Memory
-// holds the receptions counted whose other form has not come yet, and
-// Encode and Decode its stored form (the writer keeps it with the spool
-// position, in the batch's transaction).
+// holds the receptions counted whose other form has not come yet; the
+// writer keeps it in the database with the spool position, in the batch's
+// transaction (log.go says how).
 package forms
 
 import (
-	"encoding/binary"
-	"errors"
-	"sort"
 	"time"
 )
 
@@ -29,9 +26,16 @@ type unpairedForm struct {
 	at  int64 // receive time, unix ms
 }
 
-// Memory is the unpaired receptions, per key oldest first.
+// Memory is the unpaired receptions, per key oldest first, and what
+// changed in it since the last Changes (the log of log.go).
 type Memory struct {
 	pending map[Key][]unpairedForm
+	ops     []op  // since the last Changes, in order
+	rows    []row // the stored rows, oldest first
+	base    int64 // the newest stored row's stream time (unix ms)
+	// snapshot: the next Changes stores all of the memory, not its
+	// changes (read from the single blob of an earlier version).
+	snapshot bool
 }
 
 // NewMemory is an empty memory.
@@ -40,15 +44,12 @@ func NewMemory() *Memory { return &Memory{pending: map[Key][]unpairedForm{}} }
 // Match takes the oldest unpaired reception of key in the other form
 // within Window of at (unix ms), and reports whether there was one.
 func (m *Memory) Match(key Key, raw bool, at int64) bool {
-	list := m.pending[key]
-	for i, u := range list {
+	for _, u := range m.pending[key] {
 		if u.raw != raw && max(at-u.at, u.at-at) <= Window.Milliseconds() {
-			list = append(list[:i:i], list[i+1:]...)
-			if len(list) == 0 {
-				delete(m.pending, key)
-			} else {
-				m.pending[key] = list
-			}
+			// The first entry equal to u is u: an equal one before it
+			// would have matched first.
+			m.remove(key, u)
+			m.ops = append(m.ops, op{key: key, form: u, matched: true})
 			return true
 		}
 	}
@@ -58,7 +59,27 @@ func (m *Memory) Match(key Key, raw bool, at int64) bool {
 // Add notes a counted reception (raw: FormRaw or FormBinary) received at
 // at (unix ms) whose other form has not come yet.
 func (m *Memory) Add(key Key, raw bool, at int64) {
-	m.pending[key] = append(m.pending[key], unpairedForm{raw: raw, at: at})
+	u := unpairedForm{raw: raw, at: at}
+	m.add(key, u)
+	m.ops = append(m.ops, op{key: key, form: u})
+}
+
+func (m *Memory) add(key Key, u unpairedForm) { m.pending[key] = append(m.pending[key], u) }
+
+// remove deletes the first entry of key equal to u, if there is one.
+func (m *Memory) remove(key Key, u unpairedForm) {
+	list := m.pending[key]
+	for i, v := range list {
+		if v == u {
+			list = append(list[:i:i], list[i+1:]...)
+			if len(list) == 0 {
+				delete(m.pending, key)
+			} else {
+				m.pending[key] = list
+			}
+			return
+		}
+	}
 }
 
 // Expire forgets what no later message can match: receptions more than
@@ -67,7 +88,7 @@ func (m *Memory) Expire(newest int64) {
 	for k, list := range m.pending {
 		kept := list[:0]
 		for _, u := range list {
-			if newest-u.at <= Window.Milliseconds() {
+			if !expired(u, newest) {
 				kept = append(kept, u)
 			}
 		}
@@ -79,86 +100,13 @@ func (m *Memory) Expire(newest int64) {
 	}
 }
 
-// Encode is the stored form of m: version 1, the uvarint base time (unix ms), then per
-// observer its id (uvarint length and bytes) and the uvarint number of its
-// receptions, each the fingerprint (8 bytes, little endian), the form (1
-// byte: 1 raw or binary, 0 packets) and the uvarint of base - receive time
-// (ms), oldest first per key.
-func Encode(m *Memory, base int64) []byte {
-	byObserver := map[string][]Key{}
-	for k := range m.pending {
-		byObserver[k.Observer] = append(byObserver[k.Observer], k)
-	}
-	observers := make([]string, 0, len(byObserver))
-	for o := range byObserver {
-		observers = append(observers, o)
-	}
-	sort.Strings(observers)
-	out := []byte{1}
-	out = binary.AppendUvarint(out, uint64(base))
-	for _, o := range observers {
-		keys := byObserver[o]
-		n := 0
-		for _, k := range keys {
-			n += len(m.pending[k])
-		}
-		out = binary.AppendUvarint(out, uint64(len(o)))
-		out = append(out, o...)
-		out = binary.AppendUvarint(out, uint64(n))
-		for _, k := range keys {
-			for _, u := range m.pending[k] {
-				out = binary.LittleEndian.AppendUint64(out, k.Fingerprint)
-				form := byte(0)
-				if u.raw {
-					form = 1
-				}
-				out = append(out, form)
-				out = binary.AppendUvarint(out, uint64(max(base-u.at, 0)))
-			}
-		}
-	}
-	return out
-}
+func expired(u unpairedForm, newest int64) bool { return newest-u.at > Window.Milliseconds() }
 
-// ErrDamaged is a stored form Decode cannot read.
-var ErrDamaged = errors.New("damaged list of unpaired receptions")
-
-// Decode reads what Encode stored.
-func Decode(b []byte) (*Memory, error) {
-	m := NewMemory()
-	if len(b) == 0 || b[0] != 1 {
-		return nil, ErrDamaged
+// Len is the number of unpaired receptions.
+func (m *Memory) Len() int {
+	n := 0
+	for _, list := range m.pending {
+		n += len(list)
 	}
-	b = b[1:]
-	base, k := binary.Uvarint(b)
-	if k <= 0 {
-		return nil, ErrDamaged
-	}
-	b = b[k:]
-	for len(b) > 0 {
-		l, k := binary.Uvarint(b)
-		if k <= 0 || uint64(len(b)-k) < l {
-			return nil, ErrDamaged
-		}
-		observer := string(b[k : k+int(l)])
-		b = b[k+int(l):]
-		n, k := binary.Uvarint(b)
-		if k <= 0 {
-			return nil, ErrDamaged
-		}
-		b = b[k:]
-		for range n {
-			if len(b) < 10 {
-				return nil, ErrDamaged
-			}
-			fp, raw := binary.LittleEndian.Uint64(b), b[8] == 1
-			ago, k := binary.Uvarint(b[9:])
-			if k <= 0 {
-				return nil, ErrDamaged
-			}
-			b = b[9+k:]
-			m.Add(Key{observer, fp}, raw, int64(base)-int64(ago))
-		}
-	}
-	return m, nil
+	return n
 }

@@ -153,6 +153,12 @@ var tableDDL = []struct{ name, ddl string }{
 		batch INTEGER PRIMARY KEY,
 		t_max INTEGER NOT NULL,
 		rounds BLOB NOT NULL)`},
+	// meshingest_forms holds the receptions counted whose other form
+	// (`…/packets` or `…/raw`) has not come yet, as a log: a row per batch
+	// that changed them, written with its rows (package writer/forms).
+	{"meshingest_forms", `CREATE TABLE IF NOT EXISTS meshingest_forms (
+		batch INTEGER PRIMARY KEY,
+		changes BLOB NOT NULL)`},
 	// meshingest_retained holds, per source and topic, the payload digest
 	// (CRC-64) of the last retained message applied, so that the broker's
 	// replay of it at the next subscribe changes nothing (retained.go).

@@ -361,7 +361,7 @@ func TestMigrate_A06ac8aDatabase_NeedsNothing(t *testing.T) {
 	if len(rep.RanMigrations) > 0 || len(rep.AddedColumns) > 0 {
 		t.Errorf("a current CoreScope database was changed: columns %v, migrations %v", rep.AddedColumns, rep.RanMigrations)
 	}
-	if !slices.Equal(rep.AddedTables, []string{"meshingest_state", "meshingest_deliveries", "meshingest_copies", "meshingest_retained", "meshingest_neighbor_reports"}) {
+	if !slices.Equal(rep.AddedTables, []string{"meshingest_state", "meshingest_deliveries", "meshingest_copies", "meshingest_forms", "meshingest_retained", "meshingest_neighbor_reports"}) {
 		t.Errorf("added tables %v, want only meshingest's own", rep.AddedTables)
 	}
 	checkSchema(t, path)
