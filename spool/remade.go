@@ -178,13 +178,18 @@ var emptyingWait = 2 * time.Second
 
 // awaitEmptied waits, up to emptyingWait, while the folder the appender
 // opened is being emptied: writing into it then would only have the rest
-// of the `rm -rf` delete the new files too. It returns true when the
-// folder is still the appender's and still holds segments after the
-// wait: not deleted, only its lock file was.
+// of the `rm -rf` delete the new files too, or make the `rm -rf` itself
+// fail on a folder that is not empty. The deletion is over when the folder
+// is gone or replaced, or has stayed empty for emptiedSettle (`rm -rf
+// spool/*` leaves it; a whole-folder `rm -rf` removes it a moment after
+// its last file). It returns true when the folder is still the
+// appender's and still holds segments after the wait: not deleted, only
+// its lock file was.
 func (a *Appender) awaitEmptied() bool {
 	a.mu.Lock()
 	want := a.folder.dir
 	a.mu.Unlock()
+	var emptySince time.Time
 	for deadline := time.Now().Add(emptyingWait); ; time.Sleep(20 * time.Millisecond) {
 		fi, err := os.Stat(a.dir)
 		if err != nil {
@@ -193,14 +198,30 @@ func (a *Appender) awaitEmptied() bool {
 		if d := fileIDOf(fi); d.dev != want.dev || d.ino != want.ino {
 			return false
 		}
-		if segs, err := listSegments(a.dir, sealedExt, activeExt, tmpExt, recoveredExt, repairingExt); err != nil || len(segs) == 0 {
+		entries, err := os.ReadDir(a.dir)
+		if err != nil {
 			return false
 		}
+		if len(entries) == 0 {
+			if emptySince.IsZero() {
+				emptySince = time.Now()
+			}
+			if time.Since(emptySince) >= emptiedSettle {
+				return false
+			}
+			continue
+		}
+		emptySince = time.Time{}
 		if !time.Now().Before(deadline) {
-			return true
+			segs, err := listSegments(a.dir, sealedExt, activeExt, tmpExt, recoveredExt, repairingExt)
+			return err == nil && len(segs) > 0
 		}
 	}
 }
+
+// emptiedSettle is how long an emptied folder must stay empty before the
+// appender takes the deletion for finished and writes into it.
+const emptiedSettle = 100 * time.Millisecond
 
 // relock takes the appender lock again in the folder the appender opened,
 // whose lock file alone was deleted; the spool goes on as it was.
