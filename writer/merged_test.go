@@ -208,7 +208,9 @@ func TestMergedSource_GuessedCopyApplied_Prepared(t *testing.T) {
 // many spools it drains, once found and again when a receiver instance
 // started later appears, so that cmd/meshingest can give each its memory
 // (MemoryLimit): left at one spool's limit, a second made the collector
-// run every few milliseconds.
+// run every few milliseconds. The spools' figures are read meanwhile, as
+// the stats file and the metrics do: a spool added under them is no data
+// race.
 func TestMergedSource_OnSpools_GrowsAsInstancesAppear(t *testing.T) {
 	recs := writertest.CorpusRecords(t)
 	spoolDir := filepath.Join(t.TempDir(), "spool")
@@ -229,6 +231,21 @@ func TestMergedSource_OnSpools_GrowsAsInstancesAppear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The stats file's and the metrics' goroutines read each spool's
+	// figures while the drain loop adds the spools (run with -race).
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				w.stats.spoolFigures(time.Now())
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+	}()
 	bStarted := false
 	writertest.RunUntil(t, "the writer to drain both instances", 60*time.Second, w.Run, func() bool {
 		if !bStarted && w.Stats().Messages.Load() >= 200 {

@@ -279,10 +279,15 @@ func (w *Writer) refreshSlots(ctx context.Context) error {
 	for _, src := range srcs[len(w.slots):] {
 		s := w.newSlot(src)
 		if w.db != nil {
+			// The stats goroutines read s.pos (slotStats) from now on.
 			var st writerState
-			if s.pos, _, err = readStateInto(ctx, w.db.conn, s.info, &st); err != nil {
+			pos, _, err := readStateInto(ctx, w.db.conn, s.info, &st)
+			if err != nil {
 				return err
 			}
+			w.posMu.Lock()
+			s.pos = pos
+			w.posMu.Unlock()
 			w.noteSpool(s, nil)
 		}
 		w.posMu.Lock()
@@ -332,12 +337,13 @@ func (w *Writer) newSlot(src Source) *spoolSlot {
 func (w *Writer) slotStats(s *spoolSlot) *SpoolStats {
 	st := w.stats.spoolStats(s.info.ID, spoolDirOf(s.src))
 	st.gone.Store(false)
-	st.depth = func() int64 {
+	depth := func() int64 {
 		w.posMu.Lock()
 		p := s.pos.Position
 		w.posMu.Unlock()
 		return s.src.Depth(p)
 	}
+	st.depth.Store(&depth)
 	return st
 }
 

@@ -27,8 +27,10 @@ func NewStats() *Stats { return &Stats{Counters: stats.New(DropReasons())} }
 // SpoolStats are one spool's counters and its depth.
 type SpoolStats struct {
 	*stats.Spool
-	// depth is the spool's Source.Depth, -1 unknown; set by the writer.
-	depth func() int64
+	// depth is the spool's Source.Depth (nil or -1: unknown), set by the
+	// drain loop when it opens the spool and read by the stats file's
+	// and the metrics' goroutines.
+	depth atomic.Pointer[func() int64]
 	// gone: its folder was replaced under the writer, so its depth is no
 	// longer known (the folder's is the new spool's).
 	gone atomic.Bool
@@ -53,7 +55,7 @@ func (s *Stats) spoolStats(id spool.Identity, dir string) *SpoolStats {
 			return st
 		}
 	}
-	st := &SpoolStats{Spool: &stats.Spool{ID: id, Dir: dir}, depth: func() int64 { return -1 }}
+	st := &SpoolStats{Spool: &stats.Spool{ID: id, Dir: dir}}
 	s.spools = append(s.spools, st)
 	return st
 }
@@ -69,8 +71,8 @@ func (s *Stats) spoolFigures(now time.Time) []stats.SpoolFigures {
 	out := make([]stats.SpoolFigures, 0, len(list))
 	for _, st := range list {
 		depth := int64(-1)
-		if !st.gone.Load() {
-			depth = st.depth()
+		if f := st.depth.Load(); f != nil && !st.gone.Load() {
+			depth = (*f)()
 		}
 		out = append(out, st.Figures(now, depth))
 	}
